@@ -1,0 +1,187 @@
+"""Tables: one per result on the console, and the results section of ``benchmarks/README.md``.
+
+``python -m benchmarks run report`` rewrites only what lies between the
+``<!-- results:begin -->`` and ``<!-- results:end -->`` markers, from the
+newest result file per scenario and backend (a full-size run wins over a newer
+``--quick`` one). Everything else in the README is written by hand.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.results import RESULTS_DIR, Result, latest
+
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+TIMES, DASH = "\u00d7", "\u2013"
+"""Typography for the README (written as escapes: the linter flags look-alike characters in source)."""
+ORDER = ("ingest", "pull", "storm", "fanout", "conflicts", "text", "idle")
+TRACE_CREDIT = (
+    "Text trace: `automerge-paper` from Joseph Gentle's editing-traces collection, originally prepared by "
+    "Martin Kleppmann in automerge-perf; licence CC BY 4.0."
+)
+
+
+def fmt(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def print_result(result: Result, console: Console) -> None:
+    table = Table(title=f"{result.scenario} on {result.backend}{' (quick)' if result.quick else ''}")
+    table.add_column("measure")
+    table.add_column("unit")
+    table.add_column("median", justify="right")
+    table.add_column("min-max", justify="right")
+    for name, values in result.figures.items():
+        median = statistics.median(values)
+        table.add_row(name, result.units.get(name, ""), fmt(median), f"{fmt(min(values))}-{fmt(max(values))}")
+    for name, values in result.ratios.items():
+        median = statistics.median(values)
+        table.add_row(name, "x", f"{median:.3g}", f"{min(values):.3g}-{max(values):.3g}")
+    console.print(table)
+    for name, check in result.checks.items():
+        mark = "[green]ok[/]" if check.ok else "[red]FAILED[/]"
+        console.print(f"check {name}: {mark} (expected {check.expected!r}, found {check.found!r}) {check.detail}")
+
+
+# --- README -------------------------------------------------------------------------------------------------------
+
+
+def _ratio(data: dict[str, Any], name: str) -> float | None:
+    entry = data.get("ratios", {}).get(name)
+    return float(entry["median"]) if entry else None
+
+
+def _figure(data: dict[str, Any], name: str) -> float | None:
+    entry = data.get("summary", {}).get(name)
+    return float(entry["median"]) if entry else None
+
+
+def _ratios_matching(data: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {k: float(v["median"]) for k, v in data.get("ratios", {}).items() if k.startswith(prefix)}
+
+
+def _target_rows(results: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    rows = []
+
+    def row(
+        target: str, data: dict[str, Any] | None, measure: Callable[[dict[str, Any]], tuple[str, bool | None]]
+    ) -> None:
+        if data is None:
+            rows.append(f"| {target} | not run yet | — | — |")
+            return
+        text, met = measure(data)
+        status = "—" if met is None else ("met" if met else "**not met**")
+        mode = "quick" if data.get("quick") else "full"
+        rows.append(f"| {target} | {text} | {status} | `{data['_file']}` ({mode}) |")
+
+    def at_least(prefix: str, goal: float) -> Callable[[dict[str, Any]], tuple[str, bool | None]]:
+        def measure(data: dict[str, Any]) -> tuple[str, bool | None]:
+            found = _ratios_matching(data, prefix)
+            if not found:
+                reason = "; ".join(data.get("skipped", [])) or "no ratio recorded"
+                return f"not measured: {reason}", None
+            text = ", ".join(f"{k.removeprefix(prefix).strip() or 'all'}: {v:.3g}{TIMES}" for k, v in found.items())
+            return text, all(v >= goal for v in found.values())
+
+        return measure
+
+    def storm(data: dict[str, Any]) -> tuple[str, bool | None]:
+        total = _figure(data, "drained and pulled to the end")
+        if total is None:
+            return "no figure", None
+        p = data["params"]
+        size = f"{p['devices']:,} {TIMES} {p['changes_per_device']}"
+        full = p["devices"] >= 1000 and p["changes_per_device"] >= 100
+        return f"{total:.3g} s at {size}", (total <= 10.0) if full else None
+
+    ingest = results.get(("ingest", "sqlite"))
+    row(f"Ingest on SQLite ≥ 10{TIMES} PouchDB-server", ingest, at_least("ours ÷ pouchdb", 10.0))
+    row(f"Ingest on SQLite ≥ 0.25{TIMES} raw SQLite insert", ingest, at_least("ours ÷ raw executemany", 0.25))
+    row(f"Pull ≥ 20{TIMES} PouchDB `_changes`", results.get(("pull", "sqlite")), at_least("ours ÷ pouchdb", 20.0))
+    row(f"Reconnect storm of 1,000 {TIMES} 100 converged in ≤ 10 s", results.get(("storm", "sqlite")), storm)
+    rows.append(
+        "| Fan-out p99 ≤ 50 ms at 1,000 subscribers | measured by `python -m benchmarks.bench_fanout` "
+        "(standalone; see its JSON result) | — | — |"
+    )
+    return rows
+
+
+def _result_section(data: dict[str, Any]) -> list[str]:
+    mode = "quick" if data.get("quick") else "full size"
+    m = data.get("machine", {})
+    dirty = " (uncommitted changes)" if m.get("dirty_tree") else ""
+    load = ", ".join(f"{x:.1f}" for x in m.get("load_avg_at_start", []))
+    lines = [
+        f"### {data['scenario']} on {data['backend']} ({mode})",
+        "",
+        f"`{data['_file']}` · {data.get('started', '')} · commit {m.get('commit')}{dirty}"
+        f" · {m.get('cpus')} CPUs · {m.get('engine', '')} · load average at start {load}",
+        "",
+        "Parameters: " + ", ".join(f"{k}={v}" for k, v in data.get("params", {}).items()),
+        "",
+        f"| measure | unit | median | min{DASH}max | reps |",
+        "|---|---|---:|---:|---:|",
+    ]
+    units = data.get("units", {})
+    for name, s in data.get("summary", {}).items():
+        lines.append(
+            f"| {name} | {units.get(name, '')} | {fmt(s['median'])} | {fmt(s['min'])}{DASH}{fmt(s['max'])} | {s['n']} |"
+        )
+    for name, s in data.get("ratios", {}).items():
+        lines.append(f"| {name} | {TIMES} | {s['median']:.3g} | {s['min']:.3g}{DASH}{s['max']:.3g} | {s['n']} |")
+    checks = data.get("checks", {})
+    if checks:
+        passed = [f"{k} {'ok' if c['ok'] else 'FAILED'}" for k, c in checks.items()]
+        lines += ["", "Checks: " + "; ".join(passed) + "."]
+    for reason in data.get("skipped", []):
+        lines += ["", f"Skipped: {reason}"]
+    for note in data.get("notes", []):
+        lines += ["", f"Note: {note}"]
+    if data["scenario"] == "text" and not any("CC BY" in note for note in data.get("notes", [])):
+        lines += ["", TRACE_CREDIT]  # results written before the note carried the credit
+    return [*lines, ""]
+
+
+def render(results: dict[tuple[str, str], dict[str, Any]]) -> str:
+    lines = [
+        BEGIN,
+        "<!-- Generated by `python -m benchmarks run report` from benchmarks/results/*.json; do not edit by hand. -->",
+        "",
+        "### Targets",
+        "",
+        "| target | measured (median) | status | from |",
+        "|---|---|---|---|",
+        *_target_rows(results),
+        "",
+    ]
+    if not results:
+        lines += ["No result files yet: run `python -m benchmarks run all`.", ""]
+    rank = {name: i for i, name in enumerate(ORDER)}
+    for key in sorted(results, key=lambda k: (rank.get(k[0], len(ORDER)), k[1] != "sqlite", k)):
+        lines += _result_section(results[key])
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def update_readme(results_dir: Path = RESULTS_DIR, readme: Path = README) -> int:
+    results = latest(results_dir)
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme} has no {BEGIN} ... {END} markers; add them where the tables belong")
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    readme.write_text(head + render(results) + tail)
+    return len(results)

@@ -1,0 +1,42 @@
+"""The scenarios, in the issue's numbering. ``python -m benchmarks list`` shows them with their parameters."""
+
+from __future__ import annotations
+
+from benchmarks.runner import Scenario
+from benchmarks.scenarios import conflicts, ingest, live, pull, storm, text
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "ingest", 1, "Ingest: new entities, then updates", "changes/s", ingest.run, ingest.DEFAULTS, ingest.QUICK
+        ),
+        Scenario("pull", 2, "Pull: a fresh client pulls to the end", "entities/s", pull.run, pull.DEFAULTS, pull.QUICK),
+        Scenario(
+            "storm",
+            3,
+            "Reconnect storm: devices with queued changes reconnect at once",
+            "s",
+            storm.run,
+            storm.DEFAULTS,
+            storm.QUICK,
+            time_limit_s=3600,
+        ),
+        Scenario("fanout", 4, "Fan-out: one writer, M WebSocket subscribers", "ms", live.run, {}, {}, needs=live.NEEDS),
+        Scenario(
+            "conflicts",
+            5,
+            "Conflicts: concurrent offline edits",
+            "changes/s",
+            conflicts.run,
+            conflicts.DEFAULTS,
+            conflicts.QUICK,
+        ),
+        Scenario("text", 6, "Text: replay a real editing trace", "edits/s", text.run, text.DEFAULTS, text.QUICK),
+        Scenario("idle", 7, "Idle: N idle WebSocket connections", "bytes", live.run, {}, {}, needs=live.NEEDS),
+    )
+}
+
+ALIASES = {"reconnect-storm": "storm", "fan-out": "fanout"}
+
+__all__ = ["ALIASES", "SCENARIOS"]

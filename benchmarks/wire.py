@@ -1,0 +1,233 @@
+"""Protocol v1 over HTTP for benchmarks: push bodies encoded before the clock starts, pulls to the end.
+
+Responses are decoded with msgspec, as a real client would, so the client's
+decoding cost is part of what is measured (on both sides of every comparison).
+Every push result is checked: a benchmark that silently lost changes would
+report a flattering, meaningless number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+TIMEOUT = httpx.Timeout(300.0, connect=60.0)
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+Json = dict[str, Any]
+OnPage = Callable[[list[Json]], None]
+MAX_BODY_BYTES = 3 * 1024 * 1024
+"""Below the server's default 4 MiB body limit (``SYNC_MAX_BODY_BYTES``)."""
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_ATTEMPTS = 10
+RETRY_BASE_DELAY_S = 0.1
+RETRY_MAX_DELAY_S = 5.0
+
+
+class PushNotApplied(RuntimeError):
+    """A push came back with results other than the ones the benchmark expects."""
+
+
+def change(
+    n: int,
+    entity: str,
+    ops: list[Json],
+    hlc: tuple[int, int],
+    context: dict[str, int] | None = None,
+    collection: str = "deliveries",
+    change_id: str | None = None,
+) -> Json:
+    return {
+        "id": change_id or uuid.uuid4().hex,
+        "n": n,
+        "collection": collection,
+        "entity": entity,
+        "hlc": list(hlc),
+        "context": context or {},
+        "ops": ops,
+    }
+
+
+def push_bodies(replica: str, changes: list[Json], batch: int, max_bytes: int = MAX_BODY_BYTES) -> list[bytes]:
+    """Encode ``changes`` as push requests of at most ``batch`` changes and ``max_bytes`` bytes each."""
+    head, tail = b'{"replica":' + _encode(replica) + b',"changes":[', b"]}"
+    bodies: list[bytes] = []
+    parts: list[bytes] = []
+    size = len(head) + len(tail)
+    for item in changes:
+        encoded = _encode(item)
+        if parts and (len(parts) == batch or size + len(encoded) + 1 > max_bytes):
+            bodies.append(head + b",".join(parts) + tail)
+            parts, size = [], len(head) + len(tail)
+        parts.append(encoded)
+        size += len(encoded) + 1
+    if parts:
+        bodies.append(head + b",".join(parts) + tail)
+    return bodies
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def check_results(content: bytes, expect: Iterable[str] = ("applied",)) -> list[Json]:
+    results: list[Json] = _decode(content)["results"]
+    allowed = set(expect)
+    bad = [r for r in results if r["status"] not in allowed]
+    if bad:
+        raise PushNotApplied(f"{len(bad)} of {len(results)} changes not {sorted(allowed)}: {bad[:3]}")
+    return results
+
+
+@dataclass
+class PullEnd:
+    cursor: str | None
+    entities: int
+    requests: int
+
+
+class SyncClient:
+    """A blocking client on one keep-alive connection (sequential pushes and pulls)."""
+
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        self.http = httpx.Client(base_url=base, headers=headers, timeout=TIMEOUT)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def push(self, body: bytes, expect: Iterable[str] = ("applied",)) -> list[Json]:
+        r = self.http.post("/v1/sync/push", content=body, headers=JSON_HEADERS)
+        if r.status_code != 200:
+            raise PushNotApplied(f"push answered {r.status_code}: {r.text[:300]}")
+        return check_results(r.content, expect)
+
+    def push_all(self, bodies: list[bytes]) -> float:
+        """Push every body in order; seconds elapsed."""
+        t0 = time.perf_counter()
+        for body in bodies:
+            self.push(body)
+        return time.perf_counter() - t0
+
+    def pull_to_end(self, cursor: str | None = None, limit: int = 1000, on_page: OnPage | None = None) -> PullEnd:
+        count = requests = 0
+        while True:
+            r = self.http.post(
+                "/v1/sync/pull", content=_encode({"cursor": cursor, "limit": limit}), headers=JSON_HEADERS
+            )
+            r.raise_for_status()
+            page = _decode(r.content)
+            requests += 1
+            count += len(page["changes"])
+            if on_page is not None:
+                on_page(page["changes"])
+            cursor = page["cursor"]
+            if not page["more"]:
+                return PullEnd(cursor, count, requests)
+
+    def conflicts(self, kind: str | None = None, page_size: int = 500) -> list[Json]:
+        """The whole conflict log, page by page (keyset pagination with ``after``)."""
+        found: list[Json] = []
+        after: str | None = None
+        while True:
+            params: dict[str, str | int] = {"limit": page_size}
+            if kind:
+                params["kind"] = kind
+            if after:
+                params["after"] = after
+            r = self.http.get("/v1/conflicts", params=params)
+            r.raise_for_status()
+            page = _decode(r.content)
+            found += page["conflicts"]
+            after = page["next"]
+            if after is None:
+                return found
+
+    def entity(self, collection: str, entity: str) -> Json:
+        r = self.http.get(f"/v1/entities/{collection}/{entity}")
+        r.raise_for_status()
+        view: Json = _decode(r.content)
+        return view
+
+
+@dataclass
+class Retries:
+    """What a fleet of devices retried, by HTTP status (``"network"`` for transport errors)."""
+
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: str) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+
+class AsyncSyncClient:
+    """A non-blocking client: one per simulated device, sharing nothing but the server.
+
+    Like a real device (PROTOCOL.md, launch checklist), it retries 429, 5xx and
+    network errors with exponential backoff and jitter, honouring
+    ``Retry-After``; replays are safe. Every retry is counted in ``retries``, so
+    a benchmark reports them instead of hiding them.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, headers: dict[str, str], retries: Retries | None = None) -> None:
+        self.http = http
+        self.headers = {**JSON_HEADERS, **headers}
+        self.retries = retries if retries is not None else Retries()
+
+    async def _post(self, path: str, body: bytes) -> httpx.Response:
+        for attempt in range(RETRY_ATTEMPTS):
+            try:
+                r = await self.http.post(path, content=body, headers=self.headers)
+            except httpx.TransportError:
+                status, wait = "network", None
+            else:
+                if r.status_code not in RETRY_STATUSES or attempt == RETRY_ATTEMPTS - 1:
+                    return r
+                status, wait = str(r.status_code), r.headers.get("retry-after")
+            self.retries.add(status)
+            delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**attempt) * random.uniform(0.5, 1.5)
+            if wait and wait.isdigit():
+                delay = max(delay, float(wait))
+            await asyncio.sleep(delay)
+        raise PushNotApplied(f"{path}: no answer after {RETRY_ATTEMPTS} attempts")
+
+    async def push(self, body: bytes, expect: Iterable[str] = ("applied",)) -> list[Json]:
+        r = await self._post("/v1/sync/push", body)
+        if r.status_code != 200:
+            raise PushNotApplied(f"push answered {r.status_code}: {r.text[:300]}")
+        return check_results(r.content, expect)
+
+    async def pull_to_end(self, cursor: str | None = None, limit: int = 1000, on_page: OnPage | None = None) -> PullEnd:
+        count = requests = 0
+        while True:
+            r = await self._post("/v1/sync/pull", _encode({"cursor": cursor, "limit": limit}))
+            r.raise_for_status()
+            page = _decode(r.content)
+            requests += 1
+            count += len(page["changes"])
+            if on_page is not None:
+                on_page(page["changes"])
+            cursor = page["cursor"]
+            if not page["more"]:
+                return PullEnd(cursor, count, requests)
+
+
+def async_http(base: str, connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=base, timeout=TIMEOUT, limits=limits)

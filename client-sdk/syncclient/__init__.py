@@ -1,0 +1,59 @@
+"""syncclient: the Python SDK of the sync server.
+
+A ``SyncClient`` keeps a durable offline outbox, shows local writes at once
+(optimistic reads), and syncs with the server in one round trip (``sync()``) or
+in the background (``start()``). Imports no project package but ``syncproto``.
+"""
+
+from __future__ import annotations
+
+from syncclient.backoff import Backoff
+from syncclient.client import MAX_CHANGE_BYTES, SyncClient
+from syncclient.collection import CollectionHandle
+from syncclient.errors import ProtocolViolation, ServerError, SyncError, TransportError
+from syncclient.events import (
+    ConflictDetected,
+    ConnectionChanged,
+    Event,
+    EventBus,
+    RejectedChange,
+    RemoteChange,
+)
+from syncclient.memoryserver import MemoryServer
+from syncclient.roundtrip import SyncStats
+from syncclient.schema import load_schema, parse_schema
+from syncclient.transport import (
+    HttpTransport,
+    LiveParams,
+    LiveTransport,
+    LiveTransportFactory,
+    MockTransport,
+    Transport,
+)
+
+__all__ = [
+    "MAX_CHANGE_BYTES",
+    "Backoff",
+    "CollectionHandle",
+    "ConflictDetected",
+    "ConnectionChanged",
+    "Event",
+    "EventBus",
+    "HttpTransport",
+    "LiveParams",
+    "LiveTransport",
+    "LiveTransportFactory",
+    "MemoryServer",
+    "MockTransport",
+    "ProtocolViolation",
+    "RejectedChange",
+    "RemoteChange",
+    "ServerError",
+    "SyncClient",
+    "SyncError",
+    "SyncStats",
+    "Transport",
+    "TransportError",
+    "load_schema",
+    "parse_schema",
+]

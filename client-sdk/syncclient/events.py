@@ -1,0 +1,114 @@
+"""What a client tells the app: remote changes, conflicts, rejected changes, connection state.
+
+Usage::
+
+    def on_event(event: Event) -> None:
+        match event:
+            case RejectedChange(code=code, message=message):
+                show_error(f"{code}: {message}")
+            case ConflictDetected(entity=entity, field=field):
+                highlight(entity, field)
+
+    unsubscribe = client.subscribe(on_event)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from syncproto.messages import Change, SiblingView
+
+__all__ = [
+    "ConflictDetected",
+    "ConnectionChanged",
+    "Event",
+    "EventBus",
+    "Handler",
+    "RejectedChange",
+    "RemoteChange",
+]
+
+log = logging.getLogger("syncclient")
+
+
+@dataclass(frozen=True)
+class RemoteChange:
+    """A pull brought changes other replicas made to this entity."""
+
+    collection: str
+    entity: str
+    fields: tuple[str, ...]
+    """The fields the pull carried (all fields on a first pull or a revival)."""
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class ConflictDetected:
+    """A register field now holds concurrent values; ``value`` is the one the rule picked."""
+
+    collection: str
+    entity: str
+    field: str
+    value: Any
+    siblings: tuple[SiblingView, ...]
+    mine: bool
+    """One of the competing values was written by this replica."""
+
+
+@dataclass(frozen=True)
+class RejectedChange:
+    """The server refused one of this replica's changes; it is kept as a dead letter there."""
+
+    id: str
+    n: int
+    collection: str
+    entity: str
+    code: str
+    """A stable error code from PROTOCOL §6."""
+    message: str
+    change: Change
+
+
+@dataclass(frozen=True)
+class ConnectionChanged:
+    """The background loop's link to the server."""
+
+    state: Literal["connecting", "online", "offline", "stopped"]
+    transport: str | None = None
+    error: str | None = None
+    retry_in: float | None = None
+    """Seconds until the next attempt (``offline`` only)."""
+
+
+Event = RemoteChange | ConflictDetected | RejectedChange | ConnectionChanged
+Handler = Callable[[Event], object]
+
+
+class EventBus:
+    """Synchronous fan-out to subscribers. A failing handler is logged and never stops a sync."""
+
+    def __init__(self) -> None:
+        self._handlers: list[tuple[Handler, tuple[type, ...]]] = []
+
+    def subscribe(self, handler: Handler, *types: type) -> Callable[[], None]:
+        """Call ``handler`` for every event, or only for events of ``types``. Returns an unsubscribe function."""
+        entry = (handler, types)
+        self._handlers.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self._handlers:
+                self._handlers.remove(entry)
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        for handler, types in list(self._handlers):
+            if types and not isinstance(event, types):
+                continue
+            try:
+                handler(event)
+            except Exception:
+                log.exception("event handler %r failed on %r", handler, event)

@@ -1,0 +1,387 @@
+"""The device's durable state in one SQLite file.
+
+It holds the outbox, the last pulled view of each entity (``EntityView`` JSON
+with its vv and, for text, the Yjs state), the cursor, the replica's counter,
+its last HLC stamp, and rejected changes.
+
+Durability: WAL journal with ``synchronous=FULL``, so ``COMMIT`` returns only
+after the WAL is fsynced. ``enqueue`` takes the next counter and inserts the
+outbox row in one transaction: a crash either keeps both or neither, so a
+number is never used twice (PROTOCOL §1) and a returned write is on disk.
+
+An outbox row lives until the server's state covers it: ``acked`` rows (the
+server answered applied or duplicate) stay for optimistic reads until a pull
+brings an entity vv that includes them, so a read never flickers back to the
+old value between the push and the pull.
+
+Not safe for two processes on one file; one client per file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from syncclient.errors import ProtocolViolation
+from syncclient.events import Event, RejectedChange
+from syncclient.state import events_for, merge_delta
+from syncproto import errors
+from syncproto.messages import (
+    Applied,
+    Change,
+    Duplicate,
+    EntityView,
+    Eviction,
+    OutOfOrder,
+    PushResult,
+    Rejected,
+    change_decoder,
+    json_encoder,
+)
+
+__all__ = ["LocalStore", "OutboxRow", "PushOutcome"]
+
+SCHEMA_VERSION = 1
+_view_decoder = msgspec.json.Decoder(EntityView)
+_hlc_decoder = msgspec.json.Decoder(tuple[int, int])
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- local write order, stable when n is renumbered
+    n INTEGER NOT NULL,
+    id TEXT NOT NULL UNIQUE,
+    collection TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    change BLOB NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_pending ON outbox (n) WHERE acked = 0;
+CREATE INDEX IF NOT EXISTS outbox_entity ON outbox (collection, entity, n);
+CREATE TABLE IF NOT EXISTS entities (
+    collection TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    view BLOB NOT NULL,
+    PRIMARY KEY (collection, entity)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejections (
+    id TEXT PRIMARY KEY,
+    n INTEGER NOT NULL,
+    collection TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    code TEXT NOT NULL,
+    message TEXT NOT NULL,
+    change BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    n: int
+    change: Change
+    size: int
+    acked: bool
+
+
+@dataclass
+class PushOutcome:
+    """What one push response did to the outbox."""
+
+    applied: int = 0
+    duplicates: int = 0
+    rejected: list[RejectedChange] = field(default_factory=list)
+    renumbered: int = 0
+    server_behind: bool = False
+    """The server lacks changes it had acknowledged (restored from a backup): our cursor is not to be trusted."""
+    last_n: int = 0
+    """The highest counter now in use (after renumbering)."""
+
+    @property
+    def progress(self) -> bool:
+        return bool(self.applied or self.duplicates or self.rejected)
+
+
+class LocalStore:
+    def __init__(self, path: str | Path, replica: str) -> None:
+        self.replica = replica
+        # One connection, shared by the event loop and any thread that writes;
+        # the RLock serialises them and lets transactions nest.
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self.transaction():
+            self._create()
+            owner = self._meta("replica")
+            if owner is None:
+                self._set_meta("replica", replica)
+                self._set_meta("schema", str(SCHEMA_VERSION))
+            elif owner != replica:
+                raise ValueError(f"{path} belongs to replica {owner!r}, not {replica!r}")
+
+    def _create(self) -> None:
+        # executescript would COMMIT the open transaction; run the statements one by one.
+        for statement in filter(str.strip, _DDL.split(";")):
+            self._db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic, durable unit. Nested calls join the outer transaction."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._depth = 0
+
+    # --- meta -----------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def counter(self) -> int:
+        """The highest counter this replica has used."""
+        with self._lock:
+            return int(self._meta("counter") or 0)
+
+    def hlc(self) -> tuple[int, int]:
+        with self._lock:
+            raw = self._meta("hlc")
+            return (0, 0) if raw is None else _hlc_decoder.decode(raw)
+
+    def cursor(self) -> str | None:
+        with self._lock:
+            return self._meta("cursor")
+
+    # --- writes ---------------------------------------------------------------
+
+    def enqueue(self, build: Callable[[int], Change]) -> Change:
+        """Number a change with the next counter and commit it to the outbox."""
+        with self.transaction():
+            n = self.counter() + 1
+            change = build(n)
+            blob = json_encoder.encode(change)
+            self._db.execute(
+                "INSERT INTO outbox (n, id, collection, entity, size, change) VALUES (?, ?, ?, ?, ?, ?)",
+                (n, change.id, change.collection, change.entity, len(blob), blob),
+            )
+            self._set_meta("counter", str(n))
+            self._set_meta("hlc", json_encoder.encode(change.hlc).decode())
+        return change
+
+    # --- reads ----------------------------------------------------------------
+
+    def view(self, collection: str, entity: str) -> EntityView | None:
+        """The last pulled view of one entity (no local changes)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT view FROM entities WHERE collection = ? AND entity = ?", (collection, entity)
+            ).fetchone()
+        return None if row is None else _view_decoder.decode(row[0])
+
+    def views(self, collection: str) -> dict[str, EntityView]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT entity, view FROM entities WHERE collection = ? ORDER BY entity", (collection,)
+            ).fetchall()
+        return {entity: _view_decoder.decode(blob) for entity, blob in rows}
+
+    def outbox(self, collection: str, entity: str | None = None) -> dict[str, list[OutboxRow]]:
+        """Outbox rows (pending and acked) of one entity or a whole collection, by entity, in counter order."""
+        sql = "SELECT seq, n, change, size, acked, entity FROM outbox WHERE collection = ?"
+        args: tuple[str, ...] = (collection,)
+        if entity is not None:
+            sql += " AND entity = ?"
+            args += (entity,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY n, seq", args).fetchall()
+        out: dict[str, list[OutboxRow]] = {}
+        for seq, n, blob, size, acked, ent in rows:
+            out.setdefault(ent, []).append(OutboxRow(seq, n, change_decoder.decode(blob), size, bool(acked)))
+        return out
+
+    def pending(self, limit: int, max_bytes: int, up_to_n: int) -> list[OutboxRow]:
+        """The next changes to push, in counter order: at most ``limit`` rows and ``max_bytes`` (at least one row)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, n, change, size FROM outbox WHERE acked = 0 AND n <= ? ORDER BY n LIMIT ?",
+                (up_to_n, limit),
+            ).fetchall()
+        out: list[OutboxRow] = []
+        total = 0
+        for seq, n, blob, size in rows:
+            if out and total + size > max_bytes:
+                break
+            total += size
+            out.append(OutboxRow(seq, n, change_decoder.decode(blob), size, False))
+        return out
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM outbox WHERE acked = 0").fetchone()[0])
+
+    def outbox_size(self) -> int:
+        """Rows still in the outbox, including acked ones a pull has not confirmed yet."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def max_acked_seq(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM outbox WHERE acked = 1").fetchone()[0])
+
+    def rejections(self) -> list[RejectedChange]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, n, collection, entity, code, message, change FROM rejections ORDER BY rowid"
+            ).fetchall()
+        return [
+            RejectedChange(i, n, c, e, code, msg, change_decoder.decode(blob)) for i, n, c, e, code, msg, blob in rows
+        ]
+
+    def clear_rejections(self, ids: Sequence[str] | None = None) -> None:
+        with self.transaction():
+            if ids is None:
+                self._db.execute("DELETE FROM rejections")
+            else:
+                self._db.executemany("DELETE FROM rejections WHERE id = ?", [(i,) for i in ids])
+
+    # --- push results ---------------------------------------------------------
+
+    def record_results(self, rows: Sequence[OutboxRow], results: Sequence[PushResult]) -> PushOutcome:
+        """Apply one push response to the outbox atomically (PROTOCOL §4.2, client actions)."""
+        if len(rows) != len(results):
+            raise ProtocolViolation(f"pushed {len(rows)} changes but got {len(results)} results")
+        out = PushOutcome()
+        reused: list[int] = []
+        expected: int | None = None
+        with self.transaction():
+            for row, result in zip(rows, results, strict=True):
+                if (result.id, result.n) != (row.change.id, row.n):
+                    raise ProtocolViolation(f"result {result.id}/{result.n} does not match change {row.change.id}")
+                match result:
+                    case Applied() | Duplicate():
+                        self._db.execute("UPDATE outbox SET acked = 1 WHERE seq = ?", (row.seq,))
+                        if isinstance(result, Applied):
+                            out.applied += 1
+                        else:
+                            out.duplicates += 1
+                    case Rejected(error=err) if err.code == errors.N_REUSED:
+                        reused.append(row.n)
+                    case Rejected(error=err):
+                        out.rejected.append(self._reject(row, err.code, err.message))
+                    case OutOfOrder(expected=exp):
+                        expected = exp if expected is None else min(expected, exp)
+            if reused:
+                out.renumbered = self._renumber(min(reused), self.counter() + 1)
+            elif expected is not None and not self._has_pending(expected):
+                # The server lacks counters we no longer hold (it lost them, or we dropped one):
+                # it has not processed any number from ``expected`` on, so our pending changes
+                # can take those numbers.
+                out.renumbered = self._renumber(expected, expected)
+                out.server_behind = True
+            out.last_n = self.counter()
+        return out
+
+    def reject_locally(self, row: OutboxRow, code: str, message: str) -> RejectedChange:
+        """Drop a change the server can never take (for example larger than any push body)."""
+        with self.transaction():
+            return self._reject(row, code, message)
+
+    def _reject(self, row: OutboxRow, code: str, message: str) -> RejectedChange:
+        c = row.change
+        self._db.execute("DELETE FROM outbox WHERE seq = ?", (row.seq,))
+        self._db.execute(
+            "INSERT OR REPLACE INTO rejections (id, n, collection, entity, code, message, change) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (c.id, row.n, c.collection, c.entity, code, message, json_encoder.encode(c)),
+        )
+        return RejectedChange(c.id, row.n, c.collection, c.entity, code, message, c)
+
+    def _has_pending(self, n: int) -> bool:
+        return self._db.execute("SELECT 1 FROM outbox WHERE acked = 0 AND n = ?", (n,)).fetchone() is not None
+
+    def _renumber(self, from_n: int, start: int) -> int:
+        """Give pending changes numbered ``from_n`` and up the numbers ``start, start + 1, ...``, keeping order."""
+        rows = self._db.execute(
+            "SELECT seq, change FROM outbox WHERE acked = 0 AND n >= ? ORDER BY n", (from_n,)
+        ).fetchall()
+        for i, (seq, blob) in enumerate(rows):
+            change = msgspec.structs.replace(change_decoder.decode(blob), n=start + i)
+            new_blob = json_encoder.encode(change)
+            self._db.execute(
+                "UPDATE outbox SET n = ?, change = ?, size = ? WHERE seq = ?", (start + i, new_blob, len(new_blob), seq)
+            )
+        if rows:
+            self._set_meta("counter", str(start + len(rows) - 1))
+        return len(rows)
+
+    # --- pull -----------------------------------------------------------------
+
+    def apply_page(
+        self, changes: Sequence[EntityView], evictions: Sequence[Eviction], cursor: str | None
+    ) -> list[Event]:
+        """Merge one pulled page and store its cursor in the same transaction."""
+        events: list[Event] = []
+        with self.transaction():
+            for delta in changes:
+                old = self.view(delta.collection, delta.entity)
+                new = merge_delta(old, delta)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO entities (collection, entity, view) VALUES (?, ?, ?)",
+                    (delta.collection, delta.entity, json_encoder.encode(new)),
+                )
+                # Acked changes the server state now includes are no longer needed for reads.
+                self._db.execute(
+                    "DELETE FROM outbox WHERE acked = 1 AND collection = ? AND entity = ? AND n <= ?",
+                    (delta.collection, delta.entity, new.vv.get(self.replica, 0)),
+                )
+                events.extend(events_for(old, delta, self.replica))
+            for ev in evictions:
+                self._db.execute("DELETE FROM entities WHERE collection = ? AND entity = ?", (ev.collection, ev.entity))
+            self._set_meta("cursor", cursor)
+        return events
+
+    def drop_acked(self, up_to_seq: int) -> None:
+        """After a complete pull: acked rows written before it began are in the pulled state."""
+        with self.transaction():
+            self._db.execute("DELETE FROM outbox WHERE acked = 1 AND seq <= ?", (up_to_seq,))
+
+    def reset(self) -> None:
+        """Forget synced state (views and cursor), never the outbox (PROTOCOL §4.4 ``reset``)."""
+        with self.transaction():
+            self._db.execute("DELETE FROM entities")
+            self._set_meta("cursor", None)

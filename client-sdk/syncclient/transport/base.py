@@ -1,0 +1,90 @@
+"""The seam between the sync logic and the network.
+
+A ``Transport`` moves one push or one pull; everything else (batching, result
+handling, cursors, retries) lives above it in ``roundtrip`` and ``background``,
+so transports stay dumb and interchangeable.
+
+Usage::
+
+    class MyTransport:
+        name = "mine"
+
+        async def push(self, request: PushRequest) -> PushResponse:
+            return push_response_decoder.decode(await post("/v1/sync/push", encode(request)))
+
+        async def pull(self, request: PullRequest) -> PullResponse: ...
+
+        async def aclose(self) -> None: ...
+
+    client = SyncClient(url, token, "phone-1", "local.db", transport=MyTransport())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from syncproto.messages import PullRequest, PullResponse, PushRequest, PushResponse
+
+__all__ = ["LiveParams", "LiveTransport", "LiveTransportFactory", "Transport"]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """One request/response exchange per call."""
+
+    name: str
+    """Short label for logs and ``ConnectionChanged`` events (``http``, ``ws``, ``mock``)."""
+
+    async def push(self, request: PushRequest) -> PushResponse:
+        """Send changes; return exactly one result per change, in request order.
+
+        Raise ``TransportError`` when the outcome is unknown (connection lost
+        mid-request): the caller resends, and the server answers ``duplicate``
+        for what it already has. Raise ``ServerError`` for an ``ErrorResponse``.
+        """
+        ...
+
+    async def pull(self, request: PullRequest) -> PullResponse:
+        """Fetch one page after ``request.cursor``. Errors as for ``push``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class LiveTransport(Transport, Protocol):
+    """A transport that also hears about new changes as they happen (the WebSocket channel).
+
+    The background loop prefers one: instead of polling, it waits on
+    ``wait_for_changes`` and runs a round trip when the server announces
+    something. A channel that streams pages unasked (WebSocket ``changes``
+    frames after ``hello``) serves ``pull`` from what it has received, in
+    order, and answers ``more=False`` once it has caught up (``synced``);
+    a ``reset`` frame becomes ``PullResponse(reset=True)``.
+    """
+
+    async def wait_for_changes(self, max_wait: float) -> bool:
+        """Return True when the server announced changes, False after ``max_wait`` seconds.
+
+        Raise ``TransportError`` when the connection drops; the loop then reconnects.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class LiveParams:
+    """What a live channel needs to open a session (the WebSocket ``hello``)."""
+
+    url: str
+    token: str
+    replica: str
+    cursor: str | None
+    """Where the client's synced state ends: the channel resumes from here."""
+
+
+LiveTransportFactory = Callable[[LiveParams], Awaitable[LiveTransport]]
+"""Connects a live transport; raises ``TransportError``/``ServerError`` if the channel is unavailable."""

@@ -1,0 +1,1 @@
+"""Runnable examples; benchmarks import them (``examples.driver_day.run_day``)."""

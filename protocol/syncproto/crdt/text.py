@@ -1,0 +1,93 @@
+"""Collaborative text: a Yjs document (via pycrdt) whose root ``Y.Text`` is named ``text``.
+
+Yjs text positions count UTF-8 bytes; users count code points. The helpers
+here convert, so callers never pass a byte offset by accident.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import pycrdt
+from msgspec import Struct
+from pycrdt import Doc, Text
+
+ROOT = "text"
+
+
+class InvalidTextUpdate(ValueError):
+    """The bytes are not a decodable Yjs update."""
+
+
+class TextState(Struct, gc=False, tag="text", tag_field="kind"):
+    update: bytes = b""
+    """The whole document state encoded as one Yjs v1 update."""
+
+
+def load(state: TextState) -> tuple[Doc[Any], Text]:
+    doc: Doc[Any] = Doc()
+    text = doc.get(ROOT, type=Text)
+    if state.update:
+        doc.apply_update(state.update)
+    return doc, text
+
+
+def decode_update(encoded: str) -> bytes:
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidTextUpdate("text update is not valid base64") from exc
+
+
+def apply_update(state: TextState, update: bytes) -> TextState:
+    """Merge one Yjs update. Idempotent and commutative (Yjs guarantees both).
+
+    An update that builds on edits this state lacks is refused: Yjs would hold
+    it as "pending" and ``get_update`` would silently leave it out. With the
+    server's per-replica counter order an honest client never sends one.
+    """
+    doc, _ = load(state)
+    try:
+        doc.apply_update(update)
+    except ValueError as exc:
+        raise InvalidTextUpdate(f"text update cannot be decoded: {exc}") from exc
+    # The part of the update the document still lacks: it starts with the number
+    # of clients whose edits are missing (a varuint, 0 when everything was integrated).
+    if pycrdt.get_update(update, doc.get_state())[:1] != b"\x00":
+        raise InvalidTextUpdate("text update depends on edits of this text that the server has not received")
+    return TextState(doc.get_update())
+
+
+def join(a: TextState, b: TextState) -> TextState:
+    return apply_update(a, b.update) if b.update else a
+
+
+def value(state: TextState) -> str:
+    return str(load(state)[1])
+
+
+def utf8_offset(s: str, codepoints: int) -> int:
+    """Byte offset in UTF-8 of the code-point index ``codepoints`` of ``s``."""
+    if codepoints < 0 or codepoints > len(s):
+        raise IndexError(f"position {codepoints} is outside text of length {len(s)}")
+    return len(s[:codepoints].encode("utf-8"))
+
+
+def splice(doc: Doc[Any], pos: int, delete: int, insert: str) -> bytes:
+    """Edit the text at code-point ``pos``: delete ``delete`` code points, then insert.
+
+    Returns the Yjs update that the edit produced, ready to push.
+    """
+    text = doc.get(ROOT, type=Text)
+    current = str(text)
+    start = utf8_offset(current, pos)
+    before = doc.get_state()
+    with doc.transaction():
+        if delete:
+            end = utf8_offset(current, pos + delete)
+            del text[start:end]
+        if insert:
+            text.insert(start, insert)
+    return doc.get_update(before)

@@ -1,0 +1,80 @@
+"""Stable error codes. Clients branch on these strings; they never change meaning.
+
+The table in PROTOCOL.md lists each with its HTTP status and whether it
+applies to a whole request or to one change (``rejected``).
+"""
+
+from __future__ import annotations
+
+# Whole request
+MALFORMED_JSON = "malformed_json"
+INVALID_REQUEST = "invalid_request"
+UNKNOWN_OP = "unknown_op"
+BODY_TOO_LARGE = "body_too_large"
+TOO_MANY_CHANGES = "too_many_changes"
+UNAUTHORIZED = "unauthorized"
+TOKEN_EXPIRED = "token_expired"  # noqa: S105 - an error code, not a secret
+FORBIDDEN = "forbidden"
+TENANT_UNKNOWN = "tenant_unknown"
+REPLICA_FORBIDDEN = "replica_forbidden"
+INVALID_CURSOR = "invalid_cursor"
+NOT_FOUND = "not_found"
+RATE_LIMITED = "rate_limited"
+INTERNAL = "internal"
+UNAVAILABLE = "unavailable"
+DATA_INTEGRITY = "data_integrity"
+
+# Per change (status "rejected"; the change is kept as a dead letter)
+INVALID_CHANGE = "invalid_change"
+KIND_MISMATCH = "kind_mismatch"
+INVALID_TEXT_UPDATE = "invalid_text_update"
+VALUE_TOO_LARGE = "value_too_large"
+TOO_MANY_OPS = "too_many_ops"
+TOO_MANY_FIELDS = "too_many_fields"
+N_REUSED = "n_reused"
+ID_TOO_LONG = "id_too_long"
+FIELD_NAME_TOO_LONG = "field_name_too_long"
+
+REQUEST_CODES = frozenset(
+    {
+        MALFORMED_JSON,
+        INVALID_REQUEST,
+        UNKNOWN_OP,
+        BODY_TOO_LARGE,
+        TOO_MANY_CHANGES,
+        UNAUTHORIZED,
+        TOKEN_EXPIRED,
+        FORBIDDEN,
+        TENANT_UNKNOWN,
+        REPLICA_FORBIDDEN,
+        INVALID_CURSOR,
+        NOT_FOUND,
+        RATE_LIMITED,
+        INTERNAL,
+        UNAVAILABLE,
+        DATA_INTEGRITY,
+        ID_TOO_LONG,
+    }
+)
+CHANGE_CODES = frozenset(
+    {
+        INVALID_CHANGE,
+        KIND_MISMATCH,
+        INVALID_TEXT_UPDATE,
+        VALUE_TOO_LARGE,
+        TOO_MANY_OPS,
+        TOO_MANY_FIELDS,
+        N_REUSED,
+        FORBIDDEN,
+        ID_TOO_LONG,
+        FIELD_NAME_TOO_LONG,
+    }
+)
+
+# WebSocket channel only: the reason of a close (see PROTOCOL.md, "WebSocket channel")
+VERSION_UNSUPPORTED = "version_unsupported"
+TOO_MANY_CONNECTIONS = "too_many_connections"
+TIMEOUT = "timeout"
+GOING_AWAY = "going_away"
+
+WS_CODES = frozenset({VERSION_UNSUPPORTED, TOO_MANY_CONNECTIONS, TIMEOUT, GOING_AWAY})

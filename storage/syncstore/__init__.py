@@ -1,0 +1,116 @@
+"""syncstore: durable state of the sync server behind one small interface.
+
+``Store`` and ``PushSession`` (``base.py``) are the contract; ``SqlStore``
+(SQLite, PostgreSQL), ``MemoryStore`` and the test double ``FaultyStore`` keep
+it. ``open_store(url)`` picks a backend by URL scheme. Run the migrations with
+``syncstore.migrate.upgrade(url)`` before opening a SQL store.
+
+Imports no other project package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy.exc
+
+from syncstore.access import AccessStore, EvictionRecord, ScopedEntity
+from syncstore.adminstore import (
+    AdminStore,
+    AuditRecord,
+    ConflictOverride,
+    ConflictQuery,
+    DeadLetterKey,
+    DeadLetterQuery,
+)
+from syncstore.base import EntityKey, PushSession, Store, StoreUnavailable, TenantExists, TenantNotFound
+from syncstore.faulty import FaultyStore, InjectedFault
+from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
+from syncstore.memory import MemoryStore
+from syncstore.records import (
+    ChangeRecord,
+    ConflictFilter,
+    ConflictRecord,
+    DeadLetterRecord,
+    EntityRecord,
+    MembershipRecord,
+    PushBatch,
+    ReplicaRecord,
+    TenantRecord,
+    WrappedKey,
+)
+from syncstore.sql import SqlStore
+
+MEMORY_URL = "memory://"
+
+_SQL_SCHEMES = ("sqlite+aiosqlite://", "postgresql+psycopg://")
+
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    StoreUnavailable,
+    sqlalchemy.exc.TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
+"""Failures that mean "the database cannot serve right now" (down, unreachable,
+pool exhausted, SQLite locked past its busy timeout). Servers answer them with
+503 and ``Retry-After`` rather than 500."""
+
+
+def open_store(url: str, **engine_kwargs: Any) -> Store:
+    """The backend for ``url``; does not connect and does not migrate.
+
+    ``memory://`` gives a ``MemoryStore``; ``sqlite+aiosqlite:///path`` and
+    ``postgresql+psycopg://...`` give a ``SqlStore`` (``engine_kwargs`` go to its
+    engine). Anything else raises ``ValueError``.
+    """
+    if url == MEMORY_URL:
+        return MemoryStore()
+    if url.startswith(_SQL_SCHEMES):
+        return SqlStore.from_url(url, **engine_kwargs)
+    scheme = url.split("://", 1)[0] if "://" in url else url
+    raise ValueError(
+        f"unsupported store URL scheme {scheme!r}: use memory://, sqlite+aiosqlite:///path "
+        "or postgresql+psycopg://user@host/db"
+    )
+
+
+__all__ = [
+    "MEMORY_URL",
+    "SEALED_TABLES",
+    "TRANSIENT_ERRORS",
+    "AccessStore",
+    "AdminStore",
+    "AuditRecord",
+    "ChangeRecord",
+    "ConflictFilter",
+    "ConflictOverride",
+    "ConflictQuery",
+    "ConflictRecord",
+    "DeadLetterKey",
+    "DeadLetterQuery",
+    "DeadLetterRecord",
+    "EntityKey",
+    "EntityRecord",
+    "EvictionRecord",
+    "FaultyStore",
+    "InjectedFault",
+    "KeyStore",
+    "MembershipRecord",
+    "MemoryStore",
+    "PushBatch",
+    "PushSession",
+    "ReplicaRecord",
+    "Resealed",
+    "ScopedEntity",
+    "SealedRow",
+    "SealedTable",
+    "SqlStore",
+    "Store",
+    "StoreUnavailable",
+    "TenantExists",
+    "TenantNotFound",
+    "TenantRecord",
+    "WrappedKey",
+    "open_store",
+]

@@ -1,0 +1,114 @@
+"""The ``AccessStore`` interface: reads filtered by channel membership (partial replication).
+
+The server decides which channels an entity belongs to (from its collection's
+channel templates and its field values) and writes one plaintext row per
+``(entity, channel)`` in the same commit as the entity (``PushBatch.memberships``).
+These reads use those rows, so a driver's pull costs what the driver may see,
+not what the tenant holds.
+
+``SqlStore``, ``MemoryStore`` and ``FaultyStore`` implement it through the
+mixins in ``sql_access.py``, ``memory_access.py`` and ``faulty_access.py``.
+
+Usage::
+
+    page = await store.pull_in_channels("acme", ["driver:17"], after_seq=40, limit=100)
+    gone = await store.evictions("acme", ["driver:17"], after_seq=40, limit=100)
+    visible = bool(set(await store.entity_channels("acme", "deliveries", "dlv-1")) & {"driver:17"})
+
+Pitfalls:
+
+* A row with ``member`` false is kept when an entity leaves a channel; it is
+  what makes an eviction. ``evictions`` leaves out entities still visible
+  through another of the given channels.
+* ``pull_in_channels`` returns each entity once even when it is in several of
+  the channels, with the smallest ``joined_seq``: an entity that joined the
+  device's scope after its cursor must be sent whole, not as a delta.
+* Channel lists are small (a token's ``ch`` claim); they go into ``IN (...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from msgspec import Struct
+
+from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord
+
+
+class ScopedEntity(Struct, frozen=True, gc=False):
+    """An entity row visible through some channel, and when it became visible through it."""
+
+    record: EntityRecord
+    joined_seq: int
+    """The smallest ``joined_seq`` among the given channels the entity is a member of."""
+
+
+class EvictionRecord(Struct, frozen=True, gc=False):
+    """An entity that left the given channels at ``seq`` and is in none of them now."""
+
+    collection: str
+    entity_id: str
+    seq: int
+
+
+@runtime_checkable
+class AccessStore(Protocol):
+    """Channel-scoped reads. See the module docs."""
+
+    async def pull_in_channels(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after_seq: int,
+        limit: int,
+        collections: Sequence[str] | None = None,
+    ) -> list[ScopedEntity]:
+        """Entities that are members of any of ``channels`` with ``seq > after_seq``, in seq order, at most ``limit``.
+
+        ``collections=None`` means all; an empty list (of channels or collections) matches nothing.
+        """
+        ...
+
+    async def evictions(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after_seq: int,
+        limit: int,
+        collections: Sequence[str] | None = None,
+    ) -> list[EvictionRecord]:
+        """Entities that left one of ``channels`` after ``after_seq`` and are a member of none of them now.
+
+        In order of the seq at which they left (the latest, if they left several), at most ``limit``.
+        """
+        ...
+
+    async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
+        """The channels the entity is a member of now, each with its ``joined_seq``; empty if none or unknown."""
+        ...
+
+    async def conflicts_in_channels(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after: tuple[int, int] | None,
+        limit: int,
+        filters: ConflictFilter | None = None,
+    ) -> list[ConflictRecord]:
+        """``Store.conflicts``, limited to entities that are a member of any of ``channels`` now."""
+        ...
+
+    async def set_entity_channels(
+        self, tenant_id: str, collection: str, entity_id: str, expected_seq: int, channels: Sequence[str]
+    ) -> bool:
+        """Under the tenant lock, make ``channels`` the entity's member channels if its seq is still ``expected_seq``.
+
+        New rows get ``seq = joined_seq = expected_seq``; member rows of other
+        channels are marked as left at ``expected_seq``; rows of channels it
+        stays in are kept as they are. For rebuilding the rows of existing
+        entities (``syncserver channels reindex``). Returns ``False`` and writes
+        nothing when the entity changed or vanished meanwhile (the push that
+        changed it wrote its rows). Raises ``TenantNotFound``.
+        """
+        ...

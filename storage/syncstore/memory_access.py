@@ -1,0 +1,144 @@
+"""``MemoryAccessMixin``: the ``AccessStore`` half of ``MemoryStore`` (see ``access.py``).
+
+Channel rows live in each tenant's ``channels`` map (written by the push
+session's commit); these reads scan them, which is fine for tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from msgspec.structs import replace
+
+from syncstore.access import EvictionRecord, ScopedEntity
+from syncstore.records import ConflictFilter, ConflictRecord, MembershipRecord
+
+if TYPE_CHECKING:
+    from syncstore.locks import TenantLocks
+    from syncstore.memory import _Tenant
+
+
+class MemoryAccessMixin:
+    """Mixed into ``MemoryStore``; relies on its ``_tenants``, ``_locks`` and ``_require``."""
+
+    if TYPE_CHECKING:
+        _tenants: dict[str, _Tenant]
+        _locks: TenantLocks
+
+        def _require(self, tenant_id: str) -> _Tenant: ...
+
+    async def pull_in_channels(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after_seq: int,
+        limit: int,
+        collections: Sequence[str] | None = None,
+    ) -> list[ScopedEntity]:
+        tenant = self._tenants.get(tenant_id)
+        wanted = set(channels)
+        if tenant is None or limit <= 0 or not wanted:
+            return []
+        found = []
+        for key, rows in tenant.channels.items():
+            joined = [m.joined_seq for c, m in rows.items() if c in wanted and m.member]
+            entity = tenant.entities.get(key)
+            if joined and entity is not None and entity.seq > after_seq and _in(entity.collection, collections):
+                found.append(ScopedEntity(entity, min(joined)))
+        found.sort(key=lambda s: (s.record.seq, s.record.collection, s.record.entity_id))
+        return found[:limit]
+
+    async def evictions(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after_seq: int,
+        limit: int,
+        collections: Sequence[str] | None = None,
+    ) -> list[EvictionRecord]:
+        tenant = self._tenants.get(tenant_id)
+        wanted = set(channels)
+        if tenant is None or limit <= 0 or not wanted:
+            return []
+        found = []
+        for (collection, entity_id), rows in tenant.channels.items():
+            mine = [m for c, m in rows.items() if c in wanted]
+            if any(m.member for m in mine) or not _in(collection, collections):
+                continue
+            left = [m.seq for m in mine if m.seq > after_seq]
+            if left:
+                found.append(EvictionRecord(collection, entity_id, max(left)))
+        found.sort(key=lambda e: (e.seq, e.collection, e.entity_id))
+        return found[:limit]
+
+    async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
+        tenant = self._tenants.get(tenant_id)
+        rows = tenant.channels.get((collection, entity_id), {}) if tenant else {}
+        return {c: m.joined_seq for c, m in rows.items() if m.member}
+
+    async def conflicts_in_channels(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after: tuple[int, int] | None,
+        limit: int,
+        filters: ConflictFilter | None = None,
+    ) -> list[ConflictRecord]:
+        tenant = self._tenants.get(tenant_id)
+        wanted = set(channels)
+        if tenant is None or limit <= 0 or not wanted:
+            return []
+        f = filters or ConflictFilter()
+        found = []
+        for key, c in sorted(tenant.conflicts.items()):
+            if after is not None and key <= after:
+                continue
+            rows = tenant.channels.get((c.collection, c.entity_id), {})
+            if not any(m.member and ch in wanted for ch, m in rows.items()):
+                continue
+            if all(
+                want is None or getattr(c, name) == want
+                for name, want in (
+                    ("collection", f.collection),
+                    ("entity_id", f.entity_id),
+                    ("field", f.field),
+                    ("kind", f.kind),
+                    ("status", f.status),
+                )
+            ):
+                found.append(c)
+        return found[:limit]
+
+    async def set_entity_channels(
+        self, tenant_id: str, collection: str, entity_id: str, expected_seq: int, channels: Sequence[str]
+    ) -> bool:
+        async with self._locks(tenant_id):
+            tenant = self._require(tenant_id)
+            entity = tenant.entities.get((collection, entity_id))
+            if entity is None or entity.seq != expected_seq:
+                return False
+            rows = dict(tenant.channels.get((collection, entity_id), {}))
+            wanted = set(channels)
+            for c, m in list(rows.items()):
+                if m.member and c not in wanted:
+                    rows[c] = replace(m, member=False, seq=expected_seq)
+            for c in wanted:
+                if c not in rows or not rows[c].member:
+                    rows[c] = MembershipRecord(collection, entity_id, c, expected_seq, expected_seq, True)
+            tenant.channels[(collection, entity_id)] = rows
+            return True
+
+    def _purge_channel_rows(self, tenant: _Tenant, purged_seq: int) -> None:
+        """Inside a purge: drop evictions no cursor can need, and rows of entities that no longer exist."""
+        for key in list(tenant.channels):
+            exists = key in tenant.entities
+            kept = {c: m for c, m in tenant.channels[key].items() if m.seq > purged_seq or (m.member and exists)}
+            if kept:
+                tenant.channels[key] = kept
+            else:
+                del tenant.channels[key]
+
+
+def _in(collection: str, collections: Sequence[str] | None) -> bool:
+    return collections is None or collection in collections

@@ -1,0 +1,144 @@
+"""Rows as the Store hands them over. Payload columns hold ciphertext: the store
+never sees a key or a plaintext value, only ids and metadata.
+
+Records are frozen msgspec Structs without GC tracking: a push creates
+thousands of them, and they are several times cheaper to build than frozen
+dataclasses and never rescanned by the cyclic GC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from msgspec import Struct
+
+
+class TenantRecord(Struct, frozen=True, gc=False):
+    id: str
+    created_at: int
+    """Milliseconds since the epoch."""
+    last_seq: int
+    """The highest sequence number assigned in this tenant (0 = none)."""
+    purged_seq: int
+    """Tombstones up to this seq were collected; older cursors must reset."""
+
+
+class WrappedKey(Struct, frozen=True, gc=False):
+    """A tenant data key, encrypted ("wrapped") under a master key."""
+
+    tenant_id: str
+    version: int
+    wrapped: bytes
+    master_key_id: str
+    created_at: int
+    state: str = "active"
+    """``active`` (the one new writes use; the highest active version), ``retired`` or ``destroyed``."""
+
+
+class ReplicaRecord(Struct, frozen=True, gc=False):
+    replica_id: str
+    owner: str
+    """The ``sub`` of the user that first pushed from this replica."""
+    hwm: int
+    """High-water mark: the highest counter processed (applied or rejected)."""
+
+
+class EntityRecord(Struct, frozen=True, gc=False):
+    collection: str
+    entity_id: str
+    seq: int
+    """The seq of the latest change applied to this entity."""
+    deleted: bool
+    key_version: int
+    state: bytes
+    """Encrypted, msgpack-encoded entity state."""
+    vv: dict[str, int]
+    updated_at: int
+
+
+class ChangeRecord(Struct, frozen=True, gc=False):
+    seq: int
+    change_id: str
+    collection: str
+    entity_id: str
+    replica_id: str
+    n: int
+    hlc: tuple[int, int]
+    user: str
+    context: dict[str, int]
+    key_version: int
+    payload: bytes
+    """Encrypted ops."""
+    created_at: int
+
+
+class ConflictRecord(Struct, frozen=True, gc=False):
+    seq: int
+    """The seq of the change whose application found the conflict."""
+    idx: int
+    """Position among the conflicts found by that change."""
+    collection: str
+    entity_id: str
+    field: str | None
+    kind: str
+    rule: str
+    status: str
+    created_at: int
+    key_version: int
+    details: bytes
+    """Encrypted: the competing values, their writers and the winner."""
+
+
+class DeadLetterRecord(Struct, frozen=True, gc=False):
+    replica_id: str
+    n: int
+    change_id: str
+    user: str
+    collection: str
+    entity_id: str
+    code: str
+    message: str
+    key_version: int
+    payload: bytes
+    """Encrypted: the change exactly as it was pushed."""
+    created_at: int
+    status: str = "open"
+
+
+class MembershipRecord(Struct, frozen=True, gc=False):
+    """An entity's membership of one channel, kept in plaintext so reads can filter by scope.
+
+    Rows stay when the entity leaves the channel (``member`` false): the next
+    pull of a device in that channel turns them into evictions.
+    """
+
+    collection: str
+    entity_id: str
+    channel: str
+    seq: int
+    """While a member: the entity's latest seq. Once it left: the seq of the change that moved it out."""
+    joined_seq: int
+    """The seq at which the entity (last) joined the channel."""
+    member: bool
+
+
+@dataclass
+class PushBatch:
+    """Everything one push writes, committed atomically by ``PushSession.commit``."""
+
+    last_seq: int
+    entities: list[EntityRecord] = field(default_factory=list)
+    changes: list[ChangeRecord] = field(default_factory=list)
+    conflicts: list[ConflictRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetterRecord] = field(default_factory=list)
+    replicas: list[ReplicaRecord] = field(default_factory=list)
+    memberships: list[MembershipRecord] = field(default_factory=list)
+    """Channel rows of the changed entities, upserted by ``(collection, entity_id, channel)``."""
+
+
+class ConflictFilter(Struct, frozen=True, gc=False):
+    collection: str | None = None
+    entity_id: str | None = None
+    field: str | None = None
+    kind: str | None = None
+    status: str | None = None

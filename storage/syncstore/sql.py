@@ -1,0 +1,289 @@
+"""``SqlStore``: the Store on SQLAlchemy Core, for SQLite and PostgreSQL.
+
+The tenant lock (see ``base.py``) is taken in two layers:
+
+1. In process, an ``asyncio.Lock``: one for the whole database on SQLite (it
+   has a single writer anyway), one per tenant on PostgreSQL. Waiting pushes
+   queue here rather than each pinning a pooled connection.
+2. In the database, at the start of the transaction: ``BEGIN IMMEDIATE`` on
+   SQLite (the file's write lock), ``SELECT ... FROM tenants ... FOR UPDATE`` on
+   PostgreSQL (the tenant's row lock). This is what serializes server processes.
+   READ COMMITTED suffices on PostgreSQL because every session read happens
+   after the row lock is granted and all writers take that lock first.
+
+Pitfalls:
+
+* The schema must exist: run ``syncstore.migrate.upgrade(url)`` first.
+* ``ping`` and every method map a failure to *connect* to ``StoreUnavailable``;
+  errors raised by a query on a live connection propagate unchanged.
+* On SQLite another process can hold the write lock for at most
+  ``busy_timeout`` (10 s) before a push fails with ``OperationalError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, NamedTuple
+
+from sqlalchemy import Executable, RowMapping, delete, func, insert, select, true, tuple_, update
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from syncstore import rows
+from syncstore.base import PushSession, StoreUnavailable, TenantExists, TenantNotFound
+from syncstore.engine import WRITE, create_engine, is_sqlite
+from syncstore.locks import TenantLocks
+from syncstore.records import (
+    ChangeRecord,
+    ConflictFilter,
+    ConflictRecord,
+    DeadLetterRecord,
+    EntityRecord,
+    TenantRecord,
+    WrappedKey,
+)
+from syncstore.sql_access import SqlAccessMixin, purge_channel_rows
+from syncstore.sql_admin import SqlAdminMixin
+from syncstore.sql_keys import SqlKeysMixin
+from syncstore.sql_session import SqlPushSession
+from syncstore.tables import changes, conflicts, dead_letters, entities, tenant_keys, tenants
+
+_UNREACHABLE = (OperationalError, InterfaceError, OSError)
+
+
+class _Locked(NamedTuple):
+    conn: AsyncConnection
+    last_seq: int
+    purged_seq: int
+
+
+class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
+    """The Store on SQLite (``sqlite+aiosqlite:///path``) or PostgreSQL (``postgresql+psycopg://...``)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Wrap an engine made by ``syncstore.engine.create_engine`` (it installs the SQLite BEGIN handling)."""
+        self._engine = engine
+        self._sqlite = is_sqlite(engine)
+        self._tenant_locks = TenantLocks()
+        self._sqlite_writer = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str | URL, **engine_kwargs: Any) -> SqlStore:
+        """Build a store with its own engine. Connects lazily; ``engine_kwargs`` go to the engine."""
+        return cls(create_engine(url, **engine_kwargs))
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        """Dispose of the engine's pool. The store is unusable afterwards."""
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless ``SELECT 1`` succeeds.
+
+        On SQLite this proves the file can be opened, not that it is writable.
+        """
+        try:
+            async with self._connect() as conn:
+                await conn.execute(select(1))
+        except _UNREACHABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def create_tenant(self, tenant_id: str, first_key: WrappedKey, now_ms: int) -> None:
+        """Create a tenant with ``last_seq = purged_seq = 0`` and its first key.
+
+        Raises ``TenantExists``, and ``ValueError`` if the key names another tenant.
+        """
+        if first_key.tenant_id != tenant_id:
+            raise ValueError(f"key belongs to tenant {first_key.tenant_id!r}, not {tenant_id!r}")
+        async with self._process_lock(tenant_id), self._connect(write=True) as conn:
+            try:
+                await conn.execute(insert(tenants).values(id=tenant_id, created_at=now_ms, last_seq=0, purged_seq=0))
+            except IntegrityError as exc:
+                await conn.rollback()
+                raise TenantExists(tenant_id) from exc
+            await conn.execute(insert(tenant_keys).values(rows.key_to_row(first_key)))
+            await conn.commit()
+
+    async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
+        found = await self._rows(select(tenants).where(tenants.c.id == tenant_id))
+        return rows.tenant_from_row(found[0]) if found else None
+
+    async def list_tenants(self) -> list[TenantRecord]:
+        """All tenants ordered by id."""
+        return [rows.tenant_from_row(row) for row in await self._rows(select(tenants).order_by(tenants.c.id))]
+
+    async def tenant_keys(self, tenant_id: str) -> list[WrappedKey]:
+        """All data-key versions of a tenant, oldest first; empty for an unknown tenant."""
+        query = select(tenant_keys).where(tenant_keys.c.tenant_id == tenant_id).order_by(tenant_keys.c.version)
+        return [rows.key_from_row(row) for row in await self._rows(query)]
+
+    def push_session(self, tenant_id: str) -> AbstractAsyncContextManager[PushSession]:
+        """Lock the tenant until exit; see ``base.py``. Raises ``TenantNotFound`` on entry.
+
+        Leaving the block without ``commit`` (or by an exception) rolls back.
+        """
+        return self._push_session(tenant_id)
+
+    @asynccontextmanager
+    async def _push_session(self, tenant_id: str) -> AsyncIterator[PushSession]:
+        async with self._locked(tenant_id) as locked:
+            yield SqlPushSession(locked.conn, tenant_id, locked.last_seq)
+
+    async def pull(
+        self, tenant_id: str, after_seq: int, limit: int, collections: Sequence[str] | None = None
+    ) -> list[EntityRecord]:
+        """Entities with ``seq > after_seq`` in seq order, at most ``limit`` (none if ``limit <= 0``).
+
+        ``collections=None`` means all; an empty list matches nothing.
+        """
+        if limit <= 0 or (collections is not None and not collections):
+            return []
+        query = select(entities).where(entities.c.tenant_id == tenant_id, entities.c.seq > after_seq)
+        if collections is not None:
+            query = query.where(entities.c.collection.in_(sorted(set(collections))))
+        # seq is unique per entity write; the other keys only make ties deterministic.
+        query = query.order_by(entities.c.seq, entities.c.collection, entities.c.entity_id).limit(limit)
+        return [rows.entity_from_row(row) for row in await self._rows(query)]
+
+    async def get_entity(self, tenant_id: str, collection: str, entity_id: str) -> EntityRecord | None:
+        """The entity's current row, tombstones included."""
+        query = select(entities).where(
+            entities.c.tenant_id == tenant_id, entities.c.collection == collection, entities.c.entity_id == entity_id
+        )
+        found = await self._rows(query)
+        return rows.entity_from_row(found[0]) if found else None
+
+    async def changes(
+        self,
+        tenant_id: str,
+        after_seq: int,
+        limit: int,
+        *,
+        collection: str | None = None,
+        entity_id: str | None = None,
+    ) -> list[ChangeRecord]:
+        """The change log after ``after_seq`` in seq order; filters combine with AND."""
+        if limit <= 0:
+            return []
+        query = select(changes).where(changes.c.tenant_id == tenant_id, changes.c.seq > after_seq)
+        if collection is not None:
+            query = query.where(changes.c.collection == collection)
+        if entity_id is not None:
+            query = query.where(changes.c.entity_id == entity_id)
+        query = query.order_by(changes.c.seq).limit(limit)
+        return [rows.change_from_row(row) for row in await self._rows(query)]
+
+    async def conflicts(
+        self,
+        tenant_id: str,
+        after: tuple[int, int] | None,
+        limit: int,
+        filters: ConflictFilter | None = None,
+    ) -> list[ConflictRecord]:
+        """Conflicts ordered by ``(seq, idx)``, strictly after ``after``: keyset pagination.
+
+        Pass the last row's ``(seq, idx)`` as the next page's ``after``.
+        """
+        if limit <= 0:
+            return []
+        query = select(conflicts).where(conflicts.c.tenant_id == tenant_id)
+        if after is not None:
+            query = query.where(tuple_(conflicts.c.seq, conflicts.c.idx) > tuple_(after[0], after[1]))
+        if filters is not None:
+            for name in ("collection", "entity_id", "field", "kind", "status"):
+                value = getattr(filters, name)
+                if value is not None:
+                    query = query.where(conflicts.c[name] == value)
+        query = query.order_by(conflicts.c.seq, conflicts.c.idx).limit(limit)
+        return [rows.conflict_from_row(row) for row in await self._rows(query)]
+
+    async def get_conflict(self, tenant_id: str, seq: int, idx: int) -> ConflictRecord | None:
+        query = select(conflicts).where(
+            conflicts.c.tenant_id == tenant_id, conflicts.c.seq == seq, conflicts.c.idx == idx
+        )
+        found = await self._rows(query)
+        return rows.conflict_from_row(found[0]) if found else None
+
+    async def dead_letters(self, tenant_id: str, limit: int, status: str | None = None) -> list[DeadLetterRecord]:
+        """Dead letters newest first; ties by ``(replica_id, n)`` descending.
+
+        Pitfall: the replica tie-break follows the database collation, which on
+        PostgreSQL may differ from Python's code-point order for mixed case.
+        """
+        if limit <= 0:
+            return []
+        query = select(dead_letters).where(dead_letters.c.tenant_id == tenant_id)
+        if status is not None:
+            query = query.where(dead_letters.c.status == status)
+        query = query.order_by(
+            dead_letters.c.created_at.desc(), dead_letters.c.replica_id.desc(), dead_letters.c.n.desc()
+        ).limit(limit)
+        return [rows.dead_letter_from_row(row) for row in await self._rows(query)]
+
+    async def purge_tombstones(self, tenant_id: str, updated_before_ms: int) -> int:
+        """Delete tombstones with ``updated_at < updated_before_ms``; raise ``purged_seq`` over them.
+
+        Holds the tenant lock, so it never races a push. Change-log rows stay.
+        Raises ``TenantNotFound``.
+        """
+        async with self._locked(tenant_id) as locked:
+            doomed = (
+                entities.c.tenant_id == tenant_id,
+                entities.c.deleted == true(),
+                entities.c.updated_at < updated_before_ms,
+            )
+            count, max_seq = (
+                await locked.conn.execute(select(func.count(), func.max(entities.c.seq)).where(*doomed))
+            ).one()
+            if count:
+                await locked.conn.execute(delete(entities).where(*doomed))
+                purged_seq = max(locked.purged_seq, max_seq)
+                await locked.conn.execute(
+                    update(tenants).where(tenants.c.id == tenant_id).values(purged_seq=purged_seq)
+                )
+                await purge_channel_rows(locked.conn, tenant_id, purged_seq)
+                await locked.conn.commit()
+            return int(count)
+
+    @asynccontextmanager
+    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection; failing to get one raises ``StoreUnavailable``."""
+        try:
+            conn = await self._engine.connect()
+        except _UNREACHABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            if write:
+                await conn.execution_options(**WRITE)
+            yield conn
+        finally:
+            await conn.close()
+
+    def _process_lock(self, tenant_id: str) -> asyncio.Lock:
+        return self._sqlite_writer if self._sqlite else self._tenant_locks(tenant_id)
+
+    @asynccontextmanager
+    async def _locked(self, tenant_id: str) -> AsyncIterator[_Locked]:
+        """Both lock layers for ``tenant_id``, in an open write transaction; rolled back unless committed."""
+        async with self._process_lock(tenant_id), self._connect(write=True) as conn:
+            try:
+                query = (
+                    select(tenants.c.last_seq, tenants.c.purged_seq).where(tenants.c.id == tenant_id).with_for_update()
+                )
+                row = (await conn.execute(query)).one_or_none()
+                if row is None:
+                    raise TenantNotFound(tenant_id)
+                yield _Locked(conn, row.last_seq, row.purged_seq)
+            finally:
+                if conn.in_transaction():
+                    await conn.rollback()
+
+    async def _rows(self, query: Executable) -> Sequence[RowMapping]:
+        async with self._connect() as conn:
+            return (await conn.execute(query)).mappings().all()

@@ -1,0 +1,251 @@
+"""``SqlAccessMixin``: the ``AccessStore`` half of ``SqlStore`` (see ``access.py``).
+
+A scoped pull scans ``ix_entity_channels_tenant_channel_seq`` for the token's
+channels after the cursor, then fetches the entity rows by primary key. The two
+reads are separate statements, so an entity row is used only if its seq still
+equals the channel row's: a row that moved on meanwhile is left for the next
+page, where its new channel rows (or its eviction) describe it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, Executable, RowMapping, false, func, literal, select, true, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from syncstore import rows
+from syncstore.access import EvictionRecord, ScopedEntity
+from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
+from syncstore.sql_session import CHUNK
+from syncstore.tables import conflicts, entities, entity_channels
+
+if TYPE_CHECKING:
+    from syncstore.sql import _Locked
+
+ec = entity_channels
+
+
+class SqlAccessMixin:
+    """Mixed into ``SqlStore``; relies on its ``_rows`` and ``_locked``."""
+
+    if TYPE_CHECKING:
+
+        async def _rows(self, query: Executable) -> Sequence[RowMapping]: ...
+
+        def _locked(self, tenant_id: str) -> AbstractAsyncContextManager[_Locked]: ...
+
+    async def pull_in_channels(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after_seq: int,
+        limit: int,
+        collections: Sequence[str] | None = None,
+    ) -> list[ScopedEntity]:
+        """See ``AccessStore.pull_in_channels``."""
+        wanted = sorted(set(channels))
+        if limit <= 0 or not wanted or (collections is not None and not collections):
+            return []
+        query = select(ec.c.collection, ec.c.entity_id, ec.c.seq, ec.c.joined_seq).where(
+            *_in_channels(tenant_id, wanted, collections), ec.c.member == true(), ec.c.seq > after_seq
+        )
+        # An entity has at most one row per channel, all with its current seq: this
+        # many rows hold at least ``limit`` distinct entities when there are that many.
+        query = query.order_by(ec.c.seq, ec.c.collection, ec.c.entity_id).limit(limit * len(wanted))
+        keyed: dict[tuple[str, str], tuple[int, int]] = {}
+        for row in await self._rows(query):
+            key = (row["collection"], row["entity_id"])
+            seq, joined = row["seq"], row["joined_seq"]
+            _, earlier = keyed.get(key, (seq, joined))
+            keyed[key] = (seq, min(joined, earlier))
+            if len(keyed) > limit:
+                del keyed[key]
+                break
+        found = await self._entities(tenant_id, list(keyed))
+        return [
+            ScopedEntity(found[key], joined)
+            for key, (seq, joined) in keyed.items()
+            if key in found and found[key].seq == seq
+        ]
+
+    async def evictions(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after_seq: int,
+        limit: int,
+        collections: Sequence[str] | None = None,
+    ) -> list[EvictionRecord]:
+        """See ``AccessStore.evictions``."""
+        wanted = sorted(set(channels))
+        if limit <= 0 or not wanted or (collections is not None and not collections):
+            return []
+        member = ec.alias("m")
+        still_visible = (
+            select(literal(1))
+            .where(
+                member.c.tenant_id == ec.c.tenant_id,
+                member.c.collection == ec.c.collection,
+                member.c.entity_id == ec.c.entity_id,
+                member.c.channel.in_(wanted),
+                member.c.member == true(),
+            )
+            .exists()
+        )
+        left = func.max(ec.c.seq)
+        query = (
+            select(ec.c.collection, ec.c.entity_id, left.label("seq"))
+            .where(
+                *_in_channels(tenant_id, wanted, collections),
+                ec.c.member == false(),
+                ec.c.seq > after_seq,
+                ~still_visible,
+            )
+            .group_by(ec.c.collection, ec.c.entity_id)
+            .order_by(left, ec.c.collection, ec.c.entity_id)
+            .limit(limit)
+        )
+        return [EvictionRecord(r["collection"], r["entity_id"], r["seq"]) for r in await self._rows(query)]
+
+    async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
+        """See ``AccessStore.entity_channels``."""
+        query = select(ec.c.channel, ec.c.joined_seq).where(
+            ec.c.tenant_id == tenant_id,
+            ec.c.collection == collection,
+            ec.c.entity_id == entity_id,
+            ec.c.member == true(),
+        )
+        return {row["channel"]: row["joined_seq"] for row in await self._rows(query)}
+
+    async def conflicts_in_channels(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after: tuple[int, int] | None,
+        limit: int,
+        filters: ConflictFilter | None = None,
+    ) -> list[ConflictRecord]:
+        """See ``AccessStore.conflicts_in_channels``: keyset pagination, like ``Store.conflicts``."""
+        wanted = sorted(set(channels))
+        if limit <= 0 or not wanted:
+            return []
+        visible = (
+            select(literal(1))
+            .where(
+                ec.c.tenant_id == conflicts.c.tenant_id,
+                ec.c.collection == conflicts.c.collection,
+                ec.c.entity_id == conflicts.c.entity_id,
+                ec.c.channel.in_(wanted),
+                ec.c.member == true(),
+            )
+            .exists()
+        )
+        query = select(conflicts).where(conflicts.c.tenant_id == tenant_id, visible)
+        if after is not None:
+            query = query.where(tuple_(conflicts.c.seq, conflicts.c.idx) > tuple_(after[0], after[1]))
+        if filters is not None:
+            for name in ("collection", "entity_id", "field", "kind", "status"):
+                value = getattr(filters, name)
+                if value is not None:
+                    query = query.where(conflicts.c[name] == value)
+        query = query.order_by(conflicts.c.seq, conflicts.c.idx).limit(limit)
+        return [rows.conflict_from_row(row) for row in await self._rows(query)]
+
+    async def set_entity_channels(
+        self, tenant_id: str, collection: str, entity_id: str, expected_seq: int, channels: Sequence[str]
+    ) -> bool:
+        """See ``AccessStore.set_entity_channels``."""
+        key = (ec.c.tenant_id == tenant_id, ec.c.collection == collection, ec.c.entity_id == entity_id)
+        async with self._locked(tenant_id) as locked:
+            conn = locked.conn
+            current = (
+                await conn.execute(
+                    select(entities.c.seq).where(
+                        entities.c.tenant_id == tenant_id,
+                        entities.c.collection == collection,
+                        entities.c.entity_id == entity_id,
+                    )
+                )
+            ).scalar()
+            if current != expected_seq:
+                return False
+            members = {
+                c for (c,) in (await conn.execute(select(ec.c.channel).where(*key, ec.c.member == true()))).all()
+            }
+            wanted = set(channels)
+            leaving = members - wanted
+            if leaving:
+                await conn.execute(
+                    update(ec).where(*key, ec.c.channel.in_(sorted(leaving))).values(member=False, seq=expected_seq)
+                )
+            joining = [
+                rows.membership_to_row(
+                    tenant_id, MembershipRecord(collection, entity_id, c, expected_seq, expected_seq, True)
+                )
+                for c in sorted(wanted - members)
+            ]
+            if joining:
+                # A row of a channel the entity once left is revived in place.
+                await conn.execute(
+                    update(ec)
+                    .where(*key, ec.c.channel.in_([r["channel"] for r in joining]))
+                    .values(member=True, seq=expected_seq, joined_seq=expected_seq)
+                )
+                present = {
+                    c
+                    for (c,) in (
+                        await conn.execute(select(ec.c.channel).where(*key, ec.c.channel.in_(sorted(wanted))))
+                    ).all()
+                }
+                missing = [r for r in joining if r["channel"] not in present]
+                if missing:
+                    await conn.execute(ec.insert(), missing)
+            await conn.commit()
+            return True
+
+    async def _entities(self, tenant_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], EntityRecord]:
+        by_collection: defaultdict[str, list[str]] = defaultdict(list)
+        for collection, entity_id in keys:
+            by_collection[collection].append(entity_id)
+        found: dict[tuple[str, str], EntityRecord] = {}
+        for collection, ids in by_collection.items():
+            for start in range(0, len(ids), CHUNK):
+                query = select(entities).where(
+                    entities.c.tenant_id == tenant_id,
+                    entities.c.collection == collection,
+                    entities.c.entity_id.in_(ids[start : start + CHUNK]),
+                )
+                for row in await self._rows(query):
+                    record = rows.entity_from_row(row)
+                    found[(record.collection, record.entity_id)] = record
+        return found
+
+
+def _in_channels(tenant_id: str, channels: list[str], collections: Sequence[str] | None) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [ec.c.tenant_id == tenant_id, ec.c.channel.in_(channels)]
+    if collections is not None:
+        where.append(ec.c.collection.in_(sorted(set(collections))))
+    return where
+
+
+async def purge_channel_rows(conn: AsyncConnection, tenant_id: str, purged_seq: int) -> None:
+    """Inside a purge: drop evictions no cursor can need, and rows of entities that no longer exist.
+
+    Cursors older than ``purged_seq`` get a reset, so rows that left at or
+    before it will never become an eviction again.
+    """
+    gone = ~(
+        select(literal(1))
+        .where(
+            entities.c.tenant_id == ec.c.tenant_id,
+            entities.c.collection == ec.c.collection,
+            entities.c.entity_id == ec.c.entity_id,
+        )
+        .exists()
+    )
+    doomed = (ec.c.tenant_id == tenant_id, ec.c.seq <= purged_seq, (ec.c.member == false()) | gone)
+    await conn.execute(ec.delete().where(*doomed))

@@ -1,0 +1,183 @@
+"""``SqlPushSession``: the reads and the single write of one locked push.
+
+Created by ``SqlStore.push_session`` on a connection whose transaction already
+holds the tenant lock; it never commits anything but ``commit``'s batch.
+
+Speed: a push of hundreds of changes costs a handful of round trips. Lookups
+are batched ``IN`` queries (chunked under SQLite's bound-parameter limit) and
+``commit`` issues one executemany per table (psycopg pipelines them).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Table, select, true, union_all, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from syncstore import rows
+from syncstore.base import EntityKey
+from syncstore.batches import check_batch, latest_entities, latest_replicas
+from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
+from syncstore.tables import changes, conflicts, dead_letters, entities, entity_channels, replicas, tenants
+
+CHUNK = 500
+"""Ids per ``IN (...)`` query: far below SQLite's limit (999 before 3.32)."""
+
+_T = TypeVar("_T")
+
+
+class SqlPushSession:
+    """See ``PushSession``. Not safe to share between tasks."""
+
+    def __init__(self, conn: AsyncConnection, tenant_id: str, last_seq: int) -> None:
+        self._conn = conn
+        self._tenant_id = tenant_id
+        self.last_seq = last_seq
+        self._finished = False
+
+    async def replicas(self, replica_ids: Sequence[str]) -> dict[str, ReplicaRecord]:
+        """High-water marks of the given replicas; unknown ones are absent."""
+        self._check_open()
+        found: dict[str, ReplicaRecord] = {}
+        for chunk in _chunks(sorted(set(replica_ids))):
+            query = select(replicas).where(replicas.c.tenant_id == self._tenant_id, replicas.c.replica_id.in_(chunk))
+            for row in (await self._conn.execute(query)).mappings():
+                found[row["replica_id"]] = rows.replica_from_row(row)
+        return found
+
+    async def entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, EntityRecord]:
+        """Current rows of the given entities, deleted ones included; unknown ones are absent.
+
+        One query per collection per chunk of ids, not one per entity.
+        """
+        self._check_open()
+        by_collection: defaultdict[str, set[str]] = defaultdict(set)
+        for collection, entity_id in keys:
+            by_collection[collection].add(entity_id)
+        found: dict[EntityKey, EntityRecord] = {}
+        for collection, ids in by_collection.items():
+            for chunk in _chunks(sorted(ids)):
+                query = select(entities).where(
+                    entities.c.tenant_id == self._tenant_id,
+                    entities.c.collection == collection,
+                    entities.c.entity_id.in_(chunk),
+                )
+                for row in (await self._conn.execute(query)).mappings():
+                    record = rows.entity_from_row(row)
+                    found[(record.collection, record.entity_id)] = record
+        return found
+
+    async def dot_change_id(self, replica_id: str, n: int) -> str | None:
+        """The change id stored for ``(replica_id, n)`` in the change log or the dead letters."""
+        self._check_open()
+        query = union_all(
+            select(changes.c.change_id).where(
+                changes.c.tenant_id == self._tenant_id, changes.c.replica_id == replica_id, changes.c.n == n
+            ),
+            select(dead_letters.c.change_id).where(
+                dead_letters.c.tenant_id == self._tenant_id,
+                dead_letters.c.replica_id == replica_id,
+                dead_letters.c.n == n,
+            ),
+        ).limit(1)
+        change_id: str | None = (await self._conn.execute(query)).scalar()
+        return change_id
+
+    async def channel_members(self, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:
+        """Member channels (with their ``joined_seq``) of the given entities; one query per collection chunk."""
+        self._check_open()
+        by_collection: defaultdict[str, set[str]] = defaultdict(set)
+        for collection, entity_id in keys:
+            by_collection[collection].add(entity_id)
+        found: dict[EntityKey, dict[str, int]] = {}
+        for collection, ids in by_collection.items():
+            for chunk in _chunks(sorted(ids)):
+                query = select(
+                    entity_channels.c.entity_id, entity_channels.c.channel, entity_channels.c.joined_seq
+                ).where(
+                    entity_channels.c.tenant_id == self._tenant_id,
+                    entity_channels.c.collection == collection,
+                    entity_channels.c.entity_id.in_(chunk),
+                    entity_channels.c.member == true(),
+                )
+                for entity_id, channel, joined_seq in (await self._conn.execute(query)).all():
+                    found.setdefault((collection, entity_id), {})[channel] = joined_seq
+        return found
+
+    async def commit(self, batch: PushBatch) -> None:
+        """Write ``batch`` and the new ``last_seq`` in this session's transaction, then commit.
+
+        Raises ``ValueError`` if the batch breaks the rules in ``batches.py`` or
+        collides with stored rows (a dot or seq already taken); nothing is
+        written then. A second call raises ``RuntimeError``.
+        """
+        self._check_open()
+        check_batch(self.last_seq, batch)
+        self._finished = True
+        tenant_id = self._tenant_id
+        try:
+            await self._insert(changes, [rows.change_to_row(tenant_id, c) for c in batch.changes])
+            await self._insert(conflicts, [rows.conflict_to_row(tenant_id, c) for c in batch.conflicts])
+            await self._insert(dead_letters, [rows.dead_letter_to_row(tenant_id, d) for d in batch.dead_letters])
+            await self._upsert(entities, [rows.entity_to_row(tenant_id, e) for e in latest_entities(batch)])
+            await self._upsert(replicas, [rows.replica_to_row(tenant_id, r) for r in latest_replicas(batch)])
+            await self._upsert(entity_channels, [rows.membership_to_row(tenant_id, m) for m in batch.memberships])
+        except IntegrityError as exc:
+            # The transaction is aborted; push_session rolls it back on exit.
+            raise ValueError(f"push batch collides with stored rows: {exc.orig}") from exc
+        await self._conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(last_seq=batch.last_seq))
+        await self._conn.commit()
+        self.last_seq = batch.last_seq
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError("this push session has already committed (or failed to)")
+
+    async def _insert(self, table: Table, values: list[rows.Row]) -> None:
+        if values:
+            await self._conn.exec_driver_sql(_write_sql(self._conn.dialect, table, upsert=False), values)
+
+    async def _upsert(self, table: Table, values: list[rows.Row]) -> None:
+        """``INSERT ... ON CONFLICT (primary key) DO UPDATE`` of every non-key column."""
+        if values:
+            await self._conn.exec_driver_sql(_write_sql(self._conn.dialect, table, upsert=True), values)
+
+
+_WRITE_SQL: dict[tuple[str, str, bool], str] = {}
+
+
+def _write_sql(dialect: Dialect, table: Table, upsert: bool) -> str:
+    """The driver-level INSERT (or upsert) for ``table``, built once per dialect.
+
+    sqlite3 takes ``:name`` with dict parameters; psycopg takes ``%(name)s``.
+    The hot path of every push: handing the DBAPI one ``executemany`` with dict
+    parameters skips SQLAlchemy's per-row parameter processing, which cost more
+    than SQLite's own work (see benchmarks/README.md). Rows from ``rows.py``
+    already hold plain DBAPI values. Both dialects spell the upsert the same.
+    """
+    key = (dialect.name, table.name, upsert)
+    sql = _WRITE_SQL.get(key)
+    if sql is None:
+        quote = dialect.identifier_preparer.quote
+        names = [column.name for column in table.columns]
+        template = ":{}" if dialect.name == "sqlite" else "%({})s"
+        columns = ", ".join(quote(n) for n in names)
+        values = ", ".join(template.format(n) for n in names)
+        # Only identifiers from our own table metadata are interpolated; values are bound.
+        sql = f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({values})"  # noqa: S608
+        if upsert:
+            pk = [column.name for column in table.primary_key.columns]
+            assignments = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in pk)
+            sql += f" ON CONFLICT ({', '.join(quote(n) for n in pk)}) DO UPDATE SET {assignments}"
+        _WRITE_SQL[key] = sql
+    return sql
+
+
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]

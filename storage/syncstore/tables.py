@@ -1,0 +1,231 @@
+"""The relational schema, as SQLAlchemy Core tables (no ORM).
+
+``migrations/versions`` must create exactly this; ``tests/contract/test_schema.py``
+compares a migrated database against this module and fails on any difference.
+Change the schema by editing this file *and* adding a migration.
+
+Pitfalls:
+
+* ``String(n)`` lengths are enforced by PostgreSQL but not by SQLite; the server
+  validates id lengths before they get here.
+* JSON columns (``vv``, ``context``) are ``Text`` holding msgspec-encoded JSON
+  (see ``rows.py``), not a JSON type, so both backends store the same bytes.
+* Payload columns (``state``, ``payload``, ``details``, ``wrapped``) hold
+  ciphertext only; see ``SCHEMA.md``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+ID = 128
+"""Length of ids: tenants, replicas, collections, change ids."""
+LONG_ID = 256
+"""Length of entity ids, user subs and key ids, which come from outside."""
+TAG = 64
+"""Length of enum-like values: states, kinds, rules, codes."""
+
+# Explicit constraint names keep alembic's autogenerate diffs stable across
+# backends (SQLite reflects unnamed constraints differently from PostgreSQL).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _tenant_fk() -> Column[str]:
+    return Column("tenant_id", String(ID), ForeignKey("tenants.id"), nullable=False)
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(ID), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("purged_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+)
+
+tenant_keys = Table(
+    "tenant_keys",
+    metadata,
+    _tenant_fk(),
+    Column("version", Integer, nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("master_key_id", String(LONG_ID), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("state", String(TAG), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "version"),
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    _tenant_fk(),
+    Column("replica_id", String(ID), nullable=False),
+    Column("owner", String(LONG_ID), nullable=False),
+    Column("hwm", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "replica_id"),
+)
+
+entities = Table(
+    "entities",
+    metadata,
+    _tenant_fk(),
+    Column("collection", String(ID), nullable=False),
+    Column("entity_id", String(LONG_ID), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("vv", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "collection", "entity_id"),
+    # pull: entities changed after a cursor, in seq order.
+    Index("ix_entities_tenant_seq", "tenant_id", "seq"),
+    # purge_tombstones: deleted entities older than a cutoff.
+    Index("ix_entities_tenant_tombstones", "tenant_id", "deleted", "updated_at"),
+)
+
+changes = Table(
+    "changes",
+    metadata,
+    _tenant_fk(),
+    Column("seq", BigInteger, nullable=False),
+    Column("change_id", String(ID), nullable=False),
+    Column("collection", String(ID), nullable=False),
+    Column("entity_id", String(LONG_ID), nullable=False),
+    Column("replica_id", String(ID), nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("hlc_wall", BigInteger, nullable=False),
+    Column("hlc_counter", Integer, nullable=False),
+    Column("user_sub", String(LONG_ID), nullable=False),
+    Column("context", Text, nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "seq"),
+    # A dot (replica, counter) is applied at most once; also serves dot_change_id.
+    UniqueConstraint("tenant_id", "replica_id", "n"),
+    # An entity's history.
+    Index("ix_changes_tenant_entity_seq", "tenant_id", "collection", "entity_id", "seq"),
+)
+
+conflicts = Table(
+    "conflicts",
+    metadata,
+    _tenant_fk(),
+    Column("seq", BigInteger, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("collection", String(ID), nullable=False),
+    Column("entity_id", String(LONG_ID), nullable=False),
+    Column("field", String(LONG_ID), nullable=True),
+    Column("kind", String(TAG), nullable=False),
+    Column("rule", String(TAG), nullable=False),
+    Column("status", String(TAG), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("details", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "seq", "idx"),
+    Index("ix_conflicts_tenant_entity", "tenant_id", "collection", "entity_id"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    _tenant_fk(),
+    Column("replica_id", String(ID), nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("change_id", String(ID), nullable=False),
+    Column("user_sub", String(LONG_ID), nullable=False),
+    Column("collection", String(ID), nullable=False),
+    Column("entity_id", String(LONG_ID), nullable=False),
+    Column("code", String(TAG), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("status", String(TAG), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "replica_id", "n"),
+    # Listing, newest first.
+    Index("ix_dead_letters_tenant_created", "tenant_id", "created_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Integer, not BigInteger: only INTEGER PRIMARY KEY is SQLite's rowid alias
+    # that autoincrements.
+    Column("id", Integer, autoincrement=True, nullable=False),
+    # No foreign key: the audit trail must outlive a deleted tenant; NULL for
+    # actions that concern no single tenant.
+    Column("tenant_id", String(ID), nullable=True),
+    Column("actor", String(LONG_ID), nullable=False),
+    Column("action", String(TAG), nullable=False),
+    Column("target", String(512), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    Index("ix_audit_log_tenant_created", "tenant_id", "created_at"),
+)
+
+# --- admin (migration 0003_admin) -------------------------------------------
+
+conflict_overrides = Table(
+    "conflict_overrides",
+    metadata,
+    _tenant_fk(),
+    Column("seq", BigInteger, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("actor", String(LONG_ID), nullable=False),
+    # The seq of the server change that carried the admin's choice.
+    Column("change_seq", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "seq", "idx"),
+)
+
+# An action's trail: every audit entry about one conflict or dead letter.
+Index("ix_audit_log_tenant_target", audit_log.c.tenant_id, audit_log.c.target, audit_log.c.id)
+
+# --- access control and key lifecycle (migration 0002_access) ----------------
+
+entity_channels = Table(
+    "entity_channels",
+    metadata,
+    _tenant_fk(),
+    Column("collection", String(ID), nullable=False),
+    Column("entity_id", String(LONG_ID), nullable=False),
+    Column("channel", String(LONG_ID), nullable=False),
+    # While a member: the entity's latest seq (so pull can scan a channel by seq);
+    # once it left: the seq of the change that moved it out (an eviction).
+    Column("seq", BigInteger, nullable=False),
+    Column("joined_seq", BigInteger, nullable=False),
+    Column("member", Boolean, nullable=False),
+    # Also serves the push session's per-entity lookup and the "still visible?" check.
+    PrimaryKeyConstraint("tenant_id", "collection", "entity_id", "channel"),
+    # Scoped pull and evictions: a channel's rows changed after a cursor.
+    Index("ix_entity_channels_tenant_channel_seq", "tenant_id", "channel", "seq"),
+)
+
+# Data-subject export: every change one user made, in seq order.
+Index("ix_changes_tenant_user_seq", changes.c.tenant_id, changes.c.user_sub, changes.c.seq)

@@ -1,0 +1,351 @@
+"""The admin web pages under ``/admin``: server-rendered Jinja templates, plain forms, no JavaScript.
+
+Sign-in: the admin pastes a token with the ``admin`` role (``syncserver token issue
+--role admin``). It is kept in an HttpOnly, SameSite=Strict cookie scoped to
+``/admin`` and checked on every request like a bearer token. Every form carries
+a CSRF token (Litestar's ``CSRFMiddleware`` on this router only: the JSON API
+uses bearer tokens, which browsers never send by themselves).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency, Provide
+from litestar.enums import RequestEncodingType
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.params import Body, FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from syncserver.admin.api import to_ms
+from syncserver.admin.service import AdminService, ConflictFilters
+from syncserver.admin.views import OverrideRequest
+from syncserver.auth import Principal, TokenVerifier
+from syncserver.errors import ApiError
+from syncstore.adminstore import DeadLetterQuery
+from syncstore.base import TenantNotFound
+
+TEMPLATES = Path(__file__).parent / "templates"
+TOKEN_COOKIE = "sync_admin"  # noqa: S105 - a cookie name, not a secret
+CSRF_COOKIE = "sync_admin_csrf"
+PAGE = 50
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+WebRequest = Request[Any, Any, Any]
+
+
+class SignInRequired(Exception):
+    """No valid admin token in the cookie: the handler answers with the sign-in page."""
+
+
+def csrf_secret(jwt_secret: str) -> str:
+    """The CSRF signing secret, derived from the JWT secret so every replica shares it."""
+    return hmac.new(jwt_secret.encode(), b"syncserver admin csrf", hashlib.sha256).hexdigest()
+
+
+def signed_in(request: WebRequest) -> Principal:
+    """Dependency: the admin whose token is in the cookie."""
+    token = request.cookies.get(TOKEN_COOKIE)
+    if not token:
+        raise SignInRequired
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        principal = verifier.verify(token)
+    except ApiError as exc:
+        raise SignInRequired from exc
+    if principal.role != "admin":
+        raise SignInRequired
+    return principal
+
+
+def _secure(request: WebRequest) -> bool:
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+
+
+def _page(name: str, status_code: int = 200, **context: Any) -> Template:
+    return Template(template_name=f"admin/{name}", context=context, status_code=status_code)
+
+
+def _iso_input(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", f"'{value}' is not a date and time like 2026-11-22T10:00") from exc
+
+
+def _parse_value(text: str) -> Any:
+    """A typed value from the form: JSON when it parses (``42``, ``"x"``, ``null``), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@get("/", summary="Admin home", include_in_schema=False)
+async def home() -> Redirect:
+    return Redirect("/admin/conflicts")
+
+
+@get("/login", summary="Sign-in page", include_in_schema=False)
+async def login_page() -> Template:
+    return _page("login.html")
+
+
+@post("/login", summary="Sign in with an admin token", include_in_schema=False, status_code=303)
+async def login(request: WebRequest, data: Form, admin_service: NamedDependency[AdminService]) -> Response[Any]:
+    token = data.get("token", "").strip()
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        principal = verifier.verify(token)
+    except ApiError as exc:
+        return _page("login.html", 401, error=exc.message)
+    if principal.role != "admin":
+        return _page("login.html", 403, error="this token does not have the admin role")
+    await admin_service.record_sign_in(principal)
+    cookie = Cookie(
+        key=TOKEN_COOKIE, value=token, path="/admin", httponly=True, samesite="strict", secure=_secure(request)
+    )
+    return Redirect("/admin/conflicts", status_code=303, cookies=[cookie])
+
+
+@post("/logout", summary="Sign out", include_in_schema=False, status_code=303)
+async def logout() -> Redirect:
+    response = Redirect("/admin/login", status_code=303)
+    response.delete_cookie(TOKEN_COOKIE, path="/admin")
+    return response
+
+
+@get("/conflicts", summary="Conflict list", include_in_schema=False)
+async def conflicts(
+    admin: NamedDependency[Principal],
+    admin_service: NamedDependency[AdminService],
+    collection: FromQuery[str | None] = None,
+    entity: FromQuery[str | None] = None,
+    field: FromQuery[str | None] = None,
+    kind: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None,
+    replica: FromQuery[str | None] = None,
+    user: FromQuery[str | None] = None,
+    since: FromQuery[str | None] = None,
+    until: FromQuery[str | None] = None,
+    after: FromQuery[str | None] = None,
+) -> Template:
+    raw = {
+        "collection": collection,
+        "entity": entity,
+        "field": field,
+        "kind": kind,
+        "status": status,
+        "replica": replica,
+        "user": user,
+        "since": since,
+        "until": until,
+    }
+    f = {k: (v or None) for k, v in raw.items()}
+    filters = ConflictFilters(
+        f["collection"],
+        f["entity"],
+        f["field"],
+        f["kind"],
+        f["status"],
+        f["replica"],
+        f["user"],
+        to_ms(_iso_input(f["since"])),
+        to_ms(_iso_input(f["until"])),
+    )
+    page = await admin_service.list_conflicts(admin, filters, after or None, PAGE)
+    query = {k: v for k, v in f.items() if v}
+    return _page("conflicts.html", admin=admin, page=page, filters=f, query=query)
+
+
+@get("/conflicts/{conflict_id:str}", summary="Conflict detail", include_in_schema=False)
+async def conflict(
+    admin: NamedDependency[Principal],
+    admin_service: NamedDependency[AdminService],
+    conflict_id: FromPath[str],
+    done: FromQuery[int | None] = None,
+) -> Template:
+    view = await admin_service.get_conflict(admin, conflict_id)
+    return _page("conflict.html", admin=admin, c=view, done=done, error=None)
+
+
+@post("/conflicts/{conflict_id:str}/override", summary="Override a conflict", include_in_schema=False)
+async def override(
+    admin: NamedDependency[Principal],
+    admin_service: NamedDependency[AdminService],
+    conflict_id: FromPath[str],
+    data: Form,
+) -> Response[Any]:
+    choice = data.get("choice", "")
+    if choice.startswith("pick:") and choice[5:].isdigit():
+        request = OverrideRequest(pick=int(choice[5:]))
+    else:
+        request = OverrideRequest(value=_parse_value(data.get("value", "")), field=data.get("field") or None)
+    try:
+        result = await admin_service.override(admin, conflict_id, request)
+    except ApiError as exc:
+        view = await admin_service.get_conflict(admin, conflict_id)
+        return _page("conflict.html", exc.status, admin=admin, c=view, done=None, error=exc.message)
+    return Redirect(f"/admin/conflicts/{conflict_id}", query_params={"done": str(result.change.seq)}, status_code=303)
+
+
+@get("/entities/{collection:str}/{entity:str}", summary="Entity history", include_in_schema=False)
+async def entity(
+    admin: NamedDependency[Principal],
+    admin_service: NamedDependency[AdminService],
+    collection: FromPath[str],
+    entity: FromPath[str],
+) -> Template:
+    history = await admin_service.history(admin, collection, entity, 0, 500)
+    timeline: list[tuple[str, str, Any]] = [(c.created_at, "applied", c) for c in history.changes]
+    timeline += [(d.created_at, "rejected", d) for d in history.rejected]
+    timeline.sort(key=lambda item: item[0])
+    return _page("entity.html", admin=admin, h=history, timeline=timeline, dumps=_dumps, line=_line)
+
+
+@get("/dead-letters", summary="Dead letters", include_in_schema=False)
+async def dead_letters(
+    admin: NamedDependency[Principal],
+    admin_service: NamedDependency[AdminService],
+    status: FromQuery[str | None] = "open",
+    code: FromQuery[str | None] = None,
+    replica: FromQuery[str | None] = None,
+    user: FromQuery[str | None] = None,
+    entity: FromQuery[str | None] = None,
+    since: FromQuery[str | None] = None,
+    until: FromQuery[str | None] = None,
+    before: FromQuery[str | None] = None,
+    done: FromQuery[str | None] = None,
+) -> Template:
+    f = {
+        "status": status or None,
+        "code": code or None,
+        "replica": replica or None,
+        "user": user or None,
+        "entity": entity or None,
+        "since": since or None,
+        "until": until or None,
+    }
+    query = DeadLetterQuery(
+        status=f["status"],
+        code=f["code"],
+        replica_id=f["replica"],
+        user=f["user"],
+        entity_id=f["entity"],
+        since_ms=to_ms(_iso_input(f["since"])),
+        until_ms=to_ms(_iso_input(f["until"])),
+    )
+    page = await admin_service.list_dead_letters(admin, query, before or None, PAGE)
+    kept = {k: v for k, v in f.items() if v}
+    return _page("dead_letters.html", admin=admin, page=page, filters=f, query=kept, done=done)
+
+
+@get("/dead-letters/{replica:str}/{n:int}", summary="Dead letter detail", include_in_schema=False)
+async def dead_letter(
+    admin: NamedDependency[Principal],
+    admin_service: NamedDependency[AdminService],
+    replica: FromPath[str],
+    n: FromPath[int],
+    done: FromQuery[str | None] = None,
+) -> Template:
+    view = await admin_service.get_dead_letter(admin, replica, n)
+    return _page("dead_letter.html", admin=admin, d=view, done=done, dumps=_dumps)
+
+
+@post("/dead-letters/{replica:str}/{n:int}/replay", summary="Replay a dead letter", include_in_schema=False)
+async def replay(
+    admin: NamedDependency[Principal],
+    admin_service: NamedDependency[AdminService],
+    replica: FromPath[str],
+    n: FromPath[int],
+) -> Redirect:
+    result = await admin_service.replay(admin, replica, n)
+    done = result.outcome if result.error is None else f"rejected: {result.error.code}"
+    return Redirect(f"/admin/dead-letters/{replica}/{n}", query_params={"done": done}, status_code=303)
+
+
+@post("/dead-letters/{replica:str}/{n:int}/discard", summary="Discard a dead letter", include_in_schema=False)
+async def discard(
+    admin: NamedDependency[Principal],
+    admin_service: NamedDependency[AdminService],
+    replica: FromPath[str],
+    n: FromPath[int],
+) -> Redirect:
+    await admin_service.discard(admin, replica, n)
+    return Redirect(f"/admin/dead-letters/{replica}/{n}", query_params={"done": "discarded"}, status_code=303)
+
+
+@get("/audit", summary="Audit log", include_in_schema=False)
+async def audit(
+    admin: NamedDependency[Principal],
+    admin_service: NamedDependency[AdminService],
+    target: FromQuery[str | None] = None,
+    before: FromQuery[int | None] = None,
+) -> Template:
+    page = await admin_service.audit(admin, target or None, before, 100)
+    return _page("audit.html", admin=admin, page=page, target=target or "")
+
+
+def _line(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _dumps(value: Any) -> str:
+    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+
+
+def _to_sign_in(_: WebRequest, __: Exception) -> Response[Any]:
+    return Redirect("/admin/login", status_code=303)
+
+
+def _error_page(_: WebRequest, exc: ApiError) -> Response[Any]:
+    return _page("error.html", exc.status, status=exc.status, code=exc.code, message=exc.message)
+
+
+def _unknown_tenant(_: WebRequest, __: Exception) -> Response[Any]:
+    return _page("error.html", 401, status=401, code="tenant_unknown", message="the token's tenant does not exist")
+
+
+def admin_router(jwt_secret: str, *, secure_cookies: bool = False) -> Router:
+    """The ``/admin`` pages with their own cookie sign-in and CSRF protection."""
+    csrf = CSRFConfig(
+        secret=csrf_secret(jwt_secret),
+        cookie_name=CSRF_COOKIE,
+        cookie_path="/admin",
+        cookie_httponly=True,
+        cookie_samesite="strict",
+        cookie_secure=secure_cookies,
+    )
+    return Router(
+        path="/admin",
+        route_handlers=[
+            home,
+            login_page,
+            login,
+            logout,
+            conflicts,
+            conflict,
+            override,
+            entity,
+            dead_letters,
+            dead_letter,
+            replay,
+            discard,
+            audit,
+        ],
+        dependencies={"admin": Provide(signed_in, sync_to_thread=False)},
+        middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
+        exception_handlers={SignInRequired: _to_sign_in, ApiError: _error_page, TenantNotFound: _unknown_tenant},
+        include_in_schema=False,
+    )

@@ -1,0 +1,118 @@
+"""Admin API for key lifecycle and data-subject requests, under ``/v1/admin`` (admin role, own tenant only).
+
+| method and path | action |
+|---|---|
+| ``GET /v1/admin/keys`` | key versions, states, rows per version |
+| ``POST /v1/admin/keys/rotate`` | new active data-key version |
+| ``POST /v1/admin/keys/reencrypt?max_rows=N`` | move up to N rows to the active version; repeat until done |
+| ``POST /v1/admin/keys/{version}/destroy`` | destroy a retired version no row uses |
+| ``POST /v1/admin/tenant/erase?confirm=<tenant id>`` | crypto-shred the token's tenant |
+| ``GET /v1/admin/users/{sub}/export`` | every change and dead letter of one user, decrypted |
+
+Master-key rotation concerns every tenant, so it is CLI-only. Each action is
+audited with the admin's ``sub`` as the actor (read it at ``/v1/admin/audit``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, Parameter, QueryParameter
+
+from syncproto import errors
+from syncserver.auth import Principal
+from syncserver.errors import ApiError
+from syncserver.keyops import EraseResult, KeyOpError, KeyOps, KeyStatus, ReencryptResult, RotateResult, UserExport
+from syncserver.scopes import admin_only
+from syncserver.transport.openapi import AUTHENTICATED, error_responses
+
+AdminRequest = Request[Principal, Any, Any]
+
+
+def provide_key_ops(state: State) -> KeyOps:
+    """One ``KeyOps`` per app, built on first use from what the lifespan put in ``state``."""
+    ops: KeyOps | None = state.get("key_ops")
+    if ops is None:
+        ops = KeyOps(state.store, state.keyring, state.key_provider, state.schema)
+        state.key_ops = ops
+    return ops
+
+
+class KeyAdminController(Controller):
+    path = "/v1/admin"
+    tags = ["admin: keys"]
+    guards = [admin_only]
+    dependencies = {"key_ops": Provide(provide_key_ops, sync_to_thread=False)}
+
+    @get("/keys", summary="Key versions of the token's tenant", responses=error_responses(*AUTHENTICATED))
+    async def status(self, request: AdminRequest, key_ops: NamedDependency[KeyOps]) -> KeyStatus:
+        return await key_ops.status(request.user.tenant)
+
+    @post(
+        "/keys/rotate",
+        summary="Rotate the tenant's data key",
+        status_code=200,
+        responses=error_responses(409, *AUTHENTICATED),
+    )
+    async def rotate(self, request: AdminRequest, key_ops: NamedDependency[KeyOps]) -> RotateResult:
+        try:
+            return await key_ops.rotate(request.user.tenant, request.user.sub)
+        except KeyOpError as exc:
+            raise ApiError(409, errors.INVALID_REQUEST, str(exc)) from exc
+
+    @post(
+        "/keys/reencrypt",
+        summary="Move rows to the active key version, at most max_rows per call",
+        status_code=200,
+        responses=error_responses(400, *AUTHENTICATED),
+    )
+    async def reencrypt(
+        self,
+        request: AdminRequest,
+        key_ops: NamedDependency[KeyOps],
+        max_rows: Annotated[int, QueryParameter(ge=1, le=100_000)] = 10_000,
+        batch_size: Annotated[int, QueryParameter(ge=1, le=5_000)] = 500,
+    ) -> ReencryptResult:
+        return await key_ops.reencrypt(request.user.tenant, request.user.sub, batch_size=batch_size, max_rows=max_rows)
+
+    @post(
+        "/keys/{version:int}/destroy",
+        summary="Destroy a retired key version",
+        status_code=200,
+        responses=error_responses(400, 409, *AUTHENTICATED),
+    )
+    async def destroy(
+        self,
+        request: AdminRequest,
+        key_ops: NamedDependency[KeyOps],
+        version: Annotated[int, Parameter(ge=1, le=2**31 - 1)],
+    ) -> dict[str, int]:
+        try:
+            destroyed = await key_ops.destroy_version(request.user.tenant, version, request.user.sub)
+        except KeyOpError as exc:
+            raise ApiError(409, errors.INVALID_REQUEST, str(exc)) from exc
+        return {"destroyed": destroyed}
+
+    @post(
+        "/tenant/erase",
+        summary="Erase the token's tenant (crypto-shredding); confirm with its id",
+        status_code=200,
+        responses=error_responses(400, 422, *AUTHENTICATED),
+    )
+    async def erase(
+        self, request: AdminRequest, key_ops: NamedDependency[KeyOps], confirm: FromQuery[str]
+    ) -> EraseResult:
+        if confirm != request.user.tenant:
+            raise ApiError(422, errors.INVALID_REQUEST, "set confirm to the tenant id to erase it")
+        return await key_ops.erase_tenant(request.user.tenant, request.user.sub)
+
+    @get(
+        "/users/{sub:str}/export",
+        summary="Export one user's data (GDPR access)",
+        responses=error_responses(400, *AUTHENTICATED),
+    )
+    async def export(self, request: AdminRequest, key_ops: NamedDependency[KeyOps], sub: FromPath[str]) -> UserExport:
+        return await key_ops.export_user(request.user.tenant, sub, request.user.sub)

@@ -1,0 +1,172 @@
+"""The application factory: the one place where concrete backends are chosen."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
+
+from syncproto.messages import PROTOCOL_VERSION
+from syncserver import devsecrets, observability
+from syncserver.admin.api import AdminController
+from syncserver.admin.service import AdminService, admin_backend
+from syncserver.admin.web import TEMPLATES, admin_router
+from syncserver.admin_keys import KeyAdminController
+from syncserver.auth import auth_middleware, build_verifier
+from syncserver.collections_config import load_schema
+from syncserver.conflicts import ConflictService
+from syncserver.crypto.envelope import DecryptionError
+from syncserver.crypto.keyring import TenantKeyring
+from syncserver.crypto.keys import KeyProvider
+from syncserver.errors import (
+    ApiError,
+    handle_api_error,
+    handle_decryption_error,
+    handle_http_exception,
+    handle_store_unavailable,
+    handle_tenant_not_found,
+    handle_unexpected,
+)
+from syncserver.fanout import Fanout, MemoryFanout
+from syncserver.live import LiveHub
+from syncserver.pull import PullService
+from syncserver.push import PushService
+from syncserver.ratelimit import RateLimiting
+from syncserver.settings import Settings
+from syncserver.transport import health
+from syncserver.transport.http import SyncController
+from syncserver.transport.ws import sync_socket
+from syncstore import TRANSIENT_ERRORS, open_store
+from syncstore.base import Store, TenantNotFound
+from syncstore.migrate import upgrade
+
+log = logging.getLogger("syncserver")
+
+
+def sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:":
+        return Path(url[len(prefix) :])
+    return None
+
+
+async def open_backend(settings: Settings) -> Store:
+    """Migrate (if configured) and open the store named by ``SYNC_DATABASE_URL``."""
+    path = sqlite_path(settings.database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if settings.migrate_on_start and not settings.database_url.startswith("memory://"):
+        await upgrade(settings.database_url)
+    return open_store(settings.database_url)
+
+
+def open_fanout(settings: Settings) -> Fanout:
+    """``SYNC_REDIS_URL``: unset or ``memory://`` -> in-process; ``redis://``/``rediss://`` -> Redis pub/sub."""
+    url = settings.redis_url
+    if url is None or url.startswith("memory://"):
+        return MemoryFanout()
+    from syncserver.fanout.redis import RedisFanout  # only deployments with Redis import the client
+
+    return RedisFanout(url, settings.redis_prefix)
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Litestar:
+    """Build the app. ``store`` overrides ``SYNC_DATABASE_URL`` (tests pass a MemoryStore)."""
+    settings = settings or Settings.from_env()
+    schema = load_schema(settings.collections_file)
+    provider: KeyProvider = devsecrets.key_provider(settings)
+    verifier = build_verifier(settings)
+    rate_limiting = RateLimiting.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        backend = store if store is not None else await open_backend(settings)
+        keyring = TenantKeyring(backend, provider, settings.key_cache_ttl_s)
+        app.state.store = backend
+        app.state.keyring = keyring
+        fanout = open_fanout(settings)
+        await fanout.start()
+        app.state.fanout = fanout
+        app.state.push_service = PushService(
+            backend, keyring, schema, settings.limits, settings.max_clock_skew_ms, notify=fanout.publish
+        )
+        app.state.pull_service = PullService(backend, keyring, schema, settings.limits)
+        app.state.live = LiveHub(backend, app.state.pull_service, settings.live)
+        await app.state.live.start(fanout)
+        app.state.conflict_service = ConflictService(backend, keyring)
+        app.state.push_service.observe = observability.observe_push
+        observability.watch_keyring(keyring)
+        app.state.admin_service = AdminService(
+            admin_backend(backend), keyring, app.state.push_service, app.state.pull_service
+        )
+        try:
+            yield
+        finally:
+            await app.state.live.stop()
+            await fanout.stop()
+            if store is None:
+                await backend.close()
+
+    def from_state(name: str) -> Provide:
+        def provide(state: State) -> Any:
+            return state[name]
+
+        return Provide(provide, sync_to_thread=False)
+
+    return Litestar(
+        route_handlers=[
+            SyncController,
+            sync_socket,
+            health.live,
+            health.ready,
+            AdminController,
+            KeyAdminController,
+            admin_router(devsecrets.jwt_secret(settings), secure_cookies=settings.admin_cookie_secure),
+            observability.MetricsController,
+        ],
+        lifespan=[lifespan, rate_limiting.lifespan],
+        stores=rate_limiting.stores,
+        state=State({"verifier": verifier, "settings": settings, "key_provider": provider, "schema": schema}),
+        dependencies={
+            "push_service": from_state("push_service"),
+            "pull_service": from_state("pull_service"),
+            "conflict_service": from_state("conflict_service"),
+            "admin_service": from_state("admin_service"),
+        },
+        middleware=[
+            observability.RequestIdMiddleware(),
+            observability.prometheus_config().middleware,
+            *rate_limiting.middleware,
+            auth_middleware(exclude=["^/health", "^/schema", "^/metrics", "^/admin"]),
+        ],
+        before_send=[observability.request_id_for_unrouted],
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
+        logging_config=observability.logging_config(settings.log_level, settings.log_format),
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            TenantNotFound: handle_tenant_not_found,
+            DecryptionError: handle_decryption_error,
+            **dict.fromkeys(TRANSIENT_ERRORS, handle_store_unavailable),
+            Exception: handle_unexpected,
+        },
+        request_max_body_size=settings.limits.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="syncserver",
+            version=f"protocol v{PROTOCOL_VERSION}",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,181 @@
+"""The ``syncserver`` command: serve, migrate, manage tenants, issue tokens, collect tombstones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from syncserver import devsecrets, keys_cli
+from syncserver.admin.cli import admin as admin_commands
+from syncserver.app import open_backend
+from syncserver.auth import ROLES, TokenVerifier
+from syncserver.crypto.keyring import TenantKeyring
+from syncserver.settings import Settings
+from syncserver.tenants import InvalidTenantId, create_tenant
+from syncstore.base import Store, TenantExists
+from syncstore.migrate import upgrade
+
+T = TypeVar("T")
+console = Console(stderr=True)
+DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _run(settings: Settings, fn: Callable[[Store, TenantKeyring], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store = await open_backend(settings)
+        try:
+            provider = devsecrets.key_provider(settings)
+            return await fn(store, TenantKeyring(store, provider, settings.key_cache_ttl_s))
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def parse_duration(value: str) -> int:
+    unit = value[-1:]
+    if unit in DURATIONS and value[:-1].isdigit():
+        return int(value[:-1]) * DURATIONS[unit]
+    if value.isdigit():
+        return int(value)
+    raise click.BadParameter(f"{value!r} is not a duration like 3600, 90m, 12h or 30d")
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Offline-first sync server. Configuration comes from SYNC_* environment variables."""
+    ctx.obj = Settings.from_env()
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default SYNC_HOST or 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default SYNC_PORT or 8000).")
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None, workers: int) -> None:
+    """Run the server (migrates the database first)."""
+    import uvicorn
+
+    devsecrets.master_key_b64(settings)
+    devsecrets.jwt_secret(settings)
+    if settings.migrate_on_start:
+        _run(settings, lambda store, keyring: asyncio.sleep(0))
+        os.environ["SYNC_MIGRATE_ON_START"] = "0"  # workers must not race to migrate
+    host = host or settings.host
+    port = port or settings.port
+    console.print(f"[bold green]syncserver[/] on http://{host}:{port}  database: {_redact(settings.database_url)}")
+    uvicorn.run(
+        "syncserver.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        log_level="info",
+        # Deflate costs ~75 KiB per idle socket and ~1.7x CPU per send (benchmarks/bench_fanout.py).
+        ws_per_message_deflate=False,
+    )
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
+    """Apply migrations up to the newest (safe to run from several processes)."""
+    asyncio.run(upgrade(settings.database_url))
+    console.print("[green]database is at the newest schema[/]")
+
+
+@main.group()
+def tenant() -> None:
+    """Tenants."""
+
+
+@tenant.command("create")
+@click.argument("tenant_id")
+@click.pass_obj
+def tenant_create(settings: Settings, tenant_id: str) -> None:
+    """Create a tenant and its first data key."""
+    try:
+        record = _run(settings, lambda store, keyring: create_tenant(store, keyring, tenant_id))
+    except TenantExists:
+        raise click.ClickException(f"tenant {tenant_id!r} already exists") from None
+    except InvalidTenantId as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(record.id)
+
+
+@tenant.command("list")
+@click.pass_obj
+def tenant_list(settings: Settings) -> None:
+    """List tenants."""
+    tenants = _run(settings, lambda store, keyring: store.list_tenants())
+    table = Table("tenant", "created", "last seq", "purged through")
+    for t in tenants:
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.created_at / 1000))
+        table.add_row(t.id, created, str(t.last_seq), str(t.purged_seq))
+    Console().print(table)
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens."""
+
+
+@token.command("issue")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id (the 'tid' claim).")
+@click.option("--sub", required=True, help="User id (the 'sub' claim).")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--channel", "channels", multiple=True, help="A channel the token may see (repeatable).")
+@click.option("--ttl", default="30d", show_default=True, help="Lifetime: seconds or 90m, 12h, 30d.")
+@click.pass_obj
+def token_issue(settings: Settings, tenant_id: str, sub: str, role: Any, channels: tuple[str, ...], ttl: str) -> None:
+    """Print a signed bearer token (HS256, signed with SYNC_JWT_SECRET)."""
+    verifier = TokenVerifier(devsecrets.jwt_secret(settings), settings.jwt_issuer, settings.jwt_audience)
+    click.echo(verifier.issue(tenant_id, sub, role, channels, parse_duration(ttl)))
+
+
+@main.command()
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
+@click.pass_obj
+def gc(settings: Settings, tenant_id: str | None) -> None:
+    """Collect tombstones older than SYNC_TOMBSTONE_RETENTION_S."""
+    cutoff = int(time.time() * 1000) - settings.tombstone_retention_s * 1000
+
+    async def collect(store: Store, keyring: TenantKeyring) -> int:
+        ids = [tenant_id] if tenant_id else [t.id for t in await store.list_tenants()]
+        return sum([await store.purge_tombstones(t, cutoff) for t in ids])
+
+    removed = _run(settings, collect)
+    console.print(f"collected {removed} tombstones")
+
+
+main.add_command(admin_commands)
+
+main.add_command(keys_cli.keys)
+main.add_command(keys_cli.export_user)
+main.add_command(keys_cli.channels)
+tenant.add_command(keys_cli.tenant_erase)
+
+if __name__ == "__main__":
+    main()

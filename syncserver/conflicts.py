@@ -1,0 +1,89 @@
+"""Reading the conflict log: decrypted, filtered, keyset-paginated."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from syncproto import errors
+from syncproto.messages import ConflictPage, ConflictView
+from syncserver import payloads
+from syncserver.auth import Principal
+from syncserver.crypto.keyring import TenantCipher
+from syncserver.errors import ApiError
+from syncserver.push import Ciphers
+from syncserver.scopes import Scope
+from syncstore.access import AccessStore
+from syncstore.base import Store
+from syncstore.records import ConflictFilter, ConflictRecord
+
+
+def conflict_id(seq: int, idx: int) -> str:
+    return f"c{seq}.{idx}"
+
+
+def parse_conflict_id(value: str) -> tuple[int, int]:
+    try:
+        seq, idx = value.removeprefix("c").split(".")
+        return int(seq), int(idx)
+    except ValueError as exc:
+        raise ApiError(400, errors.INVALID_REQUEST, f"'{value}' is not a conflict id") from exc
+
+
+def iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
+
+
+class ConflictService:
+    def __init__(self, store: Store, ciphers: Ciphers) -> None:
+        if not isinstance(store, AccessStore):
+            raise TypeError(f"{type(store).__name__} must implement AccessStore for scoped reads")
+        self.store = store
+        self.access: AccessStore = store
+        self.ciphers = ciphers
+
+    async def list(self, principal: Principal, filters: ConflictFilter, after: str | None, limit: int) -> ConflictPage:
+        start = parse_conflict_id(after) if after else None
+        scope = Scope.of(principal)
+        if scope.channels is None:
+            rows = await self.store.conflicts(principal.tenant, start, limit + 1, filters)
+        else:
+            rows = await self.access.conflicts_in_channels(
+                principal.tenant, sorted(scope.channels), start, limit + 1, filters
+            )
+        cipher = await self.ciphers.cipher(principal.tenant, {r.key_version for r in rows[:limit]})
+        page = [self.view(cipher, r) for r in rows[:limit]]
+        nxt = conflict_id(rows[limit - 1].seq, rows[limit - 1].idx) if len(rows) > limit else None
+        return ConflictPage(page, nxt)
+
+    async def get(self, principal: Principal, conflict: str) -> ConflictView:
+        seq, idx = parse_conflict_id(conflict)
+        row = await self.store.get_conflict(principal.tenant, seq, idx)
+        if row is None or not await self._visible(principal, row):
+            raise ApiError(404, errors.NOT_FOUND, f"no conflict {conflict}")
+        return self.view(await self.ciphers.cipher(principal.tenant, [row.key_version]), row)
+
+    async def _visible(self, principal: Principal, row: ConflictRecord) -> bool:
+        scope = Scope.of(principal)
+        if scope.unrestricted:
+            return True
+        return scope.allows(await self.access.entity_channels(principal.tenant, row.collection, row.entity_id))
+
+    @staticmethod
+    def view(cipher: TenantCipher, row: ConflictRecord) -> ConflictView:
+        body = payloads.open_conflict(
+            cipher, row.collection, row.entity_id, row.seq, row.idx, row.key_version, row.details
+        )
+        return ConflictView(
+            id=conflict_id(row.seq, row.idx),
+            collection=row.collection,
+            entity=row.entity_id,
+            field=row.field,
+            kind=row.kind,  # type: ignore[arg-type]
+            rule=row.rule,
+            seq=row.seq,
+            created_at=iso(row.created_at),
+            status=row.status,
+            values=body.values,
+            winner=body.winner,
+            note=body.note,
+        )

@@ -1,0 +1,9 @@
+"""Envelope encryption: AES-256-GCM data keys per tenant, wrapped by a master key."""
+
+from __future__ import annotations
+
+from syncserver.crypto.envelope import DecryptionError, row_aad
+from syncserver.crypto.keyring import TenantCipher, TenantKeyring
+from syncserver.crypto.keys import KeyProvider, LocalKeyProvider
+
+__all__ = ["DecryptionError", "KeyProvider", "LocalKeyProvider", "TenantCipher", "TenantKeyring", "row_aad"]

@@ -1,0 +1,41 @@
+"""Seal and open payloads with AES-256-GCM.
+
+A sealed blob is ``0x01 | nonce (12 bytes) | ciphertext+tag``. The associated
+data names the tenant, table, row and key version, so a ciphertext copied to
+another row, table or tenant fails to open instead of decrypting to the wrong
+owner's data.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+FORMAT = b"\x01"
+NONCE_BYTES = 12
+
+
+class DecryptionError(Exception):
+    """A ciphertext does not open under this key and associated data."""
+
+
+def row_aad(tenant: str, table: str, row: str, key_version: int) -> bytes:
+    # NUL separators cannot occur in ids (the protocol forbids them), so the
+    # encoding is unambiguous.
+    return b"\x00".join([b"sync/v1", tenant.encode(), table.encode(), row.encode(), str(key_version).encode()])
+
+
+def seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return FORMAT + nonce + aead.encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(aead: AESGCM, blob: bytes, aad: bytes) -> bytes:
+    if len(blob) < 1 + NONCE_BYTES + 16 or blob[:1] != FORMAT:
+        raise DecryptionError("not a sealed payload of a known format")
+    try:
+        return aead.decrypt(blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :], aad)
+    except InvalidTag as exc:
+        raise DecryptionError("ciphertext does not belong to this row, tenant or key version") from exc

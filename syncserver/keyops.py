@@ -1,0 +1,400 @@
+"""Key lifecycle and data-subject requests: rotate, re-encrypt, rotate the master key, erase, export.
+
+One service behind both the CLI (``syncserver keys ...``, ``tenant erase``,
+``export-user``) and the admin API (``/v1/admin/keys``...). Every action
+appends to the audit log, with metadata only: versions, counts, key
+fingerprints, never a key or a value.
+
+* **rotate**: a new data-key version becomes active at once (in this process;
+  other processes pick it up when their keyring cache entry expires, at most
+  ``SYNC_KEY_CACHE_TTL_S`` later). Older versions stay for reading.
+* **reencrypt**: moves every cell not sealed under the active version to it,
+  table by table in primary-key order, one batch per transaction. A batch
+  writes compare-and-set, so a concurrent push always wins and a crash loses at
+  most one uncommitted batch; running it again resumes, because it only ever
+  looks for cells still under an old version.
+* **rotate_master**: rewraps every data key under the provider's current master
+  key (the provider still unwraps with the previous one). No payload is read.
+* **erase_tenant**: destroys the tenant's keys first, then deletes its rows.
+* **export_user**: every change and dead letter of one ``sub``, decrypted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from syncproto.messages import Op
+from syncproto.schema import Schema
+from syncserver import payloads
+from syncserver.crypto.envelope import DecryptionError
+from syncserver.crypto.keyring import TenantCipher, TenantKeyring, wrap_aad
+from syncserver.crypto.keys import KeyProvider, KeyProviderError
+from syncserver.scopes import ChannelError, entity_channels
+from syncstore.access import AccessStore
+from syncstore.adminstore import AdminStore, AuditRecord, DeadLetterQuery
+from syncstore.base import Store, TenantNotFound
+from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
+
+Progress = Callable[[str, int], None]
+"""Called with a table name and how many more cells of it were handled."""
+
+PAGE = 1000
+
+
+class KeyVersionView(Struct, gc=False):
+    version: int
+    state: str
+    master_key_id: str
+    created_at: str
+    rows: int
+    """Cells sealed under this version, in all tables."""
+
+
+class KeyStatus(Struct, gc=False):
+    tenant: str
+    active_version: int
+    master_key_id: str
+    """The fingerprint of the master key new data keys are wrapped with."""
+    versions: list[KeyVersionView]
+    stale_rows: int
+    """Cells not yet under the active version: what ``reencrypt`` would move."""
+
+
+class RotateResult(Struct, gc=False):
+    tenant: str
+    version: int
+    previous: int
+
+
+class ReencryptResult(Struct, gc=False):
+    tenant: str
+    version: int
+    resealed: int
+    skipped: int
+    """Cells a concurrent write changed first (they are under the active key already, or the next run takes them)."""
+    failed: int
+    """Cells that did not open under their recorded key: reported, never overwritten."""
+    remaining: int
+    """Cells still under an old version after this run (0 when done)."""
+
+
+class MasterRotateResult(Struct, gc=False):
+    master_key_id: str
+    tenants: int
+    rewrapped: int
+
+
+class EraseResult(Struct, gc=False):
+    tenant: str
+    keys_destroyed: int
+    rows_deleted: dict[str, int]
+
+
+class ExportedChange(Struct, gc=False):
+    seq: int
+    id: str
+    collection: str
+    entity: str
+    replica: str
+    n: int
+    hlc: tuple[int, int]
+    context: dict[str, int]
+    created_at: str
+    ops: list[Op]
+
+
+class ExportedDeadLetter(Struct, gc=False):
+    replica: str
+    n: int
+    id: str
+    collection: str
+    entity: str
+    code: str
+    message: str
+    status: str
+    created_at: str
+    change: Any
+
+
+class UserExport(Struct, gc=False):
+    tenant: str
+    sub: str
+    exported_at: str
+    replicas: list[str]
+    changes: list[ExportedChange]
+    dead_letters: list[ExportedDeadLetter]
+
+
+def iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
+
+
+class KeyOps:
+    """Key lifecycle over a store that is also a ``KeyStore``, ``AccessStore`` and ``AdminStore``."""
+
+    def __init__(
+        self,
+        store: Store,
+        keyring: TenantKeyring,
+        provider: KeyProvider,
+        schema: Schema,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        if not (isinstance(store, KeyStore) and isinstance(store, AdminStore) and isinstance(store, AccessStore)):
+            raise TypeError(f"{type(store).__name__} must implement KeyStore, AccessStore and AdminStore")
+        self.store = store
+        self.keys: KeyStore = store
+        self.audit_log: AdminStore = store
+        self.access: AccessStore = store
+        self.keyring = keyring
+        self.provider = provider
+        self.schema = schema
+        self.clock = clock
+
+    # --- status and rotation --------------------------------------------------
+
+    async def status(self, tenant: str) -> KeyStatus:
+        wrapped = await self.store.tenant_keys(tenant)
+        if not wrapped:
+            raise TenantNotFound(tenant)
+        usage = await self.keys.key_usage(tenant)
+        rows = {k.version: sum(t.get(k.version, 0) for t in usage.values()) for k in wrapped}
+        active = max([k.version for k in wrapped if k.state == "active"] or [0])
+        versions = [
+            KeyVersionView(k.version, k.state, k.master_key_id, iso(k.created_at), rows[k.version]) for k in wrapped
+        ]
+        stale = sum(n for t in usage.values() for v, n in t.items() if v != active)
+        return KeyStatus(tenant, active, self.provider.key_id, versions, stale)
+
+    async def rotate(self, tenant: str, actor: str) -> RotateResult:
+        """Add a data-key version and make it the active one."""
+        wrapped = await self.store.tenant_keys(tenant)
+        if not wrapped:
+            raise TenantNotFound(tenant)
+        previous = max(k.version for k in wrapped)
+        version = previous + 1
+        try:
+            await self.keys.add_tenant_key(self.keyring.new_key(tenant, version))
+        except ValueError as exc:
+            raise KeyOpError(f"another rotation created key version {version} first; run it again") from exc
+        self.keyring.forget(tenant)
+        await self._audit(tenant, actor, "key.rotate", f"key/{version}", {"version": version, "previous": previous})
+        return RotateResult(tenant, version, previous)
+
+    async def destroy_version(self, tenant: str, version: int, actor: str) -> int:
+        """Destroy one retired version; refuses while any cell is still sealed under it."""
+        wrapped = {k.version: k for k in await self.store.tenant_keys(tenant)}
+        if version not in wrapped:
+            raise KeyOpError(f"tenant {tenant!r} has no key version {version}")
+        if wrapped[version].state == "active":
+            raise KeyOpError("the active version cannot be destroyed; rotate first")
+        usage = await self.keys.key_usage(tenant)
+        in_use = sum(t.get(version, 0) for t in usage.values())
+        if in_use:
+            raise KeyOpError(f"{in_use} rows are still sealed under version {version}; run reencrypt first")
+        destroyed = await self.keys.destroy_tenant_keys(tenant, [version])
+        self.keyring.forget(tenant)
+        await self._audit(tenant, actor, "key.destroy", f"key/{version}", {"version": version})
+        return destroyed
+
+    # --- re-encryption --------------------------------------------------------
+
+    async def reencrypt(
+        self,
+        tenant: str,
+        actor: str,
+        *,
+        batch_size: int = 500,
+        pause_s: float = 0.0,
+        max_rows: int | None = None,
+        progress: Progress | None = None,
+    ) -> ReencryptResult:
+        """Move cells to the active version; resumable (see the module docs). ``max_rows`` bounds one call."""
+        self.keyring.forget(tenant)  # the active version as stored now, not as cached
+        cipher = await self.keyring.cipher(tenant)
+        target = cipher.current_version
+        await self._audit(tenant, actor, "key.reencrypt", f"key/{target}", {"version": target, "phase": "start"})
+        totals = {"resealed": 0, "skipped": 0, "failed": 0, "handled": 0}
+        for table in SEALED_TABLES:
+            after: tuple[str | int, ...] | None = None
+            while max_rows is None or totals["handled"] < max_rows:
+                rows = await self.keys.sealed_rows(tenant, table, not_version=target, after=after, limit=batch_size)
+                if not rows:
+                    break
+                await self._reseal_batch(tenant, table, cipher, rows, totals)
+                after = rows[-1].key
+                if progress is not None:
+                    progress(table, len(rows))
+                if pause_s:
+                    await asyncio.sleep(pause_s)
+        usage = await self.keys.key_usage(tenant)
+        remaining = sum(n for t in usage.values() for v, n in t.items() if v != target)
+        result = ReencryptResult(
+            tenant, target, totals["resealed"], totals["skipped"], totals["failed"], remaining=remaining
+        )
+        details = {"version": target, "phase": "done", **msgspec.structs.asdict(result)}
+        await self._audit(tenant, actor, "key.reencrypt", f"key/{target}", details)
+        return result
+
+    async def _reseal_batch(
+        self, tenant: str, table: SealedTable, cipher: TenantCipher, rows: list[SealedRow], totals: dict[str, int]
+    ) -> None:
+        updates = []
+        for row in rows:
+            row_id = payloads.sealed_row_id(table, row.names)
+            try:
+                plaintext = cipher.open(table, row_id, row.key_version, row.blob)
+            except DecryptionError:
+                totals["failed"] += 1
+                continue
+            version, blob = cipher.seal(table, row_id, plaintext)
+            updates.append(Resealed(row.key, row.key_version, row.blob, version, blob))
+        done = await self.keys.reseal(tenant, table, updates)
+        totals["resealed"] += done
+        totals["skipped"] += len(updates) - done
+        totals["handled"] += len(rows)
+
+    async def stale_rows(self, tenant: str) -> dict[str, int]:
+        """Per table, how many cells ``reencrypt`` still has to move (for progress totals)."""
+        self.keyring.forget(tenant)
+        target = (await self.keyring.cipher(tenant)).current_version
+        usage = await self.keys.key_usage(tenant)
+        return {t: sum(n for v, n in versions.items() if v != target) for t, versions in usage.items()}
+
+    # --- master key -----------------------------------------------------------
+
+    async def rotate_master(self, actor: str, progress: Progress | None = None) -> MasterRotateResult:
+        """Rewrap every data key not yet under the provider's current master key. Resumable."""
+        target = self.provider.key_id
+        tenants = await self.store.list_tenants()
+        rewrapped = 0
+        for tenant in tenants:
+            for key in await self.store.tenant_keys(tenant.id):
+                if key.state == "destroyed" or key.master_key_id == target:
+                    continue
+                aad = wrap_aad(tenant.id, key.version)
+                try:
+                    data_key = self.provider.unwrap(key.wrapped, aad)
+                except KeyProviderError as exc:
+                    raise KeyOpError(
+                        f"data key {tenant.id}/v{key.version} (master key {key.master_key_id}) does not unwrap: "
+                        "set SYNC_MASTER_KEY_PREVIOUS to the master key it was wrapped with"
+                    ) from exc
+                if await self.keys.rewrap_tenant_key(key, self.provider.wrap(data_key, aad), target):
+                    rewrapped += 1
+            self.keyring.forget(tenant.id)
+            if progress is not None:
+                progress("tenants", 1)
+        details = {"to": target, "tenants": len(tenants), "rewrapped": rewrapped}
+        await self._audit(None, actor, "master_key.rotate", target, details)
+        return MasterRotateResult(target, len(tenants), rewrapped)
+
+    # --- erasure and export ---------------------------------------------------
+
+    async def erase_tenant(self, tenant: str, actor: str) -> EraseResult:
+        """Crypto-shred: destroy every data key, then delete every row. Safe to run again after a crash."""
+        if await self.store.get_tenant(tenant) is None:
+            raise TenantNotFound(tenant)
+        await self._audit(tenant, actor, "tenant.erase", tenant, {"phase": "start"})
+        destroyed = await self.keys.destroy_tenant_keys(tenant)
+        self.keyring.forget(tenant)
+        deleted = await self.keys.erase_tenant(tenant)
+        details = {"phase": "done", "keys_destroyed": destroyed, "rows_deleted": deleted}
+        await self._audit(tenant, actor, "tenant.erase", tenant, details)
+        return EraseResult(tenant, destroyed, deleted)
+
+    async def export_user(self, tenant: str, sub: str, actor: str) -> UserExport:
+        """Every change and dead letter pushed by ``sub``, decrypted."""
+        cipher = await self.keyring.cipher(tenant)
+        changes: list[ExportedChange] = []
+        after = 0
+        while page := await self.keys.changes_by_user(tenant, sub, after, PAGE):
+            for c in page:
+                ops = payloads.open_ops(cipher, c.collection, c.entity_id, c.seq, c.key_version, c.payload)
+                changes.append(
+                    ExportedChange(
+                        c.seq,
+                        c.change_id,
+                        c.collection,
+                        c.entity_id,
+                        c.replica_id,
+                        c.n,
+                        c.hlc,
+                        c.context,
+                        iso(c.created_at),
+                        ops,
+                    )
+                )
+            after = page[-1].seq
+        letters = await self._dead_letters(tenant, sub, cipher)
+        replicas = sorted({c.replica for c in changes} | {d.replica for d in letters})
+        details = {"changes": len(changes), "dead_letters": len(letters)}
+        await self._audit(tenant, actor, "user.export", sub, details)
+        return UserExport(tenant, sub, iso(self.clock()), replicas, changes, letters)
+
+    async def _dead_letters(self, tenant: str, sub: str, cipher: TenantCipher) -> list[ExportedDeadLetter]:
+        found: list[ExportedDeadLetter] = []
+        before = None
+        query = DeadLetterQuery(user=sub)
+        while page := await self.audit_log.find_dead_letters(tenant, before, PAGE, query):
+            for d in page:
+                raw = payloads.open_dead_letter(cipher, d.replica_id, d.n, d.change_id, d.key_version, d.payload)
+                found.append(
+                    ExportedDeadLetter(
+                        d.replica_id,
+                        d.n,
+                        d.change_id,
+                        d.collection,
+                        d.entity_id,
+                        d.code,
+                        d.message,
+                        d.status,
+                        iso(d.created_at),
+                        raw,
+                    )
+                )
+            last = page[-1]
+            before = (last.created_at, last.replica_id, last.n)
+        return found
+
+    # --- channel rows ----------------------------------------------------------
+
+    async def reindex_channels(self, tenant: str, actor: str, progress: Progress | None = None) -> int:
+        """Rebuild every entity's channel rows from its state (after a migration or a template change).
+
+        Returns how many entities it updated. An entity changed meanwhile is skipped: its push wrote its rows.
+        """
+        cipher = await self.keyring.cipher(tenant)
+        updated = 0
+        after = 0
+        while page := await self.store.pull(tenant, after, PAGE):
+            for row in page:
+                stored = payloads.open_entity(cipher, row.collection, row.entity_id, row.key_version, row.state)
+                try:
+                    channels = entity_channels(self.schema.get(row.collection), stored.state)
+                except ChannelError:
+                    channels = frozenset()  # unstorable channels: visible to tenant-wide roles only
+                if await self.access.set_entity_channels(
+                    tenant, row.collection, row.entity_id, row.seq, sorted(channels)
+                ):
+                    updated += 1
+            after = page[-1].seq
+            if progress is not None:
+                progress("entities", len(page))
+        await self._audit(tenant, actor, "channels.reindex", tenant, {"entities": updated})
+        return updated
+
+    async def _audit(self, tenant: str | None, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+        entry = AuditRecord(0, tenant, actor, action, target, msgspec.json.encode(details).decode(), self.clock())
+        await self.audit_log.append_audit(entry)
+
+
+class KeyOpError(Exception):
+    """A key operation that must not proceed; the message says why and what to do."""

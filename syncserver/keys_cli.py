@@ -1,0 +1,239 @@
+"""CLI for key lifecycle and data-subject requests: ``keys``, ``tenant erase``, ``export-user``, ``channels``.
+
+Each command opens the store named by ``SYNC_DATABASE_URL``, runs one
+``KeyOps`` action and writes the audit log as ``cli:<os user>``. Output that
+scripts read goes to stdout; progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+import msgspec
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from syncserver import devsecrets
+from syncserver.app import open_backend
+from syncserver.collections_config import load_schema
+from syncserver.crypto.keyring import TenantKeyring
+from syncserver.crypto.keys import KeyProviderError
+from syncserver.keyops import KeyOpError, KeyOps
+from syncserver.settings import Settings
+from syncstore.base import TenantNotFound
+
+T = TypeVar("T")
+console = Console(stderr=True)
+
+
+def actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def run_ops(settings: Settings, fn: Callable[[KeyOps], Awaitable[T]]) -> T:
+    """Open the store, build ``KeyOps``, run ``fn``; map expected failures to clean CLI errors."""
+
+    async def main() -> T:
+        store = await open_backend(settings)
+        try:
+            provider = devsecrets.key_provider(settings)
+            keyring = TenantKeyring(store, provider, settings.key_cache_ttl_s)
+            return await fn(KeyOps(store, keyring, provider, load_schema(settings.collections_file)))
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except TenantNotFound as exc:
+        raise click.ClickException(f"no tenant {exc.args[0]!r} (or it has no usable key)") from None
+    except (KeyOpError, KeyProviderError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _advance(bar: Progress, task: TaskID, _: str, n: int) -> None:
+    bar.advance(task, n)
+
+
+def _advance_table(bar: Progress, tasks: dict[str, TaskID], table: str, n: int) -> None:
+    bar.advance(tasks[table], n)
+
+
+@click.group()
+def keys() -> None:
+    """Tenant data keys and the master key (every action is audited)."""
+
+
+@keys.command("status")
+@click.option("--tenant", "tenant_id", required=True)
+@click.pass_obj
+def keys_status(settings: Settings, tenant_id: str) -> None:
+    """Show a tenant's key versions and how many rows each one sealed."""
+    status = run_ops(settings, lambda ops: ops.status(tenant_id))
+    table = Table("version", "state", "master key", "created", "rows")
+    for v in status.versions:
+        table.add_row(str(v.version), v.state, v.master_key_id, v.created_at, str(v.rows))
+    Console().print(table)
+    console.print(f"active version {status.active_version}; {status.stale_rows} rows under older versions")
+
+
+@keys.command("rotate")
+@click.option("--tenant", "tenant_id", required=True)
+@click.pass_obj
+def keys_rotate(settings: Settings, tenant_id: str) -> None:
+    """Add a data-key version; new writes use it at once, old rows still decrypt."""
+    result = run_ops(settings, lambda ops: ops.rotate(tenant_id, actor()))
+    click.echo(result.version)
+    console.print(
+        f"[green]tenant {tenant_id}: key version {result.version} is active[/] (was {result.previous}). "
+        f"Running servers switch within SYNC_KEY_CACHE_TTL_S ({settings.key_cache_ttl_s} s); "
+        "run `syncserver keys reencrypt` after that."
+    )
+
+
+@keys.command("reencrypt")
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
+@click.option("--batch-size", default=500, show_default=True, help="Rows per transaction.")
+@click.option("--pause-ms", default=0, show_default=True, help="Pause between batches, to spare a busy database.")
+@click.pass_obj
+def keys_reencrypt(settings: Settings, tenant_id: str | None, batch_size: int, pause_ms: int) -> None:
+    """Move every row to its tenant's active key version. Resumable: interrupt it and run it again."""
+
+    async def reencrypt(ops: KeyOps) -> int:
+        tenants = [tenant_id] if tenant_id else [t.id for t in await ops.store.list_tenants()]
+        remaining = 0
+        with progress_bar() as bar:
+            for tid in tenants:
+                stale = await ops.stale_rows(tid)
+                tasks = {t: bar.add_task(f"{tid} {t}", total=n) for t, n in stale.items()}
+                result = await ops.reencrypt(
+                    tid,
+                    actor(),
+                    batch_size=batch_size,
+                    pause_s=pause_ms / 1000,
+                    progress=functools.partial(_advance_table, bar, tasks),
+                )
+                remaining += result.remaining
+                if result.failed:
+                    console.print(f"[red]{tid}: {result.failed} rows did not decrypt under their recorded key[/]")
+        return remaining
+
+    remaining = run_ops(settings, reencrypt)
+    if remaining:
+        console.print(f"[yellow]{remaining} rows are still under an older version (written meanwhile): run again[/]")
+        sys.exit(1)
+    console.print("[green]every row is under its tenant's active key version[/]")
+
+
+@keys.command("destroy")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--version", type=int, required=True)
+@click.pass_obj
+def keys_destroy(settings: Settings, tenant_id: str, version: int) -> None:
+    """Destroy a retired key version once no row is sealed under it."""
+    run_ops(settings, lambda ops: ops.destroy_version(tenant_id, version, actor()))
+    console.print(f"[green]tenant {tenant_id}: key version {version} destroyed[/]")
+
+
+@keys.command("rotate-master")
+@click.pass_obj
+def keys_rotate_master(settings: Settings) -> None:
+    """Rewrap every data key under SYNC_MASTER_KEY (SYNC_MASTER_KEY_PREVIOUS must hold the old one)."""
+
+    async def rotate(ops: KeyOps) -> int:
+        tenants = await ops.store.list_tenants()
+        with progress_bar() as bar:
+            task = bar.add_task("rewrapping data keys", total=len(tenants))
+            result = await ops.rotate_master(actor(), progress=lambda _, n: bar.advance(task, n))
+        console.print(f"[green]{result.rewrapped} data keys rewrapped under master key {result.master_key_id}[/]")
+        return result.rewrapped
+
+    run_ops(settings, rotate)
+    console.print("Remove SYNC_MASTER_KEY_PREVIOUS from every server, then destroy the old master key.")
+
+
+@click.command("erase")
+@click.argument("tenant_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def tenant_erase(settings: Settings, tenant_id: str, yes: bool) -> None:
+    """Crypto-shred a tenant: destroy its data keys, then delete all its rows. Cannot be undone."""
+    if not yes:
+        typed = click.prompt(f"This destroys all data of tenant {tenant_id!r}. Type the tenant id to confirm")
+        if typed != tenant_id:
+            raise click.ClickException("confirmation did not match; nothing was erased")
+    result = run_ops(settings, lambda ops: ops.erase_tenant(tenant_id, actor()))
+    rows = sum(result.rows_deleted.values())
+    console.print(f"[green]tenant {tenant_id}: {result.keys_destroyed} keys destroyed, {rows} rows deleted[/]")
+
+
+@click.command("export-user")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--sub", required=True, help="The user (the token's 'sub' claim).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: stdout.")
+@click.pass_obj
+def export_user(settings: Settings, tenant_id: str, sub: str, output: Path | None) -> None:
+    """Export every change and dead letter a user pushed, decrypted, as JSON (GDPR access request)."""
+    export = run_ops(settings, lambda ops: ops.export_user(tenant_id, sub, actor()))
+    data = msgspec.json.format(msgspec.json.encode(export), indent=2)
+    if output is None:
+        sys.stdout.buffer.write(data + b"\n")
+    else:
+        output.write_bytes(data + b"\n")
+        output.chmod(0o600)
+        console.print(f"{len(export.changes)} changes, {len(export.dead_letters)} dead letters -> {output}")
+
+
+@click.group()
+def channels() -> None:
+    """Channel membership of entities (access control)."""
+
+
+@channels.command("reindex")
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
+@click.pass_obj
+def channels_reindex(settings: Settings, tenant_id: str | None) -> None:
+    """Rebuild channel rows from entity state (after upgrading, or after changing channel templates)."""
+
+    async def reindex(ops: KeyOps) -> int:
+        tenants = [tenant_id] if tenant_id else [t.id for t in await ops.store.list_tenants()]
+        total = 0
+        with progress_bar() as bar:
+            for tid in tenants:
+                task = bar.add_task(tid, total=None)
+                step = functools.partial(_advance, bar, task)
+                total += await ops.reindex_channels(tid, actor(), progress=step)
+        return total
+
+    console.print(f"[green]{run_ops(settings, reindex)} entities reindexed[/]")

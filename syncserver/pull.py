@@ -1,0 +1,112 @@
+"""Delta pull: entities changed since a cursor, with only their changed fields.
+
+Entities come back in the order of the seq of their latest change. Because a
+push commits under the tenant lock, when a reader sees seq N every seq below N
+is already committed, so paging by seq never skips a change.
+
+A driver (a restricted ``Scope``) pulls through the channel rows
+(``AccessStore``): only entities in its channels, each sent whole if it entered
+the driver's scope after the cursor, and an ``Eviction`` for each entity that
+left it. Entities and evictions form one stream in seq order, cut at ``limit``.
+When nothing more is pending, the cursor moves to the tenant's last seq read
+before the queries, so a driver does not rescan other drivers' changes.
+
+The live channel must deliver to restricted principals through ``pull`` too: a
+filter over a tenant-wide feed can neither send evictions nor know which
+entities must be sent whole.
+"""
+
+from __future__ import annotations
+
+from syncproto import errors
+from syncproto.messages import EntityView, Eviction, PullRequest, PullResponse
+from syncproto.schema import Schema
+from syncproto.views import entity_view
+from syncserver import cursor, payloads
+from syncserver.auth import Principal
+from syncserver.crypto.keyring import TenantCipher
+from syncserver.errors import ApiError
+from syncserver.push import Ciphers
+from syncserver.scopes import Scope
+from syncserver.settings import Limits
+from syncstore.access import AccessStore, EvictionRecord, ScopedEntity
+from syncstore.base import Store
+from syncstore.records import EntityRecord
+
+
+class PullService:
+    def __init__(self, store: Store, ciphers: Ciphers, schema: Schema, limits: Limits) -> None:
+        if not isinstance(store, AccessStore):
+            raise TypeError(f"{type(store).__name__} must implement AccessStore for scoped pulls")
+        self.store = store
+        self.access: AccessStore = store
+        self.ciphers = ciphers
+        self.schema = schema
+        self.limits = limits
+
+    async def pull(self, principal: Principal, request: PullRequest) -> PullResponse:
+        after = cursor.decode(principal.tenant, request.cursor)
+        tenant = await self.store.get_tenant(principal.tenant)
+        if tenant is None:
+            raise ApiError(401, errors.TENANT_UNKNOWN, "the token's tenant does not exist")
+        if request.cursor is not None and after < tenant.purged_seq:
+            return PullResponse(reset=True)
+        limit = min(request.limit, self.limits.max_pull_limit)
+        scope = Scope.of(principal)
+        if scope.channels is not None:
+            return await self._scoped(principal.tenant, scope.channels, request, after, limit, tenant.last_seq)
+        rows = await self.store.pull(principal.tenant, after, limit + 1, request.collections)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cipher = await self.ciphers.cipher(principal.tenant, {row.key_version for row in rows})
+        views = [self.view(cipher, row, after) for row in rows]
+        last = rows[-1].seq if rows else after
+        return PullResponse(changes=views, cursor=cursor.encode(principal.tenant, last), more=more)
+
+    async def _scoped(
+        self, tenant: str, channels: frozenset[str], request: PullRequest, after: int, limit: int, head: int
+    ) -> PullResponse:
+        chs = sorted(channels)
+        found = await self.access.pull_in_channels(tenant, chs, after, limit + 1, request.collections)
+        # A device pulling from the start holds nothing to evict.
+        gone = await self.access.evictions(tenant, chs, after, limit + 1, request.collections) if after else []
+        items: list[tuple[int, int, object]] = [(f.record.seq, 0, f) for f in found]
+        items += [(g.seq, 1, g) for g in gone]
+        items.sort(key=lambda item: (item[0], item[1]))
+        more = len(items) > limit
+        items = items[:limit]
+        cipher = await self.ciphers.cipher(tenant, {f.record.key_version for f in found})
+        views: list[EntityView] = []
+        evictions: list[Eviction] = []
+        for _, _, item in items:
+            if isinstance(item, ScopedEntity):
+                # Entered the scope after the cursor: the device has none of it yet.
+                since = 0 if item.joined_seq > after else after
+                views.append(self.view(cipher, item.record, since))
+            elif isinstance(item, EvictionRecord):
+                evictions.append(Eviction(item.collection, item.entity_id, item.seq))
+        last = items[-1][0] if items else after
+        if not more:
+            last = max(last, head)
+        return PullResponse(changes=views, cursor=cursor.encode(tenant, last), more=more, evictions=evictions)
+
+    def view(self, cipher: TenantCipher, row: EntityRecord, after: int = 0) -> EntityView:
+        """The entity as a device with cursor ``after`` needs it (all fields when ``after`` is 0)."""
+        stored = payloads.open_entity(cipher, row.collection, row.entity_id, row.key_version, row.state)
+        changed = None if after == 0 else [f for f, s in stored.field_seq.items() if s > after]
+        collection = self.schema.get(row.collection)
+        return entity_view(stored.state, collection, row.entity_id, row.seq, changed)
+
+    async def entity(self, principal: Principal, collection: str, entity_id: str) -> EntityView:
+        row = await self.store.get_entity(principal.tenant, collection, entity_id)
+        # Out of scope looks exactly like absent: a driver learns nothing about other drivers' entities.
+        if row is None or not await self.visible(principal, collection, entity_id):
+            raise ApiError(404, errors.NOT_FOUND, f"no entity {collection}/{entity_id}")
+        return self.view(await self.ciphers.cipher(principal.tenant, [row.key_version]), row)
+
+    async def visible(self, principal: Principal, collection: str, entity_id: str) -> bool:
+        """Whether ``principal`` may see the entity now (by its stored channel rows)."""
+        scope = Scope.of(principal)
+        if scope.unrestricted:
+            return True
+        return scope.allows(await self.access.entity_channels(principal.tenant, collection, entity_id))

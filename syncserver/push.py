@@ -1,0 +1,400 @@
+"""Accepting changes: order check, merge, conflict logging, sealing, one atomic commit.
+
+For one push the service holds the tenant's write lock (``Store.push_session``)
+and, per change:
+
+1. ``n <= hwm``: a duplicate (or, if the id differs, a reused counter: rejected);
+2. ``n > hwm + 1``: out of order, with the counter the server expects;
+3. otherwise the change is checked and merged; it is either applied (next seq)
+   or rejected and kept as a dead letter. Both advance the high-water mark, so
+   a bad change never blocks the ones behind it.
+
+Everything the push writes is committed in one transaction, then subscribers
+are notified. A crash before commit loses nothing the client was told about:
+the client was told nothing, and will resend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+
+from syncproto import errors
+from syncproto.hlc import clamp
+from syncproto.merge import ChangeRejected, ConflictDraft, EntityState, apply_change, is_deleted
+from syncproto.messages import (
+    AddOp,
+    AppendOp,
+    Applied,
+    Change,
+    ConflictValue,
+    Duplicate,
+    ErrorBody,
+    OutOfOrder,
+    PushRequest,
+    PushResponse,
+    PushResult,
+    Rejected,
+    RemoveOp,
+    SetOp,
+    TextOp,
+)
+from syncproto.schema import Schema
+from syncserver import payloads
+from syncserver.auth import Principal
+from syncserver.crypto.keyring import TenantCipher
+from syncserver.errors import ApiError
+from syncserver.scopes import ChannelError, Scope, entity_channels
+from syncserver.settings import Limits
+from syncstore.base import PushSession, Store
+from syncstore.records import (
+    ChangeRecord,
+    ConflictRecord,
+    DeadLetterRecord,
+    EntityRecord,
+    MembershipRecord,
+    PushBatch,
+    ReplicaRecord,
+)
+
+EntityKey = tuple[str, str]
+FORBIDDEN_MESSAGE = "the entity is not, or would not be, in one of the channels of your token"
+_msgpack = msgspec.msgpack.Encoder()
+
+
+class Ciphers(Protocol):
+    async def cipher(self, tenant: str, need: Iterable[int] = ()) -> TenantCipher:
+        """The tenant's cipher, holding at least the key versions in ``need``."""
+        ...
+
+
+SERVER_REPLICA_PREFIX = "server:"
+"""Replica ids the server writes as (admin overrides, dead-letter replays); devices may not push as them."""
+
+Notify = Callable[[str, int], Awaitable[None]]
+Observe = Callable[[PushBatch, list[PushResult]], None]
+"""Called after each commit with what was written and the results (metrics; see ``observability``)."""
+
+
+@dataclass
+class _Working:
+    """An entity being changed during one push."""
+
+    stored: payloads.StoredEntity
+    seq: int
+    created: bool
+    dirty: bool = False
+    joined: dict[str, int] = field(default_factory=dict)
+    """Stored channel rows it is a member of, with the seq it joined each."""
+    channels: frozenset[str] = frozenset()
+    """The channels it is in now, after the changes of this push so far."""
+
+
+class PushService:
+    def __init__(
+        self,
+        store: Store,
+        ciphers: Ciphers,
+        schema: Schema,
+        limits: Limits,
+        max_clock_skew_ms: int,
+        notify: Notify | None = None,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        observe: Observe | None = None,
+    ) -> None:
+        self.store = store
+        self.ciphers = ciphers
+        self.schema = schema
+        self.limits = limits
+        self.max_clock_skew_ms = max_clock_skew_ms
+        self.notify = notify
+        self.clock = clock
+        self.observe = observe
+
+    async def push(self, principal: Principal, request: PushRequest, *, server_side: bool = False) -> PushResponse:
+        """Apply a replica's changes. Only ``server_side`` pushes (admin tools) may use a ``server:`` replica."""
+        if request.replica.startswith(SERVER_REPLICA_PREFIX) and not server_side:
+            raise ApiError(403, errors.REPLICA_FORBIDDEN, "replica ids starting with 'server:' are reserved")
+        if len(request.replica) > self.limits.max_id_length:
+            raise ApiError(
+                422, errors.ID_TOO_LONG, f"replica ids may be at most {self.limits.max_id_length} characters"
+            )
+        if len(request.changes) > self.limits.max_changes_per_push:
+            raise ApiError(
+                413,
+                errors.TOO_MANY_CHANGES,
+                f"a push may carry at most {self.limits.max_changes_per_push} changes; split it",
+            )
+        cipher = await self.ciphers.cipher(principal.tenant)
+        async with self.store.push_session(principal.tenant) as session:
+            run = _PushRun(self, session, cipher, principal, request.replica)
+            results = await run.process(request.changes)
+            batch = run.batch()
+            await session.commit(batch)
+            last_seq = run.seq
+        if self.observe is not None:
+            self.observe(batch, results)
+        if self.notify is not None and run.applied:
+            await self.notify(principal.tenant, last_seq)
+        return PushResponse(results)
+
+
+class _PushRun:
+    """The state of one push inside the tenant lock."""
+
+    def __init__(
+        self, svc: PushService, session: PushSession, cipher: TenantCipher, who: Principal, replica: str
+    ) -> None:
+        self.svc = svc
+        self.session = session
+        self.cipher = cipher
+        self.who = who
+        self.replica = replica
+        self.now = svc.clock()
+        self.seq = session.last_seq
+        self.hwm = 0
+        self.owner = who.sub
+        self.entities: dict[EntityKey, _Working] = {}
+        self.changes: list[ChangeRecord] = []
+        self.conflicts: list[ConflictRecord] = []
+        self.dead: list[DeadLetterRecord] = []
+        self.ids_in_batch: dict[int, str] = {}
+        self.applied = 0
+        self.scope = Scope.of(who)
+
+    async def process(self, changes: list[Change]) -> list[PushResult]:
+        known = (await self.session.replicas([self.replica])).get(self.replica)
+        if known is not None:
+            if known.owner != self.who.sub:
+                raise ApiError(403, errors.REPLICA_FORBIDDEN, "this replica id belongs to another user")
+            self.hwm = known.hwm
+        await self._load([(c.collection, c.entity) for c in changes if c.n > self.hwm])
+        return [await self._one(c) for c in changes]
+
+    async def _load(self, keys: list[EntityKey]) -> None:
+        rows = await self.session.entities(list(dict.fromkeys(keys)))
+        members = await self.session.channel_members(list(rows)) if rows else {}
+        versions = {row.key_version for row in rows.values()}
+        if not self.cipher.has(versions):
+            self.cipher = await self.svc.ciphers.cipher(self.who.tenant, versions)
+        for key, row in rows.items():
+            stored = payloads.open_entity(self.cipher, key[0], key[1], row.key_version, row.state)
+            joined = members.get(key, {})
+            self.entities[key] = _Working(stored, row.seq, False, joined=joined, channels=frozenset(joined))
+
+    async def _one(self, change: Change) -> PushResult:
+        if change.n <= self.hwm:
+            return await self._duplicate(change)
+        if change.n > self.hwm + 1:
+            return OutOfOrder(change.id, change.n, self.hwm + 1)
+        self.hwm = change.n
+        self.ids_in_batch[change.n] = change.id
+        try:
+            self._check_limits(change)
+            return self._apply(change)
+        except ChangeRejected as exc:
+            self._dead_letter(change, exc.code, exc.message)
+            return Rejected(change.id, change.n, ErrorBody(exc.code, exc.message))
+
+    async def _duplicate(self, change: Change) -> PushResult:
+        seen = self.ids_in_batch.get(change.n) or await self.session.dot_change_id(self.replica, change.n)
+        if seen is not None and seen != change.id:
+            message = f"counter {change.n} of this replica was already used by change {seen}"
+            return Rejected(change.id, change.n, ErrorBody(errors.N_REUSED, message))
+        return Duplicate(change.id, change.n)
+
+    def _check_limits(self, change: Change) -> None:
+        limits = self.svc.limits
+        if len(change.ops) > limits.max_ops_per_change:
+            raise ChangeRejected(errors.TOO_MANY_OPS, f"a change may carry at most {limits.max_ops_per_change} ops")
+        if max(len(change.collection), len(change.entity)) > limits.max_id_length:
+            raise ChangeRejected(
+                errors.ID_TOO_LONG, f"collection and entity ids may be at most {limits.max_id_length} characters"
+            )
+        for op in change.ops:
+            name_length = len(getattr(op, "field", ""))
+            if name_length > limits.max_field_name_length:
+                raise ChangeRejected(
+                    errors.FIELD_NAME_TOO_LONG,
+                    f"a field name is {name_length} characters; the limit is {limits.max_field_name_length}",
+                )
+            if isinstance(op, SetOp | AppendOp | AddOp | RemoveOp):
+                size, name = len(_msgpack.encode(op.value)), op.field
+            elif isinstance(op, TextOp):
+                size, name = len(op.update), op.field
+            else:
+                continue
+            if size > limits.max_value_bytes:
+                raise ChangeRejected(
+                    errors.VALUE_TOO_LARGE,
+                    f"the value of field '{name}' is {size} bytes; the limit is {limits.max_value_bytes}",
+                )
+
+    def _apply(self, change: Change) -> PushResult:
+        key = (change.collection, change.entity)
+        work = self.entities.get(key)
+        if work is None:
+            work = _Working(payloads.StoredEntity(EntityState()), 0, created=True)
+            self.entities[key] = work
+        collection = self.svc.schema.get(change.collection)
+        # An existing entity must be visible to the writer before the change (see scopes.py).
+        if work.stored.state.vv and not self.scope.allows(work.channels):
+            raise ChangeRejected(errors.FORBIDDEN, FORBIDDEN_MESSAGE)
+        stamp, clamped = clamp(change.hlc, self.now, self.svc.max_clock_skew_ms)
+        outcome = apply_change(work.stored.state, change, self.replica, collection, hlc=stamp, user=self.who.sub)
+        if len(outcome.state.fields) > self.svc.limits.max_fields_per_entity:
+            raise ChangeRejected(
+                errors.TOO_MANY_FIELDS,
+                f"an entity may have at most {self.svc.limits.max_fields_per_entity} fields",
+            )
+        try:
+            channels = entity_channels(collection, outcome.state)
+        except ChannelError as exc:
+            raise ChangeRejected(errors.INVALID_CHANGE, str(exc)) from exc
+        # ... and after it: a driver cannot create or move an entity outside its own channels.
+        if not self.scope.allows(channels):
+            raise ChangeRejected(errors.FORBIDDEN, FORBIDDEN_MESSAGE)
+        work.channels = channels
+        self.seq += 1
+        seq = self.seq
+        field_seq = dict(work.stored.field_seq)
+        for name in outcome.changed:
+            field_seq[name] = seq
+        work.stored = payloads.StoredEntity(outcome.state, field_seq)
+        work.seq = seq
+        work.dirty = True
+        version, payload = payloads.seal_ops(self.cipher, change.collection, change.entity, seq, change.ops)
+        self.changes.append(
+            ChangeRecord(
+                seq=seq,
+                change_id=change.id,
+                collection=change.collection,
+                entity_id=change.entity,
+                replica_id=self.replica,
+                n=change.n,
+                hlc=stamp,
+                user=self.who.sub,
+                context=dict(change.context),
+                key_version=version,
+                payload=payload,
+                created_at=self.now,
+            )
+        )
+        drafts = list(outcome.conflicts)
+        for i, draft in enumerate(drafts):
+            self._conflict(change, seq, i, draft)
+        if clamped:
+            self._clock_skew(change, seq, len(drafts), stamp)
+        self.applied += 1
+        return Applied(change.id, change.n, seq)
+
+    def _conflict(self, change: Change, seq: int, idx: int, draft: ConflictDraft) -> None:
+        values = [ConflictValue(s.value, s.replica, s.n, s.user, s.hlc) for s in draft.values]
+        winner = None
+        if draft.winner is not None:
+            w = draft.winner
+            winner = ConflictValue(w.value, w.replica, w.n, w.user, w.hlc)
+        body = payloads.StoredConflict(values, winner)
+        self._record_conflict(change, seq, idx, draft.field, draft.kind, draft.rule, body)
+
+    def _clock_skew(self, change: Change, seq: int, idx: int, stamp: tuple[int, int]) -> None:
+        original = ConflictValue(None, self.replica, change.n, self.who.sub, change.hlc)
+        used = ConflictValue(None, self.replica, change.n, self.who.sub, stamp)
+        note = f"device clock {change.hlc[0] - self.now} ms ahead of the server; stamp clamped"
+        body = payloads.StoredConflict([original], used, note)
+        self._record_conflict(change, seq, idx, None, "clock_skew", "clamp", body)
+
+    def _record_conflict(
+        self,
+        change: Change,
+        seq: int,
+        idx: int,
+        field: str | None,
+        kind: str,
+        rule: str,
+        body: payloads.StoredConflict,
+    ) -> None:
+        version, details = payloads.seal_conflict(self.cipher, change.collection, change.entity, seq, idx, body)
+        self.conflicts.append(
+            ConflictRecord(
+                seq=seq,
+                idx=idx,
+                collection=change.collection,
+                entity_id=change.entity,
+                field=field,
+                kind=kind,
+                rule=rule,
+                status="open",
+                created_at=self.now,
+                key_version=version,
+                details=details,
+            )
+        )
+
+    def _dead_letter(self, change: Change, code: str, message: str) -> None:
+        raw = msgspec.to_builtins(change)
+        version, payload = payloads.seal_dead_letter(self.cipher, self.replica, change.n, change.id, raw)
+        self.dead.append(
+            DeadLetterRecord(
+                replica_id=self.replica,
+                n=change.n,
+                change_id=change.id,
+                user=self.who.sub,
+                collection=change.collection,
+                entity_id=change.entity,
+                code=code,
+                message=message,
+                key_version=version,
+                payload=payload,
+                created_at=self.now,
+            )
+        )
+
+    def batch(self) -> PushBatch:
+        entities = []
+        memberships: list[MembershipRecord] = []
+        for (collection, entity_id), work in self.entities.items():
+            if not work.dirty:
+                continue
+            memberships += _memberships(collection, entity_id, work)
+            version, blob = payloads.seal_entity(self.cipher, collection, entity_id, work.stored)
+            deleted = is_deleted(work.stored.state, self.svc.schema.get(collection).on_delete)
+            entities.append(
+                EntityRecord(
+                    collection=collection,
+                    entity_id=entity_id,
+                    seq=work.seq,
+                    deleted=deleted,
+                    key_version=version,
+                    state=blob,
+                    vv=dict(work.stored.state.vv),
+                    updated_at=self.now,
+                )
+            )
+        return PushBatch(
+            last_seq=self.seq,
+            entities=entities,
+            changes=self.changes,
+            conflicts=self.conflicts,
+            dead_letters=self.dead,
+            replicas=[ReplicaRecord(self.replica, self.owner, self.hwm)],
+            memberships=memberships,
+        )
+
+
+def _memberships(collection: str, entity_id: str, work: _Working) -> list[MembershipRecord]:
+    """Channel rows after this push: joined ones keep their ``joined_seq``, left ones stay as evictions."""
+    rows = [
+        MembershipRecord(collection, entity_id, c, work.seq, work.joined.get(c, work.seq), True)
+        for c in sorted(work.channels)
+    ]
+    rows += [
+        MembershipRecord(collection, entity_id, c, work.seq, joined, False)
+        for c, joined in sorted(work.joined.items())
+        if c not in work.channels
+    ]
+    return rows

@@ -1,0 +1,158 @@
+"""SqlStore specifics on SQLite and PostgreSQL: locking across processes, round trips, setup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+
+from syncstore import SqlStore, StoreUnavailable
+from syncstore.engine import create_engine
+from syncstore.migrate import upgrade
+from syncstore.rows import replica_to_row
+from syncstore.tables import replicas
+from tests.contract import factories
+from tests.contract.backends import sqlite_url
+from tests.contract.factories import NOW
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[SqlStore]:
+    store = SqlStore.from_url(url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@contextmanager
+def statements(store: SqlStore) -> Iterator[list[tuple[str, bool]]]:
+    """Record ``(sql, executemany)`` for every statement the store sends."""
+    sent: list[tuple[str, bool]] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, _params: Any, _context: Any, executemany: bool) -> None:
+        sent.append((sql, executemany))
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_two_stores_on_one_database_take_turns(sql_url: str) -> None:
+    """Two SqlStore instances share no in-process lock: the database lock alone must serialize them."""
+    async with opened(sql_url) as first, opened(sql_url) as second:
+        tenant = factories.new_tenant_id()
+        await first.create_tenant(tenant, factories.key(tenant), NOW)
+        entered = asyncio.Event()
+
+        async def late_push() -> int:
+            async with second.push_session(tenant) as session:
+                entered.set()
+                await session.commit(factories.changes_batch(session.last_seq + 1, 1, replica_id="late"))
+                return session.last_seq
+
+        async with first.push_session(tenant) as session:
+            late = asyncio.create_task(late_push())
+            await asyncio.sleep(0.3)
+            assert not entered.is_set(), "the second process entered while the first held the lock"
+            await session.commit(factories.changes_batch(1, 2))
+
+        assert await asyncio.wait_for(late, 15) == 3
+        assert [c.seq for c in await second.changes(tenant, 0, 10)] == [1, 2, 3]
+
+
+async def test_push_of_500_changes_is_a_handful_of_statements(sql_url: str) -> None:
+    async with opened(sql_url) as store:
+        tenant = factories.new_tenant_id()
+        await store.create_tenant(tenant, factories.key(tenant), NOW)
+        batch = factories.changes_batch(1, 500)
+        batch.conflicts = [factories.conflict(s) for s in range(1, 501)]
+        batch.dead_letters = [factories.dead_letter(n, replica_id="tablet") for n in range(1, 501)]
+
+        with statements(store) as sent:
+            async with store.push_session(tenant) as session:
+                found = await session.entities([(e.collection, e.entity_id) for e in batch.entities])
+                await session.replicas(["phone"])
+                await session.commit(batch)
+
+        assert found == {}
+        assert len(sent) <= 12, sent
+        # changes, conflicts, dead letters, entities; the single replica row goes as a plain execute.
+        assert sum(many for _, many in sent) == 4
+        assert len(await store.changes(tenant, 0, 1000)) == 500
+
+
+async def test_sqlite_write_sessions_begin_immediate_and_reads_do_not(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    await upgrade(url)
+    async with opened(url) as store:
+        tenant = factories.new_tenant_id()
+        with statements(store) as sent:
+            await store.create_tenant(tenant, factories.key(tenant), NOW)
+        assert sent[0][0] == "BEGIN IMMEDIATE"
+
+        with statements(store) as sent:
+            async with store.push_session(tenant) as session:
+                await session.commit(factories.changes_batch(1, 1))
+        assert sent[0][0] == "BEGIN IMMEDIATE"
+
+        with statements(store) as sent:
+            await store.pull(tenant, 0, 10)
+        assert sent[0][0] == "BEGIN"
+
+
+async def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: Path) -> None:
+    engine = create_engine(sqlite_url(tmp_path))
+    try:
+        async with engine.connect() as conn:
+            pragmas = {
+                name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            }
+    finally:
+        await engine.dispose()
+
+    # synchronous: 1 is NORMAL.
+    assert pragmas == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 10000, "foreign_keys": 1}
+
+
+async def test_rows_must_belong_to_an_existing_tenant(sql_url: str) -> None:
+    """Foreign keys are enforced in both databases (SQLite needs the pragma on every connection)."""
+    async with opened(sql_url) as store, store.engine.connect() as conn:
+        with pytest.raises(IntegrityError):
+            await conn.execute(replicas.insert(), [replica_to_row("no-such-tenant", factories.replica())])
+
+
+async def test_ping_unreachable_sqlite_file_raises_store_unavailable(tmp_path: Path) -> None:
+    async with opened(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}") as store:
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        with pytest.raises(StoreUnavailable):
+            await store.get_tenant("any")
+
+
+async def test_ping_unreachable_postgres_raises_store_unavailable() -> None:
+    # Port 1 on localhost: nothing listens, the connection is refused at once.
+    async with opened("postgresql+psycopg://nobody@127.0.0.1:1/nothing") as store:
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+
+
+def test_in_memory_sqlite_is_refused() -> None:
+    with pytest.raises(ValueError, match="memory://"):
+        SqlStore.from_url("sqlite+aiosqlite://")
+    with pytest.raises(ValueError, match="memory://"):
+        SqlStore.from_url("sqlite+aiosqlite:///:memory:")
+
+
+def test_unsupported_driver_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        SqlStore.from_url("mysql+aiomysql://db/x")

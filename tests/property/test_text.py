@@ -1,0 +1,111 @@
+"""Collaborative text: users count code points, Yjs counts UTF-8 bytes."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pycrdt import Doc, Text
+
+from syncproto.crdt import text
+from syncproto.crdt.text import TextState
+from syncproto.merge import EntityState, apply_change
+from syncproto.messages import Change, TextOp
+from tests.property.sim import ENTITY, make_collection, text_doc
+
+# Multi-byte text: é (2 bytes), CJK (3 bytes), emoji (4 bytes), and a combining accent.
+chars = st.sampled_from(["a", "b", " ", "é", "ü", "中", "文", "😀", "🚚", "e\u0301"])
+texts = st.lists(chars, max_size=12).map("".join)
+any_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+
+
+@st.composite
+def edits_of(draw: st.DrawFn, base: str) -> tuple[int, int, str]:
+    pos = draw(st.integers(0, len(base)))
+    delete = draw(st.integers(0, len(base) - pos))
+    return pos, delete, draw(texts)
+
+
+@given(any_text, st.data())
+def test_utf8_offset_is_the_byte_length_of_the_prefix(s: str, data: st.DataObject) -> None:
+    i = data.draw(st.integers(0, len(s)))
+    assert text.utf8_offset(s, i) == len(s[:i].encode("utf-8"))
+
+
+@given(any_text, st.one_of(st.integers(max_value=-1), st.integers(min_value=1).map(lambda k: -k)))
+def test_utf8_offset_refuses_positions_outside_the_text(s: str, outside: int) -> None:
+    for pos in (outside, len(s) - outside):
+        with pytest.raises(IndexError):
+            text.utf8_offset(s, pos)
+
+
+def _doc(base: bytes, client_id: int) -> Doc[Any]:
+    return text_doc(TextState(base), client_id)
+
+
+@given(st.data(), texts)
+def test_splice_edits_at_code_point_positions(data: st.DataObject, base: str) -> None:
+    seed: Doc[Any] = Doc(client_id=1)
+    seed_text = seed.get(text.ROOT, type=Text)
+    seed_text += base
+    doc = _doc(seed.get_update(), 2)
+    pos, delete, insert = data.draw(edits_of(base))
+    text.splice(doc, pos, delete, insert)
+    assert str(doc.get(text.ROOT, type=Text)) == base[:pos] + insert + base[pos + delete :]
+
+
+@given(st.data(), texts)
+def test_concurrent_splices_converge_after_exchanging_updates(data: st.DataObject, base: str) -> None:
+    """Two replicas edit one text concurrently at code-point positions; after each
+    applies the other's update (directly, or through the server's TextState) they agree,
+    and neither insert is split or lost."""
+    seed: Doc[Any] = Doc(client_id=1)
+    seed_text = seed.get(text.ROOT, type=Text)
+    seed_text += base
+    common = seed.get_update()
+    a, b = _doc(common, 2), _doc(common, 3)
+    (pa, da, ia), (pb, db, ib) = data.draw(edits_of(base)), data.draw(edits_of(base))
+    ua, ub = text.splice(a, pa, da, ia), text.splice(b, pb, db, ib)
+    a.apply_update(ub)
+    b.apply_update(ua)
+    merged = str(a.get(text.ROOT, type=Text))
+    assert merged == str(b.get(text.ROOT, type=Text))
+
+    deleted = set(range(pa, pa + da)) | set(range(pb, pb + db))
+    kept = "".join(c for i, c in enumerate(base) if i not in deleted)
+    assert len(merged) == len(kept) + len(ia) + len(ib)
+    assert ia in merged
+    assert ib in merged
+
+    # The server's path: base64 updates applied by ``apply_change`` in either order.
+    collection = make_collection()
+    start = EntityState(fields={"body": TextState(common)})
+    change_a = Change("a1", 1, "jobs", ENTITY, (1, 0), {}, [TextOp("body", base64.b64encode(ua).decode())])
+    change_b = Change("b1", 1, "jobs", ENTITY, (1, 0), {}, [TextOp("body", base64.b64encode(ub).decode())])
+    for first, second in ((("a", change_a), ("b", change_b)), (("b", change_b), ("a", change_a))):
+        state = apply_change(start, first[1], first[0], collection).state
+        state = apply_change(state, second[1], second[0], collection).state
+        body = state.fields["body"]
+        assert isinstance(body, TextState)
+        assert text.value(body) == merged
+
+
+@given(texts, texts)
+def test_an_update_that_builds_on_missing_edits_is_refused_not_dropped(first: str, second: str) -> None:
+    """Yjs keeps such an update "pending" and leaves it out of the state it encodes;
+    refusing it keeps the edit from vanishing while the change is reported applied."""
+    doc: Doc[Any] = Doc(client_id=7)
+    t = doc.get(text.ROOT, type=Text)
+    t += first or "x"
+    before = doc.get_state()
+    t += second or "y"
+    later = doc.get_update(before)
+    with pytest.raises(text.InvalidTextUpdate):
+        text.apply_update(TextState(), later)
+    # With what it builds on, it applies; and applying it twice changes nothing.
+    whole = text.apply_update(TextState(), doc.get_update())
+    again = text.apply_update(whole, later)
+    assert text.value(again) == text.value(whole) == (first or "x") + (second or "y")
