@@ -29,6 +29,8 @@ from syncclient.transport import (
     LiveTransportFactory,
     MockTransport,
     Transport,
+    WebSocketTransport,
+    connect_websocket,
 )
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "SyncStats",
     "Transport",
     "TransportError",
+    "WebSocketTransport",
+    "connect_websocket",
     "load_schema",
     "parse_schema",
 ]

@@ -5,6 +5,10 @@ transport announces changes, and every ``interval`` seconds otherwise. On
 network errors and 5xx it backs off exponentially with jitter; on 429 it waits
 for ``Retry-After``. It prefers a live transport (the WebSocket channel) and
 falls back to plain HTTP when none connects, trying the live one again later.
+
+A live channel that fails to connect is set aside for ``live_retry_s`` only when
+HTTP then reaches the server (a proxy without WebSockets, a connection limit);
+when nothing reaches the server, the next attempt starts with the live channel.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class BackgroundSync:
         self._backoff = backoff or Backoff()
         self._live_retry_s = live_retry_s
         self._live_failed_at: dict[int, float] = {}
+        self._unconfirmed: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._online = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -110,9 +115,15 @@ class BackgroundSync:
                 transport = await self._connect()
                 while True:
                     await self._sync(transport)
+                    # The server answered: live channels that failed just now are refused, not offline.
+                    self._live_failed_at.update(self._unconfirmed)
+                    self._unconfirmed.clear()
                     self._backoff.reset()
                     self._set_state(ConnectionChanged("online", transport.name))
                     await self._idle(transport)
+                    if transport is self._fallback and self._live_due():
+                        break  # on HTTP for a while: try the live channel again
+                continue
             except SyncError as exc:
                 delay = self._delay(exc)
                 error = f"{type(exc).__name__}: {exc}"
@@ -123,6 +134,8 @@ class BackgroundSync:
             finally:
                 if transport is not None and transport is not self._fallback:
                     await transport.aclose()
+            # The fallback failed too: the network is down, so the live channels were not refused.
+            self._unconfirmed.clear()
             self._set_state(ConnectionChanged("offline", error=error, retry_in=delay))
             await self._sleep(delay)
 
@@ -137,6 +150,11 @@ class BackgroundSync:
                 return self._backoff.cap
         return self._backoff.next()
 
+    def _live_due(self) -> bool:
+        """A live channel exists that has not failed within ``live_retry_s``."""
+        now = time.monotonic()
+        return any(now - self._live_failed_at.get(i, -math.inf) >= self._live_retry_s for i in range(len(self._live)))
+
     async def _connect(self) -> Transport:
         now = time.monotonic()
         for i, connect in enumerate(self._live):
@@ -145,8 +163,10 @@ class BackgroundSync:
             try:
                 return await connect()
             except Exception as exc:  # whatever breaks the live channel, HTTP must still sync
-                log.info("live transport unavailable (%s); using %s", exc, self._fallback.name)
-                self._live_failed_at[i] = now
+                log.info("live transport unavailable (%s); trying %s", exc, self._fallback.name)
+                # Skipped for ``live_retry_s`` only if the fallback then reaches the server:
+                # when the whole network is down, the live channel is tried first again.
+                self._unconfirmed[i] = now
         return self._fallback
 
     async def _idle(self, transport: Transport) -> None:

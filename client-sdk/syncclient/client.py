@@ -33,6 +33,7 @@ from syncclient.roundtrip import RoundTrip, SyncStats
 from syncclient.state import optimistic_view
 from syncclient.transport.base import LiveParams, LiveTransport, LiveTransportFactory, Transport
 from syncclient.transport.http import HttpTransport
+from syncclient.transport.ws import connect_websocket
 from syncproto.hlc import HybridClock, now_ms
 from syncproto.messages import Change, EntityView, Op, change_decoder, json_encoder
 from syncproto.schema import Schema
@@ -51,7 +52,8 @@ class SyncClient:
     ``transport`` replaces HTTP (for example a ``MockTransport``); ``schema``
     gives reads the server's field kinds and register rules (default: LWW
     registers, kinds taken from the ops); ``live_transports`` are tried by
-    ``start()`` before plain HTTP; ``sync_interval`` is how often ``start()``
+    ``start()`` before plain HTTP (default: the WebSocket channel when ``transport``
+    is not given; pass ``()`` for HTTP only); ``sync_interval`` is how often ``start()``
     polls when no live transport announces changes; ``backoff`` sets its retry delays.
     """
 
@@ -64,7 +66,7 @@ class SyncClient:
         *,
         transport: Transport | None = None,
         schema: Schema | None = None,
-        live_transports: Sequence[LiveTransportFactory] = (),
+        live_transports: Sequence[LiveTransportFactory] | None = None,
         sync_interval: float = 30.0,
         batch_size: int = 500,
         pull_limit: int = 1000,
@@ -83,6 +85,9 @@ class SyncClient:
         self.clock = HybridClock(wall_clock, last=self.store.hlc())
         self.events = EventBus()
         self.transport: Transport = transport or HttpTransport(url or "", self._current_token)
+        if live_transports is None:
+            # The WebSocket channel by default, unless the app brought its own transport (a mock).
+            live_transports = (connect_websocket,) if transport is None else ()
         self._live = list(live_transports)
         self._interval = sync_interval
         self._backoff = backoff

@@ -78,3 +78,25 @@ TIMEOUT = "timeout"
 GOING_AWAY = "going_away"
 
 WS_CODES = frozenset({VERSION_UNSUPPORTED, TOO_MANY_CONNECTIONS, TIMEOUT, GOING_AWAY})
+
+REQUEST_STATUS = {
+    MALFORMED_JSON: 400,
+    INVALID_REQUEST: 422,
+    UNKNOWN_OP: 422,
+    BODY_TOO_LARGE: 413,
+    TOO_MANY_CHANGES: 413,
+    UNAUTHORIZED: 401,
+    TOKEN_EXPIRED: 401,
+    TENANT_UNKNOWN: 401,
+    FORBIDDEN: 403,
+    REPLICA_FORBIDDEN: 403,
+    INVALID_CURSOR: 400,
+    NOT_FOUND: 404,
+    RATE_LIMITED: 429,
+    ID_TOO_LONG: 422,
+    DATA_INTEGRITY: 500,
+    INTERNAL: 500,
+    UNAVAILABLE: 503,
+}
+"""The HTTP status of each request-level code (PROTOCOL.md's error table). The WebSocket
+channel sends the code alone; clients use this to tell a retryable failure from a fix."""

@@ -20,6 +20,7 @@ from syncclient import (
     SyncClient,
     TransportError,
 )
+from syncclient.background import BackgroundSync
 from syncproto import errors
 from syncproto.messages import PullRequest, PullResponse, PushRequest, PushResponse
 
@@ -214,3 +215,71 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     b = Backoff(base=1, cap=10, rng=lambda: 1.0)
     assert [b.next() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert Backoff(rng=lambda: 0.5).retry_after(10) == 10.5
+
+
+async def test_live_channel_is_tried_first_again_when_the_whole_network_was_down(tmp_path: Path) -> None:
+    server = MemoryServer()
+    network = {"up": False}
+    live_attempts: list[bool] = []
+
+    def http(request: PushRequest | PullRequest) -> PushResponse | PullResponse:
+        if not network["up"]:
+            raise TransportError("no route to host")
+        return server(request)
+
+    async def connect(params: LiveParams) -> FakeLive:
+        live_attempts.append(network["up"])
+        if not network["up"]:
+            raise TransportError("no route to host")
+        return FakeLive(server)
+
+    client = SyncClient(
+        "http://sync.example",
+        "tok",
+        "phone-a",
+        tmp_path / "a.db",
+        transport=MockTransport(http),
+        live_transports=[connect],
+        sync_interval=60,
+        backoff=FAST,
+    )
+    events: list[Event] = []
+    client.subscribe(events.append, ConnectionChanged)
+    client.start()
+    await until(lambda: len(live_attempts) >= 2)  # offline: each retry tries the live channel again
+    network["up"] = True
+    client.notify_online()
+    await until(lambda: "online" in states(events))
+    await client.stop()
+    assert [e for e in events if e.state == "online"] == [ConnectionChanged("online", "fake-live")]
+    await client.aclose()
+
+
+async def test_on_http_fallback_the_loop_returns_to_the_live_channel_after_live_retry_s() -> None:
+    server = MemoryServer()
+    refusals = {"left": 1}
+    live = FakeLive(server)
+    used: list[str] = []
+
+    async def connect() -> FakeLive:
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise ServerError(503, errors.UNAVAILABLE, "WebSocket endpoint busy")
+        return live
+
+    async def sync(transport: object) -> None:
+        used.append(getattr(transport, "name", "?"))
+
+    emitted: list[Event] = []
+    loop = BackgroundSync(
+        sync, MockTransport(server), emitted.append, live=[connect], interval=0.05, backoff=FAST, live_retry_s=0.2
+    )
+    loop.start()
+    await until(lambda: "fake-live" in used)
+    await loop.stop()
+    assert used[0] == "mock"  # refused: HTTP took over, and polled meanwhile
+    assert used.count("mock") >= 2
+    assert [e.transport for e in emitted if isinstance(e, ConnectionChanged) and e.state == "online"] == [
+        "mock",
+        "fake-live",
+    ]

@@ -1,13 +1,11 @@
-"""Transports: the ``Transport`` seam, HTTP with httpx, and a mock for tests.
-
-The WebSocket transport (``/v1/sync/ws``) will implement ``LiveTransport``.
-"""
+"""Transports: the ``Transport`` seam, HTTP with httpx, the WebSocket channel, and a mock for tests."""
 
 from __future__ import annotations
 
 from syncclient.transport.base import LiveParams, LiveTransport, LiveTransportFactory, Transport
 from syncclient.transport.http import HttpTransport
 from syncclient.transport.mock import MockHandler, MockTransport
+from syncclient.transport.ws import WebSocketTransport, connect_websocket
 
 __all__ = [
     "HttpTransport",
@@ -17,4 +15,6 @@ __all__ = [
     "MockHandler",
     "MockTransport",
     "Transport",
+    "WebSocketTransport",
+    "connect_websocket",
 ]
