@@ -4,7 +4,7 @@ python -m benchmarks run SCENARIO [--backend sqlite|postgres] [--quick] [--reps 
 python -m benchmarks run all [--backend ...] [--quick]     (or several: run ingest,storm)
 python -m benchmarks run report
 python -m benchmarks list
-python -m benchmarks profile [--changes N] [--batch N]
+python -m benchmarks profile [--changes N] [--batch N] [--backend sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", help="profile the push hot path in-process with pyinstrument")
     prof.add_argument("--changes", type=int, default=10_000)
     prof.add_argument("--batch", type=int, default=500, help="changes per push")
+    prof.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     prof.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     return p
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "profile":
         from benchmarks.profile_push import profile
 
-        profile(args.changes, args.batch, args.results_dir)
+        profile(args.changes, args.batch, args.results_dir, args.backend)
         return 0
     return _run(args)
 

@@ -18,8 +18,10 @@ arrival before that counts as 0) and ``arrival - push sent`` (an upper bound:
 it includes the push itself). Subscribers run in ``--client-procs`` processes
 of their own; all clocks are CLOCK_MONOTONIC on one machine.
 
-``run(params) -> dict`` is the entry point for the benchmark runner; the JSON
-goes to ``benchmarks/results/fanout-sqlite-<timestamp>.json``.
+``measure(base, issue, m, params, log)`` is what the benchmark runner's
+``fanout`` and ``idle`` scenarios call (``python -m benchmarks run fanout``,
+on either backend, with the Yjs peer); ``run(params)`` is this standalone
+command on SQLite, writing ``benchmarks/results/fanout-sqlite-<timestamp>.json``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
 }
 QUICK: dict[str, Any] = {"subscribers": [10, 50], "changes": 20, "interval_ms": 50, "client_procs": 1}
 CONNECT_CONCURRENCY = 50
+Issue = Callable[[str], str]
+"""``issue(sub)``: a dispatcher token for user ``sub`` of the benchmark's tenant."""
 SETTLE_S = 1.0
 
 
@@ -116,14 +120,17 @@ async def _subscribe(url: str, tokens: list[str], deflate: bool, pipe: Pipe) -> 
     pipe.send([_entities(per_socket) for per_socket in arrivals])
 
 
-def _entities(arrived: list[tuple[float, bytes]]) -> dict[str, float]:
-    """entity id -> first arrival, from the raw frames (parsed after the run, off the clock)."""
-    seen: dict[str, float] = {}
+def _entities(arrived: list[tuple[float, bytes]]) -> dict[str, list[float]]:
+    """entity id -> its arrivals, from the raw frames (parsed after the run, off the clock).
+
+    Each change makes a new entity, so an entity that arrives twice was delivered twice.
+    """
+    seen: dict[str, list[float]] = {}
     for at, raw in arrived:
         message = json.loads(raw)
         if message.get("type") == "changes":
             for entity in message["changes"]:
-                seen.setdefault(entity["entity"], at)
+                seen.setdefault(entity["entity"], []).append(at)
     return seen
 
 
@@ -146,12 +153,12 @@ def _cpu(client: httpx.Client, base: str) -> float:
     return _process_metric(client, base, "process_cpu_seconds_total")
 
 
-def _warm_up(base: str, env: dict[str, str], tenant: str) -> None:
+def warm_up(base: str, issue: Issue) -> None:
     """One session from hello to synced, so one-time costs (imports, the tenant's feed) are not counted per idle
     connection."""
     from websockets.sync.client import connect
 
-    token = TokenVerifier(env["SYNC_JWT_SECRET"], "syncserver", "sync").issue(tenant, "warm-up", "dispatcher")
+    token = issue("warm-up")
     url = base.replace("http://", "ws://") + "/v1/sync/ws"
     with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None) as ws:
         ws.send('{"type":"hello","versions":[1]}')
@@ -167,14 +174,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _one_size(
-    base: str, env: dict[str, str], tenant: str, m: int, params: dict[str, Any], log: Callable[[str], None]
-) -> dict[str, Any]:
-    verifier = TokenVerifier(env["SYNC_JWT_SECRET"], "syncserver", "sync")
-    tokens = [verifier.issue(tenant, f"sub-{m}-{i}", "dispatcher") for i in range(m)]
+def measure(base: str, issue: Issue, m: int, params: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """M subscribers on the running server at ``base``, then ``params["changes"]`` pushes (0: idle only).
+
+    ``issue(sub)`` returns a dispatcher token of one tenant for user ``sub``.
+    """
+    tokens = [issue(f"sub-{m}-{i}") for i in range(m)]
     procs = max(1, min(int(params["client_procs"]), m))
     url = base.replace("http://", "ws://") + "/v1/sync/ws"
-    writer_token = verifier.issue(tenant, "writer", "dispatcher")
+    writer_token = issue("writer")
     ctx = mp.get_context("spawn")
     with httpx.Client(headers={"Authorization": f"Bearer {writer_token}"}, timeout=60) as http:
         rss_before = _rss(http, base)
@@ -201,6 +209,7 @@ def _one_size(
                     raise RuntimeError("subscribers did not connect within 300 s")
             time.sleep(SETTLE_S)
             rss_idle = _rss(http, base)
+            open_at_idle = _process_metric(http, base, "sync_websocket_connections")
             log(f"M={m}: {m} idle subscribers, server RSS +{(rss_idle - rss_before) / 2**20:.1f} MiB")
 
             sent: dict[str, tuple[float, float]] = {}
@@ -229,13 +238,14 @@ def _one_size(
                     raise RuntimeError(f"push failed: {r.status_code} {r.text}")
                 sent[entity] = (began, accepted)
                 time.sleep(max(0.0, params["interval_ms"] / 1000 - (accepted - began)))
-            time.sleep(2.0)  # stragglers
+            if sent:
+                time.sleep(2.0)  # stragglers
             server_cpu_s = _cpu(http, base) - cpu_before
         finally:
             for pipe in pipes:
                 with contextlib.suppress(OSError):
                     pipe.send("stop")
-            received: list[dict[str, float]] = []
+            received: list[dict[str, list[float]]] = []
             for pipe in pipes:
                 if pipe.poll(120):
                     received += pipe.recv()
@@ -243,13 +253,15 @@ def _one_size(
                 child.join(30)
                 if child.is_alive():
                     child.kill()
-    from_sent, from_accepted, missing = [], [], 0
+    from_sent, from_accepted, missing, duplicates = [], [], 0, 0
     for per_subscriber in received:
         for entity, (began, accepted) in sent.items():
-            at = per_subscriber.get(entity)
-            if at is None:
+            arrivals = per_subscriber.get(entity)
+            if not arrivals:
                 missing += 1
                 continue
+            duplicates += len(arrivals) - 1
+            at = arrivals[0]
             from_sent.append((at - began) * 1000)
             from_accepted.append(max(0.0, at - accepted) * 1000)
     expected = len(sent) * m
@@ -258,7 +270,8 @@ def _one_size(
         "changes": len(sent),
         "deliveries": len(from_sent),
         "missing": missing,
-        "complete": missing == 0 and len(received) == m,
+        "duplicates": duplicates,
+        "complete": missing == 0 and duplicates == 0 and len(received) == m,
         "latency_ms_from_sent": {
             "p50": _percentile(from_sent, 0.50),
             "p99": _percentile(from_sent, 0.99),
@@ -275,6 +288,7 @@ def _one_size(
         "rss_per_idle_connection_bytes": (rss_idle - rss_half) / max(1, m - halves),
         "rss_per_idle_connection_bytes_with_fixed_costs": (rss_idle - rss_before) / m,
         "expected_deliveries": expected,
+        "open_connections_at_idle": open_at_idle,
     }
 
 
@@ -295,12 +309,17 @@ def run(params: dict[str, Any] | None = None, log: Callable[[str], None] = print
             SYNC_LOG_LEVEL="WARNING",
         )
         tenant = cli(env, "tenant", "create", f"bench-{uuid.uuid4().hex[:8]}")
+        verifier = TokenVerifier(env["SYNC_JWT_SECRET"], "syncserver", "sync")
+
+        def issue(sub: str) -> str:
+            return verifier.issue(tenant, sub, "dispatcher")
+
         load_before = os.getloadavg()
         for m in merged["subscribers"]:
             # A fresh process per M: memory freed by a smaller run would hide part of a larger one's cost.
             with running_server(env, free_port(), tmp / f"server-{m}.log") as base:
-                _warm_up(base, env, tenant)
-                sizes.append(_one_size(base, env, tenant, int(m), merged, log))
+                warm_up(base, issue)
+                sizes.append(measure(base, issue, int(m), merged, log))
                 log(_summary(sizes[-1]))
         load_after = os.getloadavg()
     doc = {

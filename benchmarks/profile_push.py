@@ -1,12 +1,13 @@
 """Profile the push hot path: the real server process (uvicorn + uvloop) under pyinstrument.
 
-    python -m benchmarks profile [--changes 10000] [--batch 500]
+    python -m benchmarks profile [--changes 10000] [--batch 500] [--backend sqlite|postgres]
 
 Starts the server as ``python -m pyinstrument -m uvicorn syncserver.asgi:app``
-on SQLite, pushes N creates and N updates in pushes of ``--batch`` (500 shows
+on SQLite (or a private PostgreSQL database, as ``run --backend postgres``),
+pushes N creates and N updates in pushes of ``--batch`` (500 shows
 the per-change costs; 20 shows the fixed cost of a push), stops the server
 with SIGINT so pyinstrument writes its report, and saves the text report to
-``results/profile-push-<batch>-<timestamp>.txt``.
+``results/profile-push-<backend>-<batch>-<timestamp>.txt``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from benchmarks import workload
+from benchmarks.backends import BackendName, open_backend
 from benchmarks.server import READY_TIMEOUT_S, SERVER_ENV
 from benchmarks.wire import SyncClient, push_bodies
 from syncserver.auth import TokenVerifier
@@ -38,9 +40,14 @@ def _push_workload(base: str, headers: dict[str, str], n: int, batch: int) -> fl
         return 2 * n / (client.push_all(creates) + client.push_all(updates))
 
 
-def profile(n: int, batch: int, results_dir: Path) -> Path:
+def profile(n: int, batch: int, results_dir: Path, backend: BackendName = "sqlite") -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="bench-profile-"))
-    env = {**server_env(tmp, f"sqlite+aiosqlite:///{tmp / 'sync.db'}"), **SERVER_ENV}
+    with open_backend(backend, tmp, "profile") as db:
+        return _profile(n, batch, results_dir, db.url, tmp)
+
+
+def _profile(n: int, batch: int, results_dir: Path, url: str, tmp: Path) -> Path:
+    env = {**server_env(tmp, url), **SERVER_ENV}
     cli(env, "db", "upgrade")
     env["SYNC_MIGRATE_ON_START"] = "0"
     tenant = cli(env, "tenant", "create", "profile")
@@ -51,7 +58,8 @@ def profile(n: int, batch: int, results_dir: Path) -> Path:
     )
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    text_out = results_dir / f"profile-push-{batch}-{stamp}.txt"
+    kind = "postgres" if url.startswith("postgresql") else "sqlite"
+    text_out = results_dir / f"profile-push-{kind}-{batch}-{stamp}.txt"
     port = free_port()
     argv = [sys.executable, "-m", "pyinstrument", "--renderer", "text", "--outfile", str(text_out)]
     argv += ["-m", "uvicorn", "syncserver.asgi:app", "--host", "127.0.0.1", "--port", str(port)]

@@ -20,14 +20,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks import plots
 from benchmarks.backends import Backend, BackendName, BackendUnavailable, open_backend
-from benchmarks.peers import pouchdb
+from benchmarks.peers import pouchdb, yjs
+from benchmarks.peers.npm import PeerUnavailable
 from benchmarks.results import RESULTS_DIR, CheckFailed, Result, machine
 from benchmarks.server import SERVER_ENV, raise_fd_limit
 
@@ -103,26 +104,41 @@ class Context:
 
     def pouchdb_ready(self, result: Result) -> bool:
         """Whether the PouchDB peer can run; when not, the reason is recorded as a skip."""
+        return self._peer_ready(result, "PouchDB-server", f"pouchdb-server@{pouchdb.VERSION}", pouchdb)
+
+    def yjs_ready(self, result: Result) -> bool:
+        """Whether the Yjs WebSocket server peer can run; when not, the reason is recorded as a skip."""
+        return self._peer_ready(result, "Yjs WebSocket server", f"@y/websocket-server@{yjs.VERSION}", yjs)
+
+    def _peer_ready(self, result: Result, name: str, package: str, peer: PeerModule) -> bool:
         if not self.options.peers:
-            result.skip("PouchDB-server skipped: --no-peers")
+            result.skip(f"{name} skipped: --no-peers")
             return False
         install = self.options.install_peers
         if install is None:
             install = not self.quick
-        if not pouchdb.is_installed():
+        if not peer.is_installed():
             if not install:
                 result.skip(
-                    "PouchDB-server skipped: not installed in benchmarks/.peers/pouchdb and --quick does not install "
+                    f"{name} skipped: not installed in benchmarks/.peers/ and --quick does not install "
                     "it (run once without --quick, or with --install-peers)"
                 )
                 return False
-            self.console.print("[cyan]installing pouchdb-server@4.2.0 with npm (cached for later runs)...[/]")
+            self.console.print(f"[cyan]installing {package} with npm (cached for later runs)...[/]")
             try:
-                pouchdb.install()
-            except pouchdb.PeerUnavailable as exc:
+                peer.install()
+            except PeerUnavailable as exc:
                 result.skip(str(exc))
                 return False
         return True
+
+
+class PeerModule(Protocol):
+    """What a peer module (``benchmarks.peers.*``) offers the runner."""
+
+    def is_installed(self) -> bool: ...
+
+    def install(self) -> None: ...
 
 
 def order(rep: int, sides: list[str]) -> list[str]:

@@ -13,7 +13,6 @@ fails, :class:`PeerUnavailable` says why and the peer is skipped: never faked.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -26,28 +25,21 @@ from typing import Any
 import httpx
 import msgspec
 
+from benchmarks.peers import npm
+from benchmarks.peers.npm import PeerUnavailable
 from syncserver.testing import free_port, stop
 
 VERSION = "4.2.0"
 PEER_DIR = Path(__file__).resolve().parents[1] / ".peers" / "pouchdb"
 PACKAGE = PEER_DIR / "node_modules" / "pouchdb-server"
-INSTALL_TIMEOUT_S = 900
 READY_TIMEOUT_S = 60.0
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-class PeerUnavailable(RuntimeError):
-    """The peer cannot run here; the reason goes into the result as a skip."""
-
-
 def installed_version() -> str | None:
-    try:
-        version = json.loads((PACKAGE / "package.json").read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return str(version)
+    return npm.package_version(PACKAGE)
 
 
 def is_installed() -> bool:
@@ -56,28 +48,7 @@ def is_installed() -> bool:
 
 def install() -> None:
     """``npm install pouchdb-server@4.2.0`` into the cache directory (a no-op when already there)."""
-    if is_installed():
-        return
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        raise PeerUnavailable("PouchDB-server skipped: node/npm are not installed on this machine")
-    PEER_DIR.mkdir(parents=True, exist_ok=True)
-    manifest = {"name": "bench-peer-pouchdb", "private": True, "dependencies": {"pouchdb-server": VERSION}}
-    (PEER_DIR / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    try:
-        out = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=PEER_DIR,
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise PeerUnavailable(f"PouchDB-server skipped: npm install took over {INSTALL_TIMEOUT_S} s") from exc
-    if out.returncode != 0 or not is_installed():
-        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-        raise PeerUnavailable(f"PouchDB-server skipped: npm install failed: {' | '.join(tail)}")
+    npm.install(PEER_DIR, "PouchDB-server", {"pouchdb-server": VERSION}, is_installed)
 
 
 @dataclass

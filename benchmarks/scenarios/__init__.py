@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.runner import Scenario
-from benchmarks.scenarios import conflicts, ingest, live, pull, storm, text
+from benchmarks.scenarios import conflicts, fanout, idle, ingest, pull, storm, text
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -22,7 +22,9 @@ SCENARIOS: dict[str, Scenario] = {
             storm.QUICK,
             time_limit_s=3600,
         ),
-        Scenario("fanout", 4, "Fan-out: one writer, M WebSocket subscribers", "ms", live.run, {}, {}, needs=live.NEEDS),
+        Scenario(
+            "fanout", 4, "Fan-out: one writer, M WebSocket subscribers", "ms", fanout.run, fanout.DEFAULTS, fanout.QUICK
+        ),
         Scenario(
             "conflicts",
             5,
@@ -33,7 +35,7 @@ SCENARIOS: dict[str, Scenario] = {
             conflicts.QUICK,
         ),
         Scenario("text", 6, "Text: replay a real editing trace", "edits/s", text.run, text.DEFAULTS, text.QUICK),
-        Scenario("idle", 7, "Idle: N idle WebSocket connections", "bytes", live.run, {}, {}, needs=live.NEEDS),
+        Scenario("idle", 7, "Idle: N idle WebSocket connections", "bytes", idle.run, idle.DEFAULTS, idle.QUICK),
     )
 }
 

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 
 from syncstore import SqlStore, StoreUnavailable
 from syncstore.engine import create_engine
 from syncstore.migrate import upgrade
 from syncstore.rows import replica_to_row
-from syncstore.tables import replicas
+from syncstore.tables import entities, replicas
 from tests.contract import factories
 from tests.contract.backends import sqlite_url
 from tests.contract.factories import NOW
@@ -156,3 +156,18 @@ def test_in_memory_sqlite_is_refused() -> None:
 def test_unsupported_driver_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported"):
         SqlStore.from_url("mysql+aiomysql://db/x")
+
+
+@pytest.mark.postgres
+async def test_postgres_never_prepares_statements(migrated_pg_url: str) -> None:
+    """A prepared ``IN`` list may get PostgreSQL's generic plan, which scans the whole tenant (engine.py)."""
+    engine = create_engine(migrated_pg_url)
+    try:
+        async with engine.connect() as conn:
+            query = select(entities).where(entities.c.tenant_id == "t", entities.c.entity_id.in_(["a", "b", "c"]))
+            for _ in range(10):  # psycopg's default would prepare it after 5 runs
+                await conn.execute(query)
+            prepared = (await conn.execute(text("SELECT count(*) FROM pg_prepared_statements"))).scalar()
+    finally:
+        await engine.dispose()
+    assert prepared == 0

@@ -156,3 +156,25 @@ async def test_the_live_session_survives_a_server_kill_and_restart_with_nothing_
         await web.aclose()
         server.stop()
     assert_exactly_once(await server.change_log(), "phone-a")
+
+
+async def test_a_messagepack_session_pushes_and_streams_like_json(real_server: ServerProcess, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    phone = client(real_server, tmp_path, f"phone-{tag}", f"driver-{tag}")
+    params = LiveParams(real_server.url, real_server.token(f"driver-{tag}"), f"phone-{tag}", None)
+    transport = await connect_websocket(params, encoding="msgpack")
+    try:
+        phone.collection("deliveries").set(f"dlv-{tag}", status="pending", driver_id=f"driver-{tag}", note="é🚚")
+        stats = await phone._sync_via(transport)
+        assert (stats.applied, stats.rejected) == (1, 0)
+        assert await transport.wait_for_changes(WAIT_S)  # the echo, in a binary frame
+        await phone._sync_via(transport)
+        assert phone.store.outbox_size() == 0
+        assert phone.collection("deliveries").get(f"dlv-{tag}") == {
+            "status": "pending",
+            "driver_id": f"driver-{tag}",
+            "note": "é🚚",
+        }
+    finally:
+        await transport.aclose()
+        await phone.aclose()
