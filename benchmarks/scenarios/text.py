@@ -179,8 +179,12 @@ class Subscriber:
 
     def wait(self, timeout_s: float) -> float:
         """When the subscriber first held the wanted text (``perf_counter``)."""
-        if not self.done.wait(timeout_s):
-            raise RuntimeError(f"the live subscriber did not get the final text within {timeout_s:g} s")
+        deadline = time.monotonic() + timeout_s
+        while not self.done.wait(0.5):
+            if self._error is not None:
+                raise RuntimeError(f"the live subscriber failed: {self._error!r}") from self._error
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the live subscriber did not get the final text within {timeout_s:g} s")
         return self.done_at
 
     def _listen(self) -> None:
@@ -196,7 +200,9 @@ class Subscriber:
                     except TimeoutError:
                         continue
                     message = json.loads(raw)
-                    if message.get("type") == "synced":
+                    if message.get("type") == "ping":  # answer, or the server closes us as idle (4408)
+                        ws.send(json.dumps({"type": "pong", "id": message.get("id")}))
+                    elif message.get("type") == "synced":
                         self._ready.set()
                     elif message.get("type") == "changes":
                         for view in message["changes"]:
