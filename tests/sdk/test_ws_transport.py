@@ -178,3 +178,37 @@ async def test_a_messagepack_session_pushes_and_streams_like_json(real_server: S
     finally:
         await transport.aclose()
         await phone.aclose()
+
+
+@pytest.mark.slow
+async def test_set_token_keeps_the_live_session_past_the_old_tokens_expiry(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "srv")
+    server.env["SYNC_JWT_LEEWAY_S"] = "0"  # the session ends the second its token does
+    await asyncio.to_thread(server.start)
+    short = {name: server.verifier.issue(server.tenant, name, "dispatcher", ttl_s=4) for name in ("kept", "lapsed")}
+    clients = {
+        name: SyncClient(server.url, token, f"web-{name}", tmp_path / f"{name}.db", schema=SCHEMA, sync_interval=60)
+        for name, token in short.items()
+    }
+    events: dict[str, list[Event]] = {name: [] for name in clients}
+    try:
+        for name, c in clients.items():
+            c.subscribe(events[name].append, ConnectionChanged)
+            c.start()
+        for name in clients:
+            await until(lambda name=name: ConnectionChanged("online", "ws") in events[name], f"{name} to go live")
+        clients["kept"].set_token(server.verifier.issue(server.tenant, "kept", "dispatcher"))
+
+        # The session that was not refreshed is closed when its token expires (4401 token_expired) ...
+        await until(lambda: any(e.state == "offline" for e in events["lapsed"]), "the lapsed session to end", 15)
+        lapsed = next(e for e in events["lapsed"] if e.state == "offline")
+        assert lapsed.error is not None
+        assert "token_expired" in lapsed.error
+        # ... the refreshed one stays open and still syncs live.
+        clients["kept"].collection("deliveries").set("dlv-1", status="pending")
+        await until(lambda: clients["kept"].pending_count() == 0, "a write over the refreshed session")
+        assert [e.state for e in events["kept"]] == ["connecting", "online"]
+    finally:
+        for c in clients.values():
+            await c.aclose()
+        server.stop()

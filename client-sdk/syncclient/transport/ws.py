@@ -9,6 +9,8 @@
 * ``push`` sends a ``push`` with a fresh correlation id and waits for its
   ``push_result`` (or ``error``, raised as ``ServerError``).
 * ``wait_for_changes`` returns when a frame is buffered.
+* ``refresh_token`` sends ``auth`` with a fresh token (``SyncClient.set_token``
+  calls it), so a session outlives the token it opened with.
 * Server ``ping``s are answered; a server silent for longer than its heartbeat
   plus a margin counts as a dead connection. Every failure of the connection
   becomes ``TransportError`` (retry) or, for a refusal with a 44xx close code,
@@ -48,6 +50,7 @@ from syncproto.messages import (
     PullResponse,
     PushRequest,
     PushResponse,
+    WsAuth,
     WsChanges,
     WsError,
     WsHello,
@@ -224,6 +227,15 @@ class WebSocketTransport:
             await self._wait_for_frame(max_wait)
         self._raise_if_failed()
         return bool(self._buffer) or self._lagging
+
+    async def refresh_token(self, token: str) -> None:
+        """Send ``auth`` with a fresh token, so the session outlives the old one's expiry (PROTOCOL §9.1).
+
+        The token must name the same tenant, user, role and channels, or the
+        server closes the session (4403) and the loop reconnects with it.
+        """
+        self._raise_if_failed()
+        await self._send(json_encoder.encode(WsAuth(token)))
 
     async def aclose(self) -> None:
         if self._failure is None:
