@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from syncclient.backoff import Backoff
 from syncclient.errors import ServerError, SyncError
 from syncclient.events import ConnectionChanged, Event
-from syncclient.transport.base import LiveTransport, Transport
+from syncclient.transport.base import LiveTransport, TokenRefreshable, Transport
 
 __all__ = ["BackgroundSync"]
 
@@ -93,31 +93,24 @@ class BackgroundSync:
         A session that cannot take it (closed meanwhile, or refused) is dropped
         by the loop, which reconnects with the token the client now holds.
         """
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
 
         def send() -> None:
-            transport = self._transport
-            refresh = getattr(transport, "refresh_token", None)
-            if refresh is not None:
-                task = loop.create_task(refresh(token))
+            session: object = self._transport  # HTTP and mocks have no session to refresh
+            if isinstance(session, TokenRefreshable) and self._loop is not None:
+                task = self._loop.create_task(session.refresh_token(token))
                 task.add_done_callback(_log_refresh_failure)
 
-        try:
-            same_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            same_loop = False
-        if same_loop:
-            send()
-        else:
-            loop.call_soon_threadsafe(send)
+        self._on_loop(send)
 
     def notify_online(self) -> None:
         """The app knows the network is back: skip the rest of the backoff. Safe from any thread."""
         self._signal(self._online)
 
     def _signal(self, event: asyncio.Event) -> None:
+        self._on_loop(event.set)
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop's thread: now if we are on it, else soon. Nothing if the loop is gone."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -126,9 +119,9 @@ class BackgroundSync:
         except RuntimeError:
             same_loop = False
         if same_loop:
-            event.set()
+            fn()
         else:
-            loop.call_soon_threadsafe(event.set)
+            loop.call_soon_threadsafe(fn)
 
     def _set_state(self, event: ConnectionChanged) -> None:
         if event.state != self._state or event.state == "offline":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncclient.transport.base import LiveParams, LiveTransport, LiveTransportFactory, Transport
+from syncclient.transport.base import LiveParams, LiveTransport, LiveTransportFactory, TokenRefreshable, Transport
 from syncclient.transport.http import HttpTransport
 from syncclient.transport.mock import MockHandler, MockTransport
 from syncclient.transport.ws import WebSocketTransport, connect_websocket
@@ -14,6 +14,7 @@ __all__ = [
     "LiveTransportFactory",
     "MockHandler",
     "MockTransport",
+    "TokenRefreshable",
     "Transport",
     "WebSocketTransport",
     "connect_websocket",

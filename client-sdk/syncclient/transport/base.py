@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 
 from syncproto.messages import PullRequest, PullResponse, PushRequest, PushResponse
 
-__all__ = ["LiveParams", "LiveTransport", "LiveTransportFactory", "Transport"]
+__all__ = ["LiveParams", "LiveTransport", "LiveTransportFactory", "TokenRefreshable", "Transport"]
 
 
 @runtime_checkable
@@ -73,6 +73,13 @@ class LiveTransport(Transport, Protocol):
         Raise ``TransportError`` when the connection drops; the loop then reconnects.
         """
         ...
+
+
+@runtime_checkable
+class TokenRefreshable(Protocol):
+    """A session that can take a fresh bearer token without reconnecting (WebSocket ``auth``)."""
+
+    async def refresh_token(self, token: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -178,8 +178,9 @@ class WebSocketTransport:
             async with asyncio.timeout(self._push_timeout):
                 return await result
         except TimeoutError as exc:
-            await self._fail(TransportError(f"no push_result for {push_id} within {self._push_timeout:g} s"))
-            raise TransportError(f"no push_result for {push_id} within {self._push_timeout:g} s") from exc
+            error = TransportError(f"no push_result for {push_id} within {self._push_timeout:g} s")
+            await self._fail(error)
+            raise error from exc
         finally:
             self._pending.pop(push_id, None)
 
