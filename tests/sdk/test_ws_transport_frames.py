@@ -24,6 +24,7 @@ from syncproto.messages import (
     Change,
     EntityView,
     ErrorBody,
+    Eviction,
     FieldView,
     PullRequest,
     PushRequest,
@@ -262,3 +263,49 @@ def test_frames_the_scripted_socket_sends_are_valid_server_messages() -> None:
     # Guards the fixture itself: a frame the real decoder rejects would make these tests vacuous.
     frame = json_encoder.encode(WsChanges([view("a", 1)], "c1"))
     assert isinstance(msgspec.json.decode(frame, type=WsServerMessage), WsChanges)
+
+
+async def test_a_pull_does_not_end_before_the_pushed_changes_come_back_on_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    t, socket = await opened(monkeypatch, welcome(), WsSynced("c0"))
+    change = Change("11111111-1111-4111-8111-111111111111", 1, "deliveries", "a", (1, 0), {}, [])
+    pushing = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
+    await asyncio.sleep(0.05)
+    socket.feed(WsPushResult(socket.sent[-1].id, [Applied(change.id, 1, seq=7)]))
+    await pushing
+
+    # The round trip drops acknowledged outbox rows when the pull ends, so it must not end
+    # (``more=False``) before the stream has brought the pushed entity back, even after ``synced``.
+    async def echo() -> None:
+        await asyncio.sleep(0.2)
+        socket.feed(WsChanges([view("b", 6)], "c6"), WsChanges([view("a", 7)], "c7"))
+
+    feeder = asyncio.create_task(echo())
+    pages = []
+    cursor: str | None = "c0"
+    while True:
+        page = await t.pull(PullRequest(cursor=cursor))
+        pages.append(page)
+        cursor = page.cursor
+        if not page.more:
+            break
+    await feeder
+    assert [v.entity for p in pages for v in p.changes] == ["b", "a"]
+    assert cursor == "c7"
+    await t.aclose()
+
+
+async def test_an_eviction_also_settles_a_pushed_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    t, socket = await opened(monkeypatch, welcome(), WsSynced("c0"))
+    change = Change("11111111-1111-4111-8111-111111111111", 1, "deliveries", "a", (1, 0), {}, [])
+    pushing = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
+    await asyncio.sleep(0.05)
+    socket.feed(WsPushResult(socket.sent[-1].id, [Applied(change.id, 1, seq=7)]))
+    await pushing
+    socket.feed(WsChanges([], "c7", evictions=[Eviction("deliveries", "a", 7)]))  # the push moved it out of scope
+    page = await t.pull(PullRequest(cursor="c0"))
+    while page.more:
+        page = await t.pull(PullRequest(cursor=page.cursor))
+    assert page.cursor == "c7"
+    await t.aclose()

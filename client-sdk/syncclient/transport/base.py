@@ -47,7 +47,13 @@ class Transport(Protocol):
         ...
 
     async def pull(self, request: PullRequest) -> PullResponse:
-        """Fetch one page after ``request.cursor``. Errors as for ``push``."""
+        """Fetch one page after ``request.cursor``. Errors as for ``push``.
+
+        The last page (``more=False``) must include every change this transport
+        pushed and got ``applied`` for: the round trip then drops those outbox
+        rows, trusting the pulled state to hold them. An HTTP pull that starts
+        after the push does; a streaming transport waits for the echoes.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -4,8 +4,9 @@
 ``welcome``) and returns a ``WebSocketTransport``, a ``LiveTransport``:
 
 * ``pull`` hands out the ``changes`` frames the server streams, in order; it
-  answers ``more=True`` until ``synced`` arrived, then ``more=False`` whenever
-  nothing is buffered. A ``reset`` frame becomes ``PullResponse(reset=True)``.
+  answers ``more=True`` until ``synced`` arrived and every change this session
+  pushed has come back on the stream, then ``more=False`` whenever nothing is
+  buffered. A ``reset`` frame becomes ``PullResponse(reset=True)``.
 * ``push`` sends a ``push`` with a fresh correlation id and waits for its
   ``push_result`` (or ``error``, raised as ``ServerError``).
 * ``wait_for_changes`` returns when a frame is buffered.
@@ -46,6 +47,7 @@ from syncclient.transport.base import LiveParams
 from syncproto import errors
 from syncproto.messages import (
     PROTOCOL_VERSION,
+    Applied,
     PullRequest,
     PullResponse,
     PushRequest,
@@ -123,7 +125,12 @@ async def connect_websocket(
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         raise TransportError(f"WebSocket connect: {type(exc).__name__}: {exc}") from exc
     transport = WebSocketTransport(
-        socket, params, encoding=encoding, push_timeout=push_timeout, max_buffered_frames=max_buffered_frames
+        socket,
+        params,
+        encoding=encoding,
+        push_timeout=push_timeout,
+        max_buffered_frames=max_buffered_frames,
+        collections=collections,
     )
     try:
         await asyncio.wait_for(transport._handshake(collections), open_timeout)
@@ -148,6 +155,7 @@ class WebSocketTransport:
         encoding: Literal["json", "msgpack"],
         push_timeout: float,
         max_buffered_frames: int,
+        collections: list[str] | None = None,
     ) -> None:
         self._socket = socket
         self._params = params
@@ -161,6 +169,9 @@ class WebSocketTransport:
         self._cursor = params.cursor
         """The cursor of the last page handed to ``pull``: where the client's state ends."""
         self._synced = False
+        self._echoes: dict[tuple[str, str], int] = {}
+        """Entities of applied pushes, with their seq, not yet seen again on the stream."""
+        self._collections = None if collections is None else frozenset(collections)
         self._lagging = False
         self._failure: SyncError | None = None
         self._silence_s = 60.0
@@ -176,13 +187,15 @@ class WebSocketTransport:
         try:
             await self._send(json_encoder.encode(WsPush(push_id, request.replica, request.changes)))
             async with asyncio.timeout(self._push_timeout):
-                return await result
+                response = await result
         except TimeoutError as exc:
             error = TransportError(f"no push_result for {push_id} within {self._push_timeout:g} s")
             await self._fail(error)
             raise error from exc
         finally:
             self._pending.pop(push_id, None)
+        self._expect_echoes(request, response)
+        return response
 
     async def pull(self, request: PullRequest) -> PullResponse:
         """The next page of the stream; ``request.cursor`` must be where the last page ended."""
@@ -203,22 +216,49 @@ class WebSocketTransport:
                 if isinstance(frame, WsSynced):
                     self._synced = True
                     self._cursor = frame.cursor if frame.cursor is not None else self._cursor
-                    if not self._buffer:
+                    if not self._buffer and self._caught_up():
                         return PullResponse(cursor=self._cursor, more=False)
                     continue
                 self._cursor = frame.cursor
+                self._settle_echoes(frame)
                 if self._buffer and isinstance(synced := self._buffer[0], WsSynced):
                     self._buffer.popleft()  # fold catch-up's end into this page: no empty round
                     self._synced = True
                     self._cursor = synced.cursor if synced.cursor is not None else self._cursor
-                more = bool(self._buffer) or not self._synced
+                more = bool(self._buffer) or not self._caught_up()
                 return PullResponse(frame.changes, self._cursor, more, evictions=frame.evictions)
-            if self._synced:
+            if self._caught_up():
                 return PullResponse(cursor=self._cursor, more=False)
             try:
                 await self._wait_for_frame(self._silence_s)
             except TimeoutError:
-                await self._fail(TransportError(f"catch-up stalled for {self._silence_s:g} s"))
+                await self._fail(TransportError(f"the stream stalled for {self._silence_s:g} s before catching up"))
+
+    def _caught_up(self) -> bool:
+        """Catch-up is over and every change this session pushed has come back on the stream.
+
+        The round trip drops acknowledged outbox rows once a pull ends (``more=False``),
+        trusting that the pulled state includes them, as an HTTP pull that starts after
+        the push does. The stream may still be on its way, so the end waits for the echoes.
+        """
+        return self._synced and not self._echoes
+
+    def _expect_echoes(self, request: PushRequest, response: PushResponse) -> None:
+        """Remember each applied change's entity and seq; the stream will carry it (or its eviction)."""
+        for change, result in zip(request.changes, response.results, strict=False):
+            if isinstance(result, Applied) and (self._collections is None or change.collection in self._collections):
+                key = (change.collection, change.entity)
+                self._echoes[key] = max(self._echoes.get(key, 0), result.seq)
+
+    def _settle_echoes(self, frame: WsChanges) -> None:
+        if not self._echoes:
+            return
+        for view in frame.changes:
+            key = (view.collection, view.entity)
+            if view.seq >= self._echoes.get(key, view.seq + 1):
+                del self._echoes[key]
+        for gone in frame.evictions:
+            self._echoes.pop((gone.collection, gone.entity), None)
 
     async def wait_for_changes(self, max_wait: float) -> bool:
         self._raise_if_failed()
