@@ -141,7 +141,7 @@ class RedisFanout:
                 self._subscriber_state = _describe(exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             pause, delay = self._backoff(delay)
             await asyncio.sleep(pause)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pycrdt
 from msgspec import Struct
-from pycrdt import Doc, Text
+from pycrdt import Decoder, Doc, Text
 
 ROOT = "text"
 
@@ -44,20 +44,44 @@ def decode_update(encoded: str) -> bytes:
 def apply_update(state: TextState, update: bytes) -> TextState:
     """Merge one Yjs update. Idempotent and commutative (Yjs guarantees both).
 
-    An update that builds on edits this state lacks is refused: Yjs would hold
-    it as "pending" and ``get_update`` would silently leave it out. With the
-    server's per-replica counter order an honest client never sends one.
+    An update that builds on edits this state lacks is refused, whether it
+    inserts after them or deletes them: Yjs would hold the missing part as
+    "pending" (structs or a delete set) and ``get_update`` would silently leave
+    it out, so the stored text would lose part of an accepted update. The check
+    runs on the document after applying. With the server's per-replica counter
+    order an honest client never sends one.
     """
     doc, _ = load(state)
     try:
         doc.apply_update(update)
     except ValueError as exc:
         raise InvalidTextUpdate(f"text update cannot be decoded: {exc}") from exc
-    # The part of the update the document still lacks: it starts with the number
-    # of clients whose edits are missing (a varuint, 0 when everything was integrated).
-    if pycrdt.get_update(update, doc.get_state())[:1] != b"\x00":
+    # What the document still lacks of the update, as an update: the structs it
+    # could not integrate (a varuint count of clients first, 0 when none), then the
+    # update's whole delete set (a diff always carries the delete set in full).
+    reader = Decoder(pycrdt.get_update(update, doc.get_state()))
+    if reader.read_var_uint() != 0:
         raise InvalidTextUpdate("text update depends on edits of this text that the server has not received")
+    known = state_vector(doc.get_state())
+    for client, clock, length in _delete_set(reader):
+        if clock + length > known.get(client, 0):
+            raise InvalidTextUpdate("text update deletes edits of this text that the server has not received")
     return TextState(doc.get_update())
+
+
+def state_vector(encoded: bytes) -> dict[int, int]:
+    """Decode a Yjs state vector: client id -> the next clock it has not sent yet."""
+    reader = Decoder(encoded)
+    return {reader.read_var_uint(): reader.read_var_uint() for _ in range(reader.read_var_uint())}
+
+
+def _delete_set(reader: Decoder) -> list[tuple[int, int, int]]:
+    """Read a Yjs v1 delete set: ``(client, clock, length)`` ranges."""
+    ranges: list[tuple[int, int, int]] = []
+    for _ in range(reader.read_var_uint()):
+        client = reader.read_var_uint()
+        ranges.extend((client, reader.read_var_uint(), reader.read_var_uint()) for _ in range(reader.read_var_uint()))
+    return ranges
 
 
 def join(a: TextState, b: TextState) -> TextState:
