@@ -148,3 +148,27 @@ def test_without_a_schema_the_kind_comes_from_the_field_seen_or_the_op() -> None
     assert view.fields["cod"].value == 5
     wrong = Change("b", 2, "deliveries", "dlv-1", (2, 0), {}, [SetOp("cod", "five")])
     assert apply_pending(view, wrong, ME).fields["cod"].value == 5
+
+
+def test_a_pending_text_deletion_is_not_half_applied_to_the_optimistic_view() -> None:
+    """Issue 12's rule in the SDK: a local deletion of content the pulled state lacks
+    shows nothing rather than a view that silently dropped part of the edit."""
+    other: Doc[Any] = Doc(client_id=11)
+    insert = text.splice(other, 0, 0, "keep DELETE-ME keep")
+    mine: Doc[Any] = Doc(client_id=12)
+    mine.apply_update(insert)
+    deletion = base64.b64encode(text.splice(mine, 5, 10, "")).decode()
+    pulled = EntityView(collection="deliveries", entity="dlv-1", seq=1, vv={}, deleted=False)
+    change = Change("c1", 1, "deliveries", "dlv-1", (1, 0), {}, [TextOp("notes", deletion), SetOp("status", "failed")])
+    assert apply_pending(pulled, change, ME, COLLECTION) == pulled
+    # Once the pulled state holds the insert, the same change applies in full.
+    state = apply_change(
+        EntityState(),
+        Change("o1", 1, "deliveries", "dlv-1", (1, 0), {}, [TextOp("notes", base64.b64encode(insert).decode())]),
+        "other",
+        COLLECTION,
+    ).state
+    view = entity_view(state, COLLECTION, "dlv-1", 1)
+    after = apply_pending(view, change, ME, COLLECTION)
+    assert after.fields["notes"].value == "keep keep"
+    assert after.fields["status"].value == "failed"
