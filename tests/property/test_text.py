@@ -6,7 +6,7 @@ import base64
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
@@ -109,3 +109,29 @@ def test_an_update_that_builds_on_missing_edits_is_refused_not_dropped(first: st
     whole = text.apply_update(TextState(), doc.get_update())
     again = text.apply_update(whole, later)
     assert text.value(again) == text.value(whole) == (first or "x") + (second or "y")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 3), texts), min_size=1, max_size=60), st.floats(0, 1))
+def test_a_one_character_splice_is_small_whatever_the_history(history: list[tuple[float, int, str]], at: float) -> None:
+    """The update of a splice is its own transaction, not a diff that drags the
+    document's whole delete set along: after any history of scattered edits, one
+    typed character costs at most 64 bytes on the wire, and it still merges."""
+    doc: Doc[Any] = Doc(client_id=5)
+    text.splice(doc, 0, 0, "abcdefghij" * 10)
+    for k in range(40):  # every other character, one edit each: a delete set of 40 separate ranges
+        text.splice(doc, k, 1, "")
+    for where, delete, insert in history:
+        current = str(doc.get(text.ROOT, type=Text))
+        pos = int(where * len(current))
+        text.splice(doc, pos, min(delete, len(current) - pos), insert)
+    peer: Doc[Any] = Doc(client_id=6)
+    peer.apply_update(doc.get_update())
+    current = str(doc.get(text.ROOT, type=Text))
+    pos = int(at * len(current))
+    update = text.splice(doc, pos, 0, "é")
+    assert len(update) <= 64
+    peer.apply_update(update)
+    assert str(peer.get(text.ROOT, type=Text)) == current[:pos] + "é" + current[pos:]
+    server = text.apply_update(text.apply_update(TextState(), doc.get_update()), update)
+    assert text.value(server) == current[:pos] + "é" + current[pos:]

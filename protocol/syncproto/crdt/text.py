@@ -102,16 +102,24 @@ def utf8_offset(s: str, codepoints: int) -> int:
 def splice(doc: Doc[Any], pos: int, delete: int, insert: str) -> bytes:
     """Edit the text at code-point ``pos``: delete ``delete`` code points, then insert.
 
-    Returns the Yjs update that the edit produced, ready to push.
+    Returns the Yjs update of this edit's own transaction, ready to push. A diff
+    against the state before (``get_update(before)``) would carry the document's
+    whole delete set, so a one-character splice late in a long edit history would
+    weigh kilobytes; the transaction's update holds only what it inserted and deleted.
     """
     text = doc.get(ROOT, type=Text)
     current = str(text)
     start = utf8_offset(current, pos)
     before = doc.get_state()
-    with doc.transaction():
-        if delete:
-            end = utf8_offset(current, pos + delete)
-            del text[start:end]
-        if insert:
-            text.insert(start, insert)
-    return doc.get_update(before)
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    try:
+        with doc.transaction():
+            if delete:
+                end = utf8_offset(current, pos + delete)
+                del text[start:end]
+            if insert:
+                text.insert(start, insert)
+    finally:
+        doc.unobserve(subscription)
+    return updates[0] if updates else doc.get_update(before)
