@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from syncproto import errors
 from syncproto.hlc import clamp
-from syncproto.merge import ChangeRejected, ConflictDraft, EntityState, apply_change, is_deleted
+from syncproto.merge import ChangeRejected, ConflictDraft, EntityState, apply_change, check_bounds, is_deleted
 from syncproto.messages import (
     AddOp,
     AppendOp,
@@ -44,6 +44,7 @@ from syncproto.messages import (
     TextOp,
 )
 from syncproto.schema import Schema
+from syncproto.values import MAX_VALUE_DEPTH, storable
 from syncserver import payloads
 from syncserver.auth import Principal
 from syncserver.crypto.keyring import TenantCipher
@@ -194,6 +195,7 @@ class _PushRun:
         self.hwm = change.n
         self.ids_in_batch[change.n] = change.id
         try:
+            check_bounds(change)  # first: a change out of bounds may not survive encoding
             self._check_limits(change)
             return self._apply(change)
         except ChangeRejected as exc:
@@ -255,9 +257,15 @@ class _PushRun:
             channels = entity_channels(collection, outcome.state)
         except ChannelError as exc:
             raise ChangeRejected(errors.INVALID_CHANGE, str(exc)) from exc
-        # ... and after it: a driver cannot create or move an entity outside its own channels.
+        # ... and after it: a driver cannot create or move an entity outside its own channels,
+        # nor publish it into a channel its token does not hold (PROTOCOL.md §7.1).
         if not self.scope.allows(channels):
             raise ChangeRejected(errors.FORBIDDEN, FORBIDDEN_MESSAGE)
+        added = self.scope.foreign(channels - work.channels)
+        if added:
+            raise ChangeRejected(
+                errors.FORBIDDEN, f"the change would add the entity to channels your token does not hold: {added}"
+            )
         work.channels = channels
         self.seq += 1
         seq = self.seq
@@ -336,7 +344,7 @@ class _PushRun:
         )
 
     def _dead_letter(self, change: Change, code: str, message: str) -> None:
-        raw = msgspec.to_builtins(change)
+        raw = _storable(change) if code in _UNENCODABLE else msgspec.to_builtins(change)
         version, payload = payloads.seal_dead_letter(self.cipher, self.replica, change.n, change.id, raw)
         self.dead.append(
             DeadLetterRecord(
@@ -384,6 +392,24 @@ class _PushRun:
             replicas=[ReplicaRecord(self.replica, self.owner, self.hwm)],
             memberships=memberships,
         )
+
+
+_UNENCODABLE = frozenset({errors.VALUE_OUT_OF_RANGE, errors.VALUE_TOO_DEEP})
+"""Rejections whose change may hold what msgpack cannot encode (huge integers, deep nesting)."""
+
+
+def _storable(change: Change) -> Any:
+    """The change as builtins, with out-of-range integers as decimal strings and deep nesting cut.
+
+    A change rejected for its bounds is still kept as a dead letter; this is what can be stored of it.
+    """
+    head: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(change, ops=[]))
+    head["ops"] = [
+        {"op": type(op).__struct_config__.tag, **{name: getattr(op, name) for name in op.__struct_fields__}}
+        for op in change.ops
+    ]
+    # The change, its ops list and an op are three levels above a value.
+    return storable(head, MAX_VALUE_DEPTH + 4)
 
 
 def _memberships(collection: str, entity_id: str, work: _Working) -> list[MembershipRecord]:

@@ -14,10 +14,12 @@
 * A collection without templates is in no channel: only dispatchers and admins
   see it (deny by default).
 * A driver may change an entity only if the entity is in its scope before the
-  change (when it exists) and after it. So a driver creates an entity only by
-  putting it in one of its own channels, and can neither move an entity into
-  another driver's channel nor edit one it cannot see. Anything else is
-  rejected per change with ``forbidden`` and kept as a dead letter.
+  change (when it exists) and after it, and the change adds no channel its
+  token does not hold (the channels after the change are a subset of the
+  channels before it plus the token's). So a driver creates an entity only in
+  its own channels, and can neither move an entity into another driver's
+  channel, nor publish it there too, nor edit one it cannot see. Anything else
+  is rejected per change with ``forbidden`` and kept as a dead letter.
 
 ``can_see`` is the check for one entity whose merged state you hold (the live
 channel uses it per delivered entity); ``Scope.allows`` checks a set of
@@ -79,6 +81,12 @@ class Scope:
         if self.channels is None:
             return True
         return not self.channels.isdisjoint(channels)
+
+    def foreign(self, channels: Iterable[str]) -> list[str]:
+        """The ones of ``channels`` this scope does not hold, sorted (none for a tenant-wide scope)."""
+        if self.channels is None:
+            return []
+        return sorted(set(channels) - self.channels)
 
 
 def can_see(principal: Principal, collection: Collection, state: EntityState) -> bool:

@@ -34,6 +34,8 @@ TOO_MANY_FIELDS = "too_many_fields"
 N_REUSED = "n_reused"
 ID_TOO_LONG = "id_too_long"
 FIELD_NAME_TOO_LONG = "field_name_too_long"
+VALUE_OUT_OF_RANGE = "value_out_of_range"
+VALUE_TOO_DEEP = "value_too_deep"
 
 REQUEST_CODES = frozenset(
     {
@@ -68,6 +70,8 @@ CHANGE_CODES = frozenset(
         FORBIDDEN,
         ID_TOO_LONG,
         FIELD_NAME_TOO_LONG,
+        VALUE_OUT_OF_RANGE,
+        VALUE_TOO_DEEP,
     }
 )
 

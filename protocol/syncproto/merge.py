@@ -47,6 +47,7 @@ from syncproto.messages import (
 )
 from syncproto.rules import Rule
 from syncproto.schema import Collection, Kind
+from syncproto.values import MAX_HLC_COUNTER, MAX_VALUE_DEPTH, check_value, in_int64
 from syncproto.vv import Dot, covers
 from syncproto.vv import merge as vv_merge
 
@@ -133,8 +134,33 @@ _OP_KIND: dict[type, Kind] = {
 _OP_NAME: dict[type, str] = {cls: cls.__struct_config__.tag for cls in _OP_KIND}  # type: ignore[attr-defined]
 
 
+def check_bounds(change: Change) -> None:
+    """Reject a change with a number out of range or a value nested too deep (``syncproto.values``).
+
+    Run it before anything encodes the change: such a change may not survive encoding.
+    """
+    if not in_int64(change.hlc[0]) or change.hlc[1] > MAX_HLC_COUNTER:
+        raise ChangeRejected(
+            errors.VALUE_OUT_OF_RANGE, f"an HLC is [int64, int <= {MAX_HLC_COUNTER}]; got {list(change.hlc)}"
+        )
+    if not all(in_int64(n) for n in change.context.values()):
+        raise ChangeRejected(errors.VALUE_OUT_OF_RANGE, "a context counter is outside signed 64 bits")
+    for op in change.ops:
+        match op:
+            case IncOp(by=by) if not in_int64(by):
+                raise ChangeRejected(errors.VALUE_OUT_OF_RANGE, f"'inc' of '{op.field}' is outside signed 64 bits")
+            case SetOp(value=v) | AppendOp(value=v) | AddOp(value=v) | RemoveOp(value=v):
+                code = check_value(v)
+                if code == errors.VALUE_TOO_DEEP:
+                    message = f"the value of field '{op.field}' nests deeper than {MAX_VALUE_DEPTH} arrays or objects"
+                    raise ChangeRejected(code, message)
+                if code is not None:
+                    raise ChangeRejected(code, f"the value of field '{op.field}' has an integer outside signed 64 bits")
+
+
 def check_change(change: Change, collection: Collection) -> None:
-    """Reject a change whose ops do not fit the collection's field kinds."""
+    """Reject a change whose numbers or values are out of bounds, or whose ops do not fit the field kinds."""
+    check_bounds(change)
     ops = change.ops
     if not ops:
         raise ChangeRejected(errors.INVALID_CHANGE, "a change needs at least one op")
@@ -242,7 +268,10 @@ def _apply_op(
                 )
         case IncOp(by=by):
             assert isinstance(current, Counter)
-            new = counter.increment(current, dot, by)
+            try:
+                new = counter.increment(current, dot, by)
+            except counter.OutOfRange as exc:
+                raise ChangeRejected(errors.VALUE_OUT_OF_RANGE, str(exc)) from exc
         case AddOp(value=v):
             assert isinstance(current, AWSet)
             new = awset.add(current, dot, ctx, v)

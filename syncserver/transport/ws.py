@@ -39,8 +39,6 @@ from syncproto.messages import (
     WsPush,
     WsPushResult,
     WsWelcome,
-    ws_client_json_decoder,
-    ws_client_msgpack_decoder,
 )
 from syncserver import cursor, observability
 from syncserver.auth import Principal, TokenVerifier, bearer_token
@@ -49,6 +47,7 @@ from syncserver.errors import ApiError
 from syncserver.live import Connection, LiveHub, TooManyConnections, encode
 from syncserver.push import PushService
 from syncserver.settings import Settings
+from syncserver.transport.body import decode_client_message
 from syncstore import TRANSIENT_ERRORS
 from syncstore.base import TenantNotFound
 
@@ -94,14 +93,12 @@ class _Envelope(msgspec.Struct):
 
 
 def _decode(data: str | bytes) -> WsClientMessage:
-    if isinstance(data, str):
-        return ws_client_json_decoder.decode(data)
-    return ws_client_msgpack_decoder.decode(data)
+    return decode_client_message(data)  # bounded nesting: transport/body.py
 
 
 def _error_for(exc: msgspec.DecodeError, data: str | bytes) -> WsError:
     correlation = None
-    with contextlib.suppress(msgspec.DecodeError):
+    with contextlib.suppress(msgspec.DecodeError, RecursionError):
         if isinstance(data, str):
             correlation = msgspec.json.decode(data, type=_Envelope).id
         else:
