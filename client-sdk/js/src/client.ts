@@ -1,0 +1,696 @@
+/**
+ * `SyncClient`: a durable IndexedDB outbox, optimistic reads, and sync over the
+ * WebSocket channel or HTTP, for one replica (one browser profile and database).
+ *
+ * ```ts
+ * const client = await SyncClient.open({ url, token: () => fetchToken() });
+ * const deliveries = client.collection("deliveries");
+ * await deliveries.set("dlv-1", { status: "delivered" }); // on disk when it resolves
+ * await client.start();                                    // sync in the background
+ * ```
+ */
+import { Backoff } from "./backoff.js";
+import { tick } from "./clock.js";
+import { ServerError, SyncError } from "./errors.js";
+import { EventBus, type ConnectionState, type Handler, type SyncEvent } from "./events.js";
+import { optimisticView, visible } from "./optimistic.js";
+import { emptyStats, RoundTrip, type SyncStats } from "./roundtrip.js";
+import { Collection, type Schema } from "./schema.js";
+import { LocalStore, type Rejection } from "./store.js";
+import { defaultLocks, TabChannel, type LockManagerLike, type TabMessage } from "./tabs.js";
+import * as text from "./text.js";
+import { TokenSource } from "./token.js";
+import { HttpTransport } from "./transport/http.js";
+import { isLive, type Transport, type TokenProvider } from "./transport/types.js";
+import { connectWebSocket, type WebSocketConstructor } from "./transport/ws.js";
+import type { Change, EntityView, Json, Op, SetElement, SiblingView } from "./types.js";
+import { validateChange } from "./wire.js";
+
+/** Background Sync tag the service worker helper (`registerOutboxSync`) listens for. */
+export const BACKGROUND_SYNC_TAG = "syncclient-outbox";
+/** Largest encoded change we queue: it must fit a push body (server default 4 MiB) with room to spare. */
+export const MAX_CHANGE_BYTES = 1 << 20;
+
+export interface SyncClientOptions {
+  /** sync server base URL */
+  url: string;
+  /** a token, or a function called again on 401/4401/token_expired and before `exp` */
+  token: TokenProvider;
+  /** default: generated once and persisted in IndexedDB */
+  replicaId?: string;
+  /** IndexedDB database name, default "syncclient" */
+  dbName?: string;
+  /** default "auto": the WebSocket live channel, HTTP when it cannot connect */
+  transport?: "auto" | "ws" | "http";
+  /** the server's collection schema, so optimistic reads use its kinds and rules */
+  schema?: Schema;
+  /** sync only these collections (default: all the token sees) */
+  collections?: string[] | null;
+  /** how often the loop polls over HTTP when no live channel announces changes (default 30 s) */
+  syncIntervalMs?: number;
+  /** how long a live channel that failed while HTTP worked is set aside (default 5 min) */
+  liveRetryMs?: number;
+  /** retry delays of the background loop */
+  backoff?: Backoff;
+  /** replaces `fetch` (tests) */
+  fetch?: typeof fetch;
+  /** replaces the global `WebSocket` (node: the `ws` package) */
+  WebSocket?: WebSocketConstructor;
+  /** replaces `navigator.locks` (tests) */
+  locks?: LockManagerLike;
+  /** wall clock in milliseconds (tests) */
+  now?: () => number;
+}
+
+export interface ClientStatus {
+  connection: ConnectionState;
+  /** this tab runs the sync loop */
+  leader: boolean;
+  /** changes waiting for the server's acknowledgement */
+  outbox: number;
+  lastSyncAt: number | null;
+  lastError: string | null;
+}
+
+export interface Row {
+  entity: string;
+  fields: Record<string, Json>;
+}
+
+type OpsFor = Op[] | ((view: EntityView | undefined) => Op[]);
+
+/** A promise-based flag: `wait` resolves true when `set`, false after the timeout. */
+class Signal {
+  private flag = false;
+  private waiters: ((v: boolean) => void)[] = [];
+
+  set(): void {
+    this.flag = true;
+    for (const w of this.waiters.splice(0)) w(true);
+  }
+
+  clear(): void {
+    this.flag = false;
+  }
+
+  get isSet(): boolean {
+    return this.flag;
+  }
+
+  wait(ms: number): Promise<boolean> {
+    if (this.flag) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve(false);
+      }, ms);
+      const done = (v: boolean): void => {
+        clearTimeout(timer);
+        resolve(v);
+      };
+      this.waiters.push(done);
+    });
+  }
+}
+
+export class SyncClient {
+  readonly replicaId: string;
+  private readonly events = new EventBus();
+  private readonly watchers = new Set<() => void>();
+  private readonly tokens: TokenSource;
+  private readonly http: HttpTransport;
+  private readonly roundtrip: RoundTrip;
+  private readonly tabs: TabChannel;
+  private readonly locks: LockManagerLike;
+  private readonly backoff: Backoff;
+  private readonly wakeSignal = new Signal();
+  private readonly onlineSignal = new Signal();
+  private readonly stopSignal = new Signal();
+  private readonly release = new AbortController();
+  private releaseLeader: (() => void) | null = null;
+  private started = false;
+  private closed = false;
+  private leader = false;
+  private loopDone: Promise<void> | null = null;
+  private live: Transport | null = null;
+  private liveFailedAt = -Infinity;
+  private liveUnconfirmed: number | null = null;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private onlineListener: (() => void) | null = null;
+  private readonly state: Omit<ClientStatus, "leader"> = {
+    connection: "offline",
+    outbox: 0,
+    lastSyncAt: null,
+    lastError: null,
+  };
+
+  private constructor(
+    readonly store: LocalStore,
+    private readonly options: SyncClientOptions,
+    readonly dbName: string,
+  ) {
+    this.replicaId = store.replica;
+    this.tokens = new TokenSource(options.token, options.now);
+    this.http = new HttpTransport(options.url, this.tokens, options.fetch);
+    this.roundtrip = new RoundTrip(store, (e) => this.emitShared(e), { collections: options.collections ?? null });
+    this.locks = options.locks ?? defaultLocks();
+    this.backoff = options.backoff ?? new Backoff();
+    this.tabs = new TabChannel(dbName, (m) => this.onTabMessage(m));
+  }
+
+  /** Open (or create) the local database. Nothing touches the network until `start()` or `sync()`. */
+  static async open(options: SyncClientOptions): Promise<SyncClient> {
+    const dbName = options.dbName ?? "syncclient";
+    const store = await LocalStore.open(dbName, options.replicaId);
+    const client = new SyncClient(store, options, dbName);
+    client.state.outbox = await store.pendingCount();
+    if (typeof options.token === "string") await store.setMeta("token", options.token);
+    return client;
+  }
+
+  // --- writes and reads ----------------------------------------------------------
+
+  collection(name: string): CollectionHandle {
+    return new CollectionHandle(this, name);
+  }
+
+  private coll(name: string): Collection {
+    return new Collection(name, this.options.schema?.[name]);
+  }
+
+  /** Queue one change; resolves with it once its IndexedDB transaction committed. */
+  async write(collection: string, entity: string, ops: OpsFor): Promise<Change> {
+    this.assertOpen();
+    const wall = (this.options.now ?? Date.now)();
+    const coll = this.coll(collection);
+    const change = await this.store.enqueue(collection, entity, (ctx) => {
+      const list =
+        typeof ops === "function"
+          ? ops(optimisticView(ctx.stored, ctx.outbox.map((r) => r.change), this.replicaId, coll))
+          : ops;
+      // Context is the vv of the last *pulled* state (PROTOCOL §2); our pending changes are implied by n.
+      const draft: Change = {
+        id: crypto.randomUUID(),
+        n: ctx.counter + 1,
+        collection,
+        entity,
+        hlc: tick(ctx.hlc, wall),
+        context: { ...(ctx.stored?.vv ?? {}) },
+        ops: list,
+      };
+      return validated(draft);
+    });
+    this.state.outbox++;
+    this.emit({ type: "outbox", pending: this.state.outbox });
+    this.changed(true);
+    if (this.leader) this.wakeSignal.set();
+    else this.tabs.post({ kind: "wake" });
+    return change;
+  }
+
+  /** The optimistic view of one entity: the last pulled view with the outbox applied. */
+  async view(collection: string, entity: string): Promise<EntityView | undefined> {
+    const [stored, rows] = await Promise.all([this.store.view(collection, entity), this.store.outbox(collection, entity)]);
+    return optimisticView(stored, rows.map((r) => r.change), this.replicaId, this.coll(collection));
+  }
+
+  /** Optimistic views of every entity of a collection (deleted ones included), by entity id. */
+  async views(collection: string): Promise<Map<string, EntityView>> {
+    const [stored, rows] = await Promise.all([this.store.views(collection), this.store.outbox(collection)]);
+    const byEntity = new Map<string, Change[]>();
+    for (const r of rows) byEntity.set(r.entity, [...(byEntity.get(r.entity) ?? []), r.change]);
+    const storedBy = new Map(stored.map((v) => [v.entity, v]));
+    const out = new Map<string, EntityView>();
+    const coll = this.coll(collection);
+    for (const entity of [...new Set([...storedBy.keys(), ...byEntity.keys()])].sort()) {
+      const v = optimisticView(storedBy.get(entity), byEntity.get(entity) ?? [], this.replicaId, coll);
+      if (v) out.set(entity, v);
+    }
+    return out;
+  }
+
+  /** Changes the server rejected, kept until `clearRejections` (events can be missed; this cannot). */
+  rejections(): Promise<Rejection[]> {
+    return this.store.rejections();
+  }
+
+  clearRejections(ids?: string[]): Promise<void> {
+    return this.store.clearRejections(ids);
+  }
+
+  pendingCount(): Promise<number> {
+    return this.store.pendingCount();
+  }
+
+  // --- events and reactive queries ------------------------------------------------
+
+  /** Call `handler` with every event (remote changes, conflicts, rejections, connection, outbox, reset). */
+  subscribe(handler: Handler): () => void {
+    return this.events.subscribe(handler);
+  }
+
+  /**
+   * Run `query` now and again after every local write (in any tab) and every remote
+   * change; `callback` gets each result. Runs never overlap; a burst of changes
+   * re-runs the query once more at the end. Returns an unsubscribe function.
+   */
+  watch<T>(query: () => Promise<T> | T, callback: (result: T) => void): () => void {
+    let active = true;
+    let running = false;
+    let again = false;
+    const run = (): void => {
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      void (async () => {
+        do {
+          again = false;
+          try {
+            const result = await query();
+            if (active) callback(result);
+          } catch (exc) {
+            if (active) console.error("syncclient: watched query failed", exc);
+          }
+        } while (again && active);
+        running = false;
+      })();
+    };
+    this.watchers.add(run);
+    run();
+    return () => {
+      active = false;
+      this.watchers.delete(run);
+    };
+  }
+
+  status(): ClientStatus {
+    return { ...this.state, leader: this.leader };
+  }
+
+  private emit(event: SyncEvent): void {
+    if (event.type === "connection") this.state.connection = event.state;
+    if (event.type === "outbox") this.state.outbox = event.pending;
+    this.events.emit(event);
+  }
+
+  /** An event of a round: here, and in every other tab. */
+  private emitShared(event: SyncEvent): void {
+    this.emit(event);
+    this.tabs.post({ kind: "event", event });
+  }
+
+  private changed(local: boolean): void {
+    for (const w of [...this.watchers]) w();
+    if (local) this.tabs.post({ kind: "changed" });
+  }
+
+  private onTabMessage(m: TabMessage): void {
+    switch (m.kind) {
+      case "event":
+        this.emit(m.event);
+        if (m.event.type !== "connection") this.changed(false);
+        break;
+      case "changed":
+        this.changed(false);
+        break;
+      case "wake":
+        if (this.leader) this.wakeSignal.set();
+        break;
+      case "status":
+        if (!this.leader) {
+          Object.assign(this.state, { lastSyncAt: m.lastSyncAt, lastError: m.lastError, outbox: m.outbox });
+          this.state.connection = m.connection as ConnectionState;
+        }
+        break;
+    }
+  }
+
+  // --- sync ------------------------------------------------------------------------
+
+  /** One push-then-pull round over HTTP (under the round lock shared by every tab). */
+  async sync(): Promise<{ pushed: number; pulled: number; rejected: number } & SyncStats> {
+    this.assertOpen();
+    return this.round(this.http);
+  }
+
+  private async round(transport: Transport): Promise<SyncStats> {
+    const stats = emptyStats();
+    try {
+      await this.locks.request(`syncclient-round:${this.dbName}`, {}, () => this.roundtrip.run(transport, stats));
+      this.state.lastSyncAt = (this.options.now ?? Date.now)();
+      this.state.lastError = null;
+    } catch (exc) {
+      this.state.lastError = String(exc);
+      throw exc;
+    } finally {
+      const pending = await this.store.pendingCount().catch(() => this.state.outbox);
+      if (pending !== this.state.outbox || stats.pushed || stats.rejected) {
+        this.emitShared({ type: "outbox", pending });
+      }
+      if (stats.pulled || stats.pushed || stats.rejected || stats.resets) this.changed(true);
+      this.broadcastStatus();
+    }
+    return stats;
+  }
+
+  private broadcastStatus(): void {
+    const { connection, lastSyncAt, lastError, outbox } = this.state;
+    this.tabs.post({ kind: "status", connection, lastSyncAt, lastError, outbox });
+  }
+
+  /**
+   * Take part in syncing: the tab that wins the leader lock runs the sync loop (live
+   * channel, HTTP fallback, backoff); the others follow through the BroadcastChannel
+   * and take over when the leader's tab closes. Resolves once the role is known.
+   */
+  async start(): Promise<void> {
+    this.assertOpen();
+    if (this.started) return;
+    this.started = true;
+    const g = globalThis as { addEventListener?: (t: string, f: () => void) => void };
+    if (typeof g.addEventListener === "function") {
+      this.onlineListener = () => this.onlineSignal.set();
+      g.addEventListener("online", this.onlineListener);
+    }
+    const name = `syncclient-leader:${this.dbName}`;
+    const hold = (): Promise<void> =>
+      new Promise<void>((resolve) => {
+        this.releaseLeader = resolve;
+        this.becomeLeader();
+      });
+    const got = await new Promise<boolean>((resolve, reject) => {
+      this.locks
+        .request(name, { ifAvailable: true }, async (lock) => {
+          resolve(lock !== null);
+          if (lock !== null) await hold();
+        })
+        .catch(reject);
+    });
+    if (!got) {
+      // Queue for the lock: this tab takes over when the leader's tab closes.
+      this.locks.request(name, { signal: this.release.signal }, hold).catch(() => undefined);
+    }
+  }
+
+  private becomeLeader(): void {
+    if (this.closed) {
+      this.releaseLeader?.();
+      return;
+    }
+    this.leader = true;
+    this.scheduleTokenRefresh();
+    this.loopDone = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    const mode = this.options.transport ?? "auto";
+    const interval = this.options.syncIntervalMs ?? 30_000;
+    while (!this.closed) {
+      this.setConnection("connecting");
+      let transport: Transport | null = null;
+      let delay: number;
+      let error: string;
+      try {
+        transport = await this.connect(mode);
+        this.live = transport;
+        for (;;) {
+          await this.round(transport);
+          if (this.liveUnconfirmed !== null) this.liveFailedAt = this.liveUnconfirmed; // HTTP works, WS is refused
+          this.liveUnconfirmed = null;
+          this.backoff.reset();
+          this.setConnection(transport.name === "ws" ? "live" : "http");
+          await this.idle(transport, interval);
+          if (this.closed) return;
+          if (mode === "auto" && transport.name === "http" && this.liveDue()) break;
+        }
+        continue;
+      } catch (exc) {
+        if (this.closed) return;
+        if (exc instanceof ServerError && exc.needsToken) {
+          // A refused token: ask for a fresh one; retry at once if it changed.
+          const before = this.tokens.peek();
+          const fresh = await this.tokens.refresh().catch(() => before);
+          if (fresh !== before && fresh !== null) await this.store.setMeta("token", fresh);
+          delay = fresh !== before ? 0 : this.backoff.cap;
+        } else {
+          delay = this.delay(exc);
+        }
+        error = exc instanceof Error ? `${exc.name}: ${exc.message}` : String(exc);
+        this.state.lastError = error;
+      } finally {
+        this.live = null;
+        if (transport !== null && transport !== this.http) await transport.close();
+      }
+      // Nothing reached the server: the live channel was not refused, the network is down.
+      this.liveUnconfirmed = null;
+      if (delay > 0) {
+        this.setConnection("offline", error, delay);
+        this.onlineSignal.clear();
+        await Promise.race([this.onlineSignal.wait(delay * 1000), this.stopSignal.wait(delay * 1000)]);
+        this.onlineSignal.clear();
+      }
+    }
+  }
+
+  private delay(exc: unknown): number {
+    if (exc instanceof ServerError) {
+      if (exc.retryAfter !== null && (exc.status === 429 || exc.status === 503)) return this.backoff.retryAfter(exc.retryAfter);
+      if (!exc.retryable) {
+        // A 4xx that does not heal by retrying soon; setToken() or an `online` event cut this wait short.
+        this.backoff.next();
+        return this.backoff.cap;
+      }
+    } else if (!(exc instanceof SyncError)) {
+      console.error("syncclient: sync failed", exc);
+    }
+    return this.backoff.next();
+  }
+
+  private liveDue(): boolean {
+    return Date.now() - this.liveFailedAt >= (this.options.liveRetryMs ?? 300_000);
+  }
+
+  private async connect(mode: "auto" | "ws" | "http"): Promise<Transport> {
+    if (mode === "http") return this.http;
+    const wsAvailable = this.options.WebSocket !== undefined || "WebSocket" in globalThis;
+    if (mode === "auto" && (!wsAvailable || !this.liveDue())) return this.http;
+    try {
+      return await connectWebSocket({
+        url: this.options.url,
+        token: await this.tokens.get(),
+        replica: this.replicaId,
+        cursor: await this.store.cursor(),
+        collections: this.options.collections ?? null,
+        ...(this.options.WebSocket ? { WebSocket: this.options.WebSocket } : {}),
+      });
+    } catch (exc) {
+      if (mode === "ws" || (exc instanceof ServerError && exc.needsToken)) throw exc;
+      // Set aside only if HTTP then reaches the server (a proxy without WebSockets, a connection limit).
+      this.liveUnconfirmed = Date.now();
+      return this.http;
+    }
+  }
+
+  /** Wait for a reason to sync again: a local write (debounced), `online`, a live change, the interval. */
+  private async idle(transport: Transport, interval: number): Promise<void> {
+    const waits: Promise<unknown>[] = [
+      this.wakeSignal.wait(interval),
+      this.onlineSignal.wait(interval),
+      this.stopSignal.wait(interval),
+    ];
+    if (isLive(transport)) waits.push(transport.waitForChanges(interval));
+    await Promise.race(waits);
+    if (this.wakeSignal.isSet) await new Promise((r) => setTimeout(r, 50)); // gather a burst of writes
+    this.wakeSignal.clear();
+    this.onlineSignal.clear();
+  }
+
+  private setConnection(state: ConnectionState, error: string | null = null, retryIn: number | null = null): void {
+    if (state === this.state.connection && state !== "offline") return;
+    this.emitShared({ type: "connection", state, error, retryIn });
+    this.broadcastStatus();
+  }
+
+  private scheduleTokenRefresh(): void {
+    clearTimeout(this.refreshTimer);
+    const inMs = this.tokens.refreshInMs();
+    if (inMs === null || this.closed || typeof this.options.token === "string") return;
+    this.refreshTimer = setTimeout(() => {
+      void this.tokens
+        .refresh()
+        .then((token) => this.useToken(token))
+        .catch((exc: unknown) => {
+          this.state.lastError = `token refresh failed: ${String(exc)}`;
+        });
+    }, Math.min(inMs, 2 ** 31 - 1));
+  }
+
+  /** Use a fresh token from now on: on the open live session too, and retry at once if the loop waited. */
+  async setToken(token: string): Promise<void> {
+    this.tokens.set(token);
+    await this.useToken(token);
+  }
+
+  private async useToken(token: string): Promise<void> {
+    await this.store.setMeta("token", token); // for the service worker's Background Sync
+    if (this.live !== null && isLive(this.live)) await this.live.refreshToken(token).catch(() => undefined);
+    this.onlineSignal.set();
+    if (this.leader) this.scheduleTokenRefresh();
+  }
+
+  /**
+   * Ask the browser to flush the outbox when the network returns, even if the page is
+   * closed: registers the Background Sync tag that `registerOutboxSync` (in the service
+   * worker) handles. Where Background Sync is missing it falls back to an `online`
+   * listener that syncs while the page is open.
+   */
+  async requestBackgroundSync(): Promise<"background-sync" | "online-event"> {
+    type SyncRegistration = { sync?: { register(tag: string): Promise<void> } };
+    const nav = (globalThis as { navigator?: { serviceWorker?: { ready: Promise<SyncRegistration> } } }).navigator;
+    if (nav?.serviceWorker && "SyncManager" in globalThis) {
+      try {
+        const registration = await nav.serviceWorker.ready;
+        if (registration.sync) {
+          await registration.sync.register(BACKGROUND_SYNC_TAG);
+          return "background-sync";
+        }
+      } catch {
+        // permission denied or no active worker: the page-side fallback below
+      }
+    }
+    const g = globalThis as { addEventListener?: (t: string, f: () => void, o?: object) => void };
+    g.addEventListener?.(
+      "online",
+      () => {
+        if (this.leader) this.onlineSignal.set();
+        else if (!this.closed) void this.sync().catch(() => undefined);
+      },
+      { once: true },
+    );
+    return "online-event";
+  }
+
+  /** Stop syncing, give up leadership (another tab takes over) and close the database. Queued writes stay. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.refreshTimer);
+    this.stopSignal.set();
+    this.release.abort();
+    if (this.onlineListener) {
+      (globalThis as { removeEventListener?: (t: string, f: () => void) => void }).removeEventListener?.(
+        "online",
+        this.onlineListener,
+      );
+    }
+    await this.live?.close();
+    await this.loopDone?.catch(() => undefined);
+    this.leader = false;
+    this.releaseLeader?.();
+    this.watchers.clear();
+    this.tabs.close();
+    // Let a round that is still running finish its transaction before the database closes.
+    await this.locks.request(`syncclient-round:${this.dbName}`, {}, () => undefined).catch(() => undefined);
+    this.store.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error("the SyncClient is closed");
+  }
+}
+
+/** The change as the server will decode it, or an error now rather than a refused push later. */
+function validated(draft: Change): Change {
+  const blob = JSON.stringify(draft);
+  const change = validateChange(JSON.parse(blob));
+  const size = new TextEncoder().encode(blob).length;
+  if (size > MAX_CHANGE_BYTES) throw new RangeError(`a change may take at most ${MAX_CHANGE_BYTES} bytes; this one takes ${size}`);
+  return change;
+}
+
+/** `client.collection("deliveries")`: writes that queue changes, reads that show them at once. Holds no state. */
+export class CollectionHandle {
+  constructor(
+    readonly client: SyncClient,
+    readonly name: string,
+  ) {}
+
+  /** Write register fields, all in one change applied atomically by the server. */
+  set(entity: string, fields: Record<string, Json>): Promise<Change> {
+    const ops = Object.entries(fields).map(([field, value]): Op => ({ op: "set", field, value }));
+    return this.write(entity, ops);
+  }
+
+  /** Add `by` (may be negative) to a counter field. */
+  inc(entity: string, field: string, by = 1): Promise<Change> {
+    return this.write(entity, [{ op: "inc", field, by }]);
+  }
+
+  /** Add elements to a set field (add wins over a concurrent remove). */
+  add(entity: string, field: string, ...values: SetElement[]): Promise<Change> {
+    return this.write(entity, values.map((value): Op => ({ op: "add", field, value })));
+  }
+
+  /** Remove elements, as far as this replica has seen them added. */
+  remove(entity: string, field: string, ...values: SetElement[]): Promise<Change> {
+    return this.write(entity, values.map((value): Op => ({ op: "remove", field, value })));
+  }
+
+  /** Append entries to a log field (for example GPS points). */
+  append(entity: string, field: string, ...values: Json[]): Promise<Change> {
+    return this.write(entity, values.map((value): Op => ({ op: "append", field, value })));
+  }
+
+  /**
+   * Edit a text field at code point `pos`: delete `deleteCount` code points, then insert
+   * `insert`. The edit is made on the text as this replica sees it now (pending edits
+   * included) and queued as a Yjs update. Rejects with RangeError outside the text.
+   */
+  editText(entity: string, field: string, pos: number, deleteCount = 0, insert = ""): Promise<Change> {
+    return this.client.write(this.name, entity, (view) => {
+      const current = view?.fields[field];
+      if (current !== undefined && current.kind !== "text") {
+        throw new TypeError(`${this.name}.${field} is a ${current.kind}, not a text field`);
+      }
+      return [{ op: "text", field, update: text.splice(current?.update, pos, deleteCount, insert) }];
+    });
+  }
+
+  /** Delete the entity (a tombstone; a later update revives it under `update_wins`). */
+  delete(entity: string): Promise<Change> {
+    return this.write(entity, [{ op: "delete" }]);
+  }
+
+  /** Queue one change made of `ops`, applied atomically by the server. */
+  write(entity: string, ops: Op[]): Promise<Change> {
+    if (!ops.length) return Promise.reject(new RangeError("a change needs at least one op"));
+    return this.client.write(this.name, entity, ops);
+  }
+
+  /** The entity's field values with pending changes applied; undefined if absent or deleted. */
+  async get(entity: string): Promise<Record<string, Json> | undefined> {
+    return visible(await this.client.view(this.name, entity));
+  }
+
+  /** The optimistic `EntityView` (with `vv`, `deleted` and register `siblings`). */
+  view(entity: string): Promise<EntityView | undefined> {
+    return this.client.view(this.name, entity);
+  }
+
+  /** Every entity that is not deleted, sorted by id, with pending changes applied. */
+  async list(): Promise<Row[]> {
+    const rows: Row[] = [];
+    for (const [entity, view] of await this.client.views(this.name)) {
+      const fields = visible(view);
+      if (fields) rows.push({ entity, fields });
+    }
+    return rows;
+  }
+
+  /** The register siblings of a field when it holds concurrent values, else []. */
+  async siblings(entity: string, field: string): Promise<SiblingView[]> {
+    return (await this.view(entity))?.fields[field]?.siblings ?? [];
+  }
+}

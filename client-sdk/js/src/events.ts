@@ -1,0 +1,62 @@
+/**
+ * What a client tells the app. `client.subscribe(handler)` receives every event;
+ * in a tab that does not sync (a follower) the leader's events arrive through a
+ * BroadcastChannel, so every tab sees the same stream.
+ */
+import type { Change, Json, SiblingView } from "./types.js";
+
+export type ConnectionState = "live" | "http" | "offline" | "connecting";
+
+export type SyncEvent =
+  /** A pull brought changes other replicas made to this entity. */
+  | { type: "remote_change"; collection: string; entity: string; fields: string[]; deleted: boolean }
+  /** A register now holds concurrent values; `value` is the rule's pick; `mine`: one of them is ours. */
+  | {
+      type: "conflict";
+      collection: string;
+      entity: string;
+      field: string;
+      value: Json;
+      siblings: SiblingView[];
+      mine: boolean;
+    }
+  /** The server refused one of our changes (kept as a dead letter there); `code` is stable (PROTOCOL §6). */
+  | {
+      type: "rejected";
+      id: string;
+      n: number;
+      collection: string;
+      entity: string;
+      code: string;
+      message: string;
+      change: Change;
+    }
+  /** The sync loop's link to the server changed; `retryIn` (seconds) when offline. */
+  | { type: "connection"; state: ConnectionState; error: string | null; retryIn: number | null }
+  /** The number of changes waiting to be acknowledged changed. */
+  | { type: "outbox"; pending: number }
+  /** The server dropped our cursor (tombstones collected): synced state was discarded, the outbox kept. */
+  | { type: "reset" };
+
+export type Handler = (event: SyncEvent) => void;
+
+/** Synchronous fan-out; a failing handler is reported to the console and never stops a sync. */
+export class EventBus {
+  private readonly handlers = new Set<Handler>();
+
+  subscribe(handler: Handler): () => void {
+    const entry: Handler = (e) => handler(e);
+    this.handlers.add(entry);
+    return () => this.handlers.delete(entry);
+  }
+
+  emit(event: SyncEvent): void {
+    for (const handler of [...this.handlers]) {
+      try {
+        handler(event);
+      } catch (exc) {
+        console.error("syncclient: event handler failed", exc);
+      }
+    }
+  }
+}

@@ -1,0 +1,24 @@
+/** The browser SDK of the sync server (protocol v1). See README.md. */
+export { Backoff, parseRetryAfter } from "./backoff.js";
+export {
+  BACKGROUND_SYNC_TAG,
+  CollectionHandle,
+  MAX_CHANGE_BYTES,
+  SyncClient,
+  type ClientStatus,
+  type Row,
+  type SyncClientOptions,
+} from "./client.js";
+export { ProtocolViolation, ServerError, SyncError, TransportError } from "./errors.js";
+export type { ConnectionState, Handler, SyncEvent } from "./events.js";
+export { applyPending, mergeDelta, optimisticView, predictsRejection, visible } from "./optimistic.js";
+export type { SyncStats } from "./roundtrip.js";
+export { Collection, type CollectionSpec, type FieldSpec, type Schema } from "./schema.js";
+export type { Rejection } from "./store.js";
+export { LocalLocks, type LockManagerLike } from "./tabs.js";
+export { InvalidTextUpdate } from "./text.js";
+export { HttpTransport } from "./transport/http.js";
+export type { LiveTransport, TokenProvider, Transport } from "./transport/types.js";
+export { connectWebSocket, type WebSocketConstructor, type WebSocketLike } from "./transport/ws.js";
+export type * from "./types.js";
+export { validateChange, validatePullRequest, validatePushRequest, WireError } from "./wire.js";

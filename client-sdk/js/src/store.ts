@@ -1,0 +1,411 @@
+/**
+ * The device's durable state in one IndexedDB database (through `idb`): the outbox,
+ * the last pulled view of each entity, the cursor, the replica's counter and last HLC
+ * stamp, rejected changes, and the last token (for the service worker).
+ *
+ * Durability: every write is one `readwrite` transaction with `durability: "strict"`
+ * (where supported: the browser flushes to disk before `complete`), and a write
+ * resolves only on `complete`. The counter and HLC are read and written in the same
+ * transaction as the outbox row, so a crash keeps both or neither: a number is never
+ * used twice (PROTOCOL §1) and a resolved write is on disk. Several tabs share the
+ * database; IndexedDB serialises their `readwrite` transactions on these stores.
+ *
+ * An outbox row lives until the server's state covers it: acknowledged rows stay for
+ * optimistic reads until a pull brings an entity vv that includes them, so a read never
+ * flickers back to the old value between the push and the pull.
+ */
+import { openDB, type DBSchema, type IDBPDatabase, type IDBPTransaction, type StoreNames } from "idb";
+
+import { observe } from "./clock.js";
+import { ProtocolViolation } from "./errors.js";
+import type { SyncEvent } from "./events.js";
+import { mergeDelta } from "./optimistic.js";
+import type { Change, EntityView, Eviction, FieldView, Hlc, PushResult } from "./types.js";
+
+export const DB_VERSION = 1;
+
+export interface OutboxRow {
+  /** local write order, stable when `n` is renumbered */
+  seq: number;
+  n: number;
+  id: string;
+  collection: string;
+  entity: string;
+  size: number;
+  change: Change;
+  /** 1 once the server answered applied or duplicate */
+  acked: 0 | 1;
+}
+
+export type Rejection = Extract<SyncEvent, { type: "rejected" }>;
+
+interface SyncDB extends DBSchema {
+  meta: { key: string; value: unknown };
+  outbox: { key: number; value: OutboxRow; indexes: { entity: [string, string, number]; pending: [number, number] } };
+  entities: { key: [string, string]; value: EntityView; indexes: { collection: string } };
+  rejections: { key: string; value: Rejection };
+}
+
+type Stores = StoreNames<SyncDB>[];
+type Tx = IDBPTransaction<SyncDB, Stores, "readwrite">;
+
+const STRICT: IDBTransactionOptions = { durability: "strict" };
+
+export interface PushOutcome {
+  applied: number;
+  duplicates: number;
+  rejected: Rejection[];
+  renumbered: number;
+  /** The server lacks changes it had acknowledged (restored from a backup): our cursor is not to be trusted. */
+  serverBehind: boolean;
+  lastN: number;
+}
+
+/** What a write sees while it builds its change, inside the transaction that stores it. */
+export interface WriteContext {
+  stored: EntityView | undefined;
+  outbox: OutboxRow[];
+  counter: number;
+  hlc: Hlc;
+}
+
+export class LocalStore {
+  private constructor(
+    readonly db: IDBPDatabase<SyncDB>,
+    readonly replica: string,
+  ) {}
+
+  /** Open (or create) the database; the replica id is generated once and kept. */
+  static async open(dbName: string, replicaId?: string): Promise<LocalStore> {
+    const db = await openDB<SyncDB>(dbName, DB_VERSION, {
+      upgrade(d) {
+        d.createObjectStore("meta");
+        const outbox = d.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
+        outbox.createIndex("entity", ["collection", "entity", "n"]);
+        outbox.createIndex("pending", ["acked", "n"]);
+        const entities = d.createObjectStore("entities", { keyPath: ["collection", "entity"] });
+        entities.createIndex("collection", "collection");
+        d.createObjectStore("rejections", { keyPath: "id" });
+      },
+    });
+    const tx = db.transaction("meta", "readwrite", STRICT);
+    const owner = (await tx.store.get("replica")) as string | undefined;
+    let replica = owner;
+    if (owner === undefined) {
+      replica = replicaId ?? `web-${crypto.randomUUID()}`;
+      await tx.store.put(replica, "replica");
+    }
+    await tx.done;
+    if (replicaId !== undefined && owner !== undefined && owner !== replicaId) {
+      db.close();
+      throw new Error(`IndexedDB ${dbName} belongs to replica ${owner}, not ${replicaId}`);
+    }
+    return new LocalStore(db, replica as string);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  private tx(stores: Stores): Tx {
+    return this.db.transaction(stores, "readwrite", STRICT);
+  }
+
+  // --- meta ------------------------------------------------------------------
+
+  async meta<T>(key: string): Promise<T | undefined> {
+    return (await this.db.get("meta", key)) as T | undefined;
+  }
+
+  async setMeta(key: string, value: unknown): Promise<void> {
+    const tx = this.tx(["meta"]);
+    await tx.objectStore("meta").put(value, key);
+    await tx.done;
+  }
+
+  async counter(): Promise<number> {
+    return (await this.meta<number>("counter")) ?? 0;
+  }
+
+  async cursor(): Promise<string | null> {
+    return (await this.meta<string | null>("cursor")) ?? null;
+  }
+
+  // --- writes ----------------------------------------------------------------
+
+  /**
+   * Number a change with the next counter and commit it with the counter and HLC.
+   * `build` runs inside the transaction and must be synchronous (IndexedDB commits a
+   * transaction that waits on anything else); it may throw to abort the write.
+   */
+  async enqueue(collection: string, entity: string, build: (ctx: WriteContext) => Change): Promise<Change> {
+    const tx = this.tx(["meta", "outbox", "entities"]);
+    const meta = tx.objectStore("meta");
+    const [counter, hlc, stored, outbox] = await Promise.all([
+      meta.get("counter") as Promise<number | undefined>,
+      meta.get("hlc") as Promise<Hlc | undefined>,
+      tx.objectStore("entities").get([collection, entity]),
+      tx.objectStore("outbox").index("entity").getAll(entityRange(collection, entity)),
+    ]);
+    let change: Change;
+    try {
+      change = build({ stored, outbox, counter: counter ?? 0, hlc: hlc ?? [0, 0] });
+    } catch (exc) {
+      tx.abort();
+      await tx.done.catch(() => undefined);
+      throw exc;
+    }
+    const size = new TextEncoder().encode(JSON.stringify(change)).length;
+    await Promise.all([
+      tx.objectStore("outbox").add({
+        n: change.n,
+        id: change.id,
+        collection,
+        entity,
+        size,
+        change,
+        acked: 0,
+      } as OutboxRow),
+      meta.put(change.n, "counter"),
+      meta.put(change.hlc, "hlc"),
+    ]);
+    await tx.done;
+    return change;
+  }
+
+  // --- reads -----------------------------------------------------------------
+
+  async view(collection: string, entity: string): Promise<EntityView | undefined> {
+    return this.db.get("entities", [collection, entity]);
+  }
+
+  async views(collection: string): Promise<EntityView[]> {
+    return this.db.getAllFromIndex("entities", "collection", collection);
+  }
+
+  /** Outbox rows (pending and acked) of one entity or a whole collection, in counter order. */
+  async outbox(collection: string, entity?: string): Promise<OutboxRow[]> {
+    if (entity !== undefined) return this.db.getAllFromIndex("outbox", "entity", entityRange(collection, entity));
+    const rows = await this.db.getAllFromIndex(
+      "outbox",
+      "entity",
+      IDBKeyRange.bound([collection, "", 0], [collection, [], Infinity]),
+    );
+    return rows.sort((a, b) => a.n - b.n || a.seq - b.seq);
+  }
+
+  /** The next changes to push, in counter order: at most `limit` rows and `maxBytes` (at least one row). */
+  async pending(limit: number, maxBytes: number, upToN: number): Promise<OutboxRow[]> {
+    if (upToN < 1) return [];
+    const rows = await this.db.getAllFromIndex("outbox", "pending", IDBKeyRange.bound([0, 1], [0, upToN]), limit);
+    const out: OutboxRow[] = [];
+    let total = 0;
+    for (const row of rows) {
+      if (out.length && total + row.size > maxBytes) break;
+      total += row.size;
+      out.push(row);
+    }
+    return out;
+  }
+
+  async pendingCount(): Promise<number> {
+    return this.db.countFromIndex("outbox", "pending", IDBKeyRange.bound([0, 1], [0, Infinity]));
+  }
+
+  async maxAckedSeq(): Promise<number> {
+    const rows = await this.db.getAllFromIndex("outbox", "pending", IDBKeyRange.bound([1, 0], [1, Infinity]));
+    return rows.reduce((m, r) => Math.max(m, r.seq), 0);
+  }
+
+  async rejections(): Promise<Rejection[]> {
+    return this.db.getAll("rejections");
+  }
+
+  async clearRejections(ids?: string[]): Promise<void> {
+    const tx = this.tx(["rejections"]);
+    const store = tx.objectStore("rejections");
+    await (ids === undefined ? store.clear() : Promise.all(ids.map((i) => store.delete(i))));
+    await tx.done;
+  }
+
+  // --- push results ----------------------------------------------------------
+
+  /** Apply one push response to the outbox atomically (PROTOCOL §4.2, client actions). */
+  async recordResults(rows: OutboxRow[], results: PushResult[]): Promise<PushOutcome> {
+    if (rows.length !== results.length) {
+      throw new ProtocolViolation(`pushed ${rows.length} changes but got ${results.length} results`);
+    }
+    const out: PushOutcome = { applied: 0, duplicates: 0, rejected: [], renumbered: 0, serverBehind: false, lastN: 0 };
+    const tx = this.tx(["meta", "outbox", "rejections"]);
+    const outbox = tx.objectStore("outbox");
+    const reused: number[] = [];
+    let expected: number | null = null;
+    try {
+      for (const [i, row] of rows.entries()) {
+        const result = results[i] as PushResult;
+        if (result.id !== row.change.id || result.n !== row.n) {
+          throw new ProtocolViolation(`result ${result.id}/${result.n} does not match change ${row.change.id}`);
+        }
+        switch (result.status) {
+          case "applied":
+          case "duplicate":
+            await outbox.put({ ...row, acked: 1 });
+            if (result.status === "applied") out.applied++;
+            else out.duplicates++;
+            break;
+          case "rejected":
+            if (result.error.code === "n_reused") reused.push(row.n);
+            else out.rejected.push(await this.reject(tx, row, result.error.code, result.error.message));
+            break;
+          case "out_of_order":
+            expected = expected === null ? result.expected : Math.min(expected, result.expected);
+        }
+      }
+      const counter = ((await tx.objectStore("meta").get("counter")) as number | undefined) ?? 0;
+      if (reused.length) {
+        // Our counter was lost (restored from a backup): fresh numbers for everything from there on.
+        out.renumbered = await renumber(tx, Math.min(...reused), counter + 1);
+      } else if (expected !== null && !(await hasPending(tx, expected))) {
+        // The server lacks counters we no longer hold: it has processed none from `expected` on,
+        // so our pending changes can take those numbers.
+        out.renumbered = await renumber(tx, expected, expected);
+        out.serverBehind = true;
+      }
+      out.lastN = ((await tx.objectStore("meta").get("counter")) as number | undefined) ?? 0;
+    } catch (exc) {
+      tx.abort();
+      await tx.done.catch(() => undefined);
+      throw exc;
+    }
+    await tx.done;
+    return out;
+  }
+
+  /** Drop a change the server can never take (larger than any push body). */
+  async rejectLocally(row: OutboxRow, code: string, message: string): Promise<Rejection> {
+    const tx = this.tx(["outbox", "rejections"]);
+    const rejection = await this.reject(tx, row, code, message);
+    await tx.done;
+    return rejection;
+  }
+
+  private async reject(tx: Tx, row: OutboxRow, code: string, message: string): Promise<Rejection> {
+    const c = row.change;
+    const rejection: Rejection = {
+      type: "rejected",
+      id: c.id,
+      n: row.n,
+      collection: c.collection,
+      entity: c.entity,
+      code,
+      message,
+      change: c,
+    };
+    await tx.objectStore("outbox").delete(row.seq);
+    await tx.objectStore("rejections").put(rejection);
+    return rejection;
+  }
+
+  // --- pull ------------------------------------------------------------------
+
+  /** Merge one pulled page and store its cursor in the same transaction; returns the events it implies. */
+  async applyPage(changes: EntityView[], evictions: Eviction[], cursor: string | null): Promise<SyncEvent[]> {
+    const events: SyncEvent[] = [];
+    const tx = this.tx(["meta", "outbox", "entities"]);
+    const entities = tx.objectStore("entities");
+    const outbox = tx.objectStore("outbox");
+    let hlc = ((await tx.objectStore("meta").get("hlc")) as Hlc | undefined) ?? [0, 0];
+    for (const delta of changes) {
+      const old = await entities.get([delta.collection, delta.entity]);
+      const merged = mergeDelta(old, delta);
+      await entities.put(merged);
+      // Acked changes the server state now includes are no longer needed for reads.
+      const mine = merged.vv[this.replica] ?? 0;
+      for (const row of await outbox.index("entity").getAll(entityRange(delta.collection, delta.entity))) {
+        if (row.acked && row.n <= mine) await outbox.delete(row.seq);
+      }
+      for (const f of Object.values(delta.fields)) for (const s of f.siblings ?? []) hlc = observe(hlc, s.hlc);
+      events.push(...eventsFor(old, delta, this.replica));
+    }
+    for (const gone of evictions) await entities.delete([gone.collection, gone.entity]);
+    await tx.objectStore("meta").put(hlc, "hlc");
+    await tx.objectStore("meta").put(cursor, "cursor");
+    await tx.done;
+    return events;
+  }
+
+  /** After a complete pull: acked rows written before it began are in the pulled state. */
+  async dropAcked(upToSeq: number): Promise<void> {
+    const tx = this.tx(["outbox"]);
+    const outbox = tx.objectStore("outbox");
+    const rows = await outbox.index("pending").getAll(IDBKeyRange.bound([1, 0], [1, Infinity]));
+    await Promise.all(rows.filter((r) => r.seq <= upToSeq).map((r) => outbox.delete(r.seq)));
+    await tx.done;
+  }
+
+  /** Forget synced state (views and cursor), never the outbox (PROTOCOL §4.4 `reset`). */
+  async reset(): Promise<void> {
+    const tx = this.tx(["meta", "entities"]);
+    await tx.objectStore("entities").clear();
+    await tx.objectStore("meta").put(null, "cursor");
+    await tx.done;
+  }
+}
+
+function entityRange(collection: string, entity: string): IDBKeyRange {
+  return IDBKeyRange.bound([collection, entity, 0], [collection, entity, Infinity]);
+}
+
+async function hasPending(tx: Tx, n: number): Promise<boolean> {
+  return (await tx.objectStore("outbox").index("pending").count([0, n])) > 0;
+}
+
+/** Give pending changes numbered `fromN` and up the numbers `start, start + 1, ...`, keeping order. */
+async function renumber(tx: Tx, fromN: number, start: number): Promise<number> {
+  const outbox = tx.objectStore("outbox");
+  const rows = await outbox.index("pending").getAll(IDBKeyRange.bound([0, fromN], [0, Infinity]));
+  // Free the old numbers first: the new ones may overlap them.
+  for (const [i, row] of rows.entries()) {
+    const n = start + i;
+    const change = { ...row.change, n };
+    await outbox.put({ ...row, n, change, size: new TextEncoder().encode(JSON.stringify(change)).length });
+  }
+  if (rows.length) await tx.objectStore("meta").put(start + rows.length - 1, "counter");
+  return rows.length;
+}
+
+function siblingDots(f: FieldView | undefined): string {
+  return (f?.siblings ?? [])
+    .map((s) => `${s.replica}\u0000${s.n}`)
+    .sort()
+    .join("\u0001");
+}
+
+/** `remote_change` if another replica's changes arrived; `conflict` for a new set of siblings. */
+export function eventsFor(old: EntityView | undefined, delta: EntityView, me: string): SyncEvent[] {
+  const events: SyncEvent[] = [];
+  const before = old?.vv ?? {};
+  if (Object.entries(delta.vv).some(([r, n]) => r !== me && n > (before[r] ?? 0))) {
+    events.push({
+      type: "remote_change",
+      collection: delta.collection,
+      entity: delta.entity,
+      fields: Object.keys(delta.fields).sort(),
+      deleted: delta.deleted,
+    });
+  }
+  for (const [name, f] of Object.entries(delta.fields).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    if (f.kind !== "register" || !f.siblings || f.siblings.length < 2) continue;
+    if (siblingDots(f) === siblingDots(old?.fields[name])) continue; // the same conflict, already reported
+    events.push({
+      type: "conflict",
+      collection: delta.collection,
+      entity: delta.entity,
+      field: name,
+      value: f.value,
+      siblings: f.siblings,
+      mine: f.siblings.some((s) => s.replica === me),
+    });
+  }
+  return events;
+}

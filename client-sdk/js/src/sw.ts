@@ -1,0 +1,68 @@
+/**
+ * Service worker helper: flush the outbox when the network returns, even with every
+ * page of the app closed (Background Sync, where the browser has it).
+ *
+ * ```js
+ * // sw.js
+ * import { registerOutboxSync } from "@syncserver/client/sw";
+ * registerOutboxSync(self, { url: "https://sync.example.com" });
+ * ```
+ * The page calls `client.requestBackgroundSync()` after queueing writes while offline.
+ * The worker pushes over HTTP with the last token the page stored in IndexedDB, under
+ * the same round lock as the tabs, so a change is never pushed twice. It only pushes:
+ * pulling is the page's job when it opens.
+ */
+import { BACKGROUND_SYNC_TAG } from "./client.js";
+import { emptyStats, RoundTrip, type SyncStats } from "./roundtrip.js";
+import { LocalStore } from "./store.js";
+import { defaultLocks, TabChannel, type LockManagerLike } from "./tabs.js";
+import { TokenSource } from "./token.js";
+import { HttpTransport } from "./transport/http.js";
+
+export { BACKGROUND_SYNC_TAG };
+
+interface SyncEventLike {
+  readonly tag: string;
+  waitUntil(promise: Promise<unknown>): void;
+}
+
+/** The part of `ServiceWorkerGlobalScope` the helper uses. */
+export interface ServiceWorkerScopeLike {
+  addEventListener(type: "sync", listener: (event: SyncEventLike) => void): void;
+}
+
+export interface OutboxSyncOptions {
+  url: string;
+  /** IndexedDB database name, default "syncclient" (the page's `dbName`) */
+  dbName?: string;
+  fetch?: typeof fetch;
+  locks?: LockManagerLike;
+}
+
+/** Push the outbox once over HTTP; resolves with what the server settled. Throws to have the browser retry later. */
+export async function flushOutbox(options: OutboxSyncOptions): Promise<SyncStats> {
+  const dbName = options.dbName ?? "syncclient";
+  const store = await LocalStore.open(dbName);
+  const tabs = new TabChannel(dbName, () => undefined);
+  try {
+    const token = await store.meta<string>("token");
+    if (!token) throw new Error("no token stored yet: the page has not run");
+    const http = new HttpTransport(options.url, new TokenSource(token), options.fetch);
+    const stats = emptyStats();
+    const roundtrip = new RoundTrip(store, (event) => tabs.post({ kind: "event", event }));
+    const locks = options.locks ?? defaultLocks();
+    await locks.request(`syncclient-round:${dbName}`, {}, () => roundtrip.push(http, stats));
+    tabs.post({ kind: "event", event: { type: "outbox", pending: await store.pendingCount() } });
+    return stats;
+  } finally {
+    tabs.close();
+    store.close();
+  }
+}
+
+/** Wire the `sync` event (tag "syncclient-outbox") to `flushOutbox`. */
+export function registerOutboxSync(scope: ServiceWorkerScopeLike, options: OutboxSyncOptions): void {
+  scope.addEventListener("sync", (event) => {
+    if (event.tag === BACKGROUND_SYNC_TAG) event.waitUntil(flushOutbox(options));
+  });
+}

@@ -1,0 +1,171 @@
+/**
+ * Wire types of sync protocol v1 (PROTOCOL.md §4 and §9), as plain JSON objects.
+ *
+ * They mirror `syncproto.messages`: same member names, same tags. Requests are
+ * validated strictly before they leave the device (`wire.ts`); responses are read
+ * leniently, ignoring members a newer server adds (PROTOCOL §3, evolution rule 1).
+ */
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+/** A JSON scalar: what an add-wins set holds. */
+export type SetElement = string | number | boolean;
+/** Hybrid logical clock: `[wall_ms, counter]`. */
+export type Hlc = [number, number];
+/** Replica id -> highest counter seen from it. */
+export type VersionVector = Record<string, number>;
+export type FieldKind = "register" | "counter" | "set" | "text" | "log";
+
+export type SetOp = { op: "set"; field: string; value: Json };
+export type IncOp = { op: "inc"; field: string; by: number };
+export type AddOp = { op: "add"; field: string; value: SetElement };
+export type RemoveOp = { op: "remove"; field: string; value: SetElement };
+/** `update` is base64 of a Yjs v1 update. */
+export type TextOp = { op: "text"; field: string; update: string };
+export type AppendOp = { op: "append"; field: string; value: Json };
+export type DeleteOp = { op: "delete" };
+export type FieldOp = SetOp | IncOp | AddOp | RemoveOp | TextOp | AppendOp;
+export type Op = FieldOp | DeleteOp;
+
+export interface Change {
+  id: string;
+  n: number;
+  collection: string;
+  entity: string;
+  hlc: Hlc;
+  context: VersionVector;
+  ops: Op[];
+}
+
+export interface PushRequest {
+  replica: string;
+  changes: Change[];
+}
+
+export interface ErrorBody {
+  code: string;
+  message: string;
+}
+
+export type PushResult =
+  | { status: "applied"; id: string; n: number; seq: number }
+  | { status: "duplicate"; id: string; n: number }
+  | { status: "out_of_order"; id: string; n: number; expected: number }
+  | { status: "rejected"; id: string; n: number; error: ErrorBody };
+
+export interface PushResponse {
+  results: PushResult[];
+  protocol: number;
+}
+
+export interface PullRequest {
+  cursor: string | null;
+  limit: number;
+  collections: string[] | null;
+}
+
+export interface SiblingView {
+  value: Json;
+  replica: string;
+  n: number;
+  hlc: Hlc;
+}
+
+export interface FieldView {
+  kind: FieldKind;
+  value: Json;
+  /** register only, present when concurrent values exist */
+  siblings?: SiblingView[];
+  /** text only: the whole Yjs state as a base64 v1 update */
+  update?: string;
+}
+
+export interface EntityView {
+  collection: string;
+  entity: string;
+  seq: number;
+  vv: VersionVector;
+  deleted: boolean;
+  fields: Record<string, FieldView>;
+}
+
+export interface Eviction {
+  collection: string;
+  entity: string;
+  seq: number;
+}
+
+export interface PullResponse {
+  changes: EntityView[];
+  cursor: string | null;
+  more: boolean;
+  reset: boolean;
+  evictions: Eviction[];
+  protocol: number;
+}
+
+export interface ErrorResponse {
+  error: ErrorBody;
+}
+
+export interface ConflictValue {
+  value: Json;
+  replica: string;
+  n: number;
+  user: string;
+  hlc: Hlc;
+}
+
+export interface ConflictView {
+  id: string;
+  collection: string;
+  entity: string;
+  field: string | null;
+  kind: "register" | "delete_update" | "clock_skew";
+  rule: string;
+  seq: number;
+  created_at: string;
+  status: string;
+  values: ConflictValue[];
+  winner?: ConflictValue | null;
+  note?: string | null;
+}
+
+export interface ConflictPage {
+  conflicts: ConflictView[];
+  next: string | null;
+}
+
+// --- WebSocket channel (PROTOCOL §9.6) ---------------------------------------------
+
+export type WsClientMessage =
+  | { type: "auth"; token: string }
+  | {
+      type: "hello";
+      versions: number[];
+      replica: string | null;
+      cursor: string | null;
+      collections: string[] | null;
+      encoding: "json";
+    }
+  | { type: "push"; id: string; replica: string; changes: Change[] }
+  | { type: "ping"; id?: string | null }
+  | { type: "pong"; id?: string | null };
+
+export type WsServerMessage =
+  | {
+      type: "welcome";
+      version: number;
+      encoding: string;
+      cursor: string | null;
+      heartbeat_ms: number;
+      idle_timeout_ms: number;
+    }
+  | { type: "changes"; changes: EntityView[]; cursor: string; more: boolean; evictions: Eviction[] }
+  | { type: "synced"; cursor: string | null }
+  | { type: "reset" }
+  | { type: "push_result"; id: string; results: PushResult[]; protocol: number }
+  | { type: "error"; code: string; message: string; id: string | null }
+  | { type: "ping"; id?: string | null }
+  | { type: "pong"; id?: string | null };
+
+export const PROTOCOL_VERSION = 1;
