@@ -3,8 +3,10 @@
 Rows are as large as one of our change-log payloads plus one entity state
 (measured from the server's own database in the same run), written in the
 same batch sizes, one commit per batch, into the same engine: the same SQLite
-settings as the server (WAL, ``synchronous=NORMAL``) or the same PostgreSQL
-database. No encryption, no merge, no HTTP: this is the ceiling, not a rival.
+settings as the server (WAL, and the ``synchronous`` level the server runs with:
+``SYNC_SQLITE_SYNCHRONOUS``, FULL by default, so both sides pay the same fsync per
+commit) or the same PostgreSQL database. No encryption, no merge, no HTTP: this
+is the ceiling, not a rival.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from benchmarks.backends import Backend
+from syncserver.settings import Settings
 
 _COLUMNS = "(t TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL, entity TEXT NOT NULL, payload {blob} NOT NULL,"
 _PK = " PRIMARY KEY (t, seq))"
@@ -52,7 +55,8 @@ class RawTable:
     def _sqlite(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.backend.tmp / "raw.db")
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        # The level the server under test reads from the same environment (validated there).
+        db.execute(f"PRAGMA synchronous={Settings.from_env().sqlite_synchronous}")
         return db
 
     def methods(self) -> list[str]:

@@ -9,21 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
+from litestar.types import Method
 
 from syncproto.messages import PROTOCOL_VERSION
 from syncserver import devsecrets, observability
 from syncserver.admin.api import AdminController
 from syncserver.admin.service import AdminService, admin_backend
-from syncserver.admin.web import TEMPLATES, admin_router
+from syncserver.admin.web import TEMPLATES, admin_router, content_security_policy
 from syncserver.admin_keys import KeyAdminController
-from syncserver.auth import auth_middleware, build_verifier
+from syncserver.auth import BearerAuthMiddleware, build_verifier
 from syncserver.collections_config import load_schema
 from syncserver.conflicts import ConflictService
 from syncserver.crypto.envelope import DecryptionError
@@ -68,7 +71,7 @@ async def open_backend(settings: Settings) -> Store:
         path.parent.mkdir(parents=True, exist_ok=True)
     if settings.migrate_on_start and not settings.database_url.startswith("memory://"):
         await upgrade(settings.database_url)
-    return open_store(settings.database_url)
+    return open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
 
 
 def open_fanout(settings: Settings) -> Fanout:
@@ -79,6 +82,33 @@ def open_fanout(settings: Settings) -> Fanout:
     from syncserver.fanout.redis import RedisFanout  # only deployments with Redis import the client
 
     return RedisFanout(url, settings.redis_prefix)
+
+
+UNAUTHENTICATED_PATHS = ["^/health", "^/schema", "^/metrics", "^/admin"]
+"""Paths the bearer-token middleware skips: probes, the schema, metrics and the cookie-signed admin pages."""
+
+CORS_METHODS: list[Method] = ["GET", "POST"]
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "X-Request-ID"]
+CORS_EXPOSED_HEADERS = ["Retry-After", "X-Request-ID"]
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """CORS for browser SDKs served from another origin (``SYNC_CORS_ALLOW_ORIGINS``); ``None`` (off) by default.
+
+    The preflight is answered by Litestar's CORS middleware before authentication
+    (a browser never sends the token with it). Credentials (cookies) are never
+    allowed cross-origin: the API takes bearer tokens, the admin page is same-origin.
+    """
+    if not settings.cors_allow_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_allow_origins),
+        allow_methods=list(CORS_METHODS),
+        allow_headers=list(CORS_REQUEST_HEADERS),
+        expose_headers=list(CORS_EXPOSED_HEADERS),
+        allow_credentials=False,
+        max_age=600,
+    )
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Litestar:
@@ -148,9 +178,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             observability.RequestIdMiddleware(),
             observability.prometheus_config().middleware,
             *rate_limiting.middleware,
-            auth_middleware(exclude=["^/health", "^/schema", "^/metrics", "^/admin"]),
+            # OPTIONS is authenticated like every method (Litestar skips it by default): otherwise the
+            # role guards would run with no user and fail with 500. A CORS preflight is answered earlier.
+            DefineMiddleware(BearerAuthMiddleware, exclude=UNAUTHENTICATED_PATHS, exclude_http_methods=[]),
         ],
-        before_send=[observability.request_id_for_unrouted],
+        cors_config=cors_config(settings),
+        before_send=[observability.request_id_for_unrouted, content_security_policy],
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         logging_config=observability.logging_config(settings.log_level, settings.log_format),
         exception_handlers={

@@ -31,8 +31,10 @@ from rich.progress import (
 from rich.table import Table
 
 from syncserver import devsecrets
+from syncserver.admin.cli import integrity_failure
 from syncserver.app import open_backend
 from syncserver.collections_config import load_schema
+from syncserver.crypto.envelope import DecryptionError
 from syncserver.crypto.keyring import TenantKeyring
 from syncserver.crypto.keys import KeyProviderError
 from syncserver.keyops import KeyOpError, KeyOps
@@ -68,6 +70,8 @@ def run_ops(settings: Settings, fn: Callable[[KeyOps], Awaitable[T]]) -> T:
         raise click.ClickException(f"no tenant {exc.args[0]!r} (or it has no usable key)") from None
     except (KeyOpError, KeyProviderError) as exc:
         raise click.ClickException(str(exc)) from None
+    except DecryptionError as exc:
+        raise integrity_failure(exc) from None
 
 
 def progress_bar() -> Progress:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from syncstore.engine import SQLITE_SYNCHRONOUS
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -26,6 +28,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(env[name]) if env.get(name) else None
+
+
+def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _sqlite_synchronous(env: Mapping[str, str]) -> str:
+    raw = (env.get("SYNC_SQLITE_SYNCHRONOUS") or "FULL").upper()
+    if raw not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"SYNC_SQLITE_SYNCHRONOUS must be one of {', '.join(SQLITE_SYNCHRONOUS)}, got {raw!r}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,11 @@ class Settings:
     """``json`` (one object per line) or ``text``."""
     admin_cookie_secure: bool = False
     """Mark the admin web page's cookies ``Secure`` (set it when TLS terminates in front)."""
+    sqlite_synchronous: str = "FULL"
+    """SQLite's ``PRAGMA synchronous``: ``FULL`` (default) fsyncs the WAL at every commit, so ``applied``
+    survives a power cut; ``NORMAL`` trades the last commits before a power cut for speed."""
+    cors_allow_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from a browser (CORS); empty turns CORS off."""
     limits: Limits = field(default_factory=Limits)
     live: LiveSettings = field(default_factory=LiveSettings)
 
@@ -148,6 +166,8 @@ class Settings:
             log_level=e.get("SYNC_LOG_LEVEL") or "INFO",
             log_format=e.get("SYNC_LOG_FORMAT") or "json",
             admin_cookie_secure=e.get("SYNC_ADMIN_COOKIE_SECURE", "0") in ("1", "true", "yes"),
+            sqlite_synchronous=_sqlite_synchronous(e),
+            cors_allow_origins=_csv(e, "SYNC_CORS_ALLOW_ORIGINS"),
             limits=limits,
             live=live,
         )

@@ -2,9 +2,12 @@
 
 SQLite (``sqlite+aiosqlite:///path``):
 
-* WAL journal (readers never block the writer; see ``_enable_wal``), ``synchronous=NORMAL`` (durable
-  at checkpoints, never corrupt; a power cut may lose the last commits),
-  ``busy_timeout=10000`` ms and foreign keys, set on every new connection.
+* WAL journal (readers never block the writer; see ``_enable_wal``), ``synchronous=FULL`` (every
+  commit fsyncs the WAL before it returns, so a change the server answered
+  ``applied`` survives a power cut), ``busy_timeout=10000`` ms and foreign keys,
+  set on every new connection. ``create_engine(url, sqlite_synchronous="NORMAL")``
+  (the server's ``SYNC_SQLITE_SYNCHRONOUS``) trades durability for speed: still
+  never corrupt, but a power cut may lose the last acknowledged commits.
 * The driver's own transaction handling is switched off (``isolation_level =
   None``) and we emit ``BEGIN`` ourselves in SQLAlchemy's ``begin`` event, as the
   SQLAlchemy SQLite docs recommend. This fixes pysqlite's legacy mode (no BEGIN
@@ -17,14 +20,17 @@ SQLite (``sqlite+aiosqlite:///path``):
 
 PostgreSQL (``postgresql+psycopg://``): READ COMMITTED, the server default; a
 connect timeout is set so ``ping`` fails instead of hanging on a dead host;
-server-side prepared statements are off (see ``create_engine``).
+server-side prepared statements are off (see ``create_engine``). Durability is
+left to the server's ``synchronous_commit``, ``on`` by default (COMMIT returns
+after the WAL is flushed); nothing here lowers it. A deployment that sets it to
+``off`` (or ``fsync=off``) makes ``applied`` undurable, as NORMAL does for SQLite.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -44,9 +50,15 @@ _BEGIN_SQL: Final = {"DEFERRED": "BEGIN", "IMMEDIATE": "BEGIN IMMEDIATE"}
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 
+SqliteSynchronous = Literal["FULL", "EXTRA", "NORMAL"]
+"""SQLite ``synchronous`` levels a store may run with; ``OFF`` (corruptible on a crash) is not one."""
+
+SQLITE_SYNCHRONOUS: Final[tuple[SqliteSynchronous, ...]] = ("FULL", "EXTRA", "NORMAL")
+
+DEFAULT_SQLITE_SYNCHRONOUS: Final[SqliteSynchronous] = "FULL"
+
 _SQLITE_PRAGMAS: Final = (
     f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-    "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
 
@@ -65,11 +77,17 @@ def parse_url(url: str | URL) -> URL:
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}; use {SQLITE}:// or {POSTGRES}://")
 
 
-def create_engine(url: str | URL, **engine_kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str | URL, *, sqlite_synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS, **engine_kwargs: Any
+) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url`` with the connection setup described above.
 
-    ``engine_kwargs`` go to ``create_async_engine`` (pool size, echo, ...).
+    ``sqlite_synchronous`` is SQLite's ``PRAGMA synchronous`` (one of
+    ``SQLITE_SYNCHRONOUS``; ignored for PostgreSQL). ``engine_kwargs`` go to
+    ``create_async_engine`` (pool size, echo, ...).
     """
+    if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
     parsed = parse_url(url)
     if parsed.drivername == POSTGRES and "connect_timeout" not in parsed.query:
         connect_args = dict(engine_kwargs.pop("connect_args", {}))
@@ -92,18 +110,23 @@ def create_engine(url: str | URL, **engine_kwargs: Any) -> AsyncEngine:
         engine_kwargs.setdefault("pool_timeout", 10)
     engine = create_async_engine(parsed, **engine_kwargs)
     if parsed.drivername == SQLITE:
-        event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+
+        def on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            _on_sqlite_connect(sqlite_synchronous, dbapi_connection, record)
+
+        event.listen(engine.sync_engine, "connect", on_connect)
         event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
     return engine
 
 
-def _on_sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+def _on_sqlite_connect(synchronous: str, dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     # Stop the driver from emitting BEGIN itself; _on_sqlite_begin does it.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         for pragma in _SQLITE_PRAGMAS:
             cursor.execute(pragma)
+        cursor.execute(f"PRAGMA synchronous={synchronous}")  # one of SQLITE_SYNCHRONOUS, checked above
         _enable_wal(cursor)
     finally:
         cursor.close()

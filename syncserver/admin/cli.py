@@ -19,11 +19,13 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from syncproto import errors
 from syncserver import devsecrets
 from syncserver.admin.service import AdminService, ConflictFilters, admin_backend
 from syncserver.admin.views import AdminConflict, DeadLetterView, OverrideRequest
 from syncserver.auth import Principal
 from syncserver.collections_config import load_schema
+from syncserver.crypto.envelope import DecryptionError
 from syncserver.crypto.keyring import TenantKeyring
 from syncserver.errors import ApiError
 from syncserver.pull import PullService
@@ -45,6 +47,11 @@ class Context(msgspec.Struct):
     as_json: bool
 
 
+def integrity_failure(exc: DecryptionError) -> click.ClickException:
+    """The one-line, coded CLI error for a stored row that failed its integrity check (altered or moved)."""
+    return click.ClickException(f"{errors.DATA_INTEGRITY}: a stored row failed its integrity check ({exc})")
+
+
 def run(ctx: Context, fn: Callable[[AdminService, Principal], Awaitable[T]]) -> T:
     """Open the store, build the services, run ``fn`` as the admin, close; API errors become CLI errors."""
     settings = ctx.settings
@@ -52,7 +59,7 @@ def run(ctx: Context, fn: Callable[[AdminService, Principal], Awaitable[T]]) -> 
     async def main() -> T:
         if not settings.database_url.startswith("memory://") and settings.migrate_on_start:
             await upgrade(settings.database_url)
-        store = open_store(settings.database_url)
+        store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         try:
             provider = devsecrets.key_provider(settings)
             keyring = TenantKeyring(store, provider, settings.key_cache_ttl_s)
@@ -70,6 +77,8 @@ def run(ctx: Context, fn: Callable[[AdminService, Principal], Awaitable[T]]) -> 
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     except TenantNotFound:
         raise click.ClickException(f"tenant {ctx.tenant!r} does not exist") from None
+    except DecryptionError as exc:
+        raise integrity_failure(exc) from None
 
 
 def emit(ctx: Context, value: Any, table: Callable[[], Any]) -> None:

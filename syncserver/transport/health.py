@@ -1,7 +1,14 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+Readiness is unauthenticated, so its body names only which dependency is down,
+with a generic reason (``down: unreachable``); the driver's error text (host,
+port, file paths) goes to the log, once per change of state rather than once per
+probe, so a load balancer polling a dead database does not flood it.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Response, get
@@ -12,10 +19,28 @@ from syncserver.crypto.keys import KeyProvider, KeyProviderError
 from syncserver.fanout.base import Fanout
 from syncstore.base import Store, StoreUnavailable
 
+log = logging.getLogger("syncserver.health")
+
+OK = "ok"
+REASONS = {"database": "down: unreachable", "keys": "down: key provider unavailable", "redis": "down: unreachable"}
+"""What the body says for a dependency that is down; the details are only logged."""
+
 
 @get("/health/live", summary="Liveness", tags=["operations"], exclude_from_auth=True)
 async def live() -> dict[str, str]:
     return {"status": "ok"}
+
+
+def _report(state: State, name: str, detail: str) -> str:
+    """The public value of check ``name``; logs ``detail`` when it differs from the last probe's."""
+    last: dict[str, str] = state.setdefault("readiness_details", {})
+    if last.get(name) != detail:
+        last[name] = detail
+        if detail == OK:
+            log.info("readiness: %s is back", name)
+        else:
+            log.warning("readiness: %s is down: %s", name, detail)
+    return OK if detail == OK else REASONS.get(name, "down")
 
 
 @get(
@@ -28,22 +53,22 @@ async def ready(state: State) -> Response[dict[str, Any]]:
     # Read from state: Litestar would type-check injected Protocols and fail.
     store: Store = state.store
     key_provider: KeyProvider = state.key_provider
-    checks: dict[str, str] = {}
+    details: dict[str, str] = {}
     try:
         await store.ping()
-        checks["database"] = "ok"
+        details["database"] = OK
     except StoreUnavailable as exc:
-        checks["database"] = f"down: {exc}"
+        details["database"] = str(exc) or type(exc).__name__
     try:
         key_provider.check()
-        checks["keys"] = "ok"
+        details["keys"] = OK
     except KeyProviderError as exc:
-        checks["keys"] = f"down: {exc}"
-    healthy = all(v == "ok" for v in checks.values())
+        details["keys"] = str(exc) or type(exc).__name__
     # The fan-out's broker (Redis) is soft: without it each process still serves its own subscribers.
     fanout: Fanout | None = state.get("fanout")
     soft = fanout.checks() if fanout is not None else {}
-    checks.update(soft)
-    degraded = any(v != "ok" for v in soft.values())
+    checks = {name: _report(state, name, detail) for name, detail in {**details, **soft}.items()}
+    healthy = all(checks[name] == OK for name in details)
+    degraded = any(checks[name] != OK for name in soft)
     status = "unavailable" if not healthy else "degraded" if degraded else "ok"
     return Response({"status": status, "checks": checks}, status_code=200 if healthy else 503)

@@ -120,8 +120,36 @@ async def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: Path) -> No
     finally:
         await engine.dispose()
 
-    # synchronous: 1 is NORMAL.
-    assert pragmas == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 10000, "foreign_keys": 1}
+    # synchronous: 2 is FULL (every commit fsyncs the WAL: an acknowledged push survives a power cut).
+    assert pragmas == {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 10000, "foreign_keys": 1}
+
+
+@pytest.mark.parametrize(("level", "code"), [("NORMAL", 1), ("FULL", 2), ("EXTRA", 3)])
+async def test_sqlite_synchronous_is_the_configured_level(tmp_path: Path, level: str, code: int) -> None:
+    engine = create_engine(sqlite_url(tmp_path), sqlite_synchronous=level)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == code
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("level", ["OFF", "normal; DROP TABLE x", ""])
+def test_sqlite_synchronous_off_or_unknown_is_refused(tmp_path: Path, level: str) -> None:
+    with pytest.raises(ValueError, match="sqlite_synchronous"):
+        create_engine(sqlite_url(tmp_path), sqlite_synchronous=level)
+
+
+@pytest.mark.postgres
+async def test_postgres_commits_are_synchronous(migrated_pg_url: str) -> None:
+    """Nothing in our connection setup lowers ``synchronous_commit``: COMMIT returns after the WAL flush."""
+    engine = create_engine(migrated_pg_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar() == "on"
+            assert (await conn.exec_driver_sql("SHOW fsync")).scalar() == "on"
+    finally:
+        await engine.dispose()
 
 
 async def test_rows_must_belong_to_an_existing_tenant(sql_url: str) -> None:

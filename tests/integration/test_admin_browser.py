@@ -130,9 +130,13 @@ def test_admin_overrides_a_conflict_in_the_browser_and_devices_collapse_it(
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 760})
             page.set_default_timeout(10_000)
+            # The pages send a strict Content-Security-Policy: chromium reports anything it blocks.
+            blocked: list[str] = []
+            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
 
             page.goto(f"{base}/admin/conflicts")
             expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+            expect(page.locator("header")).to_have_css("background-color", "rgb(23, 32, 46)")  # the stylesheet loaded
             page.get_by_label("Admin token").fill(admin)
             page.get_by_role("button", name="Sign in").click()
 
@@ -185,6 +189,7 @@ def test_admin_overrides_a_conflict_in_the_browser_and_devices_collapse_it(
             audit = page.locator("#audit")
             for action in ("admin.sign_in", "conflict.override", "dead_letter.replay_failed", "dead_letter.discard"):
                 expect(audit).to_contain_text(action)
+            assert not blocked, blocked
         finally:
             browser.close()
 
