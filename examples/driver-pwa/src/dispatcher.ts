@@ -1,0 +1,298 @@
+// The dispatcher's console: every delivery of the tenant, updated live as drivers sync, the values
+// still in conflict, and the server's conflict log (GET /v1/conflicts, which a dispatcher may read).
+import { SyncClient } from "@syncserver/client";
+import { type AppConfig, ago, bindSyncBar, h, loadConfig, money, statusLabel, tokenProvider } from "./shared";
+
+type Fields = Record<string, unknown>;
+interface FieldView {
+  kind: string;
+  value: unknown;
+  siblings?: { value: unknown; replica: string }[];
+}
+interface Row {
+  entity: string;
+  fields: Fields;
+  siblings: Record<string, { value: unknown; replica: string }[]>;
+}
+interface ConflictValue {
+  value: unknown;
+  replica: string;
+  user: string;
+}
+interface Conflict {
+  id: string;
+  entity: string;
+  field: string | null;
+  kind: string;
+  rule: string;
+  status: string;
+  created_at: string;
+  values: ConflictValue[];
+  winner?: ConflictValue | null;
+}
+
+const main = document.getElementById("main")!;
+const STATUSES = ["pending", "out_for_delivery", "delivered", "failed"];
+
+function num(value: unknown): number {
+  return typeof value === "number" ? value : 0;
+}
+
+function list(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
+}
+
+/** "web-6559b161-720a-…" → "web-6559b161": enough to tell two devices apart. */
+function device(replica: string): string {
+  return replica.split("-").slice(0, 2).join("-");
+}
+
+function show(value: unknown): string {
+  return typeof value === "string" ? statusLabel(value) : JSON.stringify(value);
+}
+
+class Console {
+  private rows = new Map<string, Row>();
+  private flash = new Set<string>();
+  private feed: { at: number; text: string }[] = [];
+  private conflicts: Conflict[] = [];
+  private conflictTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly table = h("tbody", { id: "deliveries" });
+  private readonly conflictList = h("ol", { class: "conflicts", id: "conflicts" });
+  private readonly feedList = h("ol", { class: "feed", id: "feed" });
+
+  constructor(
+    readonly client: SyncClient,
+    readonly config: AppConfig,
+    readonly token: () => Promise<string>,
+  ) {}
+
+  start(): void {
+    main.replaceChildren(
+      h(
+        "section",
+        { class: "card wide" },
+        h("h1", { class: "section-title" }, "Deliveries"),
+        h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { class: "grid" },
+            h(
+              "thead",
+              {},
+              h(
+                "tr",
+                {},
+                ...["Delivery", "Driver", "Status", "Cash", "Parcels", "Notes", "GPS"].map((c) => h("th", {}, c)),
+              ),
+            ),
+            this.table,
+          ),
+        ),
+      ),
+      h(
+        "div",
+        { class: "columns" },
+        h(
+          "section",
+          { class: "card" },
+          h("h2", {}, "Conflicts ", h("span", { class: "count", id: "conflict-count" }, "0")),
+          h("p", { class: "hint" }, "Concurrent edits the server merged, from its conflict log; the rule picked the winner."),
+          this.conflictList,
+        ),
+        h("section", { class: "card" }, h("h2", {}, "Live activity"), this.feedList),
+      ),
+    );
+    const deliveries = this.client.collection("deliveries");
+    this.client.watch(
+      async () => {
+        const rows = await deliveries.list();
+        return Promise.all(
+          rows.map(async (r) => {
+            const view = (await deliveries.view(r.entity)) as { fields?: Record<string, FieldView> } | undefined;
+            const siblings: Row["siblings"] = {};
+            for (const [name, f] of Object.entries(view?.fields ?? {})) {
+              if (f.siblings && f.siblings.length > 1) siblings[name] = f.siblings;
+            }
+            return { entity: r.entity, fields: r.fields as Fields, siblings };
+          }),
+        );
+      },
+      (rows) => this.update(rows),
+    );
+    this.client.subscribe((event) => {
+      if (event.type === "remote_change" || event.type === "conflict") this.refreshConflicts(300);
+    });
+    this.refreshConflicts(0);
+    setInterval(() => this.refreshConflicts(0), 10_000);
+  }
+
+  update(rows: Row[]): void {
+    const first = this.rows.size === 0;
+    for (const row of rows) {
+      const before = this.rows.get(row.entity);
+      if (!first) {
+        for (const line of describe(row, before)) this.feed.unshift({ at: Date.now(), text: line });
+        if (!before || JSON.stringify(before.fields) !== JSON.stringify(row.fields)) this.flash.add(row.entity);
+      }
+      this.rows.set(row.entity, row);
+    }
+    this.feed = this.feed.slice(0, 50);
+    this.render();
+  }
+
+  render(): void {
+    const rows = [...this.rows.values()].sort(
+      (a, b) =>
+        String(a.fields.driver_id).localeCompare(String(b.fields.driver_id)) ||
+        num(a.fields.stop) - num(b.fields.stop),
+    );
+    this.table.replaceChildren(
+      ...rows.map((r) => {
+        const f = r.fields;
+        const tr = h(
+          "tr",
+          { "data-entity": r.entity, class: this.flash.has(r.entity) ? "flash" : "" },
+          h("td", {}, h("strong", {}, String(f.customer ?? r.entity)), h("div", { class: "muted" }, r.entity)),
+          h("td", { class: "nowrap" }, String(f.driver_id ?? "—")),
+          h("td", { class: "status-cell" }, this.statusControl(r)),
+          h("td", {}, money(num(f.cod_cents)), h("div", { class: "muted" }, `of ${money(num(f.cod_due_cents))}`)),
+          h("td", {}, `${list(f.scanned).length}/${list(f.parcels).length}`),
+          h("td", { class: "notes-cell" }, String(f.notes ?? "")),
+          h("td", {}, String(list(f.trail).length)),
+        );
+        return tr;
+      }),
+    );
+    setTimeout(() => {
+      for (const tr of this.table.querySelectorAll("tr.flash")) tr.classList.remove("flash");
+      this.flash.clear();
+    }, 1500);
+    this.feedList.replaceChildren(
+      ...(this.feed.length
+        ? this.feed.map((e) => h("li", {}, h("time", {}, ago(e.at)), " ", e.text))
+        : [h("li", { class: "muted" }, "Waiting for drivers…")]),
+    );
+  }
+
+  statusControl(r: Row): HTMLElement {
+    const current = String(r.fields.status ?? "");
+    const select = h(
+      "select",
+      {
+        "aria-label": `Status of ${r.entity}`,
+        onchange: (e: Event) => {
+          const value = (e.target as HTMLSelectElement).value;
+          void this.client.collection("deliveries").set(r.entity, { status: value });
+        },
+      },
+      ...STATUSES.map((s) => h("option", { value: s, selected: s === current }, statusLabel(s))),
+    );
+    const siblings = r.siblings.status;
+    return h(
+      "div",
+      {},
+      select,
+      siblings
+        ? h(
+            "div",
+            { class: "conflict-note", "data-conflict": "status" },
+            `⚠ ${siblings.length} concurrent values: `,
+            siblings.map((s) => `${show(s.value)} (${device(s.replica)})`).join(" vs "),
+          )
+        : null,
+    );
+  }
+
+  refreshConflicts(delay: number): void {
+    if (this.conflictTimer !== null) clearTimeout(this.conflictTimer);
+    this.conflictTimer = setTimeout(() => void this.loadConflicts(), delay);
+  }
+
+  async loadConflicts(): Promise<void> {
+    try {
+      const r = await fetch(`${this.config.syncUrl}/v1/conflicts?collection=deliveries&limit=100`, {
+        headers: { Authorization: `Bearer ${await this.token()}` },
+      });
+      if (!r.ok) return;
+      const page = (await r.json()) as { conflicts: Conflict[] };
+      this.conflicts = page.conflicts.reverse();
+    } catch {
+      return; // offline: keep the last list
+    }
+    document.getElementById("conflict-count")!.textContent = String(this.conflicts.length);
+    this.conflictList.replaceChildren(
+      ...(this.conflicts.length
+        ? this.conflicts.map((c) =>
+            h(
+              "li",
+              { "data-conflict-id": c.id, "data-entity": c.entity },
+              h(
+                "div",
+                { class: "stop-head" },
+                h("strong", {}, `${c.entity} · ${c.field ?? c.kind}`),
+                h("span", { class: `badge c-${c.status}` }, c.status),
+              ),
+              h(
+                "ul",
+                { class: "values" },
+                ...c.values.map((v) =>
+                  h(
+                    "li",
+                    {
+                      class:
+                        c.winner && c.winner.replica === v.replica && JSON.stringify(c.winner.value) === JSON.stringify(v.value)
+                          ? "winner"
+                          : "",
+                    },
+                    h("strong", {}, show(v.value)),
+                    ` by ${v.user} on ${device(v.replica)}`,
+                  ),
+                ),
+              ),
+              h("div", { class: "muted" }, `rule ${c.rule} · ${new Date(c.created_at).toLocaleTimeString()} · ${c.id}`),
+            ),
+          )
+        : [h("li", { class: "muted" }, "No conflicts.")]),
+    );
+  }
+}
+
+/** Feed lines for what changed in a delivery since the last render. */
+function describe(row: Row, before: Row | undefined): string[] {
+  const f = row.fields;
+  const who = String(f.driver_id ?? "");
+  if (!before) return [`${row.entity} assigned to ${who}`];
+  const b = before.fields;
+  const lines: string[] = [];
+  if (f.status !== b.status) lines.push(`${row.entity}: ${statusLabel(b.status)} → ${statusLabel(f.status)}`);
+  if (num(f.cod_cents) !== num(b.cod_cents)) lines.push(`${row.entity}: cash ${money(num(f.cod_cents))} (${who})`);
+  if (list(f.scanned).length !== list(b.scanned).length)
+    lines.push(`${row.entity}: ${list(f.scanned).length} parcel(s) scanned`);
+  if (f.notes !== b.notes) lines.push(`${row.entity}: notes “${String(f.notes ?? "").slice(0, 40)}”`);
+  if (list(f.trail).length !== list(b.trail).length) lines.push(`${row.entity}: ${list(f.trail).length} GPS points`);
+  return lines;
+}
+
+async function boot(): Promise<void> {
+  const config = await loadConfig();
+  const token = tokenProvider("dispatcher", "dispatcher-1");
+  const client = await SyncClient.open({
+    url: config.syncUrl,
+    token,
+    dbName: "driver-pwa:dispatcher",
+    schema: config.schema,
+  });
+  const console_ = new Console(client, config, token);
+  (globalThis as unknown as { dispatcherApp: Console }).dispatcherApp = console_;
+  bindSyncBar(client);
+  console_.start();
+  await client.start();
+  document.body.dataset.ready = "1";
+}
+
+boot().catch((err: unknown) => {
+  main.replaceChildren(h("section", { class: "card" }, h("h1", {}, "Can't start"), h("p", {}, String(err))));
+});

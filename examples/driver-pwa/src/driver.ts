@@ -1,0 +1,410 @@
+// The driver's app: today's stops, each with status, cash on delivery, parcel scans, notes and a GPS trail.
+// Every action is written to the SDK's IndexedDB outbox first (it survives reloads, closed tabs and crashes)
+// and synced whenever there is a network; the bar at the top always says how many are still waiting.
+import { SyncClient } from "@syncserver/client";
+import {
+  type AppConfig,
+  bindSyncBar,
+  h,
+  loadConfig,
+  money,
+  registerServiceWorker,
+  statusLabel,
+  tokenProvider,
+} from "./shared";
+
+type Fields = Record<string, unknown>;
+type Row = { entity: string; fields: Fields };
+type Deliveries = ReturnType<SyncClient["collection"]>;
+
+const main = document.getElementById("main")!;
+const toastBox = document.getElementById("toast")!;
+
+function toast(message: string, kind: "info" | "error" = "info"): void {
+  toastBox.textContent = message;
+  toastBox.dataset.kind = kind;
+  toastBox.hidden = false;
+  clearTimeout(Number(toastBox.dataset.timer));
+  toastBox.dataset.timer = String(setTimeout(() => (toastBox.hidden = true), 3000));
+}
+
+function str(value: unknown): string {
+  return typeof value === "string" ? value : "";
+}
+
+function num(value: unknown): number {
+  return typeof value === "number" ? value : 0;
+}
+
+function list(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
+}
+
+/** Code-point diff of two strings as one edit (position, deleted count, inserted text): what `editText` takes. */
+export function textEdit(before: string, after: string): [number, number, string] {
+  const a = Array.from(before);
+  const b = Array.from(after);
+  let p = 0;
+  while (p < a.length && p < b.length && a[p] === b[p]) p++;
+  let s = 0;
+  while (s < a.length - p && s < b.length - p && a[a.length - 1 - s] === b[b.length - 1 - s]) s++;
+  return [p, a.length - p - s, b.slice(p, b.length - s).join("")];
+}
+
+class DriverApp {
+  private rows: Row[] = [];
+  private detail: { entity: string; update: (fields: Fields) => void; stop: () => void } | null = null;
+
+  constructor(
+    readonly client: SyncClient,
+    readonly driver: string,
+    readonly deliveries: Deliveries,
+  ) {}
+
+  start(): void {
+    this.client.watch(
+      () => this.deliveries.list(),
+      (rows) => {
+        this.rows = (rows as Row[]).filter((r) => r.fields.driver_id === this.driver);
+        this.rows.sort((a, b) => num(a.fields.stop) - num(b.fields.stop) || a.entity.localeCompare(b.entity));
+        this.render();
+      },
+    );
+    addEventListener("hashchange", () => this.render());
+    this.client.subscribe((event) => {
+      if (event.type === "rejected") toast("The server refused a change: see the dispatcher", "error");
+    });
+    this.render();
+  }
+
+  /** Runs one user action; offline, asks the service worker to flush the outbox when the network returns. */
+  async act(what: () => Promise<unknown>): Promise<void> {
+    try {
+      await what();
+      if (this.client.status().connection !== "live") await this.client.requestBackgroundSync();
+    } catch (err) {
+      toast(`Not saved: ${err instanceof Error ? err.message : String(err)}`, "error");
+    }
+  }
+
+  render(): void {
+    const entity = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
+    const row = this.rows.find((r) => r.entity === entity);
+    if (row) {
+      if (this.detail?.entity !== entity) this.showDetail(entity);
+      this.detail!.update(row.fields);
+      return;
+    }
+    this.detail?.stop();
+    this.detail = null;
+    this.showList();
+  }
+
+  showList(): void {
+    const done = this.rows.filter((r) => r.fields.status === "delivered" || r.fields.status === "failed").length;
+    const cash = this.rows.reduce((sum, r) => sum + num(r.fields.cod_cents), 0);
+    main.replaceChildren(
+      h(
+        "section",
+        { class: "summary" },
+        h("div", {}, h("strong", { id: "done-count" }, `${done}/${this.rows.length}`), h("span", {}, "stops done")),
+        h("div", {}, h("strong", { id: "cash-total" }, money(cash)), h("span", {}, "cash collected")),
+      ),
+      h("h1", { class: "section-title" }, "Today's stops"),
+      this.rows.length === 0
+        ? h("p", { class: "empty" }, "No deliveries yet. They appear here as soon as the dispatcher assigns them.")
+        : h(
+            "ol",
+            { class: "stops", id: "stops" },
+            ...this.rows.map((r) => {
+              const f = r.fields;
+              const parcels = list(f.parcels);
+              const scanned = list(f.scanned);
+              const due = num(f.cod_due_cents);
+              return h(
+                "li",
+                { class: "stop", "data-entity": r.entity },
+                h(
+                  "a",
+                  { href: `#/${encodeURIComponent(r.entity)}` },
+                  h("span", { class: "stop-no" }, num(f.stop) || "•"),
+                  h(
+                    "div",
+                    { class: "stop-main" },
+                    h("div", { class: "stop-head" }, h("strong", {}, str(f.customer) || r.entity), badge(f.status)),
+                    h("div", { class: "muted" }, str(f.address)),
+                    h(
+                      "div",
+                      { class: "chips" },
+                      h("span", { class: "chip" }, `${scanned.length}/${parcels.length} scanned`),
+                      due > 0 ? h("span", { class: "chip cash" }, `Cash ${money(num(f.cod_cents))} of ${money(due)}`) : null,
+                      list(f.trail).length > 0 ? h("span", { class: "chip" }, `${list(f.trail).length} GPS points`) : null,
+                    ),
+                  ),
+                ),
+              );
+            }),
+          ),
+    );
+  }
+
+  showDetail(entity: string): void {
+    this.detail?.stop();
+    const d = this.deliveries;
+    let fields: Fields = {};
+    const title = h("h1", { class: "detail-title" });
+    const address = h("p", { class: "muted" });
+    const status = h("span", { id: "status" });
+    const due = h("span");
+    const collected = h("strong", { id: "cod" });
+    const amount = h("input", {
+      id: "cod-amount",
+      type: "number",
+      inputmode: "decimal",
+      min: "0",
+      step: "0.01",
+      placeholder: "Amount",
+      "aria-label": "Cash amount (AED)",
+    });
+    const parcelList = h("ul", { class: "parcels", id: "parcels" });
+    const scanInput = h("input", {
+      id: "scan-code",
+      placeholder: "Parcel code",
+      autocapitalize: "characters",
+      "aria-label": "Parcel code",
+    });
+    const notes = h("textarea", { id: "notes", rows: 3, placeholder: "Gate code, where you left it…", "aria-label": "Notes" });
+    const trailInfo = h("p", { class: "muted", id: "trail" });
+    const shareToggle = h("input", { type: "checkbox", id: "share-location" });
+    let watchId: number | null = null;
+    let notesBasis = "";
+    let notesChain: Promise<void> = Promise.resolve();
+
+    const addPoint = (pos: GeolocationPosition) => {
+      const last = list(fields.trail).at(-1) as { lat?: number; lon?: number } | undefined;
+      const { latitude: lat, longitude: lon, accuracy } = pos.coords;
+      if (watchId !== null && last && last.lat === lat && last.lon === lon) return;
+      void this.act(() =>
+        d.append(entity, "trail", { lat, lon, acc: Math.round(accuracy), at: Math.round(pos.timestamp) }),
+      );
+    };
+    const geoError = (err: GeolocationPositionError) => toast(`No position: ${err.message}`, "error");
+
+    const scan = () => {
+      const code = scanInput.value.trim().toUpperCase();
+      if (!code) return;
+      scanInput.value = "";
+      void this.act(() => d.add(entity, "scanned", code));
+    };
+
+    main.replaceChildren(
+      h("a", { href: "#/", class: "back" }, "‹ All stops"),
+      h("section", { class: "card" }, h("div", { class: "stop-head" }, title, status), address),
+      h(
+        "section",
+        { class: "card actions" },
+        h(
+          "button",
+          {
+            class: "big ok",
+            id: "mark-delivered",
+            onclick: () => void this.act(() => d.set(entity, { status: "delivered" })),
+          },
+          "✓ Delivered",
+        ),
+        h(
+          "button",
+          { class: "big bad", id: "mark-failed", onclick: () => void this.act(() => d.set(entity, { status: "failed" })) },
+          "✕ Failed",
+        ),
+      ),
+      h(
+        "section",
+        { class: "card" },
+        h("h2", {}, "Cash on delivery"),
+        h("p", {}, collected, " collected of ", due),
+        h(
+          "form",
+          {
+            class: "row",
+            onsubmit: (e: Event) => {
+              e.preventDefault();
+              const cents = Math.round(Number(amount.value) * 100);
+              if (!Number.isFinite(cents) || cents === 0) return;
+              amount.value = "";
+              void this.act(() => d.inc(entity, "cod_cents", cents));
+            },
+          },
+          amount,
+          h("button", { type: "submit", id: "collect" }, "Collect"),
+        ),
+      ),
+      h(
+        "section",
+        { class: "card" },
+        h("h2", {}, "Parcels"),
+        parcelList,
+        h(
+          "form",
+          {
+            class: "row",
+            onsubmit: (e: Event) => {
+              e.preventDefault();
+              scan();
+            },
+          },
+          scanInput,
+          h("button", { type: "submit", id: "scan" }, "Scan"),
+        ),
+      ),
+      h(
+        "section",
+        { class: "card" },
+        h("h2", {}, "Notes"),
+        notes,
+        h("p", { class: "hint" }, "Saved on this phone as you type; the dispatcher sees them after the next sync."),
+      ),
+      h(
+        "section",
+        { class: "card" },
+        h("h2", {}, "GPS trail"),
+        trailInfo,
+        h(
+          "div",
+          { class: "row" },
+          h(
+            "button",
+            {
+              id: "add-position",
+              onclick: () =>
+                navigator.geolocation.getCurrentPosition(addPoint, geoError, { enableHighAccuracy: true, timeout: 10_000 }),
+            },
+            "Add my position",
+          ),
+          h("label", { class: "switch" }, shareToggle, " Share while here"),
+        ),
+      ),
+    );
+
+    notes.addEventListener("input", () => {
+      const target = notes.value;
+      notesChain = notesChain.then(async () => {
+        const [pos, del, ins] = textEdit(notesBasis, target);
+        notesBasis = target;
+        if (del > 0 || ins) await this.act(() => d.editText(entity, "notes", pos, del, ins));
+      });
+    });
+    shareToggle.addEventListener("change", () => {
+      if (shareToggle.checked) {
+        watchId = navigator.geolocation.watchPosition(addPoint, geoError, { enableHighAccuracy: true });
+      } else if (watchId !== null) {
+        navigator.geolocation.clearWatch(watchId);
+        watchId = null;
+      }
+    });
+
+    const update = (next: Fields) => {
+      fields = next;
+      title.textContent = str(next.customer) || entity;
+      address.textContent = str(next.address);
+      status.replaceChildren(badge(next.status));
+      collected.textContent = money(num(next.cod_cents));
+      due.textContent = money(num(next.cod_due_cents));
+      const scanned = new Set(list(next.scanned).map(String));
+      const expected = list(next.parcels).map(String);
+      const extra = [...scanned].filter((p) => !expected.includes(p));
+      parcelList.replaceChildren(
+        ...[...expected, ...extra].map((code) =>
+          h(
+            "li",
+            { class: scanned.has(code) ? "scanned" : "", "data-code": code },
+            h("span", {}, scanned.has(code) ? "✓ " : "○ ", code),
+            scanned.has(code)
+              ? h(
+                  "button",
+                  {
+                    class: "link",
+                    "aria-label": `Unscan ${code}`,
+                    onclick: () => void this.act(() => d.remove(entity, "scanned", code)),
+                  },
+                  "undo",
+                )
+              : null,
+          ),
+        ),
+      );
+      const trail = list(next.trail) as { lat: number; lon: number }[];
+      const last = trail.at(-1);
+      trailInfo.textContent = last
+        ? `${trail.length} point${trail.length === 1 ? "" : "s"} · last ${last.lat.toFixed(5)}, ${last.lon.toFixed(5)}`
+        : "No points yet.";
+      const text = str(next.notes);
+      if (document.activeElement !== notes && text !== notes.value) {
+        notes.value = text;
+        notesBasis = text;
+      } else if (document.activeElement !== notes) {
+        notesBasis = text;
+      }
+    };
+    this.detail = {
+      entity,
+      update,
+      stop: () => {
+        if (watchId !== null) navigator.geolocation.clearWatch(watchId);
+      },
+    };
+    scrollTo(0, 0);
+  }
+}
+
+export function badge(status: unknown): HTMLElement {
+  return h("span", { class: `badge s-${String(status ?? "none")}` }, statusLabel(status));
+}
+
+function signIn(config: AppConfig): void {
+  main.replaceChildren(
+    h(
+      "section",
+      { class: "card signin" },
+      h("h1", {}, "Who's driving today?"),
+      h("p", { class: "muted" }, "Pick your driver id. Your deliveries stay on this phone and sync when there is signal."),
+      ...config.drivers.map((id) =>
+        h("a", { class: "button big", href: `/?driver=${encodeURIComponent(id)}` }, `Start as ${id}`),
+      ),
+      h("p", { class: "muted" }, h("a", { href: "/dispatcher.html" }, "Dispatcher console ›")),
+    ),
+  );
+}
+
+async function boot(): Promise<void> {
+  const config = await loadConfig();
+  const fromUrl = new URLSearchParams(location.search).get("driver");
+  if (fromUrl) localStorage.setItem("pwa:driver", fromUrl);
+  const driver = localStorage.getItem("pwa:driver");
+  if (!driver) return signIn(config);
+  document.getElementById("who")!.textContent = driver;
+  document.getElementById("sign-out")!.hidden = false;
+  document.getElementById("sign-out")!.addEventListener("click", () => {
+    localStorage.removeItem("pwa:driver");
+    location.href = "/";
+  });
+  const dbName = `driver-pwa:${driver}`;
+  const client = await SyncClient.open({
+    url: config.syncUrl,
+    token: tokenProvider("driver", driver),
+    dbName,
+    schema: config.schema,
+  });
+  const app = new DriverApp(client, driver, client.collection("deliveries"));
+  // Handle for the end-to-end tests and benchmarks (they drive the SDK directly for bulk writes).
+  (globalThis as unknown as { driverApp: DriverApp }).driverApp = app;
+  bindSyncBar(client);
+  app.start();
+  await registerServiceWorker(config.syncUrl, dbName).catch((err) => console.warn("service worker", err));
+  await client.start();
+  document.body.dataset.ready = "1";
+}
+
+boot().catch((err: unknown) => {
+  main.replaceChildren(h("section", { class: "card" }, h("h1", {}, "Can't start"), h("p", {}, String(err))));
+});
