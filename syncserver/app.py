@@ -26,6 +26,12 @@ from syncserver.admin.api import AdminController
 from syncserver.admin.service import AdminService, admin_backend
 from syncserver.admin.web import TEMPLATES, admin_router, content_security_policy
 from syncserver.admin_keys import KeyAdminController
+from syncserver.attachments.backends import open_blob_store
+from syncserver.attachments.download import AttachmentReader, DownloadController
+from syncserver.attachments.refs import AttachmentPushService
+from syncserver.attachments.status import AttachmentPullService
+from syncserver.attachments.tus import TusController
+from syncserver.attachments.uploads import UploadService
 from syncserver.auth import BearerAuthMiddleware, build_verifier
 from syncserver.collections_config import load_schema
 from syncserver.conflicts import ConflictService
@@ -43,14 +49,12 @@ from syncserver.errors import (
 )
 from syncserver.fanout import Fanout, MemoryFanout
 from syncserver.live import LiveHub
-from syncserver.pull import PullService
-from syncserver.push import PushService
 from syncserver.ratelimit import RateLimiting
 from syncserver.settings import Settings
 from syncserver.transport import health
 from syncserver.transport.http import SyncController
 from syncserver.transport.ws import sync_socket
-from syncstore import TRANSIENT_ERRORS, open_store
+from syncstore import TRANSIENT_ERRORS, attachment_store_for, open_store
 from syncstore.base import Store, TenantNotFound
 from syncstore.migrate import upgrade
 
@@ -128,10 +132,20 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         fanout = open_fanout(settings)
         await fanout.start()
         app.state.fanout = fanout
-        app.state.push_service = PushService(
-            backend, keyring, schema, settings.limits, settings.max_clock_skew_ms, notify=fanout.publish
+        attachment_meta = attachment_store_for(backend)
+        blobs = open_blob_store(settings.attachments, settings.data_dir)
+        app.state.push_service = AttachmentPushService(
+            attachment_meta,
+            backend,
+            keyring,
+            schema,
+            settings.limits,
+            settings.max_clock_skew_ms,
+            notify=fanout.publish,
         )
-        app.state.pull_service = PullService(backend, keyring, schema, settings.limits)
+        app.state.pull_service = AttachmentPullService(attachment_meta, backend, keyring, schema, settings.limits)
+        app.state.upload_service = UploadService(attachment_meta, blobs, keyring, settings.attachments)
+        app.state.attachment_reader = AttachmentReader(attachment_meta, blobs, app.state.pull_service)
         app.state.live = LiveHub(backend, app.state.pull_service, settings.live)
         await app.state.live.start(fanout)
         app.state.conflict_service = ConflictService(backend, keyring)
@@ -145,6 +159,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         finally:
             await app.state.live.stop()
             await fanout.stop()
+            await blobs.close()
             if store is None:
                 await backend.close()
 
@@ -158,6 +173,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         route_handlers=[
             SyncController,
             sync_socket,
+            TusController,
+            DownloadController,
             health.live,
             health.ready,
             AdminController,
@@ -173,6 +190,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             "pull_service": from_state("pull_service"),
             "conflict_service": from_state("conflict_service"),
             "admin_service": from_state("admin_service"),
+            "upload_service": from_state("upload_service"),
+            "attachment_reader": from_state("attachment_reader"),
         },
         middleware=[
             observability.RequestIdMiddleware(),

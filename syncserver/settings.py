@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from syncserver.attachments.settings import AttachmentSettings
 from syncstore.engine import SQLITE_SYNCHRONOUS
 
 
@@ -111,6 +112,7 @@ class Settings:
     """Origins allowed to call the API from a browser (CORS); empty turns CORS off."""
     limits: Limits = field(default_factory=Limits)
     live: LiveSettings = field(default_factory=LiveSettings)
+    attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -170,4 +172,5 @@ class Settings:
             cors_allow_origins=_csv(e, "SYNC_CORS_ALLOW_ORIGINS"),
             limits=limits,
             live=live,
+            attachments=AttachmentSettings.from_env(e),
         )

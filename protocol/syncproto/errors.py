@@ -75,6 +75,26 @@ CHANGE_CODES = frozenset(
     }
 )
 
+# Attachments: tus uploads and downloads (see PROTOCOL.md, "Attachments"). An upload refused with one of
+# ATTACHMENT_REFUSALS is kept as a dead letter of its attachment (admins can replay it).
+ATTACHMENT_TOO_LARGE = "attachment_too_large"
+MEDIA_TYPE_NOT_ALLOWED = "media_type_not_allowed"
+ATTACHMENT_HASH_MISMATCH = "attachment_hash_mismatch"
+CHECKSUM_MISMATCH = "checksum_mismatch"
+OFFSET_MISMATCH = "offset_mismatch"
+UPLOAD_EXPIRED = "upload_expired"
+ATTACHMENT_CONFLICT = "attachment_conflict"
+RANGE_NOT_SATISFIABLE = "range_not_satisfiable"
+
+ATTACHMENT_REFUSALS = frozenset({ATTACHMENT_TOO_LARGE, MEDIA_TYPE_NOT_ALLOWED, ATTACHMENT_HASH_MISMATCH})
+ATTACHMENT_CODES = ATTACHMENT_REFUSALS | {
+    CHECKSUM_MISMATCH,
+    OFFSET_MISMATCH,
+    UPLOAD_EXPIRED,
+    ATTACHMENT_CONFLICT,
+    RANGE_NOT_SATISFIABLE,
+}
+
 # WebSocket channel only: the reason of a close (see PROTOCOL.md, "WebSocket channel")
 VERSION_UNSUPPORTED = "version_unsupported"
 TOO_MANY_CONNECTIONS = "too_many_connections"

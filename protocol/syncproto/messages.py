@@ -191,6 +191,8 @@ class EntityView(Struct, gc=False, omit_defaults=True):
     vv: VersionVector
     deleted: bool
     fields: dict[str, FieldView] = {}
+    attachments: dict[str, Literal["pending", "available", "refused"]] | None = None
+    """Status of each attachment the sent fields reference (``syncproto.attachments``); absent when none."""
 
 
 class Eviction(Struct, gc=False):

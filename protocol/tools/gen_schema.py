@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-from syncproto import messages
+from syncproto import attachments, messages
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -36,6 +36,7 @@ MESSAGES: dict[str, Any] = {
     "change": messages.Change,
     "conflict-page": messages.ConflictPage,
     "error-response": messages.ErrorResponse,
+    "attachment-ref": attachments.AttachmentRef,
 }
 """File stem -> message type."""
 

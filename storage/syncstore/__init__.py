@@ -23,10 +23,12 @@ from syncstore.adminstore import (
     DeadLetterKey,
     DeadLetterQuery,
 )
+from syncstore.attachments import AttachmentRecord, AttachmentRefRecord, AttachmentState, AttachmentStore
 from syncstore.base import EntityKey, PushSession, Store, StoreUnavailable, TenantExists, TenantNotFound
 from syncstore.faulty import FaultyStore, InjectedFault
 from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
 from syncstore.memory import MemoryStore
+from syncstore.memory_attachments import MemoryAttachmentStore
 from syncstore.records import (
     ChangeRecord,
     ConflictFilter,
@@ -40,6 +42,7 @@ from syncstore.records import (
     WrappedKey,
 )
 from syncstore.sql import SqlStore
+from syncstore.sql_attachments import SqlAttachmentStore
 
 MEMORY_URL = "memory://"
 
@@ -75,12 +78,26 @@ def open_store(url: str, **engine_kwargs: Any) -> Store:
     )
 
 
+def attachment_store_for(store: Store) -> AttachmentStore:
+    """The ``AttachmentStore`` that keeps its rows in the same database as ``store``."""
+    inner = store.inner if isinstance(store, FaultyStore) else store
+    if isinstance(inner, SqlStore):
+        return SqlAttachmentStore(inner.engine)
+    if isinstance(inner, MemoryStore):
+        return MemoryAttachmentStore()
+    raise TypeError(f"no attachment store for {type(inner).__name__}")
+
+
 __all__ = [
     "MEMORY_URL",
     "SEALED_TABLES",
     "TRANSIENT_ERRORS",
     "AccessStore",
     "AdminStore",
+    "AttachmentRecord",
+    "AttachmentRefRecord",
+    "AttachmentState",
+    "AttachmentStore",
     "AuditRecord",
     "ChangeRecord",
     "ConflictFilter",
@@ -97,6 +114,7 @@ __all__ = [
     "InjectedFault",
     "KeyStore",
     "MembershipRecord",
+    "MemoryAttachmentStore",
     "MemoryStore",
     "PushBatch",
     "PushSession",
@@ -105,6 +123,7 @@ __all__ = [
     "ScopedEntity",
     "SealedRow",
     "SealedTable",
+    "SqlAttachmentStore",
     "SqlStore",
     "Store",
     "StoreUnavailable",
@@ -112,5 +131,6 @@ __all__ = [
     "TenantNotFound",
     "TenantRecord",
     "WrappedKey",
+    "attachment_store_for",
     "open_store",
 ]

@@ -229,3 +229,44 @@ entity_channels = Table(
 
 # Data-subject export: every change one user made, in seq order.
 Index("ix_changes_tenant_user_seq", changes.c.tenant_id, changes.c.user_sub, changes.c.seq)
+
+# Attachments (see syncstore/attachments.py): one row per device-chosen attachment id. The bytes live
+# in a blob store, sealed in chunks; ``blob_owner`` names the attachment whose objects hold them
+# (itself, or an earlier one with equal content: ``mac`` is a keyed hash, never the plain SHA-256).
+attachments = Table(
+    "attachments",
+    metadata,
+    _tenant_fk(),
+    Column("id", String(ID), nullable=False),
+    Column("user_sub", String(LONG_ID), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("media_type", String(TAG * 2), nullable=False),
+    Column("mac", String(TAG), nullable=False),
+    Column("mac_version", Integer, nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("state", String(TAG), nullable=False),
+    Column("upload_offset", BigInteger, nullable=False),
+    Column("chunk_bytes", Integer, nullable=False),
+    Column("blob_owner", String(ID), nullable=True),
+    Column("code", String(TAG), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("referenced_at", BigInteger, nullable=True),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    # Dedup: find an available blob with this keyed hash.
+    Index("ix_attachments_tenant_mac", "tenant_id", "mac"),
+    Index("ix_attachments_tenant_state", "tenant_id", "state", "id"),
+)
+
+attachment_refs = Table(
+    "attachment_refs",
+    metadata,
+    _tenant_fk(),
+    Column("attachment_id", String(ID), nullable=False),
+    Column("collection", String(ID), nullable=False),
+    Column("entity_id", String(LONG_ID), nullable=False),
+    Column("seen_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "attachment_id", "collection", "entity_id"),
+)

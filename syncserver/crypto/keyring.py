@@ -12,12 +12,16 @@ within one TTL.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cachetools import TTLCache
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from syncserver.crypto.envelope import DecryptionError, open_sealed, row_aad, seal
 from syncserver.crypto.keys import KeyProvider
@@ -32,11 +36,14 @@ def wrap_aad(tenant: str, version: int) -> bytes:
 class TenantCipher:
     """Seals with the tenant's current key; opens any version it holds."""
 
-    __slots__ = ("_keys", "current_version", "tenant")
+    __slots__ = ("_keys", "_mac_keys", "current_version", "tenant")
 
-    def __init__(self, tenant: str, keys: dict[int, AESGCM], current_version: int) -> None:
+    def __init__(
+        self, tenant: str, keys: dict[int, AESGCM], current_version: int, mac_keys: dict[int, bytes] | None = None
+    ) -> None:
         self.tenant = tenant
         self._keys = keys
+        self._mac_keys = mac_keys or {}
         self.current_version = current_version
 
     def __repr__(self) -> str:  # never show key material
@@ -46,15 +53,33 @@ class TenantCipher:
         """Whether this cipher holds every one of these key versions."""
         return all(v in self._keys for v in versions)
 
-    def seal(self, table: str, row: str, plaintext: bytes) -> tuple[int, bytes]:
-        v = self.current_version
+    def seal(self, table: str, row: str, plaintext: bytes, version: int | None = None) -> tuple[int, bytes]:
+        """Seal under the current key version, or under ``version`` (a blob that began under an older one)."""
+        v = self.current_version if version is None else version
+        if v not in self._keys:
+            raise DecryptionError(f"key version {v} of this tenant is not available")
         return v, seal(self._keys[v], plaintext, row_aad(self.tenant, table, row, v))
+
+    def mac(self, key_version: int, data: bytes) -> str:
+        """A keyed hash (HMAC-SHA256, hex) under a key derived from this tenant's data key of ``key_version``.
+
+        Equal ``data`` gives equal MACs within a tenant and unrelated ones across tenants (attachment dedup).
+        """
+        key = self._mac_keys.get(key_version)
+        if key is None:
+            raise DecryptionError(f"key version {key_version} of this tenant is not available")
+        return hmac.new(key, data, hashlib.sha256).hexdigest()
 
     def open(self, table: str, row: str, key_version: int, blob: bytes) -> bytes:
         key = self._keys.get(key_version)
         if key is None:
             raise DecryptionError(f"key version {key_version} of this tenant is not available")
         return open_sealed(key, blob, row_aad(self.tenant, table, row, key_version))
+
+
+def _mac_key(data_key: bytes) -> bytes:
+    # A separate key for keyed hashes: a data key is only ever used for AES-GCM.
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sync/v1/attachment-mac").derive(data_key)
 
 
 @dataclass
@@ -94,9 +119,10 @@ class TenantKeyring:
         usable = [k for k in wrapped if k.state != "destroyed"]
         if not usable:
             raise TenantNotFound(tenant)
-        keys = {k.version: AESGCM(self._provider.unwrap(k.wrapped, wrap_aad(tenant, k.version))) for k in usable}
+        raw = {k.version: self._provider.unwrap(k.wrapped, wrap_aad(tenant, k.version)) for k in usable}
+        keys = {v: AESGCM(key) for v, key in raw.items()}
         active = [k.version for k in usable if k.state == "active"] or list(keys)
-        cipher = TenantCipher(tenant, keys, max(active))
+        cipher = TenantCipher(tenant, keys, max(active), {v: _mac_key(key) for v, key in raw.items()})
         self._cache[tenant] = cipher
         return cipher
 

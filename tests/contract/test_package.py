@@ -53,8 +53,19 @@ ACCESS_AND_KEY_EXPORTS = {
 }
 
 
+ATTACHMENT_EXPORTS = {
+    "AttachmentRecord",
+    "AttachmentRefRecord",
+    "AttachmentState",
+    "AttachmentStore",
+    "MemoryAttachmentStore",
+    "SqlAttachmentStore",
+    "attachment_store_for",
+}
+
+
 def test_exported_members_are_deliberate() -> None:
-    expected = EXPORTED | ADMIN_EXPORTS | ACCESS_AND_KEY_EXPORTS
+    expected = EXPORTED | ADMIN_EXPORTS | ACCESS_AND_KEY_EXPORTS | ATTACHMENT_EXPORTS
     assert set(syncstore.__all__) == expected
     assert len(syncstore.__all__) == len(expected)
     for name in syncstore.__all__:

@@ -32,6 +32,8 @@ TABLES = {
     "audit_log",
     "conflict_overrides",
     "entity_channels",
+    "attachments",
+    "attachment_refs",
 }
 
 

@@ -30,6 +30,7 @@ EXPECTED: dict[str, str] = gen_schema.expected_files()
 
 def test_every_top_level_message_has_a_schema_file() -> None:
     assert sorted(EXPECTED) == [
+        "attachment-ref.json",
         "change.json",
         "conflict-page.json",
         "error-response.json",

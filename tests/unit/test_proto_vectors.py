@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from syncproto import errors, messages
+from syncproto import attachments, errors, messages
 from syncproto.crdt import text
 from syncproto.crdt.text import TextState
 
@@ -29,6 +29,7 @@ DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "Change": messages.change_decoder,
     "ConflictPage": messages.conflict_page_decoder,
     "ErrorResponse": messages.error_response_decoder,
+    "AttachmentRef": attachments.attachment_ref_decoder,
 }
 ENVELOPE = {"message", "description", "body", "raw", "canonical", "error", "path"}
 _TAG_PATH = re.compile(r"\.ops\[\d+\]\.op`?$")

@@ -1,0 +1,54 @@
+"""``ObstoreBlobStore``: the ``BlobStore`` over any obstore ``ObjectStore`` (shared by the fs and S3 backends)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import obstore
+from obstore.exceptions import NotFoundError
+
+from syncserver.attachments.blobstore import BlobNotFound, BlobStoreUnavailable
+
+
+class ObstoreBlobStore:
+    """Maps ``BlobStore`` calls to obstore; subclasses only build the store."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> Any:
+        return self._store
+
+    async def put(self, key: str, data: bytes) -> None:
+        try:
+            await obstore.put_async(self.store, key, data, use_multipart=False)
+        except OSError as exc:
+            raise BlobStoreUnavailable(str(exc)) from exc
+
+    async def get(self, key: str) -> bytes:
+        try:
+            result = await obstore.get_async(self.store, key)
+            return bytes(await result.bytes_async())
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise BlobNotFound(key) from exc
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            try:
+                await obstore.delete_async(self.store, key)
+            except (NotFoundError, FileNotFoundError):
+                continue
+
+    async def list(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        try:
+            async for batch in obstore.list(self.store, prefix=prefix.rstrip("/") or None):
+                found.extend(str(meta["path"]) for meta in batch)
+        except (NotFoundError, FileNotFoundError):
+            return []
+        return sorted(k for k in found if k.startswith(prefix))
+
+    async def close(self) -> None:
+        return None

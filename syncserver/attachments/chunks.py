@@ -1,0 +1,120 @@
+"""Attachment bytes at rest: fixed-size chunks, each sealed with AES-256-GCM under the tenant's data key.
+
+A blob of ``size`` bytes is ``max(1, ceil(size / chunk_bytes))`` chunks, object
+``<tenant>/<owner>/v<key version>/<index:08d>`` each. Every chunk is sealed by
+``TenantCipher.seal`` with associated data naming the tenant, the table
+``attachment``, the owning attachment id, the chunk index and whether it is the
+last chunk (and the key version, as for rows). So a flipped byte, two swapped
+chunks, a chunk copied from another attachment or tenant, and a blob cut short
+(its new last chunk lacks the "last" flag) all fail to open: ``ChunkError``,
+never wrong bytes.
+
+An upload in progress keeps the bytes after its last whole chunk in a sealed
+``tail-<offset>`` object, so a resumed upload (even after a crash) continues
+exactly where the committed offset says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from syncserver.attachments.blobstore import BlobNotFound, BlobStore
+from syncserver.crypto.envelope import DecryptionError
+from syncserver.crypto.keyring import TenantCipher
+
+TABLE = "attachment"
+
+
+class ChunkError(Exception):
+    """A chunk is missing or does not open: the stored blob was tampered with or damaged."""
+
+
+def chunk_count(size: int, chunk_bytes: int) -> int:
+    return max(1, -(-size // chunk_bytes))
+
+
+def prefix(tenant: str, owner: str) -> str:
+    return f"{tenant}/{owner}/"
+
+
+def chunk_key(tenant: str, owner: str, key_version: int, index: int) -> str:
+    return f"{tenant}/{owner}/v{key_version}/{index:08d}"
+
+
+def tail_key(tenant: str, owner: str, key_version: int, offset: int) -> str:
+    return f"{tenant}/{owner}/v{key_version}/tail-{offset}"
+
+
+def _row(owner: str, index: int, last: bool) -> str:
+    # Ids never contain "/", so this names exactly one (owner, index, last).
+    return f"{owner}/{index}/{'last' if last else 'more'}"
+
+
+def seal_chunk(cipher: TenantCipher, owner: str, index: int, last: bool, data: bytes, key_version: int) -> bytes:
+    # Chunks of one blob share its key version, even if the tenant's key rotated during the upload.
+    return cipher.seal(TABLE, _row(owner, index, last), data, key_version)[1]
+
+
+def open_chunk(cipher: TenantCipher, owner: str, index: int, last: bool, blob: bytes, key_version: int) -> bytes:
+    try:
+        return cipher.open(TABLE, _row(owner, index, last), key_version, blob)
+    except DecryptionError as exc:
+        raise ChunkError(f"chunk {index} of attachment {owner} does not open") from exc
+
+
+def seal_tail(cipher: TenantCipher, owner: str, offset: int, data: bytes, key_version: int) -> bytes:
+    return cipher.seal(TABLE, f"{owner}/tail/{offset}", data, key_version)[1]
+
+
+def open_tail(cipher: TenantCipher, owner: str, offset: int, blob: bytes, key_version: int) -> bytes:
+    try:
+        return cipher.open(TABLE, f"{owner}/tail/{offset}", key_version, blob)
+    except DecryptionError as exc:
+        raise ChunkError(f"the partial chunk of upload {owner} does not open") from exc
+
+
+class SealedBlob:
+    """Reads the plaintext of one stored blob, chunk by chunk (memory: one chunk)."""
+
+    def __init__(
+        self, blobs: BlobStore, cipher: TenantCipher, tenant: str, owner: str, key_version: int, size: int, chunk: int
+    ) -> None:
+        self.blobs = blobs
+        self.cipher = cipher
+        self.tenant = tenant
+        self.owner = owner
+        self.key_version = key_version
+        self.size = size
+        self.chunk = chunk
+        self.count = chunk_count(size, chunk)
+
+    async def read_chunk(self, index: int) -> bytes:
+        try:
+            blob = await self.blobs.get(chunk_key(self.tenant, self.owner, self.key_version, index))
+        except BlobNotFound as exc:
+            raise ChunkError(f"chunk {index} of attachment {self.owner} is missing") from exc
+        last = index == self.count - 1
+        data = open_chunk(self.cipher, self.owner, index, last, blob, self.key_version)
+        expected = self.size - index * self.chunk if last else self.chunk
+        if len(data) != expected:
+            raise ChunkError(f"chunk {index} of attachment {self.owner} has the wrong length")
+        return data
+
+    async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Plaintext bytes ``[start, end)`` (``end`` defaults to the size)."""
+        stop = self.size if end is None else end
+        index = start // self.chunk
+        while index * self.chunk < stop or (index == 0 and self.size == 0):
+            data = await self.read_chunk(index)
+            base = index * self.chunk
+            piece = data[max(0, start - base) : max(0, stop - base)]
+            if piece:
+                yield piece
+            index += 1
+            if index >= self.count:
+                break
+
+    async def verify(self, start: int = 0, end: int | None = None) -> None:
+        """Open every chunk covering ``[start, end)``; raise ``ChunkError`` at the first bad one."""
+        async for _ in self.read(start, end):
+            pass

@@ -1,0 +1,168 @@
+"""Attachments end to end through the app: references in pushes, tus uploads, statuses, downloads, scope."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.attachment_client import TUS, create, patch, ref_for, sha1_header, upload
+from tests.integration.conftest import Server, change, make_settings, start
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def app_server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
+    url = "memory://" if request.param == "memory" else f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}"
+    async for s in start(make_settings(tmp_path, url)):
+        yield s
+
+
+def photo(size: int = 700_000) -> bytes:
+    return os.urandom(size)
+
+
+async def test_a_change_referencing_a_missing_attachment_is_applied_pending_then_available(app_server: Server) -> None:
+    s = app_server
+    tenant = await s.tenant()
+    h = s.headers(tenant, "driver-1", "driver", ("driver:1",))
+    data = photo()
+    ref = ref_for(data)
+    ops = [{"op": "set", "field": "driver_id", "value": "1"}, {"op": "set", "field": "pod", "value": ref.to_value()}]
+    results = await s.push(h, "phone-1", [change(1, "dlv-1", ops)])
+    assert results[0]["status"] == "applied"
+
+    changes, _ = await s.pull_all(h)
+    assert changes[0]["attachments"] == {ref.id: "pending"}
+    r = await s.client.get("/v1/entities/deliveries/dlv-1", headers=h)
+    assert r.json()["attachments"] == {ref.id: "pending"}
+    assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=h)).status_code == 404
+
+    r = await upload(s.client, h, ref, data)
+    assert r.status_code == 204, r.text
+    changes, _ = await s.pull_all(h)
+    assert changes[0]["attachments"] == {ref.id: "available"}
+    r = await s.client.get(f"/v1/attachments/{ref.id}", headers=h)
+    assert r.status_code == 200
+    assert hashlib.sha256(r.content).hexdigest() == ref.sha256
+    assert r.headers["etag"] == f'"{ref.id}"'
+    assert r.headers["cache-control"] == "private, max-age=31536000, immutable"
+    assert r.headers["content-type"] == "image/jpeg"
+
+
+async def test_range_requests_return_exactly_the_requested_bytes(app_server: Server) -> None:
+    s = app_server
+    tenant = await s.tenant()
+    h = s.headers(tenant, "disp")
+    data = photo(600_000)
+    ref = ref_for(data)
+    assert (await upload(s.client, h, ref, data)).status_code == 204
+    url = f"/v1/attachments/{ref.id}"
+    for header, (first, end) in {
+        "bytes=0-9": (0, 10),
+        "bytes=262140-262150": (262140, 262151),
+        "bytes=-5": (len(data) - 5, len(data)),
+        "bytes=500000-": (500000, len(data)),
+    }.items():
+        r = await s.client.get(url, headers={**h, "Range": header})
+        assert r.status_code == 206, header
+        assert r.content == data[first:end], header
+        assert r.headers["content-range"] == f"bytes {first}-{end - 1}/{len(data)}"
+    r = await s.client.get(url, headers={**h, "Range": f"bytes={len(data)}-"})
+    assert r.status_code == 416
+    assert r.json()["error"]["code"] == "range_not_satisfiable"
+    r = await s.client.get(url, headers={**h, "If-None-Match": f'"{ref.id}"'})
+    assert r.status_code == 304
+
+
+async def test_head_tells_the_offset_and_a_bad_checksum_is_refused_with_460(app_server: Server) -> None:
+    s = app_server
+    tenant = await s.tenant()
+    h = s.headers(tenant, "driver-1", "driver", ("driver:1",))
+    data = photo(300_000)
+    ref = ref_for(data)
+    r = await create(s.client, h, ref)
+    assert r.status_code == 201
+    assert r.headers["location"] == f"/v1/attachments/uploads/{ref.id}"
+    assert (await patch(s.client, h, ref.id, 0, data[:100_000])).status_code == 204
+    head = await s.client.head(f"/v1/attachments/uploads/{ref.id}", headers={**h, **TUS})
+    assert head.headers["upload-offset"] == "100000"
+    assert head.headers["upload-length"] == str(len(data))
+
+    bad = await patch(s.client, h, ref.id, 100_000, data[100_000:200_000], sha1_header(b"something else"))
+    assert bad.status_code == 460
+    assert bad.json()["error"]["code"] == "checksum_mismatch"
+    head = await s.client.head(f"/v1/attachments/uploads/{ref.id}", headers={**h, **TUS})
+    assert head.headers["upload-offset"] == "100000"
+
+    wrong = await patch(s.client, h, ref.id, 50, data[50:100])
+    assert wrong.status_code == 409
+    assert wrong.json()["error"]["code"] == "offset_mismatch"
+
+    good = await patch(s.client, h, ref.id, 100_000, data[100_000:], sha1_header(data[100_000:]))
+    assert good.status_code == 204
+    assert good.headers["upload-offset"] == str(len(data))
+    # The driver sees it only once an entity in its channels references it.
+    assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=h)).status_code == 404
+    ops = [{"op": "set", "field": "driver_id", "value": "1"}, {"op": "set", "field": "pod", "value": ref.to_value()}]
+    await s.push(h, "phone-1", [change(1, "dlv-1", ops)])
+    r = await s.client.get(f"/v1/attachments/{ref.id}", headers=h)
+    assert r.content == data
+
+
+async def test_a_refused_upload_is_a_dead_letter_and_the_next_upload_goes_through(app_server: Server) -> None:
+    s = app_server
+    tenant = await s.tenant()
+    h = s.headers(tenant, "disp")
+    text = b"not an image"
+    bad_type = ref_for(text, media_type="text/plain")
+    r = await create(s.client, h, bad_type)
+    assert r.status_code == 415
+    assert r.json()["error"]["code"] == "media_type_not_allowed"
+    r = await create(s.client, h, bad_type)  # a retry gets the same stable answer
+    assert r.json()["error"]["code"] == "media_type_not_allowed"
+
+    data = photo(200_000)
+    lying = ref_for(os.urandom(200_000))
+    lying = ref_for(data, attachment_id=lying.id)
+    lying = type(lying)(id=lying.id, size=lying.size, sha256="0" * 64, media_type="image/png")
+    r = await upload(s.client, h, lying, data)
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "attachment_hash_mismatch"
+    ops = [{"op": "set", "field": "pod", "value": lying.to_value()}]
+    await s.push(h, "web-1", [change(1, "dlv-9", ops)])
+    r = await s.client.get("/v1/entities/deliveries/dlv-9", headers=h)
+    assert r.json()["attachments"] == {lying.id: "refused"}
+    assert (await s.client.get(f"/v1/attachments/{lying.id}", headers=h)).status_code == 404
+
+    good = ref_for(data)
+    assert (await upload(s.client, h, good, data)).status_code == 204
+    assert (await s.client.get(f"/v1/attachments/{good.id}", headers=h)).content == data
+
+
+async def test_another_tenant_and_another_drivers_channel_are_not_found(app_server: Server) -> None:
+    s = app_server
+    acme, other = await s.tenant("acme"), await s.tenant("other")
+    d1 = s.headers(acme, "driver-1", "driver", ("driver:1",))
+    d2 = s.headers(acme, "driver-2", "driver", ("driver:2",))
+    data = photo(100_000)
+    ref = ref_for(data)
+    assert (await upload(s.client, d1, ref, data)).status_code == 204
+    ops = [{"op": "set", "field": "driver_id", "value": "1"}, {"op": "set", "field": "pod", "value": ref.to_value()}]
+    await s.push(d1, "phone-1", [change(1, "dlv-1", ops)])
+    assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=d1)).status_code == 200
+    for headers in (d2, s.headers(other, "disp"), s.headers(other, "driver-1", "driver", ("driver:1",))):
+        r = await s.client.get(f"/v1/attachments/{ref.id}", headers=headers)
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "not_found"
+    # Another user (or tenant) cannot resume or read the state of the upload either.
+    head = await s.client.head(f"/v1/attachments/uploads/{ref.id}", headers={**s.headers(other, "driver-1"), **TUS})
+    assert head.status_code == 404
+    # An entity moved out of driver 1's channels takes the attachment with it.
+    await s.push(d1, "phone-1", [change(2, "dlv-1", [{"op": "set", "field": "depot", "value": "x"}])])
+    moved = [{"op": "set", "field": "driver_id", "value": "2"}]
+    await s.push(s.headers(acme, "disp"), "web-1", [change(1, "dlv-1", moved, context={"phone-1": 2})])
+    assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=d1)).status_code == 404
+    assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=d2)).status_code == 200
