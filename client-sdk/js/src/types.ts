@@ -86,6 +86,8 @@ export interface EntityView {
   vv: VersionVector;
   deleted: boolean;
   fields: Record<string, FieldView>;
+  /** status of each attachment the sent fields reference, when there are any */
+  attachments?: Record<string, "pending" | "available" | "refused">;
 }
 
 export interface Eviction {

@@ -216,7 +216,7 @@ export function readEntityView(v: unknown): EntityView {
   need(o, ["collection", "entity", "seq", "vv", "deleted"], "an entity view");
   const fields: Record<string, FieldView> = {};
   for (const [name, f] of Object.entries(isObject(o["fields"]) ? o["fields"] : {})) fields[name] = readField(f);
-  return {
+  const view: EntityView = {
     collection: String(o["collection"]),
     entity: String(o["entity"]),
     seq: Number(o["seq"]),
@@ -224,6 +224,8 @@ export function readEntityView(v: unknown): EntityView {
     deleted: Boolean(o["deleted"]),
     fields,
   };
+  if (isObject(o["attachments"])) view.attachments = o["attachments"] as EntityView["attachments"] & object;
+  return view;
 }
 
 function readEviction(v: unknown): Eviction {
@@ -290,5 +292,6 @@ export function canonicalPullRequest(r: PullRequest): PullRequest {
 export function canonicalEntityView(v: EntityView): Record<string, unknown> {
   const out: Record<string, unknown> = { collection: v.collection, entity: v.entity, seq: v.seq, vv: v.vv, deleted: v.deleted };
   if (Object.keys(v.fields).length) out["fields"] = v.fields;
+  if (v.attachments) out["attachments"] = v.attachments;
   return out;
 }
