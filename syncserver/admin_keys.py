@@ -36,7 +36,9 @@ def provide_key_ops(state: State) -> KeyOps:
     """One ``KeyOps`` per app, built on first use from what the lifespan put in ``state``."""
     ops: KeyOps | None = state.get("key_ops")
     if ops is None:
-        ops = KeyOps(state.store, state.keyring, state.key_provider, state.schema)
+        ops = KeyOps(
+            state.store, state.keyring, state.key_provider, state.schema, attachments=state.get("attachment_keys")
+        )
         state.key_ops = ops
     return ops
 

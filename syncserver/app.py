@@ -28,6 +28,7 @@ from syncserver.admin.web import TEMPLATES, admin_router, content_security_polic
 from syncserver.admin_keys import KeyAdminController
 from syncserver.attachments.backends import open_blob_store
 from syncserver.attachments.download import AttachmentReader, DownloadController
+from syncserver.attachments.keyops import AttachmentKeys
 from syncserver.attachments.refs import AttachmentPushService
 from syncserver.attachments.status import AttachmentPullService
 from syncserver.attachments.tus import TusController
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         app.state.pull_service = AttachmentPullService(attachment_meta, backend, keyring, schema, settings.limits)
         app.state.upload_service = UploadService(attachment_meta, blobs, keyring, settings.attachments)
         app.state.attachment_reader = AttachmentReader(attachment_meta, blobs, app.state.pull_service)
+        app.state.attachment_keys = AttachmentKeys(attachment_meta, blobs)
         app.state.live = LiveHub(backend, app.state.pull_service, settings.live)
         await app.state.live.start(fanout)
         app.state.conflict_service = ConflictService(backend, keyring)

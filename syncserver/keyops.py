@@ -17,6 +17,10 @@ fingerprints, never a key or a value.
   key (the provider still unwraps with the previous one). No payload is read.
 * **erase_tenant**: destroys the tenant's keys first, then deletes its rows.
 * **export_user**: every change and dead letter of one ``sub``, decrypted.
+
+Attachments (``syncserver.attachments.keyops``) follow the same rules: their
+blobs count in the usage of their key version, ``reencrypt`` moves them,
+``erase_tenant`` deletes their objects, ``export_user`` includes them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from msgspec import Struct
 from syncproto.messages import Op
 from syncproto.schema import Schema
 from syncserver import payloads
+from syncserver.attachments.keyops import AttachmentKeys, ExportedAttachment
 from syncserver.crypto.envelope import DecryptionError
 from syncserver.crypto.keyring import TenantCipher, TenantKeyring, wrap_aad
 from syncserver.crypto.keys import KeyProvider, KeyProviderError
@@ -130,6 +135,7 @@ class UserExport(Struct, gc=False):
     replicas: list[str]
     changes: list[ExportedChange]
     dead_letters: list[ExportedDeadLetter]
+    attachments: list[ExportedAttachment] = []
 
 
 def iso(ms: int) -> str:
@@ -146,6 +152,7 @@ class KeyOps:
         provider: KeyProvider,
         schema: Schema,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        attachments: AttachmentKeys | None = None,
     ) -> None:
         if not (isinstance(store, KeyStore) and isinstance(store, AdminStore) and isinstance(store, AccessStore)):
             raise TypeError(f"{type(store).__name__} must implement KeyStore, AccessStore and AdminStore")
@@ -157,6 +164,14 @@ class KeyOps:
         self.provider = provider
         self.schema = schema
         self.clock = clock
+        self.attachments = attachments
+
+    async def _usage(self, tenant: str) -> dict[str, dict[int, int]]:
+        """Cells per table and key version, attachment blobs included (as table ``attachments``)."""
+        usage = dict(await self.keys.key_usage(tenant))
+        if self.attachments is not None:
+            usage["attachments"] = await self.attachments.usage(tenant)
+        return usage
 
     # --- status and rotation --------------------------------------------------
 
@@ -164,7 +179,7 @@ class KeyOps:
         wrapped = await self.store.tenant_keys(tenant)
         if not wrapped:
             raise TenantNotFound(tenant)
-        usage = await self.keys.key_usage(tenant)
+        usage = await self._usage(tenant)
         rows = {k.version: sum(t.get(k.version, 0) for t in usage.values()) for k in wrapped}
         active = max([k.version for k in wrapped if k.state == "active"] or [0])
         versions = [
@@ -195,7 +210,7 @@ class KeyOps:
             raise KeyOpError(f"tenant {tenant!r} has no key version {version}")
         if wrapped[version].state == "active":
             raise KeyOpError("the active version cannot be destroyed; rotate first")
-        usage = await self.keys.key_usage(tenant)
+        usage = await self._usage(tenant)
         in_use = sum(t.get(version, 0) for t in usage.values())
         if in_use:
             raise KeyOpError(f"{in_use} rows are still sealed under version {version}; run reencrypt first")
@@ -234,7 +249,11 @@ class KeyOps:
                     progress(table, len(rows))
                 if pause_s:
                     await asyncio.sleep(pause_s)
-        usage = await self.keys.key_usage(tenant)
+        if self.attachments is not None and (max_rows is None or totals["handled"] < max_rows):
+            moved, failed = await self.attachments.reencrypt(tenant, cipher)
+            totals["resealed"] += moved
+            totals["failed"] += failed
+        usage = await self._usage(tenant)
         remaining = sum(n for t in usage.values() for v, n in t.items() if v != target)
         result = ReencryptResult(
             tenant, target, totals["resealed"], totals["skipped"], totals["failed"], remaining=remaining
@@ -265,7 +284,7 @@ class KeyOps:
         """Per table, how many cells ``reencrypt`` still has to move (for progress totals)."""
         self.keyring.forget(tenant)
         target = (await self.keyring.cipher(tenant)).current_version
-        usage = await self.keys.key_usage(tenant)
+        usage = await self._usage(tenant)
         return {t: sum(n for v, n in versions.items() if v != target) for t, versions in usage.items()}
 
     # --- master key -----------------------------------------------------------
@@ -305,7 +324,10 @@ class KeyOps:
         await self._audit(tenant, actor, "tenant.erase", tenant, {"phase": "start"})
         destroyed = await self.keys.destroy_tenant_keys(tenant)
         self.keyring.forget(tenant)
+        objects = await self.attachments.erase(tenant) if self.attachments is not None else 0
         deleted = await self.keys.erase_tenant(tenant)
+        if self.attachments is not None:
+            deleted["attachment_objects"] = objects
         details = {"phase": "done", "keys_destroyed": destroyed, "rows_deleted": deleted}
         await self._audit(tenant, actor, "tenant.erase", tenant, details)
         return EraseResult(tenant, destroyed, deleted)
@@ -334,10 +356,13 @@ class KeyOps:
                 )
             after = page[-1].seq
         letters = await self._dead_letters(tenant, sub, cipher)
+        files = await self.attachments.export(tenant, sub, cipher) if self.attachments is not None else []
         replicas = sorted({c.replica for c in changes} | {d.replica for d in letters})
         details = {"changes": len(changes), "dead_letters": len(letters)}
+        if files:
+            details["attachments"] = len(files)
         await self._audit(tenant, actor, "user.export", sub, details)
-        return UserExport(tenant, sub, iso(self.clock()), replicas, changes, letters)
+        return UserExport(tenant, sub, iso(self.clock()), replicas, changes, letters, files)
 
     async def _dead_letters(self, tenant: str, sub: str, cipher: TenantCipher) -> list[ExportedDeadLetter]:
         found: list[ExportedDeadLetter] = []

@@ -33,12 +33,15 @@ from rich.table import Table
 from syncserver import devsecrets
 from syncserver.admin.cli import integrity_failure
 from syncserver.app import open_backend
+from syncserver.attachments.backends import open_blob_store
+from syncserver.attachments.keyops import AttachmentKeys
 from syncserver.collections_config import load_schema
 from syncserver.crypto.envelope import DecryptionError
 from syncserver.crypto.keyring import TenantKeyring
 from syncserver.crypto.keys import KeyProviderError
 from syncserver.keyops import KeyOpError, KeyOps
 from syncserver.settings import Settings
+from syncstore import attachment_store_for
 from syncstore.base import TenantNotFound
 
 T = TypeVar("T")
@@ -60,7 +63,11 @@ def run_ops(settings: Settings, fn: Callable[[KeyOps], Awaitable[T]]) -> T:
         try:
             provider = devsecrets.key_provider(settings)
             keyring = TenantKeyring(store, provider, settings.key_cache_ttl_s)
-            return await fn(KeyOps(store, keyring, provider, load_schema(settings.collections_file)))
+            files = AttachmentKeys(
+                attachment_store_for(store), open_blob_store(settings.attachments, settings.data_dir)
+            )
+            schema = load_schema(settings.collections_file)
+            return await fn(KeyOps(store, keyring, provider, schema, attachments=files))
         finally:
             await store.close()
 

@@ -1,0 +1,71 @@
+"""Attachments under the key lifecycle: rotation re-encrypts them, erase shreds them, export includes them."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.attachment_client import ref_for, upload
+from tests.integration.conftest import Server, make_settings, start
+
+
+@pytest.fixture
+async def fs_server(tmp_path: Path) -> AsyncIterator[Server]:
+    async for s in start(make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}")):
+        yield s
+
+
+async def test_reencrypt_moves_attachments_to_the_new_key_and_only_then_the_old_one_can_go(fs_server: Server) -> None:
+    s = fs_server
+    tenant = await s.tenant()
+    admin, driver = s.headers(tenant, "ops", "admin"), s.headers(tenant, "d-1")
+    data = os.urandom(300_000)
+    ref = ref_for(data)
+    assert (await upload(s.client, driver, ref, data)).status_code == 204
+    blob_dir = s.settings.data_dir / "blobs" / tenant / ref.id
+    assert [p.name for p in blob_dir.iterdir()] == ["v1"]
+
+    assert (await s.client.post("/v1/admin/keys/rotate", headers=admin)).status_code == 200
+    status = (await s.client.get("/v1/admin/keys", headers=admin)).json()
+    assert status["stale_rows"] >= 1
+    refused = await s.client.post("/v1/admin/keys/1/destroy", headers=admin)
+    assert refused.status_code == 409  # the attachment still needs version 1
+
+    result = (await s.client.post("/v1/admin/keys/reencrypt", headers=admin)).json()
+    assert result["remaining"] == 0
+    assert [p.name for p in blob_dir.iterdir()] == ["v2"]
+    assert (await s.client.post("/v1/admin/keys/1/destroy", headers=admin)).status_code == 200
+    r = await s.client.get(f"/v1/attachments/{ref.id}", headers=admin)
+    assert r.status_code == 200
+    assert r.content == data
+
+
+async def test_erase_deletes_every_object_of_the_tenant_and_nothing_else(fs_server: Server) -> None:
+    s = fs_server
+    doomed, kept = await s.tenant("doomed"), await s.tenant("kept")
+    for tenant in (doomed, kept):
+        data = os.urandom(100_000)
+        assert (await upload(s.client, s.headers(tenant, "d"), ref_for(data), data)).status_code == 204
+    blobs = s.settings.data_dir / "blobs"
+    r = await s.client.post(f"/v1/admin/tenant/erase?confirm={doomed}", headers=s.headers(doomed, "ops", "admin"))
+    assert r.status_code == 200, r.text
+    assert r.json()["rows_deleted"]["attachment_objects"] == 1
+    assert [p for p in (blobs / doomed).rglob("*") if p.is_file()] == []
+    assert [p.name for p in (blobs / kept).rglob("*") if p.is_file()] == ["00000000"]
+
+
+async def test_export_user_includes_their_attachments_with_bytes(fs_server: Server) -> None:
+    s = fs_server
+    tenant = await s.tenant()
+    data = os.urandom(50_000)
+    mine, theirs = ref_for(data), ref_for(b"other" * 10)
+    assert (await upload(s.client, s.headers(tenant, "d-17"), mine, data)).status_code == 204
+    assert (await upload(s.client, s.headers(tenant, "d-18"), theirs, b"other" * 10)).status_code == 204
+    r = await s.client.get("/v1/admin/users/d-17/export", headers=s.headers(tenant, "ops", "admin"))
+    files = r.json()["attachments"]
+    assert [(f["id"], f["state"], f["media_type"]) for f in files] == [(mine.id, "available", "image/jpeg")]
+    assert base64.b64decode(files[0]["content_b64"]) == data
