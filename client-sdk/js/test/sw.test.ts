@@ -1,0 +1,33 @@
+/** The service worker helper: a Background Sync event pushes the outbox with the token the page stored. */
+import { describe, expect, it } from "vitest";
+
+import { SyncClient } from "../src/client.js";
+import { BACKGROUND_SYNC_TAG, registerOutboxSync } from "../src/sw.js";
+import { FakeServer, freshDb } from "./fake-server.js";
+
+describe("registerOutboxSync", () => {
+  it("pushes the outbox on the sync event, once, with the page's last token", async () => {
+    const server = new FakeServer();
+    const dbName = freshDb();
+    const page = await SyncClient.open({ url: "http://sync.test", token: "first", dbName, fetch: server.fetch });
+    await page.setToken("second");
+    await page.collection("deliveries").set("dlv-1", { status: "delivered" });
+    await page.collection("deliveries").inc("dlv-1", "cod_cents", 5);
+    await page.close(); // the tab is gone
+
+    const listeners: ((e: { tag: string; waitUntil(p: Promise<unknown>): void }) => void)[] = [];
+    registerOutboxSync({ addEventListener: (_type, f) => listeners.push(f) }, { url: "http://sync.test", dbName, fetch: server.fetch });
+    const work: Promise<unknown>[] = [];
+    for (const tag of ["other-tag", BACKGROUND_SYNC_TAG]) for (const f of listeners) f({ tag, waitUntil: (p) => work.push(p) });
+    expect(work).toHaveLength(1);
+    await Promise.all(work);
+    expect(server.log.map((c) => c.n)).toEqual([1, 2]);
+    expect(server.tokens).toEqual(["second"]);
+
+    const reopened = await SyncClient.open({ url: "http://sync.test", token: "third", dbName, fetch: server.fetch });
+    expect(await reopened.pendingCount()).toBe(0);
+    await reopened.sync();
+    expect(server.log).toHaveLength(2); // not pushed again
+    await reopened.close();
+  });
+});
