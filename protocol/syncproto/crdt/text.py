@@ -14,6 +14,8 @@ import pycrdt
 from msgspec import Struct
 from pycrdt import Decoder, Doc, Text
 
+from syncproto.crdt.text_cache import thread_cache
+
 ROOT = "text"
 
 
@@ -51,7 +53,10 @@ def apply_update(state: TextState, update: bytes) -> TextState:
     runs on the document after applying. With the server's per-replica counter
     order an honest client never sends one.
     """
-    doc, _ = load(state)
+    cache = thread_cache()
+    doc = cache.take(state.update) if state.update else None
+    if doc is None:
+        doc, _ = load(state)
     try:
         doc.apply_update(update)
     except ValueError as exc:
@@ -66,7 +71,9 @@ def apply_update(state: TextState, update: bytes) -> TextState:
     for client, clock, length in _delete_set(reader):
         if clock + length > known.get(client, 0):
             raise InvalidTextUpdate("text update deletes edits of this text that the server has not received")
-    return TextState(doc.get_update())
+    merged = doc.get_update()
+    cache.put(merged, doc)  # only now: a refused update's half-merged document is dropped above
+    return TextState(merged)
 
 
 def state_vector(encoded: bytes) -> dict[int, int]:
@@ -89,7 +96,8 @@ def join(a: TextState, b: TextState) -> TextState:
 
 
 def value(state: TextState) -> str:
-    return str(load(state)[1])
+    doc = thread_cache().peek(state.update) if state.update else None
+    return str(doc.get(ROOT, type=Text)) if doc is not None else str(load(state)[1])
 
 
 def utf8_offset(s: str, codepoints: int) -> int:
