@@ -15,10 +15,15 @@ from rich.table import Table
 from syncserver import devsecrets, keys_cli
 from syncserver.admin.cli import admin as admin_commands
 from syncserver.app import open_backend
+from syncserver.attachments.backends import open_blob_store
+from syncserver.attachments.gc import AttachmentCollector
+from syncserver.attachments.uploads import UploadService
 from syncserver.auth import ROLES, TokenVerifier
+from syncserver.collections_config import load_schema
 from syncserver.crypto.keyring import TenantKeyring
 from syncserver.settings import Settings
 from syncserver.tenants import InvalidTenantId, create_tenant
+from syncstore import attachment_store_for
 from syncstore.base import Store, TenantExists
 from syncstore.migrate import upgrade
 
@@ -159,15 +164,22 @@ def token_issue(settings: Settings, tenant_id: str, sub: str, role: Any, channel
 @click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
 @click.pass_obj
 def gc(settings: Settings, tenant_id: str | None) -> None:
-    """Collect tombstones older than SYNC_TOMBSTONE_RETENTION_S."""
-    cutoff = int(time.time() * 1000) - settings.tombstone_retention_s * 1000
+    """Collect tombstones older than SYNC_TOMBSTONE_RETENTION_S, attachments unreferenced for
+    SYNC_ATTACHMENT_RETENTION_S and uploads abandoned past their expiry."""
+    now = int(time.time() * 1000)
+    cutoff = now - settings.tombstone_retention_s * 1000
 
-    async def collect(store: Store, keyring: TenantKeyring) -> int:
+    async def collect(store: Store, keyring: TenantKeyring) -> tuple[int, int, int]:
         ids = [tenant_id] if tenant_id else [t.id for t in await store.list_tenants()]
-        return sum([await store.purge_tombstones(t, cutoff) for t in ids])
+        removed = sum([await store.purge_tombstones(t, cutoff) for t in ids])
+        blobs = open_blob_store(settings.attachments, settings.data_dir)
+        uploads = UploadService(attachment_store_for(store), blobs, keyring, settings.attachments)
+        collector = AttachmentCollector(store, keyring, load_schema(settings.collections_file), uploads)
+        results = [await collector.collect(t, now) for t in ids]
+        return removed, sum(r.deleted for r in results), sum(r.abandoned for r in results)
 
-    removed = _run(settings, collect)
-    console.print(f"collected {removed} tombstones")
+    removed, deleted, abandoned = _run(settings, collect)
+    console.print(f"collected {removed} tombstones, {deleted} attachments, {abandoned} abandoned uploads")
 
 
 main.add_command(admin_commands)

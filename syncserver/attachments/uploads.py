@@ -319,11 +319,12 @@ class UploadService:
         await self.discard(row)
 
     async def discard(self, row: AttachmentRecord) -> None:
-        """Delete a row that owns no shared objects, and its objects."""
+        """Delete the row, then the objects holding its bytes once no other row uses them (dedup)."""
         self._hashing.pop((row.tenant_id, row.id), None)
         await self.meta.delete_attachment(row.tenant_id, row.id)
-        if row.blob_owner in (None, row.id) and not await self.meta.blob_users(row.tenant_id, row.id):
-            await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, row.id)))
+        owner = row.blob_owner or row.id
+        if not await self.meta.blob_users(row.tenant_id, owner):
+            await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, owner)))
 
     async def replay(self, tenant: str, attachment_id: str) -> AttachmentRecord:
         """Re-admit a refused upload: drop its bytes and let the device upload it again from offset 0.
