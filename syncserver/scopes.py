@@ -107,6 +107,8 @@ def entity_channels(collection: Collection, state: EntityState) -> frozenset[str
     too_long = [c for c in found if len(c) > MAX_CHANNEL_LENGTH]
     if too_long:
         raise ChannelError(f"a channel of this entity would be longer than {MAX_CHANNEL_LENGTH} characters")
+    if any("\x00" in c for c in found):  # PostgreSQL text cannot hold NUL
+        raise ChannelError("a channel name of this entity would contain NUL")
     return frozenset(found)
 
 

@@ -37,7 +37,8 @@ SUPPORTED_VERSIONS = (1,)
 # configure lower limits.
 Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$")]
 FieldName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")]
-ChangeId = Annotated[str, Meta(min_length=1, max_length=64)]
+ChangeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
+"""Any text but NUL (which PostgreSQL text columns cannot hold)."""
 Counter = Annotated[int, Meta(ge=1)]
 Seq = Annotated[int, Meta(ge=0)]
 Hlc = tuple[Annotated[int, Meta(ge=0)], Annotated[int, Meta(ge=0)]]

@@ -315,3 +315,24 @@ async def test_channels_a_driver_holds_or_the_entity_had_may_stay_and_dispatcher
     assert statuses(results) == ["applied", "applied", "forbidden"]
     seen_by_d2, _ = await server.pull_all(d2)
     assert [(e["entity"], e["fields"]["status"]["value"]) for e in seen_by_d2] == [("dlv-1", "delivered")]
+
+
+# --- change ids ----------------------------------------------------------------------------
+
+
+async def test_a_change_id_is_an_echo_two_counters_with_one_id_are_two_changes(server: Server) -> None:
+    """PROTOCOL.md §4.2, docs/adr/0017: the dot is the identity; the id tells duplicates from reused counters."""
+    tenant = await server.tenant()
+    h = server.headers(tenant, "driver-1")
+    first = change(1, "dlv-1", [inc(5)])
+    second = change(2, "dlv-1", [inc(7)]) | {"id": first["id"]}
+    assert statuses(await server.push(h, "phone-1", [first, second])) == ["applied", "applied"]
+    assert (await entity(server, h, "dlv-1"))["fields"]["cod_cents"]["value"] == 12
+    # For a counter at or below the high-water mark, the id decides: same id, a duplicate; another, n_reused.
+    replay = await server.push(h, "phone-1", [second, change(2, "dlv-1", [inc(7)])])
+    assert statuses(replay) == ["duplicate", "n_reused"]
+    assert (await entity(server, h, "dlv-1"))["fields"]["cod_cents"]["value"] == 12
+    # A NUL cannot be stored as text (PostgreSQL): the schema refuses it in a change id.
+    bad = change(3, "dlv-1", [inc(1)]) | {"id": "a\u0000b"}
+    r = await server.client.post("/v1/sync/push", json={"replica": "phone-1", "changes": [bad]}, headers=h)
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")

@@ -1,0 +1,212 @@
+"""No schema-valid push is ever a request-level error, and nothing accepted is lost.
+
+Random pushes that the JSON Schema accepts (every op kind, odd values: integers far
+outside 64 bits, values nested up to 40 deep, unicode, empty strings, negative
+increments, removes of absent elements, valid and garbage text updates, deletes,
+changes without ops, a driver's channels) go through the real HTTP app on every store
+backend. Each push answers 200 with one result per change, each ``applied`` or
+``rejected`` with a per-change code of PROTOCOL.md §6, each rejection is kept as a
+dead letter, the pulled state holds every applied change, and a replay is all
+duplicates.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+from litestar.testing import TestClient
+from pycrdt import Doc, Text
+
+from syncproto import errors
+from syncserver.app import create_app
+from syncserver.settings import Settings
+from syncserver.tenants import create_tenant
+from syncstore import MemoryStore
+
+ROOT = Path(__file__).resolve().parents[2]
+REPLICA = "phone-1"
+FIELDS = ["status", "recipient", "driver_id", "cod_cents", "scanned", "notes", "trail", "x"]
+HUGE = st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 2**70, -(2**70), 2**31, 2**31 - 1])
+INTS = st.one_of(st.integers(), HUGE)
+HUGE_NATURALS = st.sampled_from([2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64, 2**70])
+NATURALS = st.integers(min_value=0) | HUGE_NATURALS
+CHANGE_IDS = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=64)
+"""Any text but NUL (the schema's pattern)."""
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+SCALARS = st.one_of(st.none(), st.booleans(), INTS, st.floats(allow_nan=False, allow_infinity=False), TEXT)
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    for i in range(depth):
+        leaf = [leaf] if i % 2 else {"k": leaf}
+    return leaf
+
+
+JSON_VALUES = st.one_of(
+    st.recursive(
+        SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=8
+    ),
+    st.builds(_nested, st.integers(0, 40), SCALARS),
+)
+
+
+def _yjs_update(text: str) -> str:
+    doc: Doc[Any] = Doc()
+    doc["text"] = Text(text)
+    return base64.b64encode(doc.get_update()).decode()
+
+
+TEXT_UPDATES = st.one_of(
+    st.builds(_yjs_update, TEXT),
+    st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()),
+    TEXT,
+)
+SET_ELEMENTS = st.one_of(st.booleans(), INTS, st.floats(allow_nan=False, allow_infinity=False), TEXT)
+FIELD = st.sampled_from(FIELDS)
+
+OPS = st.one_of(
+    st.builds(lambda f, v: {"op": "set", "field": f, "value": v}, FIELD, JSON_VALUES),
+    st.builds(lambda f, by: {"op": "inc", "field": f, "by": by}, st.sampled_from(["cod_cents", "x"]), INTS),
+    st.builds(lambda v: {"op": "add", "field": "scanned", "value": v}, SET_ELEMENTS),
+    st.builds(lambda f, v: {"op": "remove", "field": f, "value": v}, st.sampled_from(["scanned", "x"]), SET_ELEMENTS),
+    st.builds(lambda f, u: {"op": "text", "field": f, "update": u}, st.sampled_from(["notes", "x"]), TEXT_UPDATES),
+    st.builds(lambda v: {"op": "append", "field": "trail", "value": v}, JSON_VALUES),
+    st.builds(
+        lambda v: {"op": "set", "field": "driver_id", "value": v},
+        st.one_of(st.sampled_from(["d1", "d2", ["d1", "d2"], ""]), TEXT, st.lists(TEXT, max_size=3)),
+    ),
+)
+DELETE = st.just([{"op": "delete"}])
+
+
+@st.composite
+def change_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "id": draw(st.uuids().map(str) | CHANGE_IDS),
+        "collection": draw(st.sampled_from(["deliveries", "notes", "a.b:c@d-e"])),
+        "entity": draw(st.sampled_from(["e1", "e2", "e3"])),
+        "hlc": [
+            draw(st.one_of(*[st.integers(0, 2**45)] * 4, NATURALS)),
+            draw(st.one_of(*[st.integers(0, 9)] * 4, NATURALS)),
+        ],
+        "context": draw(
+            st.dictionaries(
+                st.sampled_from([REPLICA, "web-1", "x"]), st.one_of(*[st.integers(0, 50)] * 4, NATURALS), max_size=3
+            )
+        ),
+        "ops": draw(st.one_of(DELETE, st.lists(OPS, max_size=4))),
+    }
+
+
+PUSHES = st.lists(st.lists(change_bodies(), min_size=1, max_size=6), min_size=1, max_size=3)
+ROLES = st.sampled_from([("dispatcher", ()), ("driver", ("driver:d1",))])
+
+
+class App:
+    """One app per backend for the whole module; each example gets a tenant of its own."""
+
+    def __init__(self, client: TestClient[Any]) -> None:
+        self.client = client
+        self.app = client.app
+
+    def tenant(self) -> str:
+        tid = f"prop-{uuid.uuid4().hex[:8]}"
+        state = self.app.state
+        self.client.blocking_portal.call(create_tenant, state.store, state.keyring, tid)
+        return tid
+
+    def headers(self, tenant: str, sub: str, role: str, channels: tuple[str, ...] = ()) -> dict[str, str]:
+        token = self.app.state.verifier.issue(tenant, sub, role, channels)
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module", params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    tmp = tmp_path_factory.mktemp(f"push-{request.param}")
+    if request.param == "memory":
+        url = "memory://"
+    elif request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp / 'sync.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    config = Settings(
+        database_url=url,
+        data_dir=tmp / "data",
+        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        jwt_secret=secrets.token_urlsafe(32),
+        collections_file=ROOT / "config" / "collections.toml",
+    )
+    store = MemoryStore() if url == "memory://" else None
+    with TestClient(create_app(config, store=store)) as client:
+        yield App(client)
+
+
+def post(app: App, path: str, headers: dict[str, str], body: Any) -> Any:
+    content = json.dumps(body, ensure_ascii=False).encode()  # Python's json keeps integers of any size
+    r = app.client.post(path, content=content, headers=headers)
+    assert r.status_code == 200, f"{path} answered {r.status_code}: {r.text}"
+    return r.json()
+
+
+def pull_all(app: App, headers: dict[str, str]) -> list[dict[str, Any]]:
+    entities: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = post(app, "/v1/sync/pull", headers, {"cursor": cursor})
+        entities += page["changes"]
+        cursor = page["cursor"]
+        if not page["more"]:
+            return entities
+
+
+@given(pushes=PUSHES, role=ROLES)
+def test_no_schema_valid_push_is_a_request_error_and_nothing_applied_is_lost(
+    app: App, pushes: list[list[dict[str, Any]]], role: tuple[str, tuple[str, ...]]
+) -> None:
+    tenant = app.tenant()
+    pusher = app.headers(tenant, "user-1", role[0], role[1])
+    n = 0
+    sent: list[dict[str, Any]] = []
+    applied: dict[tuple[str, str], int] = {}
+    seqs: list[int] = []
+    rejected = 0
+    for batch in pushes:
+        changes = []
+        for body in batch:
+            n += 1
+            changes.append({**body, "n": n})
+        results = post(app, "/v1/sync/push", pusher, {"replica": REPLICA, "changes": changes})["results"]
+        assert [(r["id"], r["n"]) for r in results] == [(c["id"], c["n"]) for c in changes]
+        for c, r in zip(changes, results, strict=True):
+            assert r["status"] in ("applied", "rejected"), r
+            event(r["status"] if r["status"] == "applied" else r["error"]["code"])
+            if r["status"] == "applied":
+                applied[(c["collection"], c["entity"])] = c["n"]
+                seqs.append(r["seq"])
+            else:
+                assert r["error"]["code"] in errors.CHANGE_CODES, r
+                rejected += 1
+        sent += changes
+
+    # Every applied change holds: the sequence has no gap, and each entity it touched shows it.
+    assert seqs == list(range(1, len(seqs) + 1))
+    boss = app.headers(tenant, "boss", "dispatcher")
+    pulled = {(e["collection"], e["entity"]): e["vv"].get(REPLICA) for e in pull_all(app, boss)}
+    assert pulled == applied
+    # Every rejection is a dead letter.
+    admin = app.headers(tenant, "admin-1", "admin")
+    r = app.client.get("/v1/admin/dead-letters", headers=admin, params={"limit": 100})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["dead_letters"]) == rejected
+    # A replay of everything is all duplicates.
+    replay = post(app, "/v1/sync/push", pusher, {"replica": REPLICA, "changes": sent})["results"]
+    assert {x["status"] for x in replay} == {"duplicate"}
