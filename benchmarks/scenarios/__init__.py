@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.runner import Scenario
-from benchmarks.scenarios import conflicts, fanout, idle, ingest, pull, storm, text
+from benchmarks.scenarios import conflicts, fanout, footprint, idle, ingest, pull, storm, text
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -36,6 +36,15 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("text", 6, "Text: replay a real editing trace", "edits/s", text.run, text.DEFAULTS, text.QUICK),
         Scenario("idle", 7, "Idle: N idle WebSocket connections", "bytes", idle.run, idle.DEFAULTS, idle.QUICK),
+        Scenario(
+            "footprint",
+            8,
+            "Footprint: bytes on disk per record, by table and index",
+            "bytes/record",
+            footprint.run,
+            footprint.DEFAULTS,
+            footprint.QUICK,
+        ),
     )
 }
 

@@ -19,7 +19,7 @@ from benchmarks.scenarios.text import TRACES
 from tests import services
 
 ROOT = Path(__file__).resolve().parents[2]
-MEASURED = ["ingest", "pull", "storm", "fanout", "conflicts", "idle", "text"]
+MEASURED = ["ingest", "pull", "storm", "fanout", "conflicts", "idle", "footprint", "text"]
 TIMEOUT_S = 600
 
 
@@ -66,6 +66,6 @@ def test_quick_suite_on_postgres(tmp_path: Path) -> None:
     services.require("PostgreSQL", services.PG_HOST, services.PG_PORT)
     # The scenarios whose SQL differs most on PostgreSQL (COPY, row locks under concurrency); all of them
     # run on SQLite above, and `run all --quick --backend postgres` runs the rest by hand.
-    out = run_quick(tmp_path, "ingest,storm,conflicts", "--backend", "postgres", "--no-peers")
+    out = run_quick(tmp_path, "ingest,storm,conflicts,footprint", "--backend", "postgres", "--no-peers")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert_results(tmp_path, "postgres", ["ingest", "storm", "conflicts"])
+    assert_results(tmp_path, "postgres", ["ingest", "storm", "conflicts", "footprint"])
