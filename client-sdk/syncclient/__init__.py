@@ -7,6 +7,7 @@ in the background (``start()``). Imports no project package but ``syncproto``.
 
 from __future__ import annotations
 
+from syncclient.attachments import Attachments, UploadState
 from syncclient.backoff import Backoff
 from syncclient.client import MAX_CHANGE_BYTES, SyncClient
 from syncclient.collection import CollectionHandle
@@ -36,6 +37,7 @@ from syncclient.transport import (
 
 __all__ = [
     "MAX_CHANGE_BYTES",
+    "Attachments",
     "Backoff",
     "CollectionHandle",
     "ConflictDetected",
@@ -58,6 +60,7 @@ __all__ = [
     "TokenRefreshable",
     "Transport",
     "TransportError",
+    "UploadState",
     "WebSocketTransport",
     "connect_websocket",
     "load_schema",

@@ -34,6 +34,16 @@ from msgspec import Meta, Struct
 
 from syncproto.messages import EntityView, Id
 
+__all__ = [
+    "ATTACHMENT_KEY",
+    "AttachmentRef",
+    "AttachmentStatus",
+    "attachment_ref",
+    "attachment_ref_decoder",
+    "refs_in_value",
+    "refs_in_view",
+]
+
 ATTACHMENT_KEY = "$attachment"
 """The reserved member of a register value that makes it an attachment reference."""
 

@@ -133,6 +133,13 @@ class UploadService:
             metrics.UPLOADS_FAILED.labels(refusal[0]).inc()
             log.info("attachment upload refused", extra={"attachment": declared.id, "code": refusal[0]})
         self._raise_if_refused(stored)
+        if stored.state == "uploading" and stored.expires_at < now:
+            # Expired and not yet collected: creating it again starts it over.
+            restarted = replace(stored, upload_offset=0, updated_at=now, expires_at=record.expires_at)
+            if await self.meta.update_attachment(stored, restarted):
+                self._hashing.pop((tenant, stored.id), None)
+                await self.blobs.delete(await self.blobs.list(chunks.prefix(tenant, stored.id)))
+                stored = restarted
         if stored.state == "uploading" and stored.size == 0:
             stored = await self._finish_empty(stored, cipher)
         return stored
