@@ -420,6 +420,7 @@ export class SyncClient {
           if (this.liveUnconfirmed !== null) this.liveFailedAt = this.liveUnconfirmed; // HTTP works, WS is refused
           this.liveUnconfirmed = null;
           this.backoff.reset();
+          this.scheduleTokenRefresh(); // the token may have been fetched (or replaced) in this round
           this.setConnection(transport.name === "ws" ? "live" : "http");
           await this.idle(transport, interval);
           if (this.closed) return;
@@ -500,7 +501,11 @@ export class SyncClient {
       this.onlineSignal.wait(interval),
       this.stopSignal.wait(interval),
     ];
-    if (isLive(transport)) waits.push(transport.waitForChanges(interval));
+    if (isLive(transport)) {
+      const live = transport.waitForChanges(interval);
+      live.catch(() => undefined); // a session that fails after another reason won is seen by the next round
+      waits.push(live);
+    }
     await Promise.race(waits);
     if (this.wakeSignal.isSet) await new Promise((r) => setTimeout(r, 50)); // gather a burst of writes
     this.wakeSignal.clear();

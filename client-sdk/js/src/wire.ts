@@ -38,6 +38,9 @@ export class WireError extends Error {
 
 const ID = /^[A-Za-z0-9._:@-]+$/;
 const FIELD = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
+/** Any text but NUL, which PostgreSQL text columns cannot hold. */
+// eslint-disable-next-line no-control-regex -- NUL is exactly what the rule is about
+const CHANGE_ID = /^[^\u0000]+$/;
 const OP_MEMBERS: Record<Op["op"], readonly string[]> = {
   set: ["field", "value"],
   inc: ["field", "by"],
@@ -128,7 +131,7 @@ function op(v: unknown, path: string): void {
 export function validateChange(v: unknown, path = "$"): Change {
   const o = object(v, path);
   strict(o, path, ["id", "n", "collection", "entity", "hlc", "context", "ops"]);
-  str(o["id"], `${path}.id`, 1, 64);
+  str(o["id"], `${path}.id`, 1, 64, CHANGE_ID);
   int(o["n"], `${path}.n`, 1);
   id(o["collection"], `${path}.collection`);
   id(o["entity"], `${path}.entity`);

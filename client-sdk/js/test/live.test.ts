@@ -1,0 +1,155 @@
+/** The sync loop on the WebSocket channel: live sync, token expiry mid-session, refresh on the open socket. */
+import { describe, expect, it } from "vitest";
+
+import { Backoff } from "../src/backoff.js";
+import { SyncClient } from "../src/client.js";
+import type { Change, WsClientMessage, WsServerMessage } from "../src/types.js";
+import type { WebSocketLike } from "../src/transport/ws.js";
+import { freshDb, until } from "./fake-server.js";
+
+/** A tiny protocol v1 WebSocket server inside the test: applies pushes in counter order and echoes them on the stream. */
+class WsServer {
+  readonly sockets: FakeSocket[] = [];
+  readonly log: Change[] = [];
+  readonly expired = new Set<string>();
+  readonly auths: string[] = [];
+  hwm = 0;
+
+  get Socket() {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const server = this;
+    return class extends FakeSocket {
+      constructor(url: string, protocols: string[]) {
+        super(url, protocols, server);
+      }
+    };
+  }
+
+  handle(socket: FakeSocket, m: WsClientMessage): void {
+    switch (m.type) {
+      case "hello":
+        socket.serve({ type: "welcome", version: 1, encoding: "json", cursor: m.cursor, heartbeat_ms: 20_000, idle_timeout_ms: 60_000 });
+        socket.serve({ type: "synced", cursor: `c${this.log.length}` });
+        return;
+      case "push": {
+        const results = m.changes.map((c) => {
+          if (c.n <= this.hwm) return { status: "duplicate" as const, id: c.id, n: c.n };
+          this.hwm = c.n;
+          this.log.push(c);
+          return { status: "applied" as const, id: c.id, n: c.n, seq: this.log.length };
+        });
+        socket.serve({ type: "push_result", id: m.id, results, protocol: 1 });
+        for (const c of m.changes) {
+          const seq = this.log.indexOf(c) + 1 || this.log.length;
+          socket.serve({
+            type: "changes",
+            changes: [{ collection: c.collection, entity: c.entity, seq, vv: { [m.replica]: c.n }, deleted: false, fields: {} }],
+            cursor: `c${seq}`,
+            more: false,
+            evictions: [],
+          });
+        }
+        return;
+      }
+      case "auth":
+        this.auths.push(m.token);
+        return;
+      case "ping":
+        socket.serve({ type: "pong", id: m.id ?? null });
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** The server closes every open session: the token expired (PROTOCOL §9.1). */
+  expireAll(): void {
+    for (const s of this.sockets) {
+      if (s.readyState === 1) {
+        this.expired.add(s.token);
+        s.readyState = 3;
+        s.onclose?.({ code: 4401, reason: "token_expired" });
+      }
+    }
+  }
+}
+
+class FakeSocket implements WebSocketLike {
+  readyState = 0;
+  onopen: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  readonly token: string;
+
+  constructor(
+    readonly url: string,
+    readonly protocols: string[],
+    private readonly server: WsServer,
+  ) {
+    this.token = (protocols.find((p) => p.startsWith("bearer.")) ?? "").slice(7);
+    server.sockets.push(this);
+    setTimeout(() => {
+      if (server.expired.has(this.token)) {
+        this.readyState = 1;
+        this.serve({ type: "error", code: "token_expired", message: "expired", id: null });
+        this.readyState = 3;
+        this.onclose?.({ code: 4401, reason: "token_expired" });
+        return;
+      }
+      this.readyState = 1;
+      this.onopen?.({});
+    }, 0);
+  }
+
+  send(data: string): void {
+    const message = JSON.parse(data) as WsClientMessage;
+    setTimeout(() => this.server.handle(this, message), 0);
+  }
+
+  close(): void {
+    if (this.readyState > 1) return;
+    this.readyState = 3;
+    setTimeout(() => this.onclose?.({ code: 1000, reason: "" }), 0);
+  }
+
+  serve(message: WsServerMessage): void {
+    if (this.readyState === 1) this.onmessage?.({ data: JSON.stringify(message) });
+  }
+}
+
+describe("the live sync loop", () => {
+  it("pushes over the WebSocket, and after the token expires mid-session reconnects with a fresh one, losing no write", async () => {
+    const server = new WsServer();
+    let calls = 0;
+    const client = await SyncClient.open({
+      url: "http://sync.test",
+      token: () => `tok-${++calls}`,
+      dbName: freshDb(),
+      transport: "ws",
+      WebSocket: server.Socket,
+      backoff: new Backoff(0.01, 0.05),
+    });
+    const d = client.collection("deliveries");
+    await client.start();
+    await until(() => client.status().connection === "live");
+    await d.set("dlv-1", { status: "out_for_delivery" });
+    await until(() => server.log.length === 1);
+
+    server.expireAll();
+    await d.set("dlv-1", { status: "delivered" }); // written while the session is gone
+    await until(() => server.log.length === 2);
+    expect(server.log.map((c) => c.n)).toEqual([1, 2]);
+    expect(server.sockets.map((s) => s.protocols)).toEqual([
+      ["sync.v1", "bearer.tok-1"],
+      ["sync.v1", "bearer.tok-2"],
+    ]);
+    await until(() => client.status().connection === "live");
+    expect(await client.pendingCount()).toBe(0);
+
+    await client.setToken("tok-manual"); // refreshed on the open socket, no reconnect
+    await until(() => server.auths.includes("tok-manual"));
+    expect(server.sockets).toHaveLength(2);
+    await client.close();
+  });
+});
