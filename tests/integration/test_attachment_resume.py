@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -176,3 +178,43 @@ def test_kill_9_mid_upload_then_restart_and_resume(env: dict[str, str], tmp_path
         got = httpx.get(f"{base}/v1/attachments/{attachment_id}", headers=headers, timeout=60)
         assert got.status_code == 200
         assert got.content == data
+
+
+def test_a_patch_without_checksum_cut_short_keeps_what_arrived(env: dict[str, str], tmp_path: Path) -> None:
+    data = os.urandom(3 * MiB)
+    attachment_id = str(uuid.uuid4())
+    headers = token(env)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    url = f"{base}/v1/attachments/uploads/{attachment_id}"
+    with server_process(env, port, tmp_path / "server.log"):
+        meta = f"id {_b64(attachment_id)},sha256 {_b64(hashlib.sha256(data).hexdigest())},filetype {_b64('image/png')}"
+        created = httpx.post(
+            f"{base}/v1/attachments/uploads",
+            headers={**headers, "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+        )
+        assert created.status_code == 201
+        sock = socket.create_connection(("127.0.0.1", port))
+        request = (
+            f"PATCH /v1/attachments/uploads/{attachment_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {headers['Authorization']}\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+            f"Content-Type: application/offset+octet-stream\r\nContent-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        sock.sendall(request + data[: MiB + 12345])
+        sock.close()  # the connection drops with the body half sent
+        offset = 0
+        for _ in range(100):  # the server notices the disconnect asynchronously
+            offset = int(httpx.head(url, headers={**headers, "Tus-Resumable": "1.0.0"}).headers["upload-offset"])
+            if offset:
+                break
+            time.sleep(0.05)
+        assert 0 < offset <= MiB + 12345  # tus: without a checksum, what arrived is kept
+        resumed = uploader(base, headers, data, attachment_id, url=url)
+        assert resumed.offset == offset  # type: ignore[attr-defined]
+        resumed.upload()  # type: ignore[attr-defined]
+        got = httpx.get(f"{base}/v1/attachments/{attachment_id}", headers=headers, timeout=60)
+        assert got.content == data
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
