@@ -394,12 +394,13 @@ class _PushRun:
         )
 
 
-_UNENCODABLE = frozenset({errors.VALUE_OUT_OF_RANGE, errors.VALUE_TOO_DEEP})
-"""Rejections whose change may hold what msgpack cannot encode (huge integers, deep nesting)."""
+_UNENCODABLE = frozenset({errors.VALUE_OUT_OF_RANGE, errors.VALUE_TOO_DEEP, errors.INVALID_CHANGE})
+"""Rejections whose change may hold what cannot be encoded or read back as JSON (huge integers,
+deep nesting, MessagePack-only types)."""
 
 
 def _storable(change: Change) -> Any:
-    """The change as builtins, with out-of-range integers as decimal strings and deep nesting cut.
+    """The change as JSON builtins: out-of-range integers and non-JSON values as text, deep nesting cut.
 
     A change rejected for its bounds is still kept as a dead letter; this is what can be stored of it.
     """

@@ -154,6 +154,9 @@ def check_bounds(change: Change) -> None:
                 if code == errors.VALUE_TOO_DEEP:
                     message = f"the value of field '{op.field}' nests deeper than {MAX_VALUE_DEPTH} arrays or objects"
                     raise ChangeRejected(code, message)
+                if code == errors.INVALID_CHANGE:
+                    message = f"the value of field '{op.field}' is not JSON (binary, extension, NaN, non-string key)"
+                    raise ChangeRejected(code, message)
                 if code is not None:
                     raise ChangeRejected(code, f"the value of field '{op.field}' has an integer outside signed 64 bits")
 

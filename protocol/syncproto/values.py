@@ -6,6 +6,8 @@ them must not fail the whole push, so a server checks them per change and answer
 
 * ``value_too_deep``: a ``set`` or ``append`` value nests more than
   ``MAX_VALUE_DEPTH`` arrays or objects (``[]`` has depth 1, ``[[]]`` depth 2);
+* ``invalid_change``: a value (over MessagePack) that is not JSON: binary,
+  extension or timestamp types, NaN or infinities, non-string object keys;
 * ``value_out_of_range``: an integer anywhere in the change (a value, an
   ``inc`` amount, the context) is outside signed 64 bits, or the HLC's logical
   counter is above ``MAX_HLC_COUNTER``. An ``inc`` that would take a counter
@@ -21,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from syncproto import errors
@@ -62,43 +65,59 @@ def value_depth(value: Any, stop: int = MAX_VALUE_DEPTH + 1) -> int:
 
 
 def check_value(value: Any) -> str | None:
-    """The error code for a value that breaks a bound, or ``None``."""
-    if isinstance(value, str | float | bool) or value is None:
+    """The error code for a value that breaks a bound or is not JSON, or ``None``.
+
+    MessagePack can carry what JSON cannot (binary, extension and timestamp types, NaN,
+    non-string keys); such a value is ``invalid_change``, or every JSON reader of the
+    entity would fail on it.
+    """
+    if isinstance(value, str | bool) or value is None:
         return None
-    if isinstance(value, int):
-        return None if in_int64(value) else errors.VALUE_OUT_OF_RANGE
     if value_depth(value) > MAX_VALUE_DEPTH:
         return errors.VALUE_TOO_DEEP
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
+        if isinstance(item, str | bool) or item is None:
+            continue
+        if isinstance(item, int):
+            if not in_int64(item):
+                return errors.VALUE_OUT_OF_RANGE
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return errors.INVALID_CHANGE
+        elif isinstance(item, list | tuple):  # tuples: values built in-process (SDK test doubles)
             stack.extend(item)
-        elif isinstance(item, int) and not isinstance(item, bool) and not in_int64(item):
-            return errors.VALUE_OUT_OF_RANGE
+        elif isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                return errors.INVALID_CHANGE
+            stack.extend(item.values())
+        else:
+            return errors.INVALID_CHANGE
     return None
 
 
 def storable(value: Any, depth: int = MAX_VALUE_DEPTH + 1) -> Any:
-    """``value`` made encodable: integers outside signed 64 bits as decimal strings, and every
+    """``value`` made JSON and encodable: integers outside signed 64 bits and anything JSON
+    has no type for (binary, extensions, timestamps; non-string keys) as text, and every
     array or object nested deeper than ``depth`` replaced by ``None``.
 
-    For keeping a change that broke these bounds (a dead letter) where it must be encoded.
+    For keeping a change that broke the bounds (a dead letter) where it must be encoded.
 
-    >>> storable({"a": [[1]], "b": 2**70}, depth=2)
-    {'a': [None], 'b': '1180591620717411303424'}
+    >>> storable({"a": [[1]], "b": 2**70, 3: b"x"}, depth=2)
+    {'a': [None], 'b': '1180591620717411303424', '3': "b'x'"}
     """
     if isinstance(value, dict | list | tuple):
         if depth <= 0:
             return None
         if isinstance(value, dict):
-            return {k: storable(v, depth - 1) for k, v in value.items()}
+            return {k if isinstance(k, str) else repr(k): storable(v, depth - 1) for k, v in value.items()}
         return [storable(v, depth - 1) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and not in_int64(value):
-        return str(value)
-    return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if in_int64(value) else str(value)
+    if isinstance(value, str | float | bool) or value is None:
+        return value
+    return repr(value)
 
 
 __all__ = [

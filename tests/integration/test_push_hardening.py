@@ -4,6 +4,7 @@ Every rejection here is kept as a dead letter, and the changes behind it are app
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -336,3 +337,40 @@ async def test_a_change_id_is_an_echo_two_counters_with_one_id_are_two_changes(s
     bad = change(3, "dlv-1", [inc(1)]) | {"id": "a\u0000b"}
     r = await server.client.post("/v1/sync/push", json={"replica": "phone-1", "changes": [bad]}, headers=h)
     assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\x01\x02",
+        msgspec.msgpack.Ext(5, b"ab"),
+        {"when": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+        {1: "a"},
+        float("nan"),
+    ],
+    ids=["binary", "extension", "timestamp", "int-key", "nan"],
+)
+async def test_a_msgpack_value_that_is_not_json_is_rejected_alone_and_pull_keeps_working(
+    memory_server: Server, value: Any
+) -> None:
+    """Over MessagePack a value can be what JSON readers cannot take; stored, it would break every pull."""
+    server = memory_server
+    tenant = await server.tenant()
+    headers = server.headers(tenant, "dispatcher-1")
+    changes = [change(1, "dlv-1", [set_("recipient", None)]), change(2, "dlv-2", [set_("status", "pending")])]
+    message = {"type": "push", "id": "p-bin", "replica": "phone-1", "changes": changes}
+    raw = msgspec.msgpack.encode(message)
+    assert raw.count(b"\xc0") == 1
+    frame = raw.replace(b"\xc0", msgspec.msgpack.encode(value))
+    with connected(await server.client.websocket_connect(WS, headers=headers), "msgpack") as peer:
+        peer.hello()
+        peer.catch_up()
+        peer.session.send_bytes(frame)
+        result = peer.recv_type("push_result")
+        assert statuses(result["results"]) == ["invalid_change", "applied"]
+    pulled, _ = await server.pull_all(headers)
+    assert [e["entity"] for e in pulled] == ["dlv-2"]
+    assert await dead_letters(server, tenant) == [("phone-1", 1, "invalid_change")]
+    admin = server.headers(tenant, "admin-1", "admin")
+    shown = await server.client.get("/v1/admin/dead-letters/phone-1/1", headers=admin)
+    assert shown.status_code == 200, shown.text  # kept with the value as text
