@@ -34,6 +34,7 @@ import httpx
 import msgspec
 from litestar import Litestar, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.params import JSONBody
 from litestar.static_files import create_static_files_router
 
 from syncserver.auth import TokenVerifier, build_verifier
@@ -119,7 +120,7 @@ def create_app(settings: Settings, config: PwaConfig, dist: Path = DIST) -> Lite
         return Response(body, headers={"Cache-Control": "no-cache"})
 
     @post("/dev/token", status_code=200, sync_to_thread=False)
-    def dev_token(data: TokenRequest) -> Response[TokenResponse]:
+    def dev_token(data: JSONBody[TokenRequest]) -> Response[TokenResponse]:
         return Response(mint(verifier, config, data), headers={"Cache-Control": "no-store"})
 
     @get("/sw.js", sync_to_thread=False)
