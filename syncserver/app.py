@@ -26,6 +26,7 @@ from syncserver.admin.api import AdminController
 from syncserver.admin.service import AdminService, admin_backend
 from syncserver.admin.web import TEMPLATES, admin_router, content_security_policy
 from syncserver.admin_keys import KeyAdminController
+from syncserver.attachments.admin import AttachmentAdminController
 from syncserver.attachments.backends import open_blob_store
 from syncserver.attachments.download import AttachmentReader, DownloadController
 from syncserver.attachments.keyops import AttachmentKeys
@@ -177,6 +178,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             sync_socket,
             TusController,
             DownloadController,
+            AttachmentAdminController,
             health.live,
             health.ready,
             AdminController,

@@ -16,6 +16,7 @@ from syncserver import devsecrets, keys_cli
 from syncserver.admin.cli import admin as admin_commands
 from syncserver.app import open_backend
 from syncserver.attachments.backends import open_blob_store
+from syncserver.attachments.cli import attachments as attachment_commands
 from syncserver.attachments.gc import AttachmentCollector
 from syncserver.attachments.uploads import UploadService
 from syncserver.auth import ROLES, TokenVerifier
@@ -183,6 +184,7 @@ def gc(settings: Settings, tenant_id: str | None) -> None:
 
 
 main.add_command(admin_commands)
+main.add_command(attachment_commands)
 
 main.add_command(keys_cli.keys)
 main.add_command(keys_cli.export_user)

@@ -129,7 +129,7 @@ class UploadService:
         same = (stored.user_sub, stored.size, stored.media_type) == (principal.sub, declared.size, declared.media_type)
         if not same or cipher.mac(stored.mac_version, bytes.fromhex(declared.sha256)) != stored.mac:
             raise ApiError(409, errors.ATTACHMENT_CONFLICT, f"attachment {declared.id} exists with other content")
-        if stored is record and refusal is not None:
+        if stored == record and refusal is not None:  # refused now, not a retry of an earlier refusal
             metrics.UPLOADS_FAILED.labels(refusal[0]).inc()
             log.info("attachment upload refused", extra={"attachment": declared.id, "code": refusal[0]})
         self._raise_if_refused(stored)
