@@ -150,7 +150,10 @@ export class SyncClient {
     readonly dbName: string,
   ) {
     this.replicaId = store.replica;
-    this.tokens = new TokenSource(options.token, options.now);
+    // Every token we obtain is kept for the service worker's Background Sync.
+    this.tokens = new TokenSource(options.token, options.now, (token) => {
+      store.setMeta("token", token).catch(() => undefined);
+    });
     this.http = new HttpTransport(options.url, this.tokens, options.fetch);
     this.roundtrip = new RoundTrip(store, (e) => this.emitShared(e), { collections: options.collections ?? null });
     this.locks = options.locks ?? defaultLocks();
@@ -433,7 +436,6 @@ export class SyncClient {
           // A refused token: ask for a fresh one; retry at once if it changed.
           const before = this.tokens.peek();
           const fresh = await this.tokens.refresh().catch(() => before);
-          if (fresh !== before && fresh !== null) await this.store.setMeta("token", fresh);
           delay = fresh !== before ? 0 : this.backoff.cap;
         } else {
           delay = this.delay(exc);
@@ -535,11 +537,11 @@ export class SyncClient {
   /** Use a fresh token from now on: on the open live session too, and retry at once if the loop waited. */
   async setToken(token: string): Promise<void> {
     this.tokens.set(token);
+    await this.store.setMeta("token", token); // for the service worker's Background Sync
     await this.useToken(token);
   }
 
   private async useToken(token: string): Promise<void> {
-    await this.store.setMeta("token", token); // for the service worker's Background Sync
     if (this.live !== null && isLive(this.live)) await this.live.refreshToken(token).catch(() => undefined);
     this.onlineSignal.set();
     if (this.leader) this.scheduleTokenRefresh();

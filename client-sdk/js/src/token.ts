@@ -29,6 +29,8 @@ export class TokenSource {
   constructor(
     private provider: TokenProvider,
     private readonly now: () => number = Date.now,
+    /** called with every token obtained from the provider */
+    private readonly onToken: (token: string) => void = () => undefined,
   ) {
     this.current = typeof provider === "string" ? provider : null;
   }
@@ -47,6 +49,7 @@ export class TokenSource {
       .then(() => provider())
       .then((token) => {
         this.current = token;
+        this.onToken(token);
         return token;
       })
       .finally(() => {

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 
 import { SyncClient } from "../src/client.js";
 import { BACKGROUND_SYNC_TAG, registerOutboxSync } from "../src/sw.js";
-import { FakeServer, freshDb } from "./fake-server.js";
+import { FakeServer, freshDb, until } from "./fake-server.js";
 
 describe("registerOutboxSync", () => {
   it("pushes the outbox on the sync event, once, with the page's last token", async () => {
@@ -29,5 +29,20 @@ describe("registerOutboxSync", () => {
     await reopened.sync();
     expect(server.log).toHaveLength(2); // not pushed again
     await reopened.close();
+  });
+});
+
+describe("the token the service worker uses", () => {
+  it("is the last one the page's token function returned", async () => {
+    const server = new FakeServer();
+    const dbName = freshDb();
+    let calls = 0;
+    const page = await SyncClient.open({ url: "http://sync.test", token: () => `fn-${++calls}`, dbName, fetch: server.fetch });
+    await page.sync();
+    const { LocalStore } = await import("../src/store.js");
+    const store = await LocalStore.open(dbName);
+    await until(async () => (await store.meta<string>("token")) === "fn-1");
+    store.close();
+    await page.close();
   });
 });
