@@ -321,6 +321,9 @@ export class SyncClient {
       case "wake":
         if (this.leader) this.wakeSignal.set();
         break;
+      case "ask":
+        if (this.leader) this.broadcastStatus();
+        break;
       case "status":
         if (!this.leader) {
           Object.assign(this.state, { lastSyncAt: m.lastSyncAt, lastError: m.lastError, outbox: m.outbox });
@@ -394,6 +397,7 @@ export class SyncClient {
     if (!got) {
       // Queue for the lock: this tab takes over when the leader's tab closes.
       this.locks.request(name, { signal: this.release.signal }, hold).catch(() => undefined);
+      this.tabs.post({ kind: "ask" }); // the leader's connection state, without waiting for its next round
     }
   }
 

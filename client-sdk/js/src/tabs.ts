@@ -74,6 +74,8 @@ export type TabMessage =
   | { kind: "event"; event: SyncEvent }
   | { kind: "changed" }
   | { kind: "wake" }
+  /** a new follower asks the leader for its status */
+  | { kind: "ask" }
   | { kind: "status"; connection: string; lastSyncAt: number | null; lastError: string | null; outbox: number };
 
 export class TabChannel {

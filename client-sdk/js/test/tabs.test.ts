@@ -36,6 +36,10 @@ describe("tabs", () => {
     expect([a.client.status().leader, b.client.status().leader]).toEqual([true, false]);
     await until(() => a.client.status().connection === "http");
     await until(() => b.client.status().connection === "http"); // the leader's state reaches the follower
+    const late = await tab(server, dbName, locks); // a tab opened later learns it at once
+    await late.client.start();
+    await until(() => late.client.status().connection === "http");
+    await late.client.close();
 
     for (let i = 0; i < 10; i++) await b.d.inc("dlv-1", "cod_cents", 1);
     await until(() => server.log.length === 10);
