@@ -202,7 +202,7 @@ export class SyncClient {
         ops: list,
       };
       return validated(draft);
-    });
+    }, { withOutbox: typeof ops === "function" });
     this.state.outbox++;
     this.emit({ type: "outbox", pending: this.state.outbox });
     this.changed(true);
