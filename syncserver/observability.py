@@ -10,6 +10,7 @@ other subsystems update them directly::
 
     from syncserver import observability
     observability.WS_CONNECTIONS.inc()          # a WebSocket opened (dec() when it closes)
+    observability.WS_UNAUTHENTICATED.inc()      # ... and has not authenticated yet (dec() once it has)
     observability.FANOUT_LAG.observe(0.012)     # commit -> delivered to a subscriber, seconds
 
 With several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (see the
@@ -32,14 +33,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from litestar import Response, get
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -59,6 +59,15 @@ PUSH_CHANGES = Histogram(
     "sync_push_changes", "Changes per push request.", buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 )
 WS_CONNECTIONS = Gauge("sync_websocket_connections", "Open WebSocket connections.", multiprocess_mode="livesum")
+WS_UNAUTHENTICATED = Gauge(
+    "sync_websocket_unauthenticated_connections",
+    "Accepted WebSocket connections that have not authenticated yet.",
+    multiprocess_mode="livesum",
+)
+WS_UNAUTHENTICATED_REFUSED = Counter(
+    "sync_websocket_unauthenticated_refused",
+    "WebSocket connections refused (4429): their address held too many unauthenticated ones.",
+)
 FANOUT_LAG = Histogram(
     "sync_fanout_lag_seconds",
     "Time from a push commit to the change being sent to a subscriber.",
@@ -130,19 +139,10 @@ def prometheus_config() -> PrometheusConfig:
 
 
 class MetricsController(PrometheusController):
-    """``GET /metrics``: Prometheus text format, documented as such (Litestar's handler would say JSON)."""
+    """``GET /metrics``: Prometheus text format."""
 
     path = "/metrics"
     tags = ["operations"]
-
-    @get(
-        summary="Prometheus metrics",
-        media_type=CONTENT_TYPE_LATEST,
-        description="Prometheus text exposition format; scrape it on the internal network.",
-    )
-    async def get(self) -> Response[bytes]:
-        served: Response[bytes] = await PrometheusController.get.fn(self)
-        return served
 
 
 # --- request ids and access logs -------------------------------------------------

@@ -64,6 +64,8 @@ class LiveSettings:
 
     max_connections: int = 10_000
     max_connections_per_user: int = 16
+    max_unauthenticated_per_address: int = 100
+    """Connections from one client address still authenticating (an honest one is for one round trip)."""
     queue_frames: int = 256
     queue_bytes: int = 1024 * 1024
     page_limit: int = 500
@@ -132,6 +134,9 @@ class Settings:
         live = LiveSettings(
             max_connections=_int(e, "SYNC_WS_MAX_CONNECTIONS", LiveSettings.max_connections),
             max_connections_per_user=_int(e, "SYNC_WS_MAX_CONNECTIONS_PER_USER", LiveSettings.max_connections_per_user),
+            max_unauthenticated_per_address=_int(
+                e, "SYNC_WS_MAX_UNAUTHENTICATED_PER_ADDRESS", LiveSettings.max_unauthenticated_per_address
+            ),
             queue_frames=_int(e, "SYNC_WS_QUEUE_FRAMES", LiveSettings.queue_frames),
             queue_bytes=_int(e, "SYNC_WS_QUEUE_BYTES", LiveSettings.queue_bytes),
             page_limit=_int(e, "SYNC_WS_PAGE_LIMIT", LiveSettings.page_limit),

@@ -2,7 +2,8 @@
 
 A session is: accept; authenticate (``Authorization`` header, a ``bearer.<jwt>``
 subprotocol next to ``sync.v1``, or an ``auth`` first message; never the URL
-query); admit (connection limits); ``hello`` -> ``welcome``. Then a reader
+query), counted meanwhile among its address's unauthenticated connections;
+admit (connection limits); ``hello`` -> ``welcome``. Then a reader
 handles client messages (push, ping, pong, token refresh) and a writer drains
 the connection's send queue, until either ends. What is delivered, and when, is
 ``syncserver.live``'s business.
@@ -124,6 +125,12 @@ def _header(scope: Any, name: bytes) -> str | None:
     return None
 
 
+def _client_address(scope: Any) -> str:
+    """The peer's IP address as the ASGI server reports it (behind a proxy, set uvicorn's ``--forwarded-allow-ips``)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 def _expiry(token: str, leeway_s: int) -> float | None:
     """When a verified token stops being valid (its ``exp`` plus the leeway)."""
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -165,7 +172,7 @@ class Session:
         await self.socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         principal: Principal | None = None
         try:
-            principal, expires_at = await self._authenticate(offered)
+            principal, expires_at = await self._authenticate_counted(offered)
             try:
                 self.hub.admit(principal)
             except TooManyConnections as exc:
@@ -188,8 +195,21 @@ class Session:
         finally:
             if principal is not None:
                 self.hub.release(principal)
+            self.hub.ended()
 
     # --- handshake ----------------------------------------------------------
+
+    async def _authenticate_counted(self, offered: list[str]) -> tuple[Principal, float | None]:
+        """Authenticate, counted meanwhile among the client address's unauthenticated connections (4429 over)."""
+        address = _client_address(self.socket.scope)
+        try:
+            self.hub.admit_unauthenticated(address)
+        except TooManyConnections as exc:
+            raise Refused(Close.TOO_MANY_CONNECTIONS, errors.TOO_MANY_CONNECTIONS, str(exc)) from exc
+        try:
+            return await self._authenticate(offered)
+        finally:
+            self.hub.release_unauthenticated(address)
 
     async def _authenticate(self, offered: list[str]) -> tuple[Principal, float | None]:
         if _token_in_query(self.socket.scope):
@@ -215,7 +235,7 @@ class Session:
         for protocol in offered:
             if protocol.startswith(BEARER_PREFIX):
                 return protocol[len(BEARER_PREFIX) :]
-        first = await self._handshake_message("an auth message")
+        first = await self._handshake_message("auth message")
         if not isinstance(first, WsAuth):
             raise Refused(Close.UNAUTHORIZED, errors.UNAUTHORIZED, "authenticate first (header, subprotocol or auth)")
         return first.token
@@ -395,11 +415,16 @@ class Session:
             conn.control(WsPushResult(message.id, response.results))
 
     def _refresh(self, conn: Connection, token: str) -> None:
-        """A new token mid-session, before the old one expires; the scope cannot change (no evictions follow)."""
+        """A new token mid-session, before the old one expires; the scope cannot change (no evictions follow).
+
+        A token that fails verification (expired, forged, malformed) ends the session with 4401: the
+        client offered it as its credential from now on, so the old one must not carry on in its place.
+        """
         try:
             principal = self.verifier.verify(token)
         except ApiError as exc:
             conn.control(WsError(exc.code, exc.message))
+            conn.request_close(Close.UNAUTHORIZED, exc.code)
             return
         if principal != conn.principal:
             message = "a refreshed token must keep the tenant, user, role and channels; reconnect to change them"

@@ -1,0 +1,223 @@
+"""Connection churn: WebSocket sessions that end, authenticated or not, give their memory back.
+
+Each test opens and drops three rounds of 1,000 sessions on 127.0.0.1 and
+compares the memory after round 3 with the memory after round 1: Python heap
+with ``tracemalloc`` in-process (a uvicorn server in the test's event loop,
+under the server process's garbage-collector policy), and resident memory of a
+real server process (``syncserver.asgi``). Unauthenticated sessions are closed
+by the handshake timeout (4408); authenticated ones say ``hello``, catch up and
+close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import re
+import tracemalloc
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from syncserver.app import create_app
+from syncserver.live import server_gc_policy
+from syncserver.settings import LiveSettings
+from syncserver.tenants import create_tenant
+from syncserver.testing import free_port, running_server, server_env
+from syncstore import MemoryStore
+from tests.integration.conftest import make_settings
+from tests.integration.ws_client import issue, new_tenant
+
+pytestmark = pytest.mark.slow
+
+ROUNDS = 3
+SESSIONS = 1000
+CONCURRENCY = 100
+ALLOWED_GROWTH = 4 * 2**20
+KINDS = ["unauthenticated", "authenticated"]
+
+
+def handshake_timeout_ms(kind: str) -> int:
+    """Short when the test waits for it; roomy when sessions must beat it on a busy machine."""
+    return 200 if kind == "unauthenticated" else 10_000
+
+
+def live(kind: str) -> LiveSettings:
+    # Every session comes from 127.0.0.1, and a hundred at a time may be authenticating.
+    return LiveSettings(
+        handshake_timeout_ms=handshake_timeout_ms(kind),
+        max_connections_per_user=SESSIONS,
+        max_unauthenticated_per_address=SESSIONS,
+    )
+
+
+def env_for(kind: str) -> dict[str, str]:
+    return {
+        "SYNC_WS_HANDSHAKE_TIMEOUT_MS": str(handshake_timeout_ms(kind)),
+        "SYNC_WS_MAX_CONNECTIONS_PER_USER": str(SESSIONS),
+        "SYNC_WS_MAX_UNAUTHENTICATED_PER_ADDRESS": str(SESSIONS),
+        "SYNC_LOG_LEVEL": "WARNING",
+    }
+
+
+Session = Callable[[str], Awaitable[None]]
+
+
+async def unauthenticated(url: str) -> None:
+    """Connect, say nothing, and wait for the server's handshake timeout: an ``error``, then 4408."""
+    async with connect(url, ping_interval=None, compression=None, open_timeout=30) as ws:
+        error = msgspec.json.decode(await ws.recv())
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert (error["type"], error["code"]) == ("error", "timeout")
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4408, "timeout")
+
+
+def authenticated(token: str) -> Session:
+    async def session(url: str) -> None:
+        """Connect with a token, hello, catch up, and close."""
+        headers = {"Authorization": f"Bearer {token}"}
+        async with connect(url, additional_headers=headers, ping_interval=None, compression=None) as ws:
+            await ws.send(msgspec.json.encode({"type": "hello", "versions": [1]}).decode())
+            received: list[dict[str, Any]] = []
+            while not received or received[-1]["type"] not in ("synced", "error"):
+                received.append(msgspec.json.decode(await ws.recv()))
+            assert [m["type"] for m in received] == ["welcome", "synced"], received
+
+    return session
+
+
+async def churn(url: str, session: Session) -> None:
+    """One round: ``SESSIONS`` sessions, ``CONCURRENCY`` at a time."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one() -> None:
+        async with gate:
+            await session(url)
+
+    await asyncio.gather(*(one() for _ in range(SESSIONS)))
+
+
+def mib(sizes: list[int]) -> str:
+    return ", ".join(f"{size / 2**20:.1f}" for size in sizes)
+
+
+def report(what: str, sizes: list[int]) -> None:
+    """Shown with ``pytest -rP``: the numbers behind the assertion."""
+    print(f"{what} (MiB): {mib(sizes)}; round {ROUNDS} - round 1 = {(sizes[-1] - sizes[0]) / 2**20:+.2f}")
+
+
+def assert_flat(kind: str, rounds: list[int], unit: str) -> None:
+    assert rounds[-1] <= rounds[0] + ALLOWED_GROWTH, f"{kind} grew over {ROUNDS} rounds ({unit}, MiB): {mib(rounds)}"
+
+
+# --- in-process: tracemalloc ----------------------------------------------------------------
+
+
+@contextmanager
+def server_gc() -> Iterator[None]:
+    """The server process's collector policy, undone afterwards (this test process runs on)."""
+    thresholds = gc.get_threshold()
+    server_gc_policy()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+@asynccontextmanager
+async def in_process_server(tmp_path: Path, settings: LiveSettings) -> AsyncIterator[tuple[str, str]]:
+    """A uvicorn server for the real app in this event loop; yields its WebSocket URL and a dispatcher token."""
+    app = create_app(make_settings(tmp_path, "memory://", live=settings), store=MemoryStore())
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", ws_ping_interval=None)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                assert not serving.done(), "the server did not start"
+                await asyncio.sleep(0.02)
+        tenant = f"acme-{uuid.uuid4().hex[:8]}"
+        await create_tenant(app.state.store, app.state.keyring, tenant)
+        token = app.state.verifier.issue(tenant, "dispatcher-1", "dispatcher")
+        with server_gc():
+            yield f"ws://127.0.0.1:{config.port}/v1/sync/ws", token
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def growth(first: tracemalloc.Snapshot, last: tracemalloc.Snapshot) -> str:
+    return "; ".join(str(stat) for stat in last.compare_to(first, "lineno")[:5])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_dropped_sessions_leave_no_python_memory_behind(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "syncserver")  # pytest keeps every record it captures: one per refusal
+    async with in_process_server(tmp_path, live(kind)) as (url, token):
+        session = unauthenticated if kind == "unauthenticated" else authenticated(token)
+        tracemalloc.start()
+        try:
+            after, peaks, snapshots = [], [], []
+            for round_ in range(ROUNDS):
+                tracemalloc.reset_peak()
+                await churn(url, session)
+                await asyncio.sleep(0.2)  # the last sessions' handlers return
+                current, peak = tracemalloc.get_traced_memory()
+                after.append(current)
+                peaks.append(peak)
+                if round_ in (0, ROUNDS - 1):
+                    snapshots.append(tracemalloc.take_snapshot())
+        finally:
+            tracemalloc.stop()
+    report(f"{kind}: traced after each round", after)
+    report(f"{kind}: traced peak of each round", peaks)
+    assert after[-1] <= after[0] + ALLOWED_GROWTH, (
+        f"{kind} sessions kept Python memory (MiB after each round: {mib(after)}); "
+        f"grown most: {growth(snapshots[0], snapshots[-1])}"
+    )
+    # The peak does not depend on where in a round a collection fell.
+    assert_flat(kind, peaks, "tracemalloc peak")
+
+
+# --- a real server process: RSS -----------------------------------------------------------
+
+
+def rss(metrics: str) -> int:
+    found = re.search(r"^process_resident_memory_bytes (\S+)$", metrics, re.MULTILINE)
+    assert found is not None, "process_resident_memory_bytes not in /metrics"
+    return int(float(found.group(1)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_dropped_sessions_leave_no_resident_memory_behind(tmp_path: Path, kind: str) -> None:
+    env = server_env(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}")
+    env.update(env_for(kind))
+    tenant = await new_tenant(env)
+    session = unauthenticated if kind == "unauthenticated" else authenticated(issue(env, tenant))
+    with running_server(env, free_port(), tmp_path / "server.log") as base:
+        url = base.replace("http://", "ws://") + "/v1/sync/ws"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            after = []
+            for _ in range(ROUNDS):
+                await churn(url, session)
+                await asyncio.sleep(0.2)
+                after.append(rss((await http.get("/metrics")).text))
+            metrics = (await http.get("/metrics")).text
+    report(f"{kind}: server RSS after each round", after)
+    assert_flat(kind, after, "RSS")
+    assert "sync_websocket_unauthenticated_connections 0.0" in metrics, "a dropped session is still counted"
