@@ -84,7 +84,8 @@ class KeyAdminController(Controller):
         "/keys/{version:int}/destroy",
         summary="Destroy a retired key version",
         status_code=200,
-        responses=error_responses(400, 409, *AUTHENTICATED),
+        # 404: a version that is not an integer matches no route.
+        responses=error_responses(400, 404, 409, *AUTHENTICATED),
     )
     async def destroy(
         self,

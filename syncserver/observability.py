@@ -33,13 +33,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from litestar import Response, get
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -139,10 +140,19 @@ def prometheus_config() -> PrometheusConfig:
 
 
 class MetricsController(PrometheusController):
-    """``GET /metrics``: Prometheus text format."""
+    """``GET /metrics``: Prometheus text format, documented as such (Litestar's handler would say JSON)."""
 
     path = "/metrics"
     tags = ["operations"]
+
+    @get(
+        summary="Prometheus metrics",
+        media_type=CONTENT_TYPE_LATEST,
+        description="Prometheus text exposition format; scrape it on the internal network.",
+    )
+    async def get(self) -> Response[bytes]:
+        served: Response[bytes] = await PrometheusController.get.fn(self)
+        return served
 
 
 # --- request ids and access logs -------------------------------------------------

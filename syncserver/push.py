@@ -247,7 +247,9 @@ class _PushRun:
         if work.stored.state.vv and not self.scope.allows(work.channels):
             raise ChangeRejected(errors.FORBIDDEN, FORBIDDEN_MESSAGE)
         stamp, clamped = clamp(change.hlc, self.now, self.svc.max_clock_skew_ms)
-        outcome = apply_change(work.stored.state, change, self.replica, collection, hlc=stamp, user=self.who.sub)
+        outcome = apply_change(
+            work.stored.state, change, self.replica, collection, hlc=stamp, user=self.who.sub, bounds_checked=True
+        )
         if len(outcome.state.fields) > self.svc.limits.max_fields_per_entity:
             raise ChangeRejected(
                 errors.TOO_MANY_FIELDS,

@@ -69,32 +69,48 @@ def check_value(value: Any) -> str | None:
 
     MessagePack can carry what JSON cannot (binary, extension and timestamp types, NaN,
     non-string keys); such a value is ``invalid_change``, or every JSON reader of the
-    entity would fail on it.
+    entity would fail on it. One pass, level by level (it runs for every value pushed).
     """
-    if isinstance(value, str | bool) or value is None:
-        return None
-    if value_depth(value) > MAX_VALUE_DEPTH:
-        return errors.VALUE_TOO_DEEP
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str | bool) or item is None:
-            continue
-        if isinstance(item, int):
-            if not in_int64(item):
-                return errors.VALUE_OUT_OF_RANGE
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return errors.INVALID_CHANGE
-        elif isinstance(item, list | tuple):  # tuples: values built in-process (SDK test doubles)
-            stack.extend(item)
-        elif isinstance(item, dict):
-            if not all(isinstance(k, str) for k in item):
-                return errors.INVALID_CHANGE
-            stack.extend(item.values())
-        else:
-            return errors.INVALID_CHANGE
+    level = [value]
+    depth = 0
+    while level:
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is dict or kind is list or kind is tuple:
+                if kind is dict:
+                    if not all(type(k) is str for k in item):
+                        return errors.INVALID_CHANGE
+                    below.extend(item.values())
+                else:  # tuples: values built in-process (SDK test doubles)
+                    below.extend(item)
+                continue
+            code = _check_scalar(item)
+            if code is not None:
+                return code
+        if below or any(type(item) in _CONTAINERS for item in level):
+            depth += 1
+            if depth > MAX_VALUE_DEPTH:
+                return errors.VALUE_TOO_DEEP
+        level = below
     return None
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_scalar(item: Any) -> str | None:
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return None if in_int64(item) else errors.VALUE_OUT_OF_RANGE
+    if isinstance(item, float):
+        return None if math.isfinite(item) else errors.INVALID_CHANGE
+    if isinstance(item, str):
+        return None
+    return errors.INVALID_CHANGE
 
 
 def storable(value: Any, depth: int = MAX_VALUE_DEPTH + 1) -> Any:

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from syncproto import errors
 from syncserver.admin.service import AdminService, ConflictFilters
 from syncserver.admin.views import (
+    OVERRIDE_EXACTLY_ONE,
     AdminConflict,
     AdminConflictPage,
     AuditPage,
     DeadLetterPage,
     DeadLetterView,
     EntityHistory,
+    OverrideRequest,
     OverrideResult,
     ReplayResult,
     override_request_decoder,
@@ -27,11 +31,32 @@ from syncserver.admin.views import (
 from syncserver.auth import Principal
 from syncserver.errors import ApiError
 from syncserver.transport.body import decode_body
-from syncserver.transport.openapi import AUTHENTICATED, error_responses
+from syncserver.transport.body_schema import RawSchema, json_schema
+from syncserver.transport.openapi import (
+    AUTHENTICATED,
+    SAFE_INT_MAX,
+    ConflictCursor,
+    ConflictId,
+    DeadLetterCursor,
+    ReplicaCounter,
+    Timestamp,
+    error_responses,
+    parse_time,
+)
 from syncstore.adminstore import DeadLetterQuery
 
 AdminRequest = Request[Principal, Any, Any]
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1-500).")]
+
+
+@dataclass
+class OverrideOperation(Operation):
+    """Documents the override body: ``OverrideRequest``'s schema plus its exactly-one-of rule."""
+
+    def __post_init__(self) -> None:
+        schema = {**json_schema(OverrideRequest), **OVERRIDE_EXACTLY_ONE}
+        content = {"application/json": OpenAPIMediaType(schema=RawSchema(raw=schema))}
+        self.request_body = RequestBody(content=content, required=True)
 
 
 def require_admin(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:
@@ -72,12 +97,13 @@ class AdminController(Controller):
         status: FromQuery[str | None] = None,
         replica: FromQuery[str | None] = None,
         user: FromQuery[str | None] = None,
-        since: FromQuery[dt.datetime | None] = None,
-        until: FromQuery[dt.datetime | None] = None,
-        after: FromQuery[str | None] = None,
+        since: Timestamp = None,
+        until: Timestamp = None,
+        after: ConflictCursor = None,
         limit: Limit = 50,
     ) -> AdminConflictPage:
-        filters = ConflictFilters(collection, entity, field, kind, status, replica, user, to_ms(since), to_ms(until))
+        start, end = to_ms(parse_time(since, "since")), to_ms(parse_time(until, "until"))
+        filters = ConflictFilters(collection, entity, field, kind, status, replica, user, start, end)
         return await admin_service.list_conflicts(request.user, filters, after, limit)
 
     @get(
@@ -88,7 +114,7 @@ class AdminController(Controller):
         responses=error_responses(400, 404, *AUTHENTICATED),
     )
     async def conflict(
-        self, request: AdminRequest, admin_service: NamedDependency[AdminService], conflict_id: FromPath[str]
+        self, request: AdminRequest, admin_service: NamedDependency[AdminService], conflict_id: ConflictId
     ) -> AdminConflict:
         return await admin_service.get_conflict(request.user, conflict_id)
 
@@ -100,12 +126,14 @@ class AdminController(Controller):
         "siblings, so they collapse on every device at its next sync.",
         status_code=200,
         responses=error_responses(400, 404, 409, 422, *AUTHENTICATED),
+        operation_class=OverrideOperation,
     )
     async def override(
-        self, request: AdminRequest, admin_service: NamedDependency[AdminService], conflict_id: FromPath[str]
+        self, request: AdminRequest, admin_service: NamedDependency[AdminService], conflict_id: ConflictId
     ) -> OverrideResult:
-        choice = await decode_body(request, override_request_decoder)
-        return await admin_service.override(request.user, conflict_id, choice)
+        return await admin_service.override(
+            request.user, conflict_id, await decode_body(request, override_request_decoder)
+        )
 
     @get(
         "/entities/{collection:str}/{entity:str}/history",
@@ -120,7 +148,9 @@ class AdminController(Controller):
         admin_service: NamedDependency[AdminService],
         collection: FromPath[str],
         entity: FromPath[str],
-        after: Annotated[int, QueryParameter(ge=0, description="Only changes with a greater seq.")] = 0,
+        after: Annotated[
+            int, QueryParameter(ge=0, le=SAFE_INT_MAX, description="Only changes with a greater seq.")
+        ] = 0,
         limit: Limit = 200,
     ) -> EntityHistory:
         return await admin_service.history(request.user, collection, entity, after, limit)
@@ -141,12 +171,13 @@ class AdminController(Controller):
         user: FromQuery[str | None] = None,
         collection: FromQuery[str | None] = None,
         entity: FromQuery[str | None] = None,
-        since: FromQuery[dt.datetime | None] = None,
-        until: FromQuery[dt.datetime | None] = None,
-        before: FromQuery[str | None] = None,
+        since: Timestamp = None,
+        until: Timestamp = None,
+        before: DeadLetterCursor = None,
         limit: Limit = 50,
     ) -> DeadLetterPage:
-        query = DeadLetterQuery(status, code, replica, user, collection, entity, to_ms(since), to_ms(until))
+        start, end = to_ms(parse_time(since, "since")), to_ms(parse_time(until, "until"))
+        query = DeadLetterQuery(status, code, replica, user, collection, entity, start, end)
         return await admin_service.list_dead_letters(request.user, query, before, limit)
 
     @get(
@@ -159,7 +190,7 @@ class AdminController(Controller):
         request: AdminRequest,
         admin_service: NamedDependency[AdminService],
         replica: FromPath[str],
-        n: FromPath[int],
+        n: ReplicaCounter,
     ) -> DeadLetterView:
         return await admin_service.get_dead_letter(request.user, replica, n)
 
@@ -176,7 +207,7 @@ class AdminController(Controller):
         request: AdminRequest,
         admin_service: NamedDependency[AdminService],
         replica: FromPath[str],
-        n: FromPath[int],
+        n: ReplicaCounter,
     ) -> ReplayResult:
         return await admin_service.replay(request.user, replica, n)
 
@@ -192,7 +223,7 @@ class AdminController(Controller):
         request: AdminRequest,
         admin_service: NamedDependency[AdminService],
         replica: FromPath[str],
-        n: FromPath[int],
+        n: ReplicaCounter,
     ) -> DeadLetterView:
         return await admin_service.discard(request.user, replica, n)
 
@@ -207,7 +238,9 @@ class AdminController(Controller):
         request: AdminRequest,
         admin_service: NamedDependency[AdminService],
         target: FromQuery[str | None] = None,
-        before: FromQuery[int | None] = None,
+        before: Annotated[
+            int | None, QueryParameter(ge=1, le=SAFE_INT_MAX, description="Only entries older than this id.")
+        ] = None,
         limit: Limit = 100,
     ) -> AuditPage:
         return await admin_service.audit(request.user, target, before, limit)

@@ -6,7 +6,7 @@ they may grow fields freely, always with defaults.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Struct
@@ -57,9 +57,21 @@ class OverrideRequest(Struct, gc=False, forbid_unknown_fields=True):
       delete); ``{"field": "status", "value": "pending"}`` keeps it and writes a field.
     """
 
-    pick: int | None = None
+    pick: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)] | None = None
     value: Any | msgspec.UnsetType = msgspec.UNSET
     field: str | None = None
+
+    def __post_init__(self) -> None:
+        # Decoding fails (422 invalid_request) unless exactly one is given; OVERRIDE_EXACTLY_ONE says so in the schema.
+        if (self.pick is not None) == (self.value is not msgspec.UNSET):
+            raise ValueError("give exactly one of 'pick' (a value's index) or 'value'")
+
+
+_PICKED: Final = {"required": ["pick"], "properties": {"pick": {"type": "integer"}}}
+OVERRIDE_EXACTLY_ONE: Final = {
+    "oneOf": [{**_PICKED, "not": {"required": ["value"]}}, {"required": ["value"], "not": _PICKED}]
+}
+"""``OverrideRequest.__post_init__``'s rule as JSON Schema, added to the struct's schema in the OpenAPI."""
 
 
 class ServerChange(Struct, gc=False):

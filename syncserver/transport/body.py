@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -29,6 +30,7 @@ from syncproto import errors
 from syncproto.messages import WsClientMessage, ws_client_json_decoder, ws_client_msgpack_decoder
 from syncproto.values import MAX_VALUE_DEPTH
 from syncserver.errors import ApiError
+from syncserver.transport.whole_numbers import decode_whole
 
 T = TypeVar("T")
 _TAG_PATH = re.compile(r"\.ops\[\d+\]\.op`?$")
@@ -41,7 +43,8 @@ CUT_DEPTH = MAX_VALUE_DEPTH + 8
 async def decode_body(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder[T]) -> T:
     body = await request.body()
     try:
-        return decode_bounded(decoder.decode, cut_json, body)
+        # A whole number (2.0) is an integer where one is declared, as in the published JSON Schema.
+        return decode_bounded(partial(decode_whole, decoder), cut_json, body)
     except msgspec.ValidationError as exc:
         message = str(exc)
         if message.startswith("Invalid value") and _TAG_PATH.search(message):
@@ -54,7 +57,7 @@ async def decode_body(request: Request[Any, Any, Any], decoder: msgspec.json.Dec
 def decode_client_message(data: str | bytes) -> WsClientMessage:
     """A WebSocket client message: a text frame is JSON, a binary frame MessagePack (PROTOCOL.md §9.2)."""
     if isinstance(data, str):
-        return decode_bounded(ws_client_json_decoder.decode, cut_json, data.encode())
+        return decode_bounded(partial(decode_whole, ws_client_json_decoder), cut_json, data.encode())
     return decode_bounded(ws_client_msgpack_decoder.decode, cut_msgpack, data)
 
 

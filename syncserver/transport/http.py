@@ -26,7 +26,7 @@ from syncserver.pull import PullService
 from syncserver.push import PushService
 from syncserver.transport.body import decode_body
 from syncserver.transport.body_schema import operation
-from syncserver.transport.openapi import AUTHENTICATED, error_responses
+from syncserver.transport.openapi import AUTHENTICATED, ConflictCursor, ConflictId, error_responses
 from syncstore.records import ConflictFilter
 
 SyncRequest = Request[Principal, Any, Any]
@@ -91,7 +91,7 @@ class SyncController(Controller):
         field: FromQuery[str | None] = None,
         kind: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
-        after: FromQuery[str | None] = None,
+        after: ConflictCursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> ConflictPage:
         filters = ConflictFilter(collection, entity, field, kind, status)
@@ -101,6 +101,6 @@ class SyncController(Controller):
         "/conflicts/{conflict_id:str}", summary="Show one conflict", responses=error_responses(400, 404, *AUTHENTICATED)
     )
     async def conflict(
-        self, request: SyncRequest, conflict_service: NamedDependency[ConflictService], conflict_id: FromPath[str]
+        self, request: SyncRequest, conflict_service: NamedDependency[ConflictService], conflict_id: ConflictId
     ) -> ConflictView:
         return await conflict_service.get(request.user, conflict_id)

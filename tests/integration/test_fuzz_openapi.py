@@ -1,9 +1,17 @@
-"""Schemathesis over the published OpenAPI schema, against a real server: no 5xx, no response off its schema.
+"""Schemathesis over the published OpenAPI schema, against a real server, with every check and every method.
+
+This is the Python-API equivalent of ``schemathesis run --checks all --mode all``:
+schemathesis's own engine runs its phases (examples, coverage, fuzzing,
+stateful) with every registered check: no 5xx, no status code, content type,
+header or body off the schema, every schema-valid request accepted and every
+schema-violating one refused (the schema is exact), no ignored auth. The
+coverage phase also sends each path the methods it does not document,
+``OPTIONS`` included, and checks the ``Allow`` answer.
 
 Push and pull document their request bodies (``transport/body_schema.py``), so
 the fuzzer sends real changes and pulls, not empty bodies. The number of
-examples per operation is bounded (``FUZZ_EXAMPLES``, default 25) so the run
-stays well under a minute; raise it locally for a deeper search.
+examples per operation is bounded (``FUZZ_EXAMPLES``, default 10) so the run
+stays under about two minutes; raise it locally for a deeper search.
 """
 
 from __future__ import annotations
@@ -16,20 +24,26 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, events
 
 from syncserver.auth import TokenVerifier
 from syncserver.testing import cli, free_port, running_server, server_env
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
-CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
+EVERY_METHOD = ["GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE"]
+ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
+"""Schemathesis's default answers to a schema-valid request (5xx is caught by its own check)."""
+NOT_FUZZED = ["/v1/admin/tenant/erase"]
+"""Erasing the tenant would end the run early (its confirmation is tested in test_key_lifecycle)."""
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Path]]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    env = server_env(tmp, f"sqlite+aiosqlite:///{tmp / 'sync.db'}")
+    env = server_env(tmp, f"sqlite+aiosqlite:///{tmp / 'sync.db'}", SYNC_LOG_LEVEL="WARNING")
     cli(env, "tenant", "create", "acme")
     token = TokenVerifier(env["SYNC_JWT_SECRET"], "syncserver", "sync").issue("acme", "fuzzer", "admin")
     log = tmp / "server.log"
@@ -38,43 +52,107 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
 
 
 @pytest.fixture(scope="module")
-def api_schema(live: tuple[str, dict[str, str], Path]) -> Any:
+def raw_schema(live: tuple[str, dict[str, str], Path]) -> dict[str, Any]:
     base, _, _ = live
-    raw = httpx.get(base + "/schema/openapi.json", timeout=10).json()
-    # Erasing the tenant would end the run early. /metrics is Prometheus text, documented as JSON by
-    # Litestar's default (observability's to fix); every other operation, admin ones included, is fuzzed.
-    return schemathesis.openapi.from_dict(raw).exclude(path="/v1/admin/tenant/erase").exclude(path="/metrics")
+    schema: dict[str, Any] = httpx.get(base + "/schema/openapi.json", timeout=10).json()
+    return schema
 
 
-def test_no_server_error_and_every_response_matches_its_schema(
-    api_schema: Any, live: tuple[str, dict[str, str], Path]
+def config(base: str, headers: dict[str, str]) -> SchemathesisConfig:
+    return SchemathesisConfig.from_dict(
+        {
+            "base-url": base,
+            "cache": {"enabled": False},  # nothing written into the checkout
+            "headers": headers,
+            "generation": {"mode": "all", "max-examples": EXAMPLES, "deterministic": True},
+            "phases": {"coverage": {"unexpected-methods": EVERY_METHOD}},
+            "operations": [
+                *({"include-path": path, "enabled": False} for path in NOT_FUZZED),
+                # A cursor is opaque: only one this server issued to this tenant is valid, any other string
+                # is 400 invalid_cursor (PROTOCOL.md). No schema can say "issued by this server", so for pull
+                # alone a well-formed body may also get that 400; every other check stays as strict.
+                {
+                    "include-path": "/v1/sync/pull",
+                    "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}},
+                },
+                # Known gap, owned with the attachments: the tus endpoints do not yet document their required
+                # Tus-Resumable header nor their 404/412 answers. Until they do, those three checks are off for
+                # them only; no 5xx, bodies, content types and auth are still checked there. Remove when exact.
+                {
+                    "include-path-regex": "^/v1/attachments",
+                    "checks": {
+                        "status_code_conformance": {"enabled": False},
+                        "positive_data_acceptance": {"enabled": False},
+                        "allow_header_conformance": {"enabled": False},
+                    },
+                },
+            ],
+        }
+    )
+
+
+def describe(recorder: Any, case_id: str, failure: Any) -> str:
+    """The failure with the request that caused it and the answer, as schemathesis's CLI would show it."""
+    interaction = recorder.interactions.get(case_id)
+    answer = ""
+    if interaction is not None and interaction.response is not None:
+        request, response = interaction.request, interaction.response
+        answer = f"\n{request.method} {request.uri} -> {response.status_code} {response.content[:300]!r}"
+    return f"{recorder.label}: {failure.title}\n{failure.message}{answer}"[:2000]
+
+
+def test_every_check_passes_on_every_operation_and_method(
+    raw_schema: dict[str, Any], live: tuple[str, dict[str, str], Path]
 ) -> None:
     base, headers, log = live
-    failures: dict[str, str] = {}
-    operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) >= 10
+    schema = schemathesis.openapi.from_dict(raw_schema, config=config(base, headers))
+    failures: list[str] = []
+    tested: set[str] = set()
+    methods: set[str] = set()
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
+            tested.add(event.recorder.label)
+            methods.update(i.request.method for i in event.recorder.interactions.values())
+            for case_id, checks in event.recorder.checks.items():
+                failures += [
+                    describe(event.recorder, case_id, c.failure_info.failure)
+                    for c in checks
+                    if c.status == Status.FAILURE and c.failure_info is not None
+                ]
+        elif isinstance(event, events.NonFatalError):
+            failures.append(f"{event.label}: {event.info.message}"[:1500])
+        elif isinstance(event, events.FatalError):
+            raise event.exception
+    assert len(tested) >= 20, sorted(tested)
+    assert set(EVERY_METHOD) <= methods, methods  # undocumented methods, OPTIONS included, were sent too
+    unique = sorted(set(failures))
+    assert not unique, "\n\n".join(unique) + "\n\nserver log tail:\n" + log.read_text()[-3000:]
 
-    for operation in operations:
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-        def fuzz(case: Any) -> None:
-            case.call_and_validate(base_url=base, headers=headers, checks=CHECKS)
-
-        try:
-            fuzz()
-        except (Exception, BaseExceptionGroup) as exc:  # collected, reported below with the server log
-            failures[operation.label] = f"{type(exc).__name__}: {exc}"[:2000]
-    assert not failures, "\n\n".join(f"{k}: {v}" for k, v in failures.items()) + log.read_text()[-3000:]
-
-
-def test_push_and_pull_bodies_are_in_the_schema(api_schema: Any) -> None:
-    raw = api_schema.raw_schema
-    push = raw["paths"]["/v1/sync/push"]["post"]
-    pull = raw["paths"]["/v1/sync/pull"]["post"]
+def test_push_and_pull_bodies_are_in_the_schema(raw_schema: dict[str, Any]) -> None:
+    push = raw_schema["paths"]["/v1/sync/push"]["post"]
+    pull = raw_schema["paths"]["/v1/sync/pull"]["post"]
     assert push["requestBody"]["content"]["application/json"]["schema"]["required"] == ["replica", "changes"]
     assert "cursor" in pull["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert "results" in push["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
     for operation in (push, pull):
         error = operation["responses"]["422"]["content"]["application/json"]["schema"]
         assert "ErrorResponse" in str(error)
+
+
+def test_metrics_are_documented_as_prometheus_text(raw_schema: dict[str, Any]) -> None:
+    content = raw_schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert [media.split(";")[0] for media in content] == ["text/plain"]
+
+
+def test_parameters_carry_the_constraints_the_server_enforces(raw_schema: dict[str, Any]) -> None:
+    def param(path: str, name: str, method: str = "get") -> dict[str, Any]:
+        found: dict[str, Any] = next(p for p in raw_schema["paths"][path][method]["parameters"] if p["name"] == name)
+        return found
+
+    assert param("/v1/conflicts/{conflict_id}", "conflict_id")["schema"]["pattern"].startswith("^c")
+    assert "pattern" in str(param("/v1/conflicts", "after")["schema"])
+    assert "pattern" in str(param("/v1/admin/dead-letters", "before")["schema"])
+    assert param("/v1/admin/conflicts", "until")["schema"]["format"] == "date-time"
+    n = param("/v1/admin/dead-letters/{replica}/{n}", "n")["schema"]
+    assert (n["minimum"], n["maximum"]) == (1, 2**53 - 1)

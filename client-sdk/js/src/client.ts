@@ -136,6 +136,7 @@ export class SyncClient {
   private liveFailedAt = -Infinity;
   private liveUnconfirmed: number | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private refusedInARow = 0;
   private onlineListener: (() => void) | null = null;
   private readonly state: Omit<ClientStatus, "leader"> = {
     connection: "offline",
@@ -202,7 +203,7 @@ export class SyncClient {
         ops: list,
       };
       return validated(draft);
-    });
+    }, { withOutbox: typeof ops === "function" });
     this.state.outbox++;
     this.emit({ type: "outbox", pending: this.state.outbox });
     this.changed(true);
@@ -427,6 +428,7 @@ export class SyncClient {
           if (this.liveUnconfirmed !== null) this.liveFailedAt = this.liveUnconfirmed; // HTTP works, WS is refused
           this.liveUnconfirmed = null;
           this.backoff.reset();
+          this.refusedInARow = 0;
           this.scheduleTokenRefresh(); // the token may have been fetched (or replaced) in this round
           this.setConnection(transport.name === "ws" ? "live" : "http");
           await this.idle(transport, interval);
@@ -437,10 +439,12 @@ export class SyncClient {
       } catch (exc) {
         if (this.closed) return;
         if (exc instanceof ServerError && exc.needsToken) {
-          // A refused token: ask for a fresh one; retry at once if it changed.
+          // A refused token: ask for a fresh one; retry at once if it changed, but only once in a
+          // row, so a server that refuses every token (an unknown tenant) is not hammered.
           const before = this.tokens.peek();
           const fresh = await this.tokens.refresh().catch(() => before);
-          delay = fresh !== before ? 0 : this.backoff.cap;
+          delay = fresh !== before && this.refusedInARow === 0 ? 0 : this.delay(exc);
+          this.refusedInARow++;
         } else {
           delay = this.delay(exc);
         }

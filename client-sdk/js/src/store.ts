@@ -138,14 +138,20 @@ export class LocalStore {
    * `build` runs inside the transaction and must be synchronous (IndexedDB commits a
    * transaction that waits on anything else); it may throw to abort the write.
    */
-  async enqueue(collection: string, entity: string, build: (ctx: WriteContext) => Change): Promise<Change> {
+  async enqueue(
+    collection: string,
+    entity: string,
+    build: (ctx: WriteContext) => Change,
+    { withOutbox = true }: { withOutbox?: boolean } = {},
+  ): Promise<Change> {
     const tx = this.tx(["meta", "outbox", "entities"]);
     const meta = tx.objectStore("meta");
     const [counter, hlc, stored, outbox] = await Promise.all([
       meta.get("counter") as Promise<number | undefined>,
       meta.get("hlc") as Promise<Hlc | undefined>,
       tx.objectStore("entities").get([collection, entity]),
-      tx.objectStore("outbox").index("entity").getAll(entityRange(collection, entity)),
+      // Only an edit made on the optimistic state (text) needs the entity's pending changes.
+      withOutbox ? tx.objectStore("outbox").index("entity").getAll(entityRange(collection, entity)) : [],
     ]);
     let change: Change;
     try {

@@ -153,3 +153,28 @@ describe("the live sync loop", () => {
     await client.close();
   });
 });
+
+describe("a server that refuses every token", () => {
+  it("is retried once at once, then with backoff, not in a tight loop", async () => {
+    const server = new WsServer();
+    let calls = 0;
+    const client = await SyncClient.open({
+      url: "http://sync.test",
+      token: () => {
+        const token = `bad-${++calls}`;
+        server.expired.add(token); // refused at the handshake, like an unknown tenant
+        return token;
+      },
+      dbName: freshDb(),
+      transport: "ws",
+      WebSocket: server.Socket,
+      backoff: new Backoff(0.2, 0.4),
+    });
+    await client.start();
+    await until(() => client.status().connection === "offline" && server.sockets.length >= 2);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(server.sockets.length).toBeLessThanOrEqual(3); // one retry at once, then waits of 0.2-0.4 s
+    expect(client.status().lastError).toContain("token_expired");
+    await client.close();
+  });
+});
