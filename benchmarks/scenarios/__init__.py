@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.runner import Scenario
-from benchmarks.scenarios import conflicts, fanout, footprint, idle, ingest, pull, storm, text
+from benchmarks.scenarios import attachments, conflicts, fanout, footprint, idle, ingest, pull, storm, text
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -44,6 +44,15 @@ SCENARIOS: dict[str, Scenario] = {
             footprint.run,
             footprint.DEFAULTS,
             footprint.QUICK,
+        ),
+        Scenario(
+            "attachments",
+            9,
+            "Attachments: tus upload and download throughput vs raw files; server memory under concurrent uploads",
+            "MiB/s",
+            attachments.run,
+            attachments.DEFAULTS,
+            attachments.QUICK,
         ),
     )
 }

@@ -16,6 +16,7 @@ exactly where the committed offset says.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from syncserver.attachments.blobstore import BlobNotFound, BlobStore
@@ -89,10 +90,29 @@ class SealedBlob:
         self.count = chunk_count(size, chunk)
 
     async def read_chunk(self, index: int) -> bytes:
+        return self._open(index, await self._get(index))
+
+    async def _get(self, index: int) -> bytes:
         try:
-            blob = await self.blobs.get(chunk_key(self.tenant, self.owner, self.key_version, index))
+            return await self.blobs.get(chunk_key(self.tenant, self.owner, self.key_version, index))
         except BlobNotFound as exc:
             raise ChunkError(f"chunk {index} of attachment {self.owner} is missing") from exc
+
+    async def read_all(self, start: int = 0, end: int | None = None) -> list[bytes]:
+        """Plaintext of ``[start, end)`` as pieces, its chunks fetched concurrently (for small ranges)."""
+        stop = self.size if end is None else end
+        first = start // self.chunk
+        last = max(first, min(self.count, -(-stop // self.chunk)) - 1)
+        blobs = await asyncio.gather(*(self._get(i) for i in range(first, last + 1)))
+        pieces = []
+        for index, blob in zip(range(first, last + 1), blobs, strict=True):
+            base = index * self.chunk
+            piece = self._open(index, blob)[max(0, start - base) : max(0, stop - base)]
+            if piece:
+                pieces.append(piece)
+        return pieces
+
+    def _open(self, index: int, blob: bytes) -> bytes:
         last = index == self.count - 1
         data = open_chunk(self.cipher, self.owner, index, last, blob, self.key_version)
         expected = self.size - index * self.chunk if last else self.chunk

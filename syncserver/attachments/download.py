@@ -9,8 +9,9 @@
   gives 304. One ``Range: bytes=…`` range gives 206; several ranges are served
   as the whole body (RFC 9110 allows it); an unsatisfiable one gives 416.
 * Every chunk in the range is opened (authenticated) before the first byte is
-  sent, then opened again while streaming: a tampered chunk gives 500
-  ``data_integrity`` and no data, and memory stays at one chunk.
+  sent: a tampered chunk gives 500 ``data_integrity`` and no data. A range of
+  at most ``HOLD_BYTES`` is kept in memory from that check; a larger one is
+  opened again while streaming, so memory per download stays bounded.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from syncstore.attachments import AttachmentRecord, AttachmentStore
 log = logging.getLogger("syncserver.attachments")
 
 CACHE_CONTROL = "private, max-age=31536000, immutable"
+HOLD_BYTES = 2 * 1024 * 1024
+"""A range up to this size is opened once and sent from memory; a larger one is opened twice (check, then
+stream), so a download never holds more than this plus one chunk, whatever the file's size."""
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -122,8 +126,12 @@ class DownloadController(Controller):
         wanted = parse_range(request.headers.get("range"), row.size)
         start, end = wanted if wanted is not None else (0, row.size)
         sealed = await attachment_reader.sealed(row)
+        held: list[bytes] | None = None
         try:
-            await sealed.verify(start, end)
+            if end - start <= HOLD_BYTES:
+                held = await sealed.read_all(start, end)  # fetched concurrently, opened once, sent from memory
+            else:
+                await sealed.verify(start, end)
         except ChunkError as exc:
             raise _integrity(row, exc) from exc
         headers["Content-Length"] = str(end - start)
@@ -133,6 +141,10 @@ class DownloadController(Controller):
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{row.size}"
 
         async def body() -> AsyncIterator[bytes]:
+            if held is not None:
+                for piece in held:
+                    yield piece
+                return
             try:
                 async for piece in sealed.read(start, end):
                     yield piece
