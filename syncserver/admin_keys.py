@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, Parameter, QueryParameter
+from litestar.params import FromPath, Parameter, QueryParameter
 
 from syncproto import errors
 from syncserver.auth import Principal
@@ -102,14 +102,19 @@ class KeyAdminController(Controller):
     @post(
         "/tenant/erase",
         summary="Erase the token's tenant (crypto-shredding); confirm with its id",
+        description="`confirm` must be the token's tenant id; any other well-formed value is 409, nothing erased.",
         status_code=200,
-        responses=error_responses(400, 422, *AUTHENTICATED),
+        responses=error_responses(400, 409, *AUTHENTICATED),
     )
     async def erase(
-        self, request: AdminRequest, key_ops: NamedDependency[KeyOps], confirm: FromQuery[str]
+        self,
+        request: AdminRequest,
+        key_ops: NamedDependency[KeyOps],
+        confirm: Annotated[str, QueryParameter(min_length=1, description="The token's tenant id, to confirm.")],
     ) -> EraseResult:
         if confirm != request.user.tenant:
-            raise ApiError(422, errors.INVALID_REQUEST, "set confirm to the tenant id to erase it")
+            # Well-formed but not this tenant: the request conflicts with the tenant it would erase (not a 422).
+            raise ApiError(409, errors.INVALID_REQUEST, "set confirm to the tenant id to erase it")
         return await key_ops.erase_tenant(request.user.tenant, request.user.sub)
 
     @get(

@@ -143,7 +143,7 @@ async def test_only_admins_reach_key_endpoints_and_only_for_their_own_tenant(ser
     r = await server.client.post(
         f"/v1/admin/tenant/erase?confirm={other}", headers=server.headers(tenant, "a", "admin")
     )
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert await server.app.state.store.get_tenant(other) is not None
 
 
@@ -258,7 +258,7 @@ async def test_an_erased_tenants_leftover_bytes_cannot_be_decrypted(sqlite_serve
         db.backup(copy)
 
     admin = server.headers(doomed, "ops", "admin")
-    assert (await server.client.post("/v1/admin/tenant/erase?confirm=wrong", headers=admin)).status_code == 422
+    assert (await server.client.post("/v1/admin/tenant/erase?confirm=wrong", headers=admin)).status_code == 409
     r = await server.client.post(f"/v1/admin/tenant/erase?confirm={doomed}", headers=admin)
     assert r.status_code == 200, r.text
     assert r.json()["keys_destroyed"] == 1
