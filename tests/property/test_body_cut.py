@@ -16,7 +16,9 @@ from syncserver.transport.body import CUT_DEPTH, cut_json, cut_msgpack, decode_b
 
 # Strings full of what a bracket counter could trip on: brackets, quotes, backslashes.
 TRICKY = st.text(st.sampled_from('[]{}"\\,:ab é\n\t'), max_size=8)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), TRICKY)
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), TRICKY
+)
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TRICKY, inner, max_size=3))
 LIMITS = st.integers(0, 6)
 
