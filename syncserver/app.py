@@ -93,9 +93,38 @@ def open_fanout(settings: Settings) -> Fanout:
 UNAUTHENTICATED_PATHS = ["^/health", "^/schema", "^/metrics", "^/admin"]
 """Paths the bearer-token middleware skips: probes, the schema, metrics and the cookie-signed admin pages."""
 
-CORS_METHODS: list[Method] = ["GET", "POST"]
-CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "X-Request-ID"]
-CORS_EXPOSED_HEADERS = ["Retry-After", "X-Request-ID"]
+CORS_METHODS: list[Method] = ["GET", "POST", "HEAD", "PATCH", "DELETE"]
+"""Sync and admin calls use GET and POST; tus uploads (PROTOCOL.md §10.3) also HEAD, PATCH and DELETE."""
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "X-Request-ID",
+    # tus 1.0 uploads and ranged, cached downloads of attachments
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Metadata",
+    "Upload-Checksum",
+    "Upload-Defer-Length",
+    "Range",
+    "If-None-Match",
+]
+CORS_EXPOSED_HEADERS = [
+    "Retry-After",
+    "X-Request-ID",
+    "Location",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Expires",
+    "ETag",
+    "Content-Range",
+    "Accept-Ranges",
+]
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:

@@ -145,6 +145,24 @@ async def test_the_actual_request_from_an_allowed_origin_can_read_the_response(c
     assert "retry-after" in r.headers["access-control-expose-headers"].lower()
 
 
+async def test_a_browser_can_upload_an_attachment_with_tus_from_an_allowed_origin(cors_server: Server) -> None:
+    headers = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "authorization, content-type, tus-resumable, upload-offset, upload-checksum",
+    }
+    r = await cors_server.client.options("/v1/attachments/uploads/some-id", headers=headers)
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == ORIGIN
+    assert {"PATCH", "HEAD", "DELETE"} <= set(r.headers["access-control-allow-methods"].split(", "))
+    tenant = await cors_server.tenant()
+    answer = await cors_server.client.get(
+        "/v1/attachments/missing", headers={"Origin": ORIGIN, **cors_server.headers(tenant, "disp")}
+    )
+    exposed = {h.strip().lower() for h in answer.headers["access-control-expose-headers"].split(",")}
+    assert {"location", "upload-offset", "tus-resumable", "etag", "content-range"} <= exposed
+
+
 async def test_preflight_from_another_origin_is_refused(cors_server: Server) -> None:
     r = await cors_server.client.options("/v1/sync/push", headers=preflight("https://evil.example"))
     assert r.status_code == 400
@@ -152,7 +170,7 @@ async def test_preflight_from_another_origin_is_refused(cors_server: Server) -> 
 
 
 async def test_preflight_for_a_method_the_sync_routes_do_not_use_is_refused(cors_server: Server) -> None:
-    r = await cors_server.client.options("/v1/sync/push", headers=preflight(ORIGIN, "DELETE"))
+    r = await cors_server.client.options("/v1/sync/push", headers=preflight(ORIGIN, "PUT"))
     assert r.status_code == 400
 
 
