@@ -37,6 +37,24 @@ describe("sync()", () => {
     await client.close();
   });
 
+  it("resends a push whose answer was lost; the server's duplicates settle it, each change applied once", async () => {
+    const { server, client, d } = await setup();
+    for (let i = 0; i < 3; i++) await d.inc("dlv-1", "cod_cents", 1);
+    server.intercept = (path, body) => {
+      if (path !== "/v1/sync/push") return undefined;
+      server.push(body as Parameters<FakeServer["push"]>[0]); // applied on the server...
+      throw new TypeError("network connection lost"); // ...but the answer never arrives
+    };
+    await expect(client.sync()).rejects.toThrow(/network connection lost/);
+    expect(await client.pendingCount()).toBe(3);
+    server.intercept = null;
+    const stats = await client.sync();
+    expect(stats).toMatchObject({ duplicates: 3, applied: 0, pushed: 3 });
+    expect(server.log.map((c) => c.n)).toEqual([1, 2, 3]);
+    expect(await client.pendingCount()).toBe(0);
+    await client.close();
+  });
+
   it("drops a rejected change, reports it and keeps it for the app", async () => {
     const { server, client, events, d } = await setup();
     server.rejectIf = (c) => (c.n === 1 ? "forbidden" : null);
