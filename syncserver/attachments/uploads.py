@@ -200,7 +200,9 @@ class UploadService:
     ) -> AttachmentRecord:
         row = await self.get(principal, attachment_id)
         self._raise_if_refused(row)
-        if row.state != "uploading" or offset != row.upload_offset:
+        if row.state != "uploading":
+            raise ApiError(409, errors.OFFSET_MISMATCH, f"the upload is complete ({row.upload_offset} bytes)")
+        if offset != row.upload_offset:
             raise ApiError(409, errors.OFFSET_MISMATCH, f"the upload is at offset {row.upload_offset}, not {offset}")
         cipher = await self.ciphers.cipher(row.tenant_id, [row.key_version])
         hashing = await self._hashing_at(row, cipher)
