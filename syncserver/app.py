@@ -58,7 +58,9 @@ from syncserver.transport.http import SyncController
 from syncserver.transport.ws import sync_socket
 from syncstore import TRANSIENT_ERRORS, attachment_store_for, open_store
 from syncstore.base import Store, TenantNotFound
+from syncstore.engine import durability_warnings
 from syncstore.migrate import upgrade
+from syncstore.sql import SqlStore
 
 log = logging.getLogger("syncserver")
 
@@ -77,7 +79,22 @@ async def open_backend(settings: Settings) -> Store:
         path.parent.mkdir(parents=True, exist_ok=True)
     if settings.migrate_on_start and not settings.database_url.startswith("memory://"):
         await upgrade(settings.database_url)
-    return open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    await warn_if_not_durable(store)
+    return store
+
+
+async def warn_if_not_durable(store: Store) -> None:
+    """Log at start when an ``applied`` answer would not survive a power cut (SQLite NORMAL, PostgreSQL async)."""
+    if not isinstance(store, SqlStore):
+        return
+    try:
+        warnings = await durability_warnings(store.engine)
+    except TRANSIENT_ERRORS as exc:  # the database is down: readiness reports it; check again at the next start
+        log.info("durability not checked: the database is unavailable (%s)", type(exc).__name__)
+        return
+    for warning in warnings:
+        log.warning("durability: %s", warning)
 
 
 def open_fanout(settings: Settings) -> Fanout:

@@ -161,3 +161,26 @@ def _on_sqlite_begin(connection: Connection) -> None:
 
 def is_sqlite(engine: AsyncEngine | Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+_SQLITE_LEVELS: Final = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+async def durability_warnings(engine: AsyncEngine) -> list[str]:
+    """Why a commit on this database may not survive a power cut (empty when it does); one connection, read-only.
+
+    SQLite: ``synchronous`` below FULL. PostgreSQL: ``synchronous_commit=off`` or
+    ``fsync=off`` (server, role or URL ``options``). Servers log these at start.
+    """
+    async with engine.connect() as conn:
+        if is_sqlite(engine):
+            level = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
+            if isinstance(level, int) and level < 2:
+                name = _SQLITE_LEVELS.get(level, str(level))
+                return [f"SQLite synchronous={name}: a power cut may lose the last acknowledged commits"]
+            return []
+        warnings = []
+        for setting in ("synchronous_commit", "fsync"):
+            if (await conn.exec_driver_sql(f"SHOW {setting}")).scalar() == "off":
+                warnings.append(f"PostgreSQL {setting}=off: a crash may lose the last acknowledged commits")
+        return warnings
