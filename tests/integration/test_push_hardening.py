@@ -202,6 +202,15 @@ async def test_deep_nesting_outside_a_value_is_a_request_error_never_a_500(
     assert (r.status_code, r.json()["error"]["code"]) == (status, code)
 
 
+async def test_a_deep_pull_body_is_a_request_error_never_a_500(memory_server: Server) -> None:
+    server = memory_server
+    tenant = await server.tenant()
+    h = server.headers(tenant, "driver-1") | {"Content-Type": "application/json"}
+    for extra in (b', "pad": ' + b"[" * 5_000 + b"]" * 5_000, b', "collections": ' + b"[" * 5_000 + b"]" * 5_000):
+        r = await server.client.post("/v1/sync/pull", content=b'{"cursor": null' + extra + b"}", headers=h)
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+
+
 def ws_push_frame(encoding: str, depth: int) -> tuple[str | bytes, list[dict[str, Any]]]:
     changes = [
         change(1, "dlv-1", [set_("recipient", None)]),
