@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,11 +90,11 @@ def parse(trace: str) -> Events:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+def site(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     require_strace()
     env = server_env(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}", SYNC_LOG_LEVEL="WARNING")
     cli(env, "tenant", "create", "acme")
-    yield tmp_path, env
+    return tmp_path, env
 
 
 def push_under_strace(tmp: Path, env: dict[str, str]) -> str:
@@ -103,15 +102,26 @@ def push_under_strace(tmp: Path, env: dict[str, str]) -> str:
     port, log, out = free_port(), tmp / "server.log", tmp / "strace.txt"
     argv = [sys.executable, "-m", "uvicorn", "syncserver.asgi:app", "--port", str(port), "--loop", "uvloop"]
     with log.open("wb") as server_log:
-        server = subprocess.Popen(argv, env=env, stdout=server_log, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
+        server = subprocess.Popen(argv, env=env, stdout=server_log, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             base = f"http://127.0.0.1:{port}"
             wait_ready(base, server, log)
             # A first push starts the WAL (its header is synced in every mode); the traced one is steady state.
             push(base, env, 1)
-            tracer = subprocess.Popen(  # noqa: S603 - fixed argv: strace on our own child
-                [require_strace(), "-f", "-y", "-s", "24", "-e", f"trace={SYSCALLS}", "-o", str(out)]
-                + ["-p", str(server.pid)],
+            tracer = subprocess.Popen(  # strace on our own child
+                [
+                    require_strace(),
+                    "-f",
+                    "-y",
+                    "-s",
+                    "24",
+                    "-e",
+                    f"trace={SYSCALLS}",
+                    "-o",
+                    str(out),
+                    "-p",
+                    str(server.pid),
+                ],
                 stderr=subprocess.PIPE,
                 text=True,
             )
