@@ -609,7 +609,7 @@ class LiveHub:
         if self._collecting or self._ended < max(COLLECT_AFTER_SESSIONS, self.total):
             return
         self._collecting = True
-        asyncio.get_running_loop().call_soon(self._collect)  # after this session's own frames are gone
+        asyncio.get_running_loop().call_soon(self._collect)  # on the next turn, not inside a session's teardown
 
     def _collect(self) -> None:
         started = time.perf_counter()
