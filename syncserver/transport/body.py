@@ -125,6 +125,23 @@ _COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
 length (``_SIZED``: bin, ext, str); (count bytes, items per count) of arrays and maps (``_COUNTED``)."""
 
 
+def _fast_table() -> list[tuple[int, int] | None]:
+    """Type byte -> (bytes after it, child items or -1) for items whose header says it all."""
+    table: list[tuple[int, int] | None] = [None] * 256
+    for b in [*range(0x00, 0x80), *range(0xE0, 0x100)]:
+        table[b] = (0, -1)
+    for b in range(0x80, 0xA0):
+        table[b] = (0, 2 * (b & 0x0F) if b <= 0x8F else b & 0x0F)
+    for b in range(0xA0, 0xC0):
+        table[b] = (b & 0x1F, -1)
+    for b, size in _FIXED.items():
+        table[b] = (size, -1)
+    return table
+
+
+_FAST = _fast_table()
+
+
 def _mp_item(data: bytes, pos: int) -> tuple[int, int]:
     """The item at ``pos``: (the position after its header, or after it whole for a scalar; its
     number of child items, or -1 for a scalar). Raises ``ValueError`` past the end or on 0xc1."""
@@ -161,11 +178,16 @@ def cut_msgpack(data: bytes, limit: int) -> bytes:
     skip_from: int | None = None
     skip_level = 0
     pos = 0
+    size = len(data)
     try:
         while True:
             start = pos
-            pos, children = _mp_item(data, pos)
-            if pos > len(data):
+            fast = _FAST[data[pos]]  # the common case, without a call
+            if fast is not None:
+                pos, children = pos + 1 + fast[0], fast[1]
+            else:
+                pos, children = _mp_item(data, pos)
+            if pos > size:
                 return data
             if children >= 0 and skip_from is None and len(open_items) >= limit:
                 skip_from, skip_level = start, len(open_items)
