@@ -108,7 +108,7 @@ class AttachmentAdminController(Controller):
     @get(
         "/attachments",
         summary="List attachments (refused ones are dead letters)",
-        responses=error_responses(*AUTHENTICATED),
+        responses=error_responses(400, *AUTHENTICATED),
     )
     async def list_attachments(
         self,

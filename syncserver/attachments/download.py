@@ -35,6 +35,7 @@ from syncserver.auth import Principal
 from syncserver.errors import ApiError
 from syncserver.pull import PullService
 from syncserver.scopes import Scope
+from syncserver.transport.openapi import AUTHENTICATED, error_responses
 from syncstore.attachments import AttachmentRecord, AttachmentStore
 
 log = logging.getLogger("syncserver.attachments")
@@ -111,7 +112,11 @@ class DownloadController(Controller):
     path = "/v1/attachments"
     tags = ["attachments"]
 
-    @get("/{attachment_id:str}", summary="Download an attachment (Range, ETag, immutable caching)")
+    @get(
+        "/{attachment_id:str}",
+        summary="Download an attachment (Range, ETag, immutable caching)",
+        responses=error_responses(404, 416, 500, *AUTHENTICATED),
+    )
     async def download(
         self,
         request: Request[Principal, Any, Any],

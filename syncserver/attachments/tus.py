@@ -37,6 +37,7 @@ from syncproto.attachments import AttachmentRef
 from syncserver.attachments.uploads import ClientGone, Declared, UploadService
 from syncserver.auth import Principal
 from syncserver.errors import ApiError
+from syncserver.transport.openapi import AUTHENTICATED, error_responses
 from syncstore.attachments import AttachmentRecord
 
 TUS_VERSION = "1.0.0"
@@ -145,7 +146,12 @@ class TusController(Controller):
         }
         return Response(None, status_code=204, headers=_tus(headers))
 
-    @post("/", summary="Create an upload (tus creation)", status_code=201)
+    @post(
+        "/",
+        summary="Create an upload (tus creation)",
+        status_code=201,
+        responses=error_responses(400, 409, 412, 413, 415, *AUTHENTICATED),
+    )
     async def create(self, request: TusRequest, upload_service: NamedDependency[UploadService]) -> Response[None]:
         _check_version(request)
         if request.headers.get("upload-defer-length") is not None:
@@ -179,6 +185,7 @@ class TusController(Controller):
         "/{attachment_id:str}",
         summary="Append to an upload (tus core, checksum)",
         status_code=204,
+        responses=error_responses(400, 404, 409, 410, 412, 413, 415, 422, 460, *AUTHENTICATED),
         request_max_body_size=2**62,  # bounded by the upload's declared length instead
     )
     async def append(
@@ -196,7 +203,12 @@ class TusController(Controller):
         headers = {"Upload-Offset": str(row.upload_offset), **_expires(row)}
         return Response(None, status_code=204, headers=_tus(headers))
 
-    @delete("/{attachment_id:str}", summary="Terminate an upload (tus termination)", status_code=204)
+    @delete(
+        "/{attachment_id:str}",
+        summary="Terminate an upload (tus termination)",
+        status_code=204,
+        responses=error_responses(404, 409, 412, *AUTHENTICATED),
+    )
     async def terminate(
         self, request: TusRequest, upload_service: NamedDependency[UploadService], attachment_id: FromPath[str]
     ) -> Response[None]:
