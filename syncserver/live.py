@@ -25,9 +25,10 @@ only wakes their own ``PullService.pull`` from their cursor, which does both.
 The optional ``ScopeFilter`` is a further, per-entity filter on top of that.
 
 Memory per session is returned when it ends: the hub counts unauthenticated
-connections per client address (``admit_unauthenticated``), and every few
-hundred ended sessions it runs the full garbage collection that the server
-process otherwise runs rarely (``server_gc_policy``; docs/adr/0019).
+connections per client address (``admit_unauthenticated``), and once as many
+sessions have ended as are open (at least ``COLLECT_AFTER_SESSIONS``) it runs
+the full garbage collection that the server process otherwise runs rarely
+(``server_gc_policy``; docs/adr/0019).
 """
 
 from __future__ import annotations
