@@ -26,7 +26,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, head, patch, post, route
+from litestar import Controller, Request, Response, delete, head, patch, route
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.exceptions import InternalServerException
@@ -45,6 +45,7 @@ EXTENSIONS = "creation,checksum,termination,expiration"
 CHECKSUMS = {"sha1": "sha1", "sha256": "sha256", "md5": "md5"}
 UPLOADS = "/v1/attachments/uploads"
 _INT = re.compile(r"^[0-9]{1,19}$")
+DISCOVERY = {"Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS, "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)}
 
 TusRequest = Request[Principal, Any, Any]
 
@@ -136,23 +137,19 @@ class TusController(Controller):
     path = UPLOADS
     tags = ["attachments"]
 
-    @route("/", http_method=[HttpMethod.OPTIONS], summary="tus discovery", status_code=204)
-    async def options(self, upload_service: NamedDependency[UploadService]) -> Response[None]:
-        headers = {
-            "Tus-Version": TUS_VERSION,
-            "Tus-Extension": EXTENSIONS,
-            "Tus-Max-Size": str(upload_service.settings.max_bytes),
-            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
-        }
-        return Response(None, status_code=204, headers=_tus(headers))
-
-    @post(
+    @route(
         "/",
-        summary="Create an upload (tus creation)",
+        http_method=[HttpMethod.POST, HttpMethod.OPTIONS],
+        summary="Create an upload (tus creation); OPTIONS: tus discovery",
         status_code=201,
         responses=error_responses(400, 409, 412, 413, 415, *AUTHENTICATED),
     )
     async def create(self, request: TusRequest, upload_service: NamedDependency[UploadService]) -> Response[None]:
+        # One handler for both methods: Litestar would otherwise replace a separate OPTIONS handler on this
+        # path by its own, depending on registration order.
+        if request.method == HttpMethod.OPTIONS:
+            headers = {**DISCOVERY, "Tus-Max-Size": str(upload_service.settings.max_bytes)}
+            return Response(None, status_code=204, headers=_tus(headers))
         _check_version(request)
         if request.headers.get("upload-defer-length") is not None:
             raise ApiError(400, errors.INVALID_REQUEST, "Upload-Length is required (no deferred length)", _tus())

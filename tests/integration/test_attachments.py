@@ -166,3 +166,14 @@ async def test_another_tenant_and_another_drivers_channel_are_not_found(app_serv
     await s.push(s.headers(acme, "disp"), "web-1", [change(1, "dlv-1", moved, context={"phone-1": 2})])
     assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=d1)).status_code == 404
     assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=d2)).status_code == 200
+
+
+async def test_options_tells_the_tus_version_extensions_limits_and_checksums(app_server: Server) -> None:
+    s = app_server
+    tenant = await s.tenant()
+    r = await s.client.options("/v1/attachments/uploads", headers=s.headers(tenant, "d"))
+    assert r.status_code == 204
+    assert r.headers["tus-version"] == "1.0.0"
+    assert set(r.headers["tus-extension"].split(",")) == {"creation", "checksum", "termination", "expiration"}
+    assert "sha1" in r.headers["tus-checksum-algorithm"].split(",")
+    assert int(r.headers["tus-max-size"]) == s.settings.attachments.max_bytes
