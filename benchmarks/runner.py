@@ -16,7 +16,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -105,6 +105,16 @@ class Context:
     def pouchdb_ready(self, result: Result) -> bool:
         """Whether the PouchDB peer can run; when not, the reason is recorded as a skip."""
         return self._peer_ready(result, "PouchDB-server", f"pouchdb-server@{pouchdb.VERSION}", pouchdb)
+
+    def start_pouchdb(self, stack: ExitStack, result: Result) -> pouchdb.PouchDB | None:
+        """PouchDB-server on a fresh data directory, stopped with ``stack``; ``None`` (a skip) if it cannot run."""
+        if not self.pouchdb_ready(result):
+            return None
+        try:
+            return stack.enter_context(pouchdb.pouchdb_server(self.tmp))
+        except PeerUnavailable as exc:
+            result.skip(str(exc))
+            return None
 
     def yjs_ready(self, result: Result) -> bool:
         """Whether the Yjs WebSocket server peer can run; when not, the reason is recorded as a skip."""

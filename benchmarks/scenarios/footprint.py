@@ -28,7 +28,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers.pouchdb import PeerUnavailable, PouchDB, bulk_bodies, pouchdb_server
+from benchmarks.peers.pouchdb import PouchDB, bulk_bodies
 from benchmarks.results import Result
 from benchmarks.runner import Context
 from benchmarks.server import our_server
@@ -165,12 +165,7 @@ def run(ctx: Context, result: Result) -> None:
     measure = Measure(ctx, result, n, json_size)
     with ExitStack() as stack:
         server = stack.enter_context(our_server(ctx.backend))
-        pouch: PouchDB | None = None
-        if ctx.pouchdb_ready(result):
-            try:
-                pouch = stack.enter_context(pouchdb_server(ctx.tmp))
-            except PeerUnavailable as exc:
-                result.skip(str(exc))
+        pouch = ctx.start_pouchdb(stack, result)
         tenant = server.tenant("footprint")
         client = stack.enter_context(SyncClient(server.base, server.headers(tenant, "bench-footprint")))
         task = ctx.progress.add_task(f"footprint {n:,} records x {rounds} updates", total=rounds + 1)

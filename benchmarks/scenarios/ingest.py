@@ -20,7 +20,7 @@ import time
 from contextlib import ExitStack
 
 from benchmarks import workload
-from benchmarks.peers.pouchdb import PeerUnavailable, PouchDB, bulk_bodies, pouchdb_server
+from benchmarks.peers.pouchdb import PouchDB, bulk_bodies
 from benchmarks.raw import RawTable
 from benchmarks.results import Result
 from benchmarks.runner import Context, order
@@ -80,12 +80,7 @@ def run(ctx: Context, result: Result) -> None:
     n, reps, batches = int(ctx.params["entities"]), ctx.reps, _batches(ctx.params["batches"])
     with ExitStack() as stack:
         server = stack.enter_context(our_server(ctx.backend))
-        pouch: PouchDB | None = None
-        if ctx.pouchdb_ready(result):
-            try:
-                pouch = stack.enter_context(pouchdb_server(ctx.tmp))
-            except PeerUnavailable as exc:
-                result.skip(str(exc))
+        pouch = ctx.start_pouchdb(stack, result)
         tenant = server.tenant("ingest")
         client = stack.enter_context(SyncClient(server.base, server.headers(tenant, "bench-ingest")))
         # Warm up and learn the stored row size, so the raw rows match ours.

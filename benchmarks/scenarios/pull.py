@@ -16,7 +16,7 @@ import time
 from contextlib import ExitStack
 
 from benchmarks import workload
-from benchmarks.peers.pouchdb import PeerUnavailable, PouchDB, bulk_bodies, pouchdb_server
+from benchmarks.peers.pouchdb import PouchDB, bulk_bodies
 from benchmarks.raw import RawTable
 from benchmarks.results import Result
 from benchmarks.runner import Context, order
@@ -48,12 +48,7 @@ def run(ctx: Context, result: Result) -> None:
     m, page, reps = int(ctx.params["entities"]), int(ctx.params["page"]), ctx.reps
     with ExitStack() as stack:
         server = stack.enter_context(our_server(ctx.backend))
-        pouch: PouchDB | None = None
-        if ctx.pouchdb_ready(result):
-            try:
-                pouch = stack.enter_context(pouchdb_server(ctx.tmp))
-            except PeerUnavailable as exc:
-                result.skip(str(exc))
+        pouch = ctx.start_pouchdb(stack, result)
         task = ctx.progress.add_task(f"pull {m:,} entities", total=reps + 1)
         tenant = server.tenant("pull")
         _seed_ours(server, tenant, m)
