@@ -18,8 +18,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter, QueryParameter
 
 from syncproto import errors
@@ -32,22 +31,10 @@ from syncserver.transport.openapi import AUTHENTICATED, error_responses
 AdminRequest = Request[Principal, Any, Any]
 
 
-def provide_key_ops(state: State) -> KeyOps:
-    """One ``KeyOps`` per app, built on first use from what the lifespan put in ``state``."""
-    ops: KeyOps | None = state.get("key_ops")
-    if ops is None:
-        ops = KeyOps(
-            state.store, state.keyring, state.key_provider, state.schema, attachments=state.get("attachment_keys")
-        )
-        state.key_ops = ops
-    return ops
-
-
 class KeyAdminController(Controller):
     path = "/v1/admin"
     tags = ["admin: keys"]
     guards = [admin_only]
-    dependencies = {"key_ops": Provide(provide_key_ops, sync_to_thread=False)}
 
     @get("/keys", summary="Key versions of the token's tenant", responses=error_responses(*AUTHENTICATED))
     async def status(self, request: AdminRequest, key_ops: NamedDependency[KeyOps]) -> KeyStatus:

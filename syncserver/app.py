@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
@@ -23,22 +21,14 @@ from litestar.types import Method
 from syncproto.messages import PROTOCOL_VERSION
 from syncserver import devsecrets, observability
 from syncserver.admin.api import AdminController
-from syncserver.admin.service import AdminService, admin_backend
 from syncserver.admin.web import TEMPLATES, admin_router, content_security_policy
 from syncserver.admin_keys import KeyAdminController
 from syncserver.attachments.admin import AttachmentAdminController
-from syncserver.attachments.backends import open_blob_store
-from syncserver.attachments.download import AttachmentReader, DownloadController
-from syncserver.attachments.keyops import AttachmentKeys
-from syncserver.attachments.refs import AttachmentPushService
-from syncserver.attachments.status import AttachmentPullService
+from syncserver.attachments.download import DownloadController
 from syncserver.attachments.tus import TusController
-from syncserver.attachments.uploads import UploadService
 from syncserver.auth import BearerAuthMiddleware, build_verifier
 from syncserver.collections_config import load_schema
-from syncserver.conflicts import ConflictService
 from syncserver.crypto.envelope import DecryptionError
-from syncserver.crypto.keyring import TenantKeyring
 from syncserver.crypto.keys import KeyProvider
 from syncserver.errors import (
     ApiError,
@@ -49,63 +39,14 @@ from syncserver.errors import (
     handle_tenant_not_found,
     handle_unexpected,
 )
-from syncserver.fanout import Fanout, MemoryFanout
-from syncserver.live import LiveHub
 from syncserver.ratelimit import RateLimiting
+from syncserver.services import Services, build_services, open_backend
 from syncserver.settings import Settings
 from syncserver.transport import health
 from syncserver.transport.http import SyncController
 from syncserver.transport.ws import sync_socket
-from syncstore import TRANSIENT_ERRORS, attachment_store_for, open_store
+from syncstore import TRANSIENT_ERRORS
 from syncstore.base import Store, TenantNotFound
-from syncstore.engine import durability_warnings
-from syncstore.migrate import upgrade
-from syncstore.sql import SqlStore
-
-log = logging.getLogger("syncserver")
-
-
-def sqlite_path(url: str) -> Path | None:
-    prefix = "sqlite+aiosqlite:///"
-    if url.startswith(prefix) and url != prefix + ":memory:":
-        return Path(url[len(prefix) :])
-    return None
-
-
-async def open_backend(settings: Settings) -> Store:
-    """Migrate (if configured) and open the store named by ``SYNC_DATABASE_URL``."""
-    path = sqlite_path(settings.database_url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    if settings.migrate_on_start and not settings.database_url.startswith("memory://"):
-        await upgrade(settings.database_url)
-    store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    await warn_if_not_durable(store)
-    return store
-
-
-async def warn_if_not_durable(store: Store) -> None:
-    """Log at start when an ``applied`` answer would not survive a power cut (SQLite NORMAL, PostgreSQL async)."""
-    if not isinstance(store, SqlStore):
-        return
-    try:
-        warnings = await durability_warnings(store.engine)
-    except TRANSIENT_ERRORS as exc:  # the database is down: readiness reports it; check again at the next start
-        log.info("durability not checked: the database is unavailable (%s)", type(exc).__name__)
-        return
-    for warning in warnings:
-        log.warning("durability: %s", warning)
-
-
-def open_fanout(settings: Settings) -> Fanout:
-    """``SYNC_REDIS_URL``: unset or ``memory://`` -> in-process; ``redis://``/``rediss://`` -> Redis pub/sub."""
-    url = settings.redis_url
-    if url is None or url.startswith("memory://"):
-        return MemoryFanout()
-    from syncserver.fanout.redis import RedisFanout  # only deployments with Redis import the client
-
-    return RedisFanout(url, settings.redis_prefix)
-
 
 UNAUTHENTICATED_PATHS = ["^/health", "^/schema", "^/metrics", "^/admin"]
 """Paths the bearer-token middleware skips: probes, the schema, metrics and the cookie-signed admin pages."""
@@ -163,6 +104,24 @@ def cors_config(settings: Settings) -> CORSConfig | None:
     )
 
 
+def state_names(services: Services) -> dict[str, object]:
+    """The names under which handlers find the services in ``app.state`` (and as dependencies)."""
+    return {
+        "store": services.store,
+        "keyring": services.keyring,
+        "fanout": services.fanout,
+        "push_service": services.push,
+        "pull_service": services.pull,
+        "upload_service": services.uploads,
+        "attachment_reader": services.attachment_reader,
+        "attachment_keys": services.attachment_keys,
+        "live": services.live,
+        "conflict_service": services.conflicts,
+        "admin_service": services.admin,
+        "key_ops": services.key_ops,
+    }
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Litestar:
     """Build the app. ``store`` overrides ``SYNC_DATABASE_URL`` (tests pass a MemoryStore)."""
     settings = settings or Settings.from_env()
@@ -174,43 +133,17 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         backend = store if store is not None else await open_backend(settings)
-        keyring = TenantKeyring(backend, provider, settings.key_cache_ttl_s)
-        app.state.store = backend
-        app.state.keyring = keyring
-        fanout = open_fanout(settings)
-        await fanout.start()
-        app.state.fanout = fanout
-        attachment_meta = attachment_store_for(backend)
-        blobs = open_blob_store(settings.attachments, settings.data_dir)
-        app.state.push_service = AttachmentPushService(
-            attachment_meta,
-            backend,
-            keyring,
-            schema,
-            settings.limits,
-            settings.max_clock_skew_ms,
-            notify=fanout.publish,
-        )
-        app.state.pull_service = AttachmentPullService(attachment_meta, backend, keyring, schema, settings.limits)
-        app.state.upload_service = UploadService(attachment_meta, blobs, keyring, settings.attachments)
-        app.state.attachment_reader = AttachmentReader(attachment_meta, blobs, app.state.pull_service)
-        app.state.attachment_keys = AttachmentKeys(attachment_meta, blobs)
-        app.state.live = LiveHub(backend, app.state.pull_service, settings.live)
-        await app.state.live.start(fanout)
-        app.state.conflict_service = ConflictService(backend, keyring)
-        app.state.push_service.observe = observability.observe_push
-        observability.watch_keyring(keyring)
-        app.state.admin_service = AdminService(
-            admin_backend(backend), keyring, app.state.push_service, app.state.pull_service
-        )
+        services = build_services(settings, backend, key_provider=provider, schema=schema, owns_store=store is None)
+        app.state.services = services
+        app.state.update(state_names(services))
+        services.push.observe = observability.observe_push
+        observability.watch_keyring(services.keyring)
+        await services.start()
         try:
             yield
         finally:
-            await app.state.live.stop()
-            await fanout.stop()
-            await blobs.close()
-            if store is None:
-                await backend.close()
+            await services.stop()
+            await services.close()
 
     def from_state(name: str) -> Provide:
         def provide(state: State) -> Any:
@@ -240,6 +173,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             "pull_service": from_state("pull_service"),
             "conflict_service": from_state("conflict_service"),
             "admin_service": from_state("admin_service"),
+            "key_ops": from_state("key_ops"),
             "upload_service": from_state("upload_service"),
             "attachment_reader": from_state("attachment_reader"),
         },

@@ -14,18 +14,13 @@ from rich.table import Table
 
 from syncserver import devsecrets, keys_cli
 from syncserver.admin.cli import admin as admin_commands
-from syncserver.app import open_backend
-from syncserver.attachments.backends import open_blob_store
 from syncserver.attachments.cli import attachments as attachment_commands
 from syncserver.attachments.gc import AttachmentCollector
-from syncserver.attachments.uploads import UploadService
 from syncserver.auth import ROLES, TokenVerifier
-from syncserver.collections_config import load_schema
-from syncserver.crypto.keyring import TenantKeyring
+from syncserver.services import Services, open_services
 from syncserver.settings import Settings
 from syncserver.tenants import InvalidTenantId, create_tenant
-from syncstore import attachment_store_for
-from syncstore.base import Store, TenantExists
+from syncstore.base import TenantExists
 from syncstore.migrate import upgrade
 
 T = TypeVar("T")
@@ -33,14 +28,10 @@ console = Console(stderr=True)
 DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _run(settings: Settings, fn: Callable[[Store, TenantKeyring], Awaitable[T]]) -> T:
+def _run(settings: Settings, fn: Callable[[Services], Awaitable[T]]) -> T:
     async def main() -> T:
-        store = await open_backend(settings)
-        try:
-            provider = devsecrets.key_provider(settings)
-            return await fn(store, TenantKeyring(store, provider, settings.key_cache_ttl_s))
-        finally:
-            await store.close()
+        async with open_services(settings) as services:
+            return await fn(services)
 
     return asyncio.run(main())
 
@@ -73,7 +64,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     devsecrets.master_key_b64(settings)
     devsecrets.jwt_secret(settings)
     if settings.migrate_on_start:
-        _run(settings, lambda store, keyring: asyncio.sleep(0))
+        _run(settings, lambda services: asyncio.sleep(0))
         os.environ["SYNC_MIGRATE_ON_START"] = "0"  # workers must not race to migrate
     host = host or settings.host
     port = port or settings.port
@@ -123,7 +114,7 @@ def tenant() -> None:
 def tenant_create(settings: Settings, tenant_id: str) -> None:
     """Create a tenant and its first data key."""
     try:
-        record = _run(settings, lambda store, keyring: create_tenant(store, keyring, tenant_id))
+        record = _run(settings, lambda s: create_tenant(s.store, s.keyring, tenant_id))
     except TenantExists:
         raise click.ClickException(f"tenant {tenant_id!r} already exists") from None
     except InvalidTenantId as exc:
@@ -135,7 +126,7 @@ def tenant_create(settings: Settings, tenant_id: str) -> None:
 @click.pass_obj
 def tenant_list(settings: Settings) -> None:
     """List tenants."""
-    tenants = _run(settings, lambda store, keyring: store.list_tenants())
+    tenants = _run(settings, lambda s: s.store.list_tenants())
     table = Table("tenant", "created", "last seq", "purged through")
     for t in tenants:
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.created_at / 1000))
@@ -170,12 +161,10 @@ def gc(settings: Settings, tenant_id: str | None) -> None:
     now = int(time.time() * 1000)
     cutoff = now - settings.tombstone_retention_s * 1000
 
-    async def collect(store: Store, keyring: TenantKeyring) -> tuple[int, int, int]:
-        ids = [tenant_id] if tenant_id else [t.id for t in await store.list_tenants()]
-        removed = sum([await store.purge_tombstones(t, cutoff) for t in ids])
-        blobs = open_blob_store(settings.attachments, settings.data_dir)
-        uploads = UploadService(attachment_store_for(store), blobs, keyring, settings.attachments)
-        collector = AttachmentCollector(store, keyring, load_schema(settings.collections_file), uploads)
+    async def collect(s: Services) -> tuple[int, int, int]:
+        ids = [tenant_id] if tenant_id else [t.id for t in await s.store.list_tenants()]
+        removed = sum([await s.store.purge_tombstones(t, cutoff) for t in ids])
+        collector = AttachmentCollector(s.store, s.keyring, s.schema, s.uploads)
         results = [await collector.collect(t, now) for t in ids]
         return removed, sum(r.deleted for r in results), sum(r.abandoned for r in results)
 

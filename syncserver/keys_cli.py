@@ -30,18 +30,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from syncserver import devsecrets
 from syncserver.admin.cli import integrity_failure
-from syncserver.app import open_backend
-from syncserver.attachments.backends import open_blob_store
-from syncserver.attachments.keyops import AttachmentKeys
-from syncserver.collections_config import load_schema
 from syncserver.crypto.envelope import DecryptionError
-from syncserver.crypto.keyring import TenantKeyring
 from syncserver.crypto.keys import KeyProviderError
 from syncserver.keyops import KeyOpError, KeyOps
+from syncserver.services import open_services
 from syncserver.settings import Settings
-from syncstore import attachment_store_for
 from syncstore.base import TenantNotFound
 
 T = TypeVar("T")
@@ -59,17 +53,8 @@ def run_ops(settings: Settings, fn: Callable[[KeyOps], Awaitable[T]]) -> T:
     """Open the store, build ``KeyOps``, run ``fn``; map expected failures to clean CLI errors."""
 
     async def main() -> T:
-        store = await open_backend(settings)
-        try:
-            provider = devsecrets.key_provider(settings)
-            keyring = TenantKeyring(store, provider, settings.key_cache_ttl_s)
-            files = AttachmentKeys(
-                attachment_store_for(store), open_blob_store(settings.attachments, settings.data_dir)
-            )
-            schema = load_schema(settings.collections_file)
-            return await fn(KeyOps(store, keyring, provider, schema, attachments=files))
-        finally:
-            await store.close()
+        async with open_services(settings) as services:
+            return await fn(services.key_ops)
 
     try:
         return asyncio.run(main())

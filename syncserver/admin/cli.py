@@ -20,21 +20,15 @@ from rich.console import Console
 from rich.table import Table
 
 from syncproto import errors
-from syncserver import devsecrets
-from syncserver.admin.service import AdminService, ConflictFilters, admin_backend
+from syncserver.admin.service import AdminService, ConflictFilters
 from syncserver.admin.views import AdminConflict, DeadLetterView, OverrideRequest
 from syncserver.auth import Principal
-from syncserver.collections_config import load_schema
 from syncserver.crypto.envelope import DecryptionError
-from syncserver.crypto.keyring import TenantKeyring
 from syncserver.errors import ApiError
-from syncserver.pull import PullService
-from syncserver.push import PushService
+from syncserver.services import open_services
 from syncserver.settings import Settings
-from syncstore import open_store
 from syncstore.adminstore import DeadLetterQuery
 from syncstore.base import TenantNotFound
-from syncstore.migrate import upgrade
 
 T = TypeVar("T")
 out = Console()
@@ -57,19 +51,8 @@ def run(ctx: Context, fn: Callable[[AdminService, Principal], Awaitable[T]]) -> 
     settings = ctx.settings
 
     async def main() -> T:
-        if not settings.database_url.startswith("memory://") and settings.migrate_on_start:
-            await upgrade(settings.database_url)
-        store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-        try:
-            provider = devsecrets.key_provider(settings)
-            keyring = TenantKeyring(store, provider, settings.key_cache_ttl_s)
-            schema = load_schema(settings.collections_file)
-            push = PushService(store, keyring, schema, settings.limits, settings.max_clock_skew_ms)
-            pull = PullService(store, keyring, schema, settings.limits)
-            service = AdminService(admin_backend(store), keyring, push, pull)
-            return await fn(service, Principal(ctx.tenant, ctx.actor, "admin"))
-        finally:
-            await store.close()
+        async with open_services(settings) as services:
+            return await fn(services.admin, Principal(ctx.tenant, ctx.actor, "admin"))
 
     try:
         return asyncio.run(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from syncserver.app import warn_if_not_durable
+from syncserver.services import warn_if_not_durable
 from syncstore import open_store
 from syncstore.migrate import upgrade
 
