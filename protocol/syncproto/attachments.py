@@ -32,10 +32,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from syncproto.messages import EntityView, Id
+from syncproto.messages import EntityView
 
 __all__ = [
     "ATTACHMENT_KEY",
+    "AttachmentId",
     "AttachmentRef",
     "AttachmentStatus",
     "attachment_ref",
@@ -47,6 +48,9 @@ __all__ = [
 ATTACHMENT_KEY = "$attachment"
 """The reserved member of a register value that makes it an attachment reference."""
 
+AttachmentId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_:@\-][A-Za-z0-9._:@\-]*$")]
+"""An id (PROTOCOL.md §2) that does not start with ``.``: it names objects in a blob store, where ``.``
+and ``..`` are not names."""
 Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
 MediaType = Annotated[str, Meta(min_length=3, max_length=127, pattern=r"^[a-z0-9!#$&^_.+\-]+/[a-z0-9!#$&^_.+\-]+$")]
 
@@ -57,7 +61,7 @@ AttachmentStatus = Literal["pending", "available", "refused"]
 class AttachmentRef(Struct, gc=False, forbid_unknown_fields=False, omit_defaults=True):
     """What a register holds for a file. Unknown members are kept out (ignored) so refs can grow."""
 
-    id: Id
+    id: AttachmentId
     size: Annotated[int, Meta(ge=0)]
     sha256: Sha256Hex
     media_type: MediaType

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -177,3 +178,27 @@ async def test_options_tells_the_tus_version_extensions_limits_and_checksums(app
     assert set(r.headers["tus-extension"].split(",")) == {"creation", "checksum", "termination", "expiration"}
     assert "sha1" in r.headers["tus-checksum-algorithm"].split(",")
     assert int(r.headers["tus-max-size"]) == s.settings.attachments.max_bytes
+
+
+async def test_a_malformed_upload_creation_is_refused_with_a_stable_code(app_server: Server) -> None:
+    s = app_server
+    tenant = await s.tenant()
+    h = {**s.headers(tenant, "d"), **TUS}
+    good = ref_for(b"abc")
+    for metadata, length in [
+        (f"id {b64('..')},sha256 {b64(good.sha256)},media_type {b64('image/png')}", "3"),  # not an object name
+        (f"id {b64('a1')},sha256 {b64('xyz')},media_type {b64('image/png')}", "3"),  # not a SHA-256
+        (f"id {b64('a1')},sha256 {b64(good.sha256)},media_type {b64('image/png')}", "-1"),
+        ("id !!!", "3"),
+    ]:
+        r = await s.client.post(
+            "/v1/attachments/uploads", headers={**h, "Upload-Length": length, "Upload-Metadata": metadata}
+        )
+        assert r.status_code == 400, metadata
+        assert r.json()["error"]["code"] == "invalid_request"
+    r = await s.client.post("/v1/attachments/uploads", headers={**s.headers(tenant, "d"), "Upload-Length": "3"})
+    assert r.status_code == 412  # no Tus-Resumable
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
