@@ -41,10 +41,9 @@ from syncserver.attachments import chunks, metrics
 from syncserver.attachments.blobstore import BlobNotFound, BlobStore
 from syncserver.attachments.chunks import ChunkError, SealedBlob
 from syncserver.attachments.settings import AttachmentSettings
-from syncserver.auth import Principal
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.push import Ciphers
+from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncstore.attachments import AttachmentRecord, AttachmentStore
 
 log = logging.getLogger("syncserver.attachments")
@@ -331,9 +330,10 @@ class UploadService:
         """Delete the row, then the objects holding its bytes once no other row uses them (dedup)."""
         self._hashing.pop((row.tenant_id, row.id), None)
         await self.meta.delete_attachment(row.tenant_id, row.id)
-        owner = row.blob_owner or row.id
-        if not await self.meta.blob_users(row.tenant_id, owner):
-            await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, owner)))
+        # Its own objects (a deduplicated row's may be left over from a crash), and the ones it used.
+        for owner in {row.id, row.blob_owner or row.id}:
+            if not await self.meta.blob_users(row.tenant_id, owner):
+                await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, owner)))
 
     async def replay(self, tenant: str, attachment_id: str) -> AttachmentRecord:
         """Re-admit a refused upload: drop its bytes and let the device upload it again from offset 0.
