@@ -26,7 +26,7 @@ from benchmarks import workload
 from benchmarks.backends import BackendName, open_backend
 from benchmarks.server import READY_TIMEOUT_S, SERVER_ENV
 from benchmarks.wire import SyncClient, push_bodies
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.settings import Settings
 from syncserver.testing import ROOT, cli, free_port, server_env, wait_ready
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.backends import Backend
-from syncserver.auth import Role, TokenVerifier
+from syncserver.auth.tokens import Role, TokenVerifier
 from syncserver.settings import Settings
 from syncserver.testing import ROOT, cli, free_port, server_env, stop, wait_ready
 

@@ -19,17 +19,13 @@ from litestar.template.config import TemplateConfig
 from litestar.types import Method
 
 from syncproto.messages import PROTOCOL_VERSION
-from syncserver import devsecrets, observability
 from syncserver.admin.api import AdminController
 from syncserver.admin.web import TEMPLATES, admin_router, content_security_policy
-from syncserver.admin_keys import KeyAdminController
 from syncserver.attachments.admin import AttachmentAdminController
 from syncserver.attachments.download import DownloadController
 from syncserver.attachments.tus import TusController
-from syncserver.auth import BearerAuthMiddleware, build_verifier
-from syncserver.collections_config import load_schema
-from syncserver.crypto.envelope import DecryptionError
-from syncserver.crypto.keys import KeyProvider
+from syncserver.auth.ratelimit import RateLimiting
+from syncserver.auth.tokens import BearerAuthMiddleware, build_verifier
 from syncserver.errors import (
     ApiError,
     handle_api_error,
@@ -39,10 +35,14 @@ from syncserver.errors import (
     handle_tenant_not_found,
     handle_unexpected,
 )
-from syncserver.ratelimit import RateLimiting
+from syncserver.keys import devsecrets
+from syncserver.keys.api import KeyAdminController
+from syncserver.keys.envelope import DecryptionError
+from syncserver.keys.providers import KeyProvider
+from syncserver.ops import health, logs, metrics
 from syncserver.services import Services, build_services, open_backend
 from syncserver.settings import Settings
-from syncserver.transport import health
+from syncserver.sync.collections import load_schema
 from syncserver.transport.http import SyncController
 from syncserver.transport.ws import sync_socket
 from syncstore import TRANSIENT_ERRORS
@@ -136,8 +136,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         services = build_services(settings, backend, key_provider=provider, schema=schema, owns_store=store is None)
         app.state.services = services
         app.state.update(state_names(services))
-        services.push.observe = observability.observe_push
-        observability.watch_keyring(services.keyring)
+        services.push.observe = metrics.observe_push
+        metrics.watch_keyring(services.keyring)
         await services.start()
         try:
             yield
@@ -163,7 +163,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             AdminController,
             KeyAdminController,
             admin_router(devsecrets.jwt_secret(settings), secure_cookies=settings.admin_cookie_secure),
-            observability.MetricsController,
+            metrics.MetricsController,
         ],
         lifespan=[lifespan, rate_limiting.lifespan],
         stores=rate_limiting.stores,
@@ -178,17 +178,17 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             "attachment_reader": from_state("attachment_reader"),
         },
         middleware=[
-            observability.RequestIdMiddleware(),
-            observability.prometheus_config().middleware,
+            logs.RequestIdMiddleware(),
+            metrics.prometheus_config().middleware,
             *rate_limiting.middleware,
             # OPTIONS is authenticated like every method (Litestar skips it by default): otherwise the
             # role guards would run with no user and fail with 500. A CORS preflight is answered earlier.
             DefineMiddleware(BearerAuthMiddleware, exclude=UNAUTHENTICATED_PATHS, exclude_http_methods=[]),
         ],
         cors_config=cors_config(settings),
-        before_send=[observability.request_id_for_unrouted, content_security_policy],
+        before_send=[logs.request_id_for_unrouted, content_security_policy],
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
-        logging_config=observability.logging_config(settings.log_level, settings.log_format),
+        logging_config=logs.logging_config(settings.log_level, settings.log_format),
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,

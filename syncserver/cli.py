@@ -12,14 +12,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from syncserver import devsecrets, keys_cli
 from syncserver.admin.cli import admin as admin_commands
+from syncserver.admin.tenants import InvalidTenantId, create_tenant
 from syncserver.attachments.cli import attachments as attachment_commands
 from syncserver.attachments.gc import AttachmentCollector
-from syncserver.auth import ROLES, TokenVerifier
+from syncserver.auth.tokens import ROLES, TokenVerifier
+from syncserver.keys import cli as keys_cli
+from syncserver.keys import devsecrets
 from syncserver.services import Services, open_services
 from syncserver.settings import Settings
-from syncserver.tenants import InvalidTenantId, create_tenant
 from syncstore.base import TenantExists
 from syncstore.migrate import upgrade
 

@@ -58,13 +58,14 @@ from syncproto.messages import (
     WsSynced,
     msgpack_encoder,
 )
-from syncserver import cursor, observability
-from syncserver.auth import Principal
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.auth.scopes import Scope
+from syncserver.auth.tokens import Principal
 from syncserver.fanout.base import Fanout
-from syncserver.pull import PullService
-from syncserver.scopes import Scope
+from syncserver.keys.keyring import TenantCipher
+from syncserver.ops import metrics
 from syncserver.settings import LiveSettings
+from syncserver.sync import cursor
+from syncserver.sync.pull import PullService
 from syncstore import TRANSIENT_ERRORS
 from syncstore.base import Store
 from syncstore.records import EntityRecord
@@ -562,7 +563,7 @@ class LiveHub:
             )
         self._per_user[key] += 1
         self.total += 1
-        observability.WS_CONNECTIONS.inc()
+        metrics.WS_CONNECTIONS.inc()
 
     def release(self, principal: Principal) -> None:
         key = (principal.tenant, principal.sub)
@@ -570,7 +571,7 @@ class LiveHub:
         if self._per_user[key] <= 0:
             del self._per_user[key]
         self.total -= 1
-        observability.WS_CONNECTIONS.dec()
+        metrics.WS_CONNECTIONS.dec()
 
     def admit_unauthenticated(self, address: str) -> None:
         """Count a connection from ``address`` that has not authenticated yet, or raise ``TooManyConnections``.
@@ -580,18 +581,18 @@ class LiveHub:
         """
         limit = self.settings.max_unauthenticated_per_address
         if self._unauthenticated[address] >= limit:  # reading a Counter adds no key
-            observability.WS_UNAUTHENTICATED_REFUSED.inc()
+            metrics.WS_UNAUTHENTICATED_REFUSED.inc()
             raise TooManyConnections(
                 f"this address already has {limit} connections that have not authenticated; authenticate first"
             )
         self._unauthenticated[address] += 1
-        observability.WS_UNAUTHENTICATED.inc()
+        metrics.WS_UNAUTHENTICATED.inc()
 
     def release_unauthenticated(self, address: str) -> None:
         self._unauthenticated[address] -= 1
         if self._unauthenticated[address] <= 0:
             del self._unauthenticated[address]
-        observability.WS_UNAUTHENTICATED.dec()
+        metrics.WS_UNAUTHENTICATED.dec()
 
     def ended(self) -> None:
         """A session ended, authenticated or not: every so many, collect the reference cycles they leave.

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncproto.schema import Schema
-from syncserver import devsecrets
 from syncserver.admin.service import AdminService, admin_backend
 from syncserver.attachments.backends import open_blob_store
 from syncserver.attachments.blobstore import BlobStore
@@ -25,14 +24,15 @@ from syncserver.attachments.keyops import AttachmentKeys
 from syncserver.attachments.refs import AttachmentPushService
 from syncserver.attachments.status import AttachmentPullService
 from syncserver.attachments.uploads import UploadService
-from syncserver.collections_config import load_schema
-from syncserver.conflicts import ConflictService
-from syncserver.crypto.keyring import TenantKeyring
-from syncserver.crypto.keys import KeyProvider
 from syncserver.fanout import Fanout, MemoryFanout
-from syncserver.keyops import KeyOps
+from syncserver.keys import devsecrets
+from syncserver.keys.keyring import TenantKeyring
+from syncserver.keys.operations import KeyOps
+from syncserver.keys.providers import KeyProvider
 from syncserver.live import LiveHub
 from syncserver.settings import Settings
+from syncserver.sync.collections import load_schema
+from syncserver.sync.conflicts import ConflictService
 from syncstore import TRANSIENT_ERRORS, attachment_store_for, open_store
 from syncstore.base import Store
 from syncstore.engine import durability_warnings

@@ -37,9 +37,9 @@ from litestar.exceptions import HTTPException
 from litestar.params import JSONBody
 from litestar.static_files import create_static_files_router
 
-from syncserver.auth import TokenVerifier, build_verifier
-from syncserver.collections_config import CollectionsFile
+from syncserver.auth.tokens import TokenVerifier, build_verifier
 from syncserver.settings import Settings
+from syncserver.sync.collections import CollectionsFile
 
 HERE = Path(__file__).resolve().parent
 DIST = HERE / "dist"

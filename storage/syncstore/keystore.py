@@ -1,6 +1,6 @@
 """The ``KeyStore`` interface: the storage side of key lifecycle and data-subject requests.
 
-The server does the cryptography (``syncserver.keyops``); a ``KeyStore`` only
+The server does the cryptography (``syncserver.keys.operations``); a ``KeyStore`` only
 moves wrapped keys and ciphertext cells, never a plaintext key or value:
 
 * data-key versions: add one (retiring the active one), rewrap one under a new
@@ -57,7 +57,7 @@ NAME_COLUMNS: Final[dict[SealedTable, tuple[str, ...]]] = {
     "conflicts": ("collection", "entity_id", "seq", "idx"),
     "dead_letters": ("replica_id", "n", "change_id"),
 }
-"""The plaintext columns the server binds into each table's associated data (see ``syncserver.payloads``)."""
+"""The plaintext columns the server binds into each table's associated data (see ``syncserver.sync.payloads``)."""
 
 KeyPart = str | int
 

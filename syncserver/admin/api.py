@@ -28,7 +28,7 @@ from syncserver.admin.views import (
     ReplayResult,
     override_request_decoder,
 )
-from syncserver.auth import Principal
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.transport.body import decode_body
 from syncserver.transport.body_schema import RawSchema, json_schema

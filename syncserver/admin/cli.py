@@ -22,9 +22,9 @@ from rich.table import Table
 from syncproto import errors
 from syncserver.admin.service import AdminService, ConflictFilters
 from syncserver.admin.views import AdminConflict, DeadLetterView, OverrideRequest
-from syncserver.auth import Principal
-from syncserver.crypto.envelope import DecryptionError
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.keys.envelope import DecryptionError
 from syncserver.services import open_services
 from syncserver.settings import Settings
 from syncstore.adminstore import DeadLetterQuery

@@ -44,7 +44,6 @@ from syncproto.messages import (
     Rejected,
     SetOp,
 )
-from syncserver import payloads
 from syncserver.admin.views import (
     AdminConflict,
     AdminConflictPage,
@@ -60,12 +59,13 @@ from syncserver.admin.views import (
     ReplayResult,
     ServerChange,
 )
-from syncserver.auth import Principal
-from syncserver.conflicts import conflict_id, parse_conflict_id
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.pull import PullService
-from syncserver.push import SERVER_REPLICA_PREFIX, Ciphers, PushService
+from syncserver.keys.keyring import Ciphers, TenantCipher
+from syncserver.sync import payloads
+from syncserver.sync.conflicts import conflict_id, parse_conflict_id
+from syncserver.sync.pull import PullService
+from syncserver.sync.push import SERVER_REPLICA_PREFIX, PushService
 from syncstore.adminstore import (
     AdminStore,
     AuditRecord,

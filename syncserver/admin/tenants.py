@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from syncserver.crypto.keyring import TenantKeyring
+from syncserver.keys.keyring import TenantKeyring
 from syncstore.base import Store
 from syncstore.records import TenantRecord
 

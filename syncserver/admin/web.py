@@ -37,7 +37,7 @@ from litestar.types import Message, Scope
 from syncserver.admin.api import to_ms
 from syncserver.admin.service import AdminService, ConflictFilters
 from syncserver.admin.views import OverrideRequest
-from syncserver.auth import Principal, TokenVerifier
+from syncserver.auth.tokens import Principal, TokenVerifier
 from syncserver.errors import ApiError
 from syncstore.adminstore import DeadLetterQuery
 from syncstore.base import TenantNotFound

@@ -22,9 +22,9 @@ from syncproto import errors
 from syncproto.attachments import attachment_ref, refs_in_view
 from syncserver.admin.service import AdminService
 from syncserver.attachments.uploads import UploadService
-from syncserver.auth import Principal
+from syncserver.auth.scopes import admin_only
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.scopes import admin_only
 from syncserver.transport.openapi import AUTHENTICATED, error_responses
 from syncstore.attachments import AttachmentRecord
 

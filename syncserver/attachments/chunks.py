@@ -20,8 +20,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from syncserver.attachments.blobstore import BlobNotFound, BlobStore
-from syncserver.crypto.envelope import DecryptionError
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.keys.envelope import DecryptionError
+from syncserver.keys.keyring import TenantCipher
 
 TABLE = "attachment"
 

@@ -11,12 +11,12 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from syncserver import devsecrets
 from syncserver.attachments.admin import AttachmentAdminView, admin_view
 from syncserver.attachments.backends import open_blob_store
 from syncserver.attachments.uploads import UploadService
-from syncserver.crypto.keyring import TenantKeyring
 from syncserver.errors import ApiError
+from syncserver.keys import devsecrets
+from syncserver.keys.keyring import TenantKeyring
 from syncserver.settings import Settings
 from syncstore import attachment_store_for, open_store
 from syncstore.migrate import upgrade

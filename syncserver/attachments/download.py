@@ -31,10 +31,10 @@ from syncproto.attachments import refs_in_view
 from syncserver.attachments import metrics
 from syncserver.attachments.blobstore import BlobStore
 from syncserver.attachments.chunks import ChunkError, SealedBlob
-from syncserver.auth import Principal
+from syncserver.auth.scopes import Scope
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.pull import PullService
-from syncserver.scopes import Scope
+from syncserver.sync.pull import PullService
 from syncserver.transport.openapi import AUTHENTICATED, error_responses
 from syncstore.attachments import AttachmentRecord, AttachmentStore
 

@@ -21,9 +21,9 @@ from syncproto.attachments import attachment_ref
 from syncproto.crdt import Register
 from syncproto.merge import is_deleted
 from syncproto.schema import Schema
-from syncserver import payloads
 from syncserver.attachments.uploads import UploadService
-from syncserver.push import Ciphers
+from syncserver.keys.keyring import Ciphers
+from syncserver.sync import payloads
 from syncstore.attachments import AttachmentRecord
 from syncstore.base import Store
 

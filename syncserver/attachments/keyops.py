@@ -1,6 +1,6 @@
 """Key operations on attachments: usage per key version, re-encryption, erasure and export.
 
-``KeyOps`` (``syncserver/keyops.py``) calls these beside its table work, so the
+``KeyOps`` (``syncserver/keys/operations.py``) calls these beside its table work, so the
 rules are the rows' rules:
 
 * **usage**: every blob counts under the key version its chunks are sealed
@@ -25,7 +25,7 @@ from msgspec.structs import replace
 from syncserver.attachments import chunks
 from syncserver.attachments.blobstore import BlobStore
 from syncserver.attachments.chunks import ChunkError, SealedBlob
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.keys.keyring import TenantCipher
 from syncstore.attachments import AttachmentRecord, AttachmentStore
 
 PAGE = 500

@@ -15,8 +15,8 @@ from typing import Any
 
 from syncproto.attachments import attachment_ref
 from syncproto.messages import PushRequest, PushResponse, SetOp
-from syncserver.auth import Principal
-from syncserver.push import PushService
+from syncserver.auth.tokens import Principal
+from syncserver.sync.push import PushService
 from syncstore.attachments import AttachmentRefRecord, AttachmentStore
 
 

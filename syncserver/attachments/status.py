@@ -15,10 +15,10 @@ from __future__ import annotations
 from syncproto.attachments import AttachmentStatus, refs_in_view
 from syncproto.messages import EntityView, PullRequest, PullResponse
 from syncproto.schema import Schema
-from syncserver.auth import Principal
-from syncserver.pull import PullService
-from syncserver.push import Ciphers
+from syncserver.auth.tokens import Principal
+from syncserver.keys.keyring import Ciphers
 from syncserver.settings import Limits
+from syncserver.sync.pull import PullService
 from syncstore.attachments import AttachmentStore
 from syncstore.base import Store
 

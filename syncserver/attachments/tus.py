@@ -35,7 +35,7 @@ from litestar.params import FromPath
 from syncproto import errors
 from syncproto.attachments import AttachmentRef
 from syncserver.attachments.uploads import ClientGone, Declared, UploadService
-from syncserver.auth import Principal
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.transport.openapi import AUTHENTICATED, error_responses
 from syncstore.attachments import AttachmentRecord

@@ -46,7 +46,7 @@ from litestar.handlers.base import BaseRouteHandler
 from syncproto import errors
 from syncproto.merge import EntityState, field_value
 from syncproto.schema import Collection
-from syncserver.auth import Principal
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 
 TENANT_WIDE_ROLES = frozenset({"dispatcher", "admin"})

@@ -18,9 +18,9 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.middleware.base import DefineMiddleware
 
 from syncproto import errors
-from syncserver import devsecrets
+from syncserver.auth.jwks import PublicKeys
 from syncserver.errors import ApiError
-from syncserver.jwtkeys import PublicKeys
+from syncserver.keys import devsecrets
 from syncserver.settings import Settings
 
 Role = Literal["driver", "dispatcher", "admin"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from syncserver.crypto.envelope import DecryptionError, row_aad
-from syncserver.crypto.keyring import TenantCipher, TenantKeyring
-from syncserver.crypto.keys import KeyProvider, LocalKeyProvider
+from syncserver.keys.envelope import DecryptionError, row_aad
+from syncserver.keys.keyring import TenantCipher, TenantKeyring
+from syncserver.keys.providers import KeyProvider, LocalKeyProvider
 
 __all__ = ["DecryptionError", "KeyProvider", "LocalKeyProvider", "TenantCipher", "TenantKeyring", "row_aad"]

@@ -22,10 +22,18 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter, QueryParameter
 
 from syncproto import errors
-from syncserver.auth import Principal
+from syncserver.auth.scopes import admin_only
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.keyops import EraseResult, KeyOpError, KeyOps, KeyStatus, ReencryptResult, RotateResult, UserExport
-from syncserver.scopes import admin_only
+from syncserver.keys.operations import (
+    EraseResult,
+    KeyOpError,
+    KeyOps,
+    KeyStatus,
+    ReencryptResult,
+    RotateResult,
+    UserExport,
+)
 from syncserver.transport.openapi import AUTHENTICATED, error_responses
 
 AdminRequest = Request[Principal, Any, Any]

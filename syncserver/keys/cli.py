@@ -31,9 +31,9 @@ from rich.progress import (
 from rich.table import Table
 
 from syncserver.admin.cli import integrity_failure
-from syncserver.crypto.envelope import DecryptionError
-from syncserver.crypto.keys import KeyProviderError
-from syncserver.keyops import KeyOpError, KeyOps
+from syncserver.keys.envelope import DecryptionError
+from syncserver.keys.operations import KeyOpError, KeyOps
+from syncserver.keys.providers import KeyProviderError
 from syncserver.services import open_services
 from syncserver.settings import Settings
 from syncstore.base import TenantNotFound

@@ -13,7 +13,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from syncserver.crypto.keys import LocalKeyProvider
+from syncserver.keys.providers import LocalKeyProvider
 from syncserver.settings import Settings
 
 BANNER = (

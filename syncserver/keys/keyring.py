@@ -17,14 +17,15 @@ import hmac
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cachetools import TTLCache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from syncserver.crypto.envelope import DecryptionError, open_sealed, row_aad, seal
-from syncserver.crypto.keys import KeyProvider
+from syncserver.keys.envelope import DecryptionError, open_sealed, row_aad, seal
+from syncserver.keys.providers import KeyProvider
 from syncstore.base import Store, TenantNotFound
 from syncstore.records import WrappedKey
 
@@ -88,6 +89,14 @@ class CacheStats:
 
     hits: int = 0
     misses: int = 0
+
+
+class Ciphers(Protocol):
+    """What the sync services need of the keyring: a tenant's cipher (``TenantKeyring`` is the one)."""
+
+    async def cipher(self, tenant: str, need: Iterable[int] = ()) -> TenantCipher:
+        """The tenant's cipher, holding at least the key versions in ``need``."""
+        ...
 
 
 class TenantKeyring:

@@ -36,12 +36,12 @@ from msgspec import Struct
 
 from syncproto.messages import Op
 from syncproto.schema import Schema
-from syncserver import payloads
 from syncserver.attachments.keyops import AttachmentKeys, ExportedAttachment
-from syncserver.crypto.envelope import DecryptionError
-from syncserver.crypto.keyring import TenantCipher, TenantKeyring, wrap_aad
-from syncserver.crypto.keys import KeyProvider, KeyProviderError
-from syncserver.scopes import ChannelError, entity_channels
+from syncserver.auth.scopes import ChannelError, entity_channels
+from syncserver.keys.envelope import DecryptionError
+from syncserver.keys.keyring import TenantCipher, TenantKeyring, wrap_aad
+from syncserver.keys.providers import KeyProvider, KeyProviderError
+from syncserver.sync import payloads
 from syncstore.access import AccessStore
 from syncstore.adminstore import AdminStore, AuditRecord, DeadLetterQuery
 from syncstore.base import Store, TenantNotFound

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from syncserver.crypto.envelope import DecryptionError, open_sealed, seal
+from syncserver.keys.envelope import DecryptionError, open_sealed, seal
 
 
 class KeyProviderError(Exception):

@@ -15,8 +15,8 @@ from litestar import Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
-from syncserver.crypto.keys import KeyProvider, KeyProviderError
 from syncserver.fanout.base import Fanout
+from syncserver.keys.providers import KeyProvider, KeyProviderError
 from syncstore.base import Store, StoreUnavailable
 
 log = logging.getLogger("syncserver.health")

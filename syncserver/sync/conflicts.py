@@ -6,12 +6,11 @@ import datetime as dt
 
 from syncproto import errors
 from syncproto.messages import ConflictPage, ConflictView
-from syncserver import payloads
-from syncserver.auth import Principal
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.auth.scopes import Scope
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.push import Ciphers
-from syncserver.scopes import Scope
+from syncserver.keys.keyring import Ciphers, TenantCipher
+from syncserver.sync import payloads
 from syncstore.access import AccessStore
 from syncstore.base import Store
 from syncstore.records import ConflictFilter, ConflictRecord

@@ -14,7 +14,7 @@ from msgspec import Struct
 
 from syncproto.merge import EntityState
 from syncproto.messages import ConflictValue, Op
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.keys.keyring import TenantCipher
 
 
 class StoredEntity(Struct, gc=False):

@@ -22,13 +22,12 @@ from syncproto import errors
 from syncproto.messages import EntityView, Eviction, PullRequest, PullResponse
 from syncproto.schema import Schema
 from syncproto.views import entity_view
-from syncserver import cursor, payloads
-from syncserver.auth import Principal
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.auth.scopes import Scope
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.push import Ciphers
-from syncserver.scopes import Scope
+from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
+from syncserver.sync import cursor, payloads
 from syncstore.access import AccessStore, EvictionRecord, ScopedEntity
 from syncstore.base import Store
 from syncstore.records import EntityRecord

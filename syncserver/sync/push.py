@@ -17,9 +17,9 @@ the client was told nothing, and will resend.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -45,12 +45,12 @@ from syncproto.messages import (
 )
 from syncproto.schema import Schema
 from syncproto.values import MAX_VALUE_DEPTH, storable
-from syncserver import payloads
-from syncserver.auth import Principal
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.auth.scopes import ChannelError, Scope, entity_channels
+from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.scopes import ChannelError, Scope, entity_channels
+from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
+from syncserver.sync import payloads
 from syncstore.base import PushSession, Store
 from syncstore.records import (
     ChangeRecord,
@@ -67,18 +67,12 @@ FORBIDDEN_MESSAGE = "the entity is not, or would not be, in one of the channels 
 _msgpack = msgspec.msgpack.Encoder()
 
 
-class Ciphers(Protocol):
-    async def cipher(self, tenant: str, need: Iterable[int] = ()) -> TenantCipher:
-        """The tenant's cipher, holding at least the key versions in ``need``."""
-        ...
-
-
 SERVER_REPLICA_PREFIX = "server:"
 """Replica ids the server writes as (admin overrides, dead-letter replays); devices may not push as them."""
 
 Notify = Callable[[str, int], Awaitable[None]]
 Observe = Callable[[PushBatch, list[PushResult]], None]
-"""Called after each commit with what was written and the results (metrics; see ``observability``)."""
+"""Called after each commit with what was written and the results (metrics; see ``syncserver.ops.metrics``)."""
 
 
 @dataclass

@@ -20,10 +20,10 @@ from syncproto.messages import (
     pull_request_decoder,
     push_request_decoder,
 )
-from syncserver.auth import Principal
-from syncserver.conflicts import ConflictService
-from syncserver.pull import PullService
-from syncserver.push import PushService
+from syncserver.auth.tokens import Principal
+from syncserver.sync.conflicts import ConflictService
+from syncserver.sync.pull import PullService
+from syncserver.sync.push import PushService
 from syncserver.transport.body import decode_body
 from syncserver.transport.body_schema import operation
 from syncserver.transport.openapi import AUTHENTICATED, ConflictCursor, ConflictId, error_responses

@@ -29,7 +29,7 @@ SAFE_INT_MAX: Final = 2**53 - 1
 """The largest integer a parameter takes: exact in every JSON parser (and in the schema's float bounds)."""
 
 CONFLICT_ID_PATTERN: Final = r"^c(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,8})$"
-"""``c<seq>.<index>`` (``syncserver.conflicts.conflict_id``), numbers within the store's range."""
+"""``c<seq>.<index>`` (``syncserver.sync.conflicts.conflict_id``), numbers within the store's range."""
 
 DEAD_LETTER_CURSOR_PATTERN: Final = r"^(0|[1-9][0-9]{0,17}):(0|[1-9][0-9]{0,17}):[^\x00]{1,128}$"
 """``<created_at ms>:<n>:<replica>``, the ``next`` of a dead-letter page."""

@@ -41,13 +41,14 @@ from syncproto.messages import (
     WsPushResult,
     WsWelcome,
 )
-from syncserver import cursor, observability
-from syncserver.auth import Principal, TokenVerifier, bearer_token
-from syncserver.crypto.envelope import DecryptionError
+from syncserver.auth.tokens import Principal, TokenVerifier, bearer_token
 from syncserver.errors import ApiError
+from syncserver.keys.envelope import DecryptionError
 from syncserver.live import Connection, LiveHub, TooManyConnections, encode
-from syncserver.push import PushService
+from syncserver.ops import metrics
 from syncserver.settings import Settings
+from syncserver.sync import cursor
+from syncserver.sync.push import PushService
 from syncserver.transport.body import decode_client_message
 from syncstore import TRANSIENT_ERRORS
 from syncstore.base import TenantNotFound
@@ -355,7 +356,7 @@ class Session:
                     return
                 conn.sent()
                 if frame.stamp_ms is not None and conn.sample:
-                    observability.FANOUT_LAG.observe(max(0.0, time.time() - frame.stamp_ms / 1000))
+                    metrics.FANOUT_LAG.observe(max(0.0, time.time() - frame.stamp_ms / 1000))
         finally:
             if self._writer is asyncio.current_task():
                 self._writer = None

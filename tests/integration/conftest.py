@@ -14,10 +14,10 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from syncserver.admin.tenants import create_tenant
 from syncserver.app import create_app
-from syncserver.auth import Role, TokenVerifier
+from syncserver.auth.tokens import Role, TokenVerifier
 from syncserver.settings import Settings
-from syncserver.tenants import create_tenant
 from syncstore import MemoryStore
 from tests import services
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.testing import ROOT, cli, free_port, running_server, server_env
 from tests import services
 

@@ -28,7 +28,7 @@ import pytest
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.testing import ROOT, cli, free_port, server_env, stop, wait_ready
 
 MiB = 1024 * 1024

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.testing import ROOT, cli, free_port, running_server, server_env
 from tests import services
 

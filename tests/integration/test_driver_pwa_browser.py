@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.testing import ROOT, cli, free_port, running_server, server_env, stop
 from tests import services
 from tests.integration.test_admin_browser import CHROMIUM, FLAGS, require_browser

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.testing import ROOT, cli, free_port, server_env, stop, wait_ready
 from tests import services
 

@@ -11,9 +11,9 @@ import pytest
 from pycrdt import Doc
 
 from syncproto.crdt.text import splice
-from syncserver.crypto.envelope import DecryptionError
-from syncserver.crypto.keyring import TenantKeyring
-from syncserver.crypto.keys import LocalKeyProvider
+from syncserver.keys.envelope import DecryptionError
+from syncserver.keys.keyring import TenantKeyring
+from syncserver.keys.providers import LocalKeyProvider
 from tests.integration.conftest import Server, change
 
 TABLES = ["tenants", "tenant_keys", "replicas", "entities", "changes", "conflicts", "dead_letters"]
@@ -135,7 +135,7 @@ async def test_a_wrong_master_key_cannot_unwrap_tenant_keys(sqlite_server: Serve
     server = sqlite_server
     tenant = await server.tenant()
     other = TenantKeyring(server.app.state.store, LocalKeyProvider(b"\x01" * 32))
-    from syncserver.crypto.keys import KeyProviderError
+    from syncserver.keys.providers import KeyProviderError
 
     with pytest.raises(KeyProviderError):
         await other.cipher(tenant)

@@ -28,7 +28,7 @@ import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.testing import cli, free_port, running_server, server_env
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))

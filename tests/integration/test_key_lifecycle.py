@@ -13,13 +13,13 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from syncproto.schema import Schema
-from syncserver import payloads
-from syncserver.crypto.envelope import DecryptionError, open_sealed, row_aad
-from syncserver.crypto.keyring import TenantKeyring, wrap_aad
-from syncserver.crypto.keys import KeyProviderError, LocalKeyProvider
-from syncserver.keyops import KeyOps
-from syncserver.pull import PullService
+from syncserver.keys.envelope import DecryptionError, open_sealed, row_aad
+from syncserver.keys.keyring import TenantKeyring, wrap_aad
+from syncserver.keys.operations import KeyOps
+from syncserver.keys.providers import KeyProviderError, LocalKeyProvider
 from syncserver.settings import Limits
+from syncserver.sync import payloads
+from syncserver.sync.pull import PullService
 from syncstore import AdminStore, KeyStore, Store, TenantNotFound
 from syncstore.keystore import SEALED_COLUMN, SEALED_TABLES
 from tests.integration.conftest import Server, change
@@ -117,7 +117,7 @@ async def test_another_process_reads_rows_under_a_new_version_at_once(server: Se
 
 
 def _principal(tenant: str) -> Any:
-    from syncserver.auth import Principal
+    from syncserver.auth.tokens import Principal
 
     return Principal(tenant, "boss", "dispatcher")
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from syncserver.crypto.keyring import wrap_aad
+from syncserver.keys.keyring import wrap_aad
 from tests import services
 from tests.integration.conftest import Server, change, make_settings, start
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from litestar.testing import AsyncTestClient
 
 from syncserver.app import create_app
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.cli import main
 from syncserver.settings import Settings
 from syncserver.testing import server_env

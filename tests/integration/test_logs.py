@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.testing import cli, free_port, running_server, server_env
 
 

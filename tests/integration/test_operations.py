@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncserver import observability
+from syncserver.ops import metrics
 from tests import services
 from tests.integration.conftest import Server, make_settings, start
 from tests.integration.test_admin_api import driver, offline_conflict
@@ -78,12 +78,12 @@ async def test_metrics_count_pushes_results_conflicts_and_key_cache(mem: Server)
 
 async def test_websocket_gauge_and_fanout_lag_are_exported(mem: Server) -> None:
     before = await scrape(mem)
-    observability.WS_CONNECTIONS.inc()
-    observability.FANOUT_LAG.observe(0.02)
+    metrics.WS_CONNECTIONS.inc()
+    metrics.FANOUT_LAG.observe(0.02)
     try:
         after = await scrape(mem)
     finally:
-        observability.WS_CONNECTIONS.dec()
+        metrics.WS_CONNECTIONS.dec()
     assert value(after, "sync_websocket_connections") == value(before, "sync_websocket_connections") + 1
     assert value(after, "sync_fanout_lag_seconds_count") == value(before, "sync_fanout_lag_seconds_count") + 1
 

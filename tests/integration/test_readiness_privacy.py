@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from syncserver.crypto.keys import KeyProviderError
+from syncserver.keys.providers import KeyProviderError
 from syncserver.testing import free_port
 from tests.integration.conftest import make_settings, start
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from syncserver import payloads
 from syncserver.app import create_app
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.settings import Settings
+from syncserver.sync import payloads
 from syncserver.testing import ROOT, cli, server_env
 from syncstore import SEALED_TABLES, KeyStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncserver import cursor as cursors
+from syncserver.sync import cursor as cursors
 from tests.integration.conftest import Server, change
 
 

@@ -15,7 +15,7 @@ import pytest
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import WebSocketTestSession
 
-from syncserver.auth import Role
+from syncserver.auth.tokens import Role
 from syncserver.settings import LiveSettings
 from tests.integration.conftest import Server, change, make_settings, start
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.settings import LiveSettings
 from tests.integration.conftest import Server, make_settings, start
 from tests.integration.test_ws import WS, bearer, connected, token

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from syncproto.messages import WsError, WsPing, WsPushResult
-from syncserver.auth import Principal
+from syncserver.auth.tokens import Principal
 from syncserver.live import Connection, Frame
 from syncserver.settings import LiveSettings
 from syncserver.testing import free_port, running_server, server_env

@@ -29,11 +29,11 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from syncserver.admin.tenants import create_tenant
 from syncserver.app import create_app
 from syncserver.live import COLLECT_AFTER_SESSIONS, LiveHub, server_gc_policy
-from syncserver.pull import PullService
 from syncserver.settings import LiveSettings
-from syncserver.tenants import create_tenant
+from syncserver.sync.pull import PullService
 from syncserver.testing import free_port, running_server, server_env
 from syncstore import MemoryStore
 from tests.integration.conftest import make_settings

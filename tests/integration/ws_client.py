@@ -20,10 +20,10 @@ import pytest
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from syncserver.auth import TokenVerifier
-from syncserver.crypto.keyring import TenantKeyring
-from syncserver.crypto.keys import LocalKeyProvider
-from syncserver.tenants import create_tenant
+from syncserver.admin.tenants import create_tenant
+from syncserver.auth.tokens import TokenVerifier
+from syncserver.keys.keyring import TenantKeyring
+from syncserver.keys.providers import LocalKeyProvider
 from syncserver.testing import free_port, running_server
 from syncstore import open_store
 from syncstore.migrate import upgrade

@@ -17,8 +17,8 @@ from syncserver.attachments.blob_obstore import ObstoreBlobStore
 from syncserver.attachments.chunks import ChunkError, SealedBlob
 from syncserver.attachments.settings import AttachmentSettings
 from syncserver.attachments.uploads import Declared, UploadService
-from syncserver.auth import Principal
-from syncserver.crypto.keyring import TenantCipher
+from syncserver.auth.tokens import Principal
+from syncserver.keys.keyring import TenantCipher
 from syncstore.memory_attachments import MemoryAttachmentStore
 
 WHO = Principal("acme", "driver-1", "driver")

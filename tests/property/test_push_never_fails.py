@@ -31,9 +31,9 @@ from litestar.testing import TestClient
 from pycrdt import Doc, Text
 
 from syncproto import errors
+from syncserver.admin.tenants import create_tenant
 from syncserver.app import create_app
 from syncserver.settings import Settings
-from syncserver.tenants import create_tenant
 from syncstore import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[2]

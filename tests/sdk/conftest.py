@@ -26,10 +26,10 @@ from litestar import Litestar
 
 from syncclient import HttpTransport, SyncClient, load_schema
 from syncproto.messages import ConflictView, EntityView, PullRequest
+from syncserver.admin.tenants import create_tenant
 from syncserver.app import create_app
-from syncserver.auth import Role, TokenVerifier
+from syncserver.auth.tokens import Role, TokenVerifier
 from syncserver.settings import Settings
-from syncserver.tenants import create_tenant
 from syncserver.testing import ROOT, cli, free_port, server_env, stop, wait_ready
 from syncstore import ChangeRecord, MemoryStore, open_store
 

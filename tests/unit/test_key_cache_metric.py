@@ -6,9 +6,9 @@ import gc
 
 from prometheus_client import REGISTRY
 
-from syncserver.crypto.keyring import TenantKeyring
-from syncserver.crypto.keys import LocalKeyProvider
-from syncserver.observability import watch_keyring
+from syncserver.keys.keyring import TenantKeyring
+from syncserver.keys.providers import LocalKeyProvider
+from syncserver.ops.metrics import watch_keyring
 from syncstore import MemoryStore
 
 

@@ -9,8 +9,8 @@ import pytest
 from syncproto.merge import EntityState, apply_change
 from syncproto.messages import AddOp, Change, Op, SetOp
 from syncproto.schema import Collection, CollectionSpec, FieldSpec, compile_collection
-from syncserver.auth import Principal
-from syncserver.scopes import MAX_CHANNEL_LENGTH, ChannelError, Scope, can_see, entity_channels
+from syncserver.auth.scopes import MAX_CHANNEL_LENGTH, ChannelError, Scope, can_see, entity_channels
+from syncserver.auth.tokens import Principal
 
 DELIVERIES = compile_collection(
     "deliveries",

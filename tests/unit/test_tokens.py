@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.jwks import KeyConfigError, PublicKeys, load_jwks, load_pem
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.errors import ApiError
-from syncserver.jwtkeys import KeyConfigError, PublicKeys, load_jwks, load_pem
 
 ISS, AUD = "https://idp.example", "sync"
 SECRET = "an-hs256-secret-of-reasonable-length-0123456789"

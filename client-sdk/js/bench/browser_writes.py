@@ -23,7 +23,7 @@ from pathlib import Path
 
 from playwright.sync_api import Route, sync_playwright
 
-from syncserver.auth import TokenVerifier
+from syncserver.auth.tokens import TokenVerifier
 from syncserver.testing import ROOT, cli, free_port, running_server, server_env
 
 JS = ROOT / "client-sdk" / "js"

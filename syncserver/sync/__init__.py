@@ -1,0 +1,5 @@
+"""Sync: push (validate, merge, commit), pull, cursors, the conflict log and payload codecs."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
