@@ -175,7 +175,7 @@ class Session:
         try:
             principal, expires_at = await self._authenticate_counted(offered)
             try:
-                self.hub.admit(principal)
+                self.hub.admission.admit(principal)
             except TooManyConnections as exc:
                 principal = None
                 raise Refused(Close.TOO_MANY_CONNECTIONS, errors.TOO_MANY_CONNECTIONS, str(exc)) from exc
@@ -195,8 +195,8 @@ class Session:
             await self._refuse(Refused(Close.INTERNAL, errors.INTERNAL, "the server could not continue this session"))
         finally:
             if principal is not None:
-                self.hub.release(principal)
-            self.hub.ended()
+                self.hub.admission.release(principal)
+            self.hub.admission.ended()
 
     # --- handshake ----------------------------------------------------------
 
@@ -204,13 +204,13 @@ class Session:
         """Authenticate, counted meanwhile among the client address's unauthenticated connections (4429 over)."""
         address = _client_address(self.socket.scope)
         try:
-            self.hub.admit_unauthenticated(address)
+            self.hub.admission.admit_unauthenticated(address)
         except TooManyConnections as exc:
             raise Refused(Close.TOO_MANY_CONNECTIONS, errors.TOO_MANY_CONNECTIONS, str(exc)) from exc
         try:
             return await self._authenticate(offered)
         finally:
-            self.hub.release_unauthenticated(address)
+            self.hub.admission.release_unauthenticated(address)
 
     async def _authenticate(self, offered: list[str]) -> tuple[Principal, float | None]:
         if _token_in_query(self.socket.scope):

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import msgspec
@@ -31,9 +31,8 @@ from websockets.exceptions import ConnectionClosed
 
 from syncserver.admin.tenants import create_tenant
 from syncserver.app import create_app
-from syncserver.live import COLLECT_AFTER_SESSIONS, LiveHub, server_gc_policy
+from syncserver.live import COLLECT_AFTER_SESSIONS, Admission, server_gc_policy
 from syncserver.settings import LiveSettings
-from syncserver.sync.pull import PullService
 from syncserver.testing import free_port, running_server, server_env
 from syncstore import MemoryStore
 from tests.integration.conftest import make_settings
@@ -134,7 +133,7 @@ async def test_a_full_collection_waits_for_as_many_ended_sessions_as_are_open(
         return 0
 
     monkeypatch.setattr(gc, "collect", collect)
-    hub = LiveHub(MemoryStore(), cast(PullService, None), LiveSettings())
+    hub = Admission(LiveSettings())
 
     async def end(sessions: int) -> None:
         for _ in range(sessions):

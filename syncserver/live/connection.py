@@ -1,0 +1,297 @@
+"""One WebSocket subscriber: its place in the log, its bounded send queue and the frames it is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+import msgspec
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Gauge
+
+from syncproto.messages import (
+    EntityView,
+    WsEncoding,
+    WsServerMessage,
+    msgpack_encoder,
+)
+from syncserver.auth.scopes import Scope
+from syncserver.auth.tokens import Principal
+from syncserver.settings import LiveSettings
+from syncserver.sync import cursor
+
+log = logging.getLogger("syncserver.live")
+
+ScopeFilter = Callable[[Principal, EntityView], bool]
+"""May this principal see this entity? ``None`` in its place means the whole tenant."""
+
+Data = str | bytes
+_json = msgspec.json.Encoder()
+
+OVERFLOWS = MetricCounter(
+    "sync_websocket_overflows", "Send queues that overflowed: change frames dropped, resumed from the log."
+)
+QUEUE_HIGH_WATER = Gauge(
+    "sync_websocket_queue_frames_high_water", "The longest send queue (frames) of any connection so far."
+)
+_high_water = 0
+
+# Close codes used by the hub; the transport owns the full table (PROTOCOL.md).
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL = 1011
+CLOSE_UNAVAILABLE = 1013
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TIMEOUT = 4408
+
+
+def encode(message: WsServerMessage, encoding: WsEncoding) -> Data:
+    """JSON text or MessagePack binary, as the connection negotiated."""
+    if encoding == "msgpack":
+        return msgpack_encoder.encode(message)
+    return _json.encode(message).decode()
+
+
+class Frame:
+    """One outgoing message. ``seq`` is set on change frames: the seq their cursor points at.
+    ``stamp_ms`` on live frames: when the newest of their changes was pushed (for the lag metric)."""
+
+    __slots__ = ("data", "seq", "size", "stamp_ms")
+
+    def __init__(self, data: Data, seq: int | None = None, stamp_ms: int | None = None) -> None:
+        self.data = data
+        self.seq = seq
+        self.size = len(data)
+        self.stamp_ms = stamp_ms
+
+
+class Connection:
+    """One subscriber: its place in the log and its bounded send queue.
+
+    ``position``: changes up to this seq are queued or sent. ``handed``: up to this
+    seq the writer has taken them for the socket. An overflow rewinds ``position``
+    to ``handed``, so a dropped frame is read again from the log, never lost.
+
+    The transport plugs in ``start_writer`` (called when frames wait and no writer
+    runs; the writer calls ``pop``/``sent`` until ``pop`` returns None) and
+    ``on_close``. An idle connection holds no task of its own besides the reader.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_changes",
+        "_collection_set",
+        "_progress",
+        "_queue",
+        "_sending",
+        "_writing",
+        "catchup",
+        "close_code",
+        "close_reason",
+        "collections",
+        "encoding",
+        "expires_at",
+        "handed",
+        "has_cursor",
+        "lagging",
+        "last_ping",
+        "last_seen",
+        "live",
+        "max_queue_len",
+        "on_close",
+        "on_overflow",
+        "position",
+        "principal",
+        "sample",
+        "scope",
+        "settings",
+        "shared",
+        "start_writer",
+        "tenant",
+    )
+
+    _count: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        principal: Principal,
+        settings: LiveSettings,
+        *,
+        encoding: WsEncoding = "json",
+        position: int = 0,
+        has_cursor: bool = False,
+        collections: list[str] | None = None,
+        scope: ScopeFilter | None = None,
+    ) -> None:
+        self.principal = principal
+        self.tenant = principal.tenant
+        self.settings = settings
+        self.encoding: WsEncoding = encoding
+        self.position = position
+        self.handed = position
+        self.has_cursor = has_cursor
+        self.collections = collections
+        self._collection_set = frozenset(collections) if collections is not None else None
+        self.scope = scope
+        self.shared = Scope.of(principal).unrestricted
+        """Whether tenant-wide feed pages may be sent as they are (see the module docs)."""
+        self.live = False
+        self.lagging = False
+        self.max_queue_len = 0
+        self.last_seen = self.last_ping = time.monotonic()
+        self.expires_at: float | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.on_close: Callable[[], None] | None = None
+        self.on_overflow: Callable[[], None] | None = None
+        self.start_writer: Callable[[], None] | None = None
+        self.catchup: asyncio.Task[None] | None = None
+        Connection._count += 1
+        self.sample = Connection._count % 16 == 0
+        """One connection in 16 feeds the lag histogram (observing every send costs more than it tells)."""
+        self._queue: list[Frame] = []  # at most ``queue_frames``: pop(0) is cheap, and an empty list is small
+        self._bytes = 0
+        self._changes = 0
+        self._sending = False
+        self._writing = False
+        self._progress: asyncio.Future[None] | None = None
+
+    # --- what the connection may see --------------------------------------
+
+    @property
+    def filtered(self) -> bool:
+        return self._collection_set is not None or self.scope is not None
+
+    def wants(self, view: EntityView) -> bool:
+        if self._collection_set is not None and view.collection not in self._collection_set:
+            return False
+        return self.scope is None or self.scope(self.principal, view)
+
+    def cursor(self) -> str | None:
+        return cursor.encode(self.tenant, self.position) if self.position or self.has_cursor else None
+
+    # --- the send queue ---------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def full(self, size: int = 0) -> bool:
+        """Whether one more frame of ``size`` bytes would pass a bound (an empty queue takes any one frame)."""
+        return bool(self._queue) and (
+            len(self._queue) >= self.settings.queue_frames or self._bytes + size > self.settings.queue_bytes
+        )
+
+    def control(self, message: WsServerMessage, *, droppable: bool = False) -> None:
+        """Queue a message that is not part of the change stream (welcome, results, errors, heartbeats).
+
+        It goes first: if the queue is full its change frames are dropped (they can be read again
+        from the log). A ``droppable`` one (a heartbeat) is skipped if the queue is still full.
+        """
+        if self.close_code is not None:
+            return
+        frame = Frame(encode(message, self.encoding))
+        if self.full(frame.size) and self._changes:
+            self._overflow()
+        if droppable and self.full(frame.size):
+            return
+        self._append(frame)
+
+    def offer(self, frame: Frame) -> bool:
+        """Queue a live change frame without waiting; on overflow drop change frames and return False."""
+        if self.full(frame.size):
+            self._overflow()
+            return False
+        self._append(frame)
+        return True
+
+    async def put(self, frame: Frame) -> None:
+        """Queue a catch-up frame, waiting until at most one change frame is queued (flow control)."""
+        await self.wait_room()
+        self._append(frame)
+
+    async def wait_room(self) -> None:
+        while self._changes > 1:
+            await self._wait_progress()
+
+    async def wait_not_full(self) -> None:
+        while self.full() and self.close_code is None:
+            await self._wait_progress()
+
+    async def wait_drained(self) -> None:
+        """Until the socket has taken and sent everything queued."""
+        while self._queue or self._sending:
+            await self._wait_progress()
+
+    def kick(self) -> None:
+        """Start the writer if frames wait and none runs."""
+        if self._queue and not self._writing and self.start_writer is not None:
+            self._writing = True
+            self.start_writer()
+
+    def pop(self) -> Frame | None:
+        """The writer's side: the next frame to send (call ``sent`` after it), or None: the writer stops."""
+        if not self._queue or self.close_code is not None:
+            self._writing = False
+            return None
+        frame = self._queue.pop(0)
+        self._bytes -= frame.size
+        if frame.seq is not None:
+            self._changes -= 1
+            self.handed = frame.seq
+        self._sending = True
+        self._progressed()
+        return frame
+
+    def sent(self) -> None:
+        self._sending = False
+        self._progressed()
+
+    def _wait_progress(self) -> asyncio.Future[None]:
+        if self._progress is None:
+            self._progress = asyncio.get_running_loop().create_future()
+        return self._progress
+
+    def _progressed(self) -> None:
+        if self._progress is not None:
+            if not self._progress.done():
+                self._progress.set_result(None)
+            self._progress = None
+
+    def _append(self, frame: Frame) -> None:
+        self._queue.append(frame)
+        self._bytes += frame.size
+        if frame.seq is not None:
+            self._changes += 1
+            self.position = frame.seq
+        if len(self._queue) > self.max_queue_len:
+            self.max_queue_len = len(self._queue)
+            global _high_water
+            if self.max_queue_len > _high_water:
+                _high_water = self.max_queue_len
+                QUEUE_HIGH_WATER.set(_high_water)
+        self.kick()
+
+    def _overflow(self) -> None:
+        self._queue = [f for f in self._queue if f.seq is None]
+        self._bytes = sum(f.size for f in self._queue)
+        self._changes = 0
+        self._progressed()
+        self.position = self.handed
+        self.live = False
+        self.lagging = True
+        OVERFLOWS.inc()
+        if self.on_overflow is not None:
+            self.on_overflow()
+
+    # --- closing ----------------------------------------------------------
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Ask the transport to close the socket with ``code``; the reason is a stable error code."""
+        if self.close_code is not None:
+            return
+        self.close_code, self.close_reason = code, reason
+        self._progressed()  # nobody waits for room on a closing connection
+        if self.on_close is not None:
+            self.on_close()

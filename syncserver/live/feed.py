@@ -1,0 +1,168 @@
+"""A tenant's feed: reads each new page of the log once and offers it to every live connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING
+
+from syncproto.messages import (
+    EntityView,
+    WsChanges,
+)
+from syncserver.keys.keyring import TenantCipher
+from syncserver.live.connection import Connection, Frame, encode, log
+from syncserver.sync import cursor
+from syncserver.sync.pull import PullService
+from syncstore.records import EntityRecord
+
+if TYPE_CHECKING:
+    from syncserver.live.hub import LiveHub
+
+
+class Page:
+    """Entities the feed read in one go: every entity whose latest seq is in ``(after, upto]``."""
+
+    __slots__ = ("_frames", "_views", "after", "cipher", "more", "rows", "stamp_ms", "upto")
+
+    def __init__(self, after: int, rows: list[EntityRecord], more: bool, cipher: TenantCipher) -> None:
+        self.after = after
+        self.upto = rows[-1].seq
+        self.rows = rows
+        self.more = more
+        self.cipher = cipher
+        self.stamp_ms = max(row.updated_at for row in rows)
+        self._views: dict[int, list[EntityView]] = {}
+        self._frames: dict[tuple[int, str], Frame] = {}
+
+    def forget(self) -> None:
+        """Drop the decoded views and encoded frames; they are rebuilt from the rows if asked for again."""
+        self._views.clear()
+        self._frames.clear()
+
+    def views(self, pull: PullService, after: int) -> list[EntityView]:
+        """The entities changed after ``after``, with only their fields changed after it (cached)."""
+        views = self._views.get(after)
+        if views is None:
+            views = [pull.view(self.cipher, row, after) for row in self.rows if row.seq > after]
+            self._views[after] = views
+        return views
+
+    def frame(self, pull: PullService, conn: Connection) -> Frame | None:
+        """This page for ``conn`` (from its position), or None when its filters leave nothing."""
+        after = conn.position
+        views = self.views(pull, after)
+        next_cursor = cursor.encode(conn.tenant, self.upto)
+        if conn.filtered:
+            mine = [v for v in views if conn.wants(v)]
+            if not mine:
+                return None
+            return Frame(encode(WsChanges(mine, next_cursor, self.more), conn.encoding), self.upto, self.stamp_ms)
+        key = (after, conn.encoding)
+        shared = self._frames.get(key)
+        if shared is None:  # one frame object for every connection at this cursor: frames are never mutated
+            data = encode(WsChanges(views, next_cursor, self.more), conn.encoding)
+            shared = self._frames[key] = Frame(data, self.upto, self.stamp_ms)
+        return shared
+
+
+class Feed:
+    """One tenant's live changes in this process: reads each new page once, offers it to every live connection."""
+
+    def __init__(self, hub: LiveHub, tenant: str) -> None:
+        self.hub = hub
+        self.tenant = tenant
+        self.connections: set[Connection] = set()
+        self.pages: deque[Page] = deque()
+        self.cached_rows = 0
+        self.read_upto: int | None = None
+        self.head = 0
+        self.ready = asyncio.Event()
+        self._refresh = True
+        self._task: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+
+    def changed(self, seq: int) -> None:
+        if seq > self.head:
+            self.head = seq
+            self.kick()
+
+    def resync(self) -> None:
+        self._refresh = True
+        self.kick()
+
+    def kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"live-feed-{self.tenant}")
+
+    def covering(self, position: int) -> Page | None:
+        for page in reversed(self.pages):
+            if page.after <= position < page.upto:
+                return page
+        return None
+
+    async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        try:
+            while self._refresh or self.read_upto is None or self.read_upto < self.head:
+                if self._refresh or self.read_upto is None:
+                    await self._read_head()
+                elif not await self._read_page(self.read_upto):
+                    break  # a notice ahead of what this database shows; the next one retries
+        except Exception:
+            log.exception("live feed of tenant %s failed; retrying in 1 s", self.tenant)
+            self._refresh = True
+            self._retry = asyncio.get_running_loop().call_later(1.0, self.kick)
+
+    async def _read_head(self) -> None:
+        self._refresh = False
+        record = await self.hub.store.get_tenant(self.tenant)
+        last = record.last_seq if record is not None else 0
+        if self.read_upto is None:
+            self.read_upto = last
+            self.ready.set()
+        self.head = max(self.head, last)
+
+    async def _read_page(self, after: int) -> bool:
+        limit = self.hub.settings.page_limit
+        rows = await self.hub.store.pull(self.tenant, after, limit + 1)
+        if not rows:
+            return False
+        cipher = await self.hub.pull.ciphers.cipher(self.tenant)
+        page = Page(after, rows[:limit], len(rows) > limit, cipher)
+        for older in self.pages:  # live connections have what they need; laggards rebuild on demand
+            older.forget()
+        self.pages.append(page)
+        self.cached_rows += len(page.rows)
+        while self.cached_rows > self.hub.settings.cache_rows and len(self.pages) > 1:
+            self.cached_rows -= len(self.pages.popleft().rows)
+        self.read_upto = page.upto
+        self.head = max(self.head, page.upto)
+        for conn in list(self.connections):
+            if not conn.live:
+                continue
+            if conn.shared:
+                self.offer(conn, page)
+            elif conn.position < page.upto:
+                self.hub.catch_up(conn)  # its own scoped pull (evictions, entities entering its scope)
+        return True
+
+    def offer(self, conn: Connection, page: Page) -> None:
+        if conn.position >= page.upto:
+            return
+        if conn.position < page.after:
+            self.hub.catch_up(conn)
+            return
+        frame = page.frame(self.hub.pull, conn)
+        if frame is None:
+            conn.position = page.upto
+        elif not conn.offer(frame):  # overflowed: ``on_overflow`` started its catch-up
+            log.info("live connection of %s/%s lags; it will resume from the log", conn.tenant, conn.principal.sub)
