@@ -42,6 +42,11 @@ class FaultyStore(FaultyAdminMixin, FaultyAccessMixin, FaultyKeysMixin):
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self._armed: list[tuple[BaseException, bool]] = []
+        self._ping_failure: BaseException | None = None
+
+    def fail_next_ping(self, error: BaseException | None = None) -> None:
+        """Make the next ``ping`` raise ``error`` (default ``InjectedFault``), as a database that is down does."""
+        self._ping_failure = error or InjectedFault("injected ping failure")
 
     def fail_next_commit(self, error: BaseException | None = None, *, after_write: bool = False) -> None:
         """Make the next ``commit`` raise ``error`` (default ``InjectedFault``).
@@ -63,6 +68,9 @@ class FaultyStore(FaultyAdminMixin, FaultyAccessMixin, FaultyKeysMixin):
         await self.inner.close()
 
     async def ping(self) -> None:
+        failure, self._ping_failure = self._ping_failure, None
+        if failure is not None:
+            raise failure
         await self.inner.ping()
 
     async def create_tenant(self, tenant_id: str, first_key: WrappedKey, now_ms: int) -> None:

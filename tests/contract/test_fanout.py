@@ -22,6 +22,12 @@ from syncserver.fanout.redis import RedisFanout
 from tests import services
 
 WAIT_S = 5.0
+MARKER = ("marker", 9)
+"""A notice published last: once a listener hears it, every notice published before it has arrived."""
+
+
+def before(seen: list[tuple[str, int]], notice: tuple[str, int]) -> list[tuple[str, int]]:
+    return seen[: seen.index(notice)]
 
 
 @dataclass
@@ -107,12 +113,15 @@ async def test_a_notice_reaches_every_process_once(bus: Bus) -> None:
     await a.publish("acme", 1)
     await a.publish("globex", 4)
     await on_b.until(lambda: len(on_b.seen) >= 2, "the other process to hear both notices")
-    await asyncio.sleep(0.2)  # an echo of a's own notice through the broker would arrive by now
+    # The broker has passed both notices on; a marker published now reaches ``a`` after any echo of
+    # them (the broker delivers in publish order), so what ``a`` heard before the marker is final.
+    await b.publish("marker", 9)
+    await on_a.until(lambda: MARKER in on_a.seen, "the marker")
+    assert before(on_a.seen, MARKER) == [("acme", 1), ("globex", 4)], "the publisher heard its own notice twice"
     if bus.remote:
-        assert on_a.seen == [("acme", 1), ("globex", 4)], "the publisher heard its own notice twice"
-        assert sorted(on_b.seen) == [("acme", 1), ("globex", 4)]
+        assert sorted(before(on_b.seen, MARKER)) == [("acme", 1), ("globex", 4)]
     else:
-        assert on_a.seen == on_b.seen == [("acme", 1), ("globex", 4)]
+        assert on_a.seen == on_b.seen
 
 
 async def test_unsubscribed_listeners_hear_nothing(bus: Bus) -> None:
@@ -146,12 +155,14 @@ async def test_checks_report_the_broker(bus: Bus) -> None:
 async def test_key_prefixes_isolate_deployments(bus: Bus) -> None:
     if not bus.remote:
         pytest.skip("an in-process bus has no shared broker to isolate")
-    mine, other = await bus.open(), await bus.open(services.key_prefix())
+    prefix = services.key_prefix()
+    mine, other, neighbour = await bus.open(), await bus.open(prefix), await bus.open(prefix)
     heard = Recorder()
     other.subscribe(heard)
     await mine.publish("acme", 1)
-    await asyncio.sleep(0.3)
-    assert heard.seen == []
+    await neighbour.publish(*MARKER)  # after mine's notice: a leak of it would arrive first
+    await heard.until(lambda: MARKER in heard.seen, "the marker from the same deployment")
+    assert heard.seen == [MARKER]
 
 
 async def test_redis_fanout_serves_local_listeners_while_redis_is_unreachable() -> None:

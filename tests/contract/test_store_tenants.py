@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncstore import Store, TenantExists, TenantNotFound, TenantRecord
+from syncstore import FaultyStore, Store, StoreUnavailable, TenantExists, TenantNotFound, TenantRecord
 from tests.contract import factories
 from tests.contract.factories import NOW
 
@@ -72,4 +72,13 @@ async def test_purge_on_unknown_tenant_raises(store: Store) -> None:
 
 
 async def test_ping_succeeds_on_a_live_store(store: Store) -> None:
-    await store.ping()
+    """The probe answers on a live store and leaves it as it was; a store that is down raises instead."""
+    tenant_id = factories.new_tenant_id()
+    await store.create_tenant(tenant_id, factories.key(tenant_id), NOW)
+    assert await store.ping() is None
+    assert await store.get_tenant(tenant_id) == TenantRecord(id=tenant_id, created_at=NOW, last_seq=0, purged_seq=0)
+    down = FaultyStore(store)
+    down.fail_next_ping()
+    with pytest.raises(StoreUnavailable):
+        await down.ping()
+    assert await down.ping() is None  # the outage was the probe's answer, not a broken store

@@ -52,15 +52,32 @@ class ScriptedSocket:
         self.sent: list[Any] = []
         self.close_code: int | None = None
         self.closed = asyncio.Event()
+        self.idle = asyncio.Event()  # set while the client's reader waits on an empty inbox
 
     def feed(self, *messages: WsServerMessage) -> None:
+        self.idle.clear()
         for m in messages:
             self.inbox.put_nowait(json_encoder.encode(m).decode())
 
     def close_with(self, code: int, reason: str) -> None:
+        self.idle.clear()
         self.inbox.put_nowait(Close(code, reason))
 
+    async def handled(self) -> None:
+        """Wait until the client has handled every frame fed so far and waits for the next one."""
+        await asyncio.wait_for(self.idle.wait(), 5)
+        await asyncio.sleep(0)  # one more turn: a task started just before runs up to where it waits
+
+    async def sent_count(self, n: int) -> Any:
+        """Wait until the client has sent ``n`` frames (the hello included); return the last."""
+        async with asyncio.timeout(5):
+            while len(self.sent) < n:
+                await asyncio.sleep(0)
+        return self.sent[-1]
+
     async def recv(self) -> str:
+        if self.inbox.empty():
+            self.idle.set()
         item = await self.inbox.get()
         if isinstance(item, Close):
             self.close_code = item.code
@@ -119,7 +136,7 @@ async def test_catch_up_pages_say_more_until_synced_then_live_frames_wake_the_lo
     assert ([v.entity for v in first.changes], first.cursor, first.more) == (["a"], "c1", True)
 
     async def later() -> None:
-        await asyncio.sleep(0.05)
+        await socket.handled()  # the pull below is waiting by now: nothing fed, catch-up unfinished
         socket.feed(WsChanges([view("b", 2)], "c2"), WsSynced("c2"))
 
     feeder = asyncio.create_task(later())
@@ -167,15 +184,14 @@ async def test_push_results_are_matched_by_id_and_errors_carry_the_http_status(
     t, socket = await opened(monkeypatch, welcome())
     change = Change("11111111-1111-4111-8111-111111111111", 1, "deliveries", "a", (1, 0), {}, [])
     pushing = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
-    await asyncio.sleep(0.05)
-    push = socket.sent[-1]
+    push = await socket.sent_count(2)
     assert (push.id, push.replica, [c.id for c in push.changes]) == ("p-1", "phone-a", [change.id])
     socket.feed(WsPushResult("other", []))  # someone else's id: ignored
     socket.feed(WsPushResult(push.id, [Applied(change.id, 1, seq=7)]))
     assert (await pushing).results == [Applied(change.id, 1, seq=7)]
 
     too_big = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
-    await asyncio.sleep(0.05)
+    await socket.sent_count(3)
     socket.feed(WsError("too_many_changes", "split it", id=socket.sent[-1].id))
     with pytest.raises(ServerError) as refused:
         await too_big
@@ -183,7 +199,7 @@ async def test_push_results_are_matched_by_id_and_errors_carry_the_http_status(
 
     rejected = Rejected(change.id, 1, ErrorBody("forbidden", "not yours"))
     third = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
-    await asyncio.sleep(0.05)
+    await socket.sent_count(4)
     socket.feed(WsPushResult(socket.sent[-1].id, [rejected]))
     assert (await third).results == [rejected]
     await t.aclose()
@@ -193,11 +209,11 @@ async def test_pings_are_answered_and_a_dropped_connection_fails_pending_pushes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     t, socket = await opened(monkeypatch, welcome(), WsPing("h-1"))
-    await asyncio.sleep(0.05)
+    await socket.handled()
     assert [(type(m).__name__, m.id) for m in socket.sent[1:]] == [("WsPong", "h-1")]
     change = Change("11111111-1111-4111-8111-111111111111", 1, "deliveries", "a", (1, 0), {}, [])
     pushing = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
-    await asyncio.sleep(0.05)
+    await socket.sent_count(3)
     socket.close_with(1012, "")  # the server restarts
     with pytest.raises(TransportError, match="1012"):
         await pushing
@@ -246,7 +262,7 @@ async def test_a_reader_that_falls_behind_drops_frames_and_reconnects_from_its_c
     t, socket = await opened(monkeypatch, welcome(), max_buffered_frames=3)
     socket.feed(*(WsChanges([view(f"e{i}", i)], f"c{i}", more=True) for i in range(1, 10)))
     assert await t.wait_for_changes(5) is True
-    await asyncio.sleep(0.05)
+    await socket.handled()  # all nine frames read
     assert len(t._buffer) <= 3  # bounded, whatever the server sends
     with pytest.raises(TransportError, match="fell behind"):
         await t.pull(PullRequest(cursor="c0"))
@@ -271,14 +287,14 @@ async def test_a_pull_does_not_end_before_the_pushed_changes_come_back_on_the_st
     t, socket = await opened(monkeypatch, welcome(), WsSynced("c0"))
     change = Change("11111111-1111-4111-8111-111111111111", 1, "deliveries", "a", (1, 0), {}, [])
     pushing = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
-    await asyncio.sleep(0.05)
+    await socket.sent_count(2)
     socket.feed(WsPushResult(socket.sent[-1].id, [Applied(change.id, 1, seq=7)]))
     await pushing
 
     # The round trip drops acknowledged outbox rows when the pull ends, so it must not end
     # (``more=False``) before the stream has brought the pushed entity back, even after ``synced``.
     async def echo() -> None:
-        await asyncio.sleep(0.2)
+        await socket.handled()  # the first pull below waits for the echo by now
         socket.feed(WsChanges([view("b", 6)], "c6"), WsChanges([view("a", 7)], "c7"))
 
     feeder = asyncio.create_task(echo())
@@ -300,7 +316,7 @@ async def test_an_eviction_also_settles_a_pushed_change(monkeypatch: pytest.Monk
     t, socket = await opened(monkeypatch, welcome(), WsSynced("c0"))
     change = Change("11111111-1111-4111-8111-111111111111", 1, "deliveries", "a", (1, 0), {}, [])
     pushing = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
-    await asyncio.sleep(0.05)
+    await socket.sent_count(2)
     socket.feed(WsPushResult(socket.sent[-1].id, [Applied(change.id, 1, seq=7)]))
     await pushing
     socket.feed(WsChanges([], "c7", evictions=[Eviction("deliveries", "a", 7)]))  # the push moved it out of scope
