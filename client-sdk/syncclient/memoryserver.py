@@ -14,13 +14,12 @@ Usage::
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from syncclient.errors import ServerError
 from syncproto import errors
-from syncproto.hlc import clamp, now_ms
+from syncproto.hlc import clamp, iso, now_ms
 from syncproto.merge import ChangeRejected, ConflictDraft, EntityState, apply_change
 from syncproto.messages import (
     Applied,
@@ -170,7 +169,7 @@ class MemoryServer:
                     kind="clock_skew",
                     rule="clamp",
                     seq=self.seq,
-                    created_at=_iso(now),
+                    created_at=iso(now),
                     status="open",
                     values=[original],
                     winner=used,
@@ -189,7 +188,7 @@ class MemoryServer:
             kind=draft.kind,
             rule=draft.rule,
             seq=self.seq,
-            created_at=_iso(now),
+            created_at=iso(now),
             status="open",
             values=values,
             winner=None if w is None else ConflictValue(w.value, w.replica, w.n, w.user, w.hlc),
@@ -240,7 +239,3 @@ def _decode_cursor(cursor: str | None) -> int:
     if cursor == raw or not raw.isdigit():
         raise ServerError(400, errors.INVALID_CURSOR, "not a cursor of this server")
     return int(raw)
-
-
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")

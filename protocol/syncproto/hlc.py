@@ -8,6 +8,7 @@ decide causality.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,15 @@ Hlc = tuple[int, int]
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def iso(ms: int) -> str:
+    """A millisecond timestamp as views show it: ISO 8601 in UTC, to the millisecond.
+
+    >>> iso(1_700_000_000_123)
+    '2023-11-14T22:13:20.123+00:00'
+    """
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 class HybridClock:

@@ -20,7 +20,6 @@ same code as a device's:
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import time
@@ -31,6 +30,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from syncproto import errors
+from syncproto.hlc import iso
 from syncproto.messages import (
     Applied,
     Change,
@@ -108,10 +108,6 @@ class ConflictFilters(msgspec.Struct, frozen=True, gc=False):
     user: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
-
-
-def iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 def admin_replica(sub: str) -> str:

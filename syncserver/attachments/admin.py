@@ -10,7 +10,6 @@ and the attachments an entity's history references.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, get, post
@@ -20,6 +19,7 @@ from msgspec import Struct
 
 from syncproto import errors
 from syncproto.attachments import attachment_ref, refs_in_view
+from syncproto.hlc import iso
 from syncserver.admin.service import AdminService
 from syncserver.attachments.uploads import UploadService
 from syncserver.auth.scopes import admin_only
@@ -70,7 +70,7 @@ class EntityAttachment(Struct, gc=False, omit_defaults=True):
 
 
 def _iso(ms: int | None) -> str | None:
-    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+    return None if ms is None else iso(ms)
 
 
 def _status(row: AttachmentRecord | None) -> Literal["pending", "available", "refused"]:

@@ -26,7 +26,6 @@ blobs count in the usage of their key version, ``reencrypt`` moves them,
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from syncproto.hlc import iso
 from syncproto.messages import Op
 from syncproto.schema import Schema
 from syncserver.attachments.keyops import AttachmentKeys, ExportedAttachment
@@ -136,10 +136,6 @@ class UserExport(Struct, gc=False):
     changes: list[ExportedChange]
     dead_letters: list[ExportedDeadLetter]
     attachments: list[ExportedAttachment] = []
-
-
-def iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 class KeyOps:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from syncproto import errors
+from syncproto.hlc import iso
 from syncproto.messages import ConflictPage, ConflictView
 from syncserver.auth.scopes import Scope
 from syncserver.auth.tokens import Principal
@@ -26,10 +25,6 @@ def parse_conflict_id(value: str) -> tuple[int, int]:
         return int(seq), int(idx)
     except ValueError as exc:
         raise ApiError(400, errors.INVALID_REQUEST, f"'{value}' is not a conflict id") from exc
-
-
-def iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 class ConflictService:
