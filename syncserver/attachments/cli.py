@@ -12,14 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from syncserver.attachments.admin import AttachmentAdminView, admin_view
-from syncserver.attachments.backends import open_blob_store
 from syncserver.attachments.uploads import UploadService
 from syncserver.errors import ApiError
-from syncserver.keys import devsecrets
-from syncserver.keys.keyring import TenantKeyring
+from syncserver.services import open_services
 from syncserver.settings import Settings
-from syncstore import attachment_store_for, open_store
-from syncstore.migrate import upgrade
 
 T = TypeVar("T")
 out = Console()
@@ -27,15 +23,8 @@ out = Console()
 
 def _run(settings: Settings, fn: Callable[[UploadService], Awaitable[T]]) -> T:
     async def main() -> T:
-        if not settings.database_url.startswith("memory://") and settings.migrate_on_start:
-            await upgrade(settings.database_url)
-        store = open_store(settings.database_url)
-        try:
-            keyring = TenantKeyring(store, devsecrets.key_provider(settings), settings.key_cache_ttl_s)
-            blobs = open_blob_store(settings.attachments, settings.data_dir)
-            return await fn(UploadService(attachment_store_for(store), blobs, keyring, settings.attachments))
-        finally:
-            await store.close()
+        async with open_services(settings) as services:
+            return await fn(services.uploads)
 
     try:
         return asyncio.run(main())
