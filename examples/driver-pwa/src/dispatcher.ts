@@ -1,7 +1,17 @@
 // The dispatcher's console: every delivery of the tenant, updated live as drivers sync, the values
 // still in conflict, and the server's conflict log (GET /v1/conflicts, which a dispatcher may read).
 import { SyncClient } from "@syncserver/client";
-import { type AppConfig, ago, bindSyncBar, h, loadConfig, money, statusLabel, tokenProvider } from "./shared";
+import {
+  type AppConfig,
+  ago,
+  bindSyncBar,
+  h,
+  loadConfig,
+  money,
+  paced,
+  statusLabel,
+  tokenProvider,
+} from "./shared";
 
 type Fields = Record<string, unknown>;
 interface FieldView {
@@ -107,7 +117,7 @@ class Console {
     );
     const deliveries = this.client.collection("deliveries");
     this.client.watch(
-      async () => {
+      paced(async () => {
         const rows = await deliveries.list();
         return Promise.all(
           rows.map(async (r) => {
@@ -119,7 +129,7 @@ class Console {
             return { entity: r.entity, fields: r.fields as Fields, siblings };
           }),
         );
-      },
+      }),
       (rows) => this.update(rows),
     );
     this.client.subscribe((event) => {
@@ -185,7 +195,10 @@ class Console {
         "aria-label": `Status of ${r.entity}`,
         onchange: (e: Event) => {
           const value = (e.target as HTMLSelectElement).value;
-          void this.client.collection("deliveries").set(r.entity, { status: value });
+          this.client
+            .collection("deliveries")
+            .set(r.entity, { status: value })
+            .catch((err: unknown) => console.error("status not saved", err));
         },
       },
       ...STATUSES.map((s) => h("option", { value: s, selected: s === current }, statusLabel(s))),

@@ -8,6 +8,7 @@ import {
   h,
   loadConfig,
   money,
+  paced,
   registerServiceWorker,
   statusLabel,
   tokenProvider,
@@ -54,6 +55,7 @@ export function textEdit(before: string, after: string): [number, number, string
 class DriverApp {
   private rows: Row[] = [];
   private detail: { entity: string; update: (fields: Fields) => void; stop: () => void } | null = null;
+  private backgroundSyncRequested = false;
 
   constructor(
     readonly client: SyncClient,
@@ -63,7 +65,7 @@ class DriverApp {
 
   start(): void {
     this.client.watch(
-      () => this.deliveries.list(),
+      paced(() => this.deliveries.list()),
       (rows) => {
         this.rows = (rows as Row[]).filter((r) => r.fields.driver_id === this.driver);
         this.rows.sort((a, b) => num(a.fields.stop) - num(b.fields.stop) || a.entity.localeCompare(b.entity));
@@ -71,17 +73,21 @@ class DriverApp {
       },
     );
     addEventListener("hashchange", () => this.render());
+    addEventListener("online", () => (this.backgroundSyncRequested = false));
     this.client.subscribe((event) => {
       if (event.type === "rejected") toast("The server refused a change: see the dispatcher", "error");
     });
     this.render();
   }
 
-  /** Runs one user action; offline, asks the service worker to flush the outbox when the network returns. */
+  /** Runs one user action; offline, asks the service worker (once per outage) to flush the outbox on reconnect. */
   async act(what: () => Promise<unknown>): Promise<void> {
     try {
       await what();
-      if (this.client.status().connection !== "live") await this.client.requestBackgroundSync();
+      if (this.client.status().connection !== "live" && !this.backgroundSyncRequested) {
+        this.backgroundSyncRequested = true;
+        await this.client.requestBackgroundSync();
+      }
     } catch (err) {
       toast(`Not saved: ${err instanceof Error ? err.message : String(err)}`, "error");
     }

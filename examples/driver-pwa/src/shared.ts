@@ -57,6 +57,24 @@ export function tokenProvider(role: Role, sub: string): () => Promise<string> {
   };
 }
 
+/**
+ * A `client.watch` query that leaves room for writes: each run first waits `minMs`, or twice as long as the
+ * last run took. The SDK never overlaps runs and re-runs once after a burst, so a driver recording hundreds of
+ * actions offline (a reading of the whole outbox per run) re-renders a few times a second, not after each write.
+ */
+export function paced<T>(query: () => Promise<T>, minMs = 60): () => Promise<T> {
+  let lastMs = 0;
+  return async () => {
+    await new Promise((resolve) => setTimeout(resolve, Math.max(minMs, 2 * lastMs)));
+    const started = performance.now();
+    try {
+      return await query();
+    } finally {
+      lastMs = performance.now() - started;
+    }
+  };
+}
+
 type Child = Node | string | number | null | undefined | false;
 
 /** `h("button", {class: "primary", onclick}, "Save")`: attributes starting with "on" are listeners. */
