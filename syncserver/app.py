@@ -46,7 +46,7 @@ from syncserver.sync.collections import load_schema
 from syncserver.transport.http import SyncController
 from syncserver.transport.ws import sync_socket
 from syncstore import TRANSIENT_ERRORS
-from syncstore.base import Store, TenantNotFound
+from syncstore.store import Store, TenantNotFound
 
 UNAUTHENTICATED_PATHS = ["^/health", "^/schema", "^/metrics", "^/admin"]
 """Paths the bearer-token middleware skips: probes, the schema, metrics and the cookie-signed admin pages."""

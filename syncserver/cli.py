@@ -21,8 +21,8 @@ from syncserver.keys import cli as keys_cli
 from syncserver.keys import devsecrets
 from syncserver.services import Services, open_services
 from syncserver.settings import Settings
-from syncstore.base import TenantExists
 from syncstore.migrate import upgrade
+from syncstore.store import TenantExists
 
 T = TypeVar("T")
 console = Console(stderr=True)

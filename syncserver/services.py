@@ -34,10 +34,10 @@ from syncserver.settings import Settings
 from syncserver.sync.collections import load_schema
 from syncserver.sync.conflicts import ConflictService
 from syncstore import TRANSIENT_ERRORS, attachment_store_for, open_store
-from syncstore.base import Store
 from syncstore.engine import durability_warnings
 from syncstore.migrate import upgrade
 from syncstore.sql import SqlStore
+from syncstore.store import Store
 
 __all__ = ["Services", "build_services", "open_backend", "open_fanout", "open_services"]
 

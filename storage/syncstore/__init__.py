@@ -1,6 +1,6 @@
 """syncstore: durable state of the sync server behind one small interface.
 
-``Store`` and ``PushSession`` (``base.py``) are the contract; ``SqlStore``
+``Store`` and ``PushSession`` (``store.py``) are the contract; ``SqlStore``
 (SQLite, PostgreSQL), ``MemoryStore`` and the test double ``FaultyStore`` keep
 it. ``open_store(url)`` picks a backend by URL scheme. Run the migrations with
 ``syncstore.migrate.upgrade(url)`` before opening a SQL store.
@@ -14,7 +14,6 @@ from typing import Any
 
 import sqlalchemy.exc
 
-from syncstore.access import AccessStore, EvictionRecord, ScopedEntity
 from syncstore.adminstore import (
     AdminStore,
     AuditRecord,
@@ -24,7 +23,7 @@ from syncstore.adminstore import (
     DeadLetterQuery,
 )
 from syncstore.attachments import AttachmentRecord, AttachmentRefRecord, AttachmentState, AttachmentStore
-from syncstore.base import EntityKey, PushSession, Store, StoreUnavailable, TenantExists, TenantNotFound
+from syncstore.channels import AccessStore, EvictionRecord, ScopedEntity
 from syncstore.faulty import FaultyStore, InjectedFault
 from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
 from syncstore.memory import MemoryStore
@@ -43,6 +42,7 @@ from syncstore.records import (
 )
 from syncstore.sql import SqlStore
 from syncstore.sql_attachments import SqlAttachmentStore
+from syncstore.store import EntityKey, PushSession, Store, StoreUnavailable, TenantExists, TenantNotFound
 
 MEMORY_URL = "memory://"
 

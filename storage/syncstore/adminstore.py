@@ -1,6 +1,6 @@
 """The ``AdminStore`` interface: what admin tools read and write beside the sync path.
 
-Kept apart from ``Store`` (``base.py``) so the push/pull contract stays small.
+Kept apart from ``Store`` (``store.py``) so the push/pull contract stays small.
 ``SqlStore``, ``MemoryStore`` and ``FaultyStore`` implement both, through the
 mixins in ``sql_admin.py``, ``memory_admin.py`` and ``faulty_admin.py``.
 

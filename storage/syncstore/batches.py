@@ -1,7 +1,7 @@
 """Checks every backend applies to a ``PushBatch`` before writing it.
 
 They are cheap and catch the caller bugs that would silently break the
-gap-free, in-order seq promise (see ``base.py``); merge logic stays above the
+gap-free, in-order seq promise (see ``store.py``); merge logic stays above the
 store. Every backend raises ``ValueError`` for an invalid batch, and also when
 a change, conflict or dead letter collides with a stored row.
 """

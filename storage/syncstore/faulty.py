@@ -16,9 +16,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
 
-from syncstore.base import EntityKey, PushSession, Store, StoreUnavailable
-from syncstore.faulty_access import FaultyAccessMixin, FaultyKeysMixin
 from syncstore.faulty_admin import FaultyAdminMixin
+from syncstore.faulty_channels import FaultyAccessMixin, FaultyKeysMixin
 from syncstore.records import (
     ChangeRecord,
     ConflictFilter,
@@ -30,6 +29,7 @@ from syncstore.records import (
     TenantRecord,
     WrappedKey,
 )
+from syncstore.store import EntityKey, PushSession, Store, StoreUnavailable
 
 
 class InjectedFault(StoreUnavailable):

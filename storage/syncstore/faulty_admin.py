@@ -15,7 +15,7 @@ from syncstore.adminstore import (
 from syncstore.records import ChangeRecord, ConflictRecord, DeadLetterRecord, ReplicaRecord
 
 if TYPE_CHECKING:
-    from syncstore.base import Store
+    from syncstore.store import Store
 
 
 class FaultyAdminMixin:

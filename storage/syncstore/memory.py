@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 
 from msgspec.structs import replace
 
-from syncstore.base import EntityKey, PushSession, TenantExists, TenantNotFound
 from syncstore.batches import check_batch
 from syncstore.locks import TenantLocks
-from syncstore.memory_access import MemoryAccessMixin
 from syncstore.memory_admin import MemoryAdminMixin
+from syncstore.memory_channels import MemoryAccessMixin
 from syncstore.memory_keys import MemoryKeysMixin
 from syncstore.records import (
     ChangeRecord,
@@ -34,6 +33,7 @@ from syncstore.records import (
     TenantRecord,
     WrappedKey,
 )
+from syncstore.store import EntityKey, PushSession, TenantExists, TenantNotFound
 
 Dot = tuple[str, int]
 

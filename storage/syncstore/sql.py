@@ -1,6 +1,6 @@
 """``SqlStore``: the Store on SQLAlchemy Core, for SQLite and PostgreSQL.
 
-The tenant lock (see ``base.py``) is taken in two layers:
+The tenant lock (see ``store.py``) is taken in two layers:
 
 1. In process, an ``asyncio.Lock``: one for the whole database on SQLite (it
    has a single writer anyway), one per tenant on PostgreSQL. Waiting pushes
@@ -33,7 +33,6 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from syncstore import rows
-from syncstore.base import PushSession, StoreUnavailable, TenantExists, TenantNotFound
 from syncstore.engine import WRITE, create_engine, is_sqlite
 from syncstore.locks import TenantLocks
 from syncstore.records import (
@@ -45,10 +44,11 @@ from syncstore.records import (
     TenantRecord,
     WrappedKey,
 )
-from syncstore.sql_access import SqlAccessMixin, purge_channel_rows
 from syncstore.sql_admin import SqlAdminMixin
+from syncstore.sql_channels import SqlAccessMixin, purge_channel_rows
 from syncstore.sql_keys import SqlKeysMixin
 from syncstore.sql_session import SqlPushSession
+from syncstore.store import PushSession, StoreUnavailable, TenantExists, TenantNotFound
 from syncstore.tables import changes, conflicts, dead_letters, entities, tenant_keys, tenants
 
 _UNREACHABLE = (OperationalError, InterfaceError, OSError)
@@ -124,7 +124,7 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
         return [rows.key_from_row(row) for row in await self._rows(query)]
 
     def push_session(self, tenant_id: str) -> AbstractAsyncContextManager[PushSession]:
-        """Lock the tenant until exit; see ``base.py``. Raises ``TenantNotFound`` on entry.
+        """Lock the tenant until exit; see ``store.py``. Raises ``TenantNotFound`` on entry.
 
         Leaving the block without ``commit`` (or by an exception) rolls back.
         """

@@ -20,9 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncstore import rows
-from syncstore.base import EntityKey
 from syncstore.batches import check_batch, latest_entities, latest_replicas
 from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
+from syncstore.store import EntityKey
 from syncstore.tables import changes, conflicts, dead_letters, entities, entity_channels, replicas, tenants
 
 CHUNK = 500

@@ -28,7 +28,7 @@ from syncserver.keys.envelope import DecryptionError
 from syncserver.services import open_services
 from syncserver.settings import Settings
 from syncstore.adminstore import DeadLetterQuery
-from syncstore.base import TenantNotFound
+from syncstore.store import TenantNotFound
 
 T = TypeVar("T")
 out = Console()

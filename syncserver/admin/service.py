@@ -74,8 +74,8 @@ from syncstore.adminstore import (
     DeadLetterKey,
     DeadLetterQuery,
 )
-from syncstore.base import Store
 from syncstore.records import ConflictRecord, DeadLetterRecord
+from syncstore.store import Store
 
 SCAN_CHUNK = 200
 SCAN_BUDGET = 5000

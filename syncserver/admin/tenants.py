@@ -6,8 +6,8 @@ import re
 import time
 
 from syncserver.keys.keyring import TenantKeyring
-from syncstore.base import Store
 from syncstore.records import TenantRecord
+from syncstore.store import Store
 
 _TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 

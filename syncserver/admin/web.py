@@ -40,7 +40,7 @@ from syncserver.admin.views import OverrideRequest
 from syncserver.auth.tokens import Principal, TokenVerifier
 from syncserver.errors import ApiError
 from syncstore.adminstore import DeadLetterQuery
-from syncstore.base import TenantNotFound
+from syncstore.store import TenantNotFound
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"

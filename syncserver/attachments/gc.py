@@ -25,7 +25,7 @@ from syncserver.attachments.uploads import UploadService
 from syncserver.keys.keyring import Ciphers
 from syncserver.sync import payloads
 from syncstore.attachments import AttachmentRecord
-from syncstore.base import Store
+from syncstore.store import Store
 
 PAGE = 1000
 

@@ -20,7 +20,7 @@ from syncserver.keys.keyring import Ciphers
 from syncserver.settings import Limits
 from syncserver.sync.pull import PullService
 from syncstore.attachments import AttachmentStore
-from syncstore.base import Store
+from syncstore.store import Store
 
 _STATUS: dict[str, AttachmentStatus] = {"available": "available", "refused": "refused"}
 

@@ -36,7 +36,7 @@ from syncserver.keys.operations import KeyOpError, KeyOps
 from syncserver.keys.providers import KeyProviderError
 from syncserver.services import open_services
 from syncserver.settings import Settings
-from syncstore.base import TenantNotFound
+from syncstore.store import TenantNotFound
 
 T = TypeVar("T")
 console = Console(stderr=True)

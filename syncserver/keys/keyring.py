@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from syncserver.keys.envelope import DecryptionError, open_sealed, row_aad, seal
 from syncserver.keys.providers import KeyProvider
-from syncstore.base import Store, TenantNotFound
 from syncstore.records import WrappedKey
+from syncstore.store import Store, TenantNotFound
 
 
 def wrap_aad(tenant: str, version: int) -> bytes:

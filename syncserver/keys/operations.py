@@ -42,10 +42,10 @@ from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import TenantCipher, TenantKeyring, wrap_aad
 from syncserver.keys.providers import KeyProvider, KeyProviderError
 from syncserver.sync import payloads
-from syncstore.access import AccessStore
 from syncstore.adminstore import AdminStore, AuditRecord, DeadLetterQuery
-from syncstore.base import Store, TenantNotFound
+from syncstore.channels import AccessStore
 from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
+from syncstore.store import Store, TenantNotFound
 
 Progress = Callable[[str, int], None]
 """Called with a table name and how many more cells of it were handled."""

@@ -34,7 +34,7 @@ from syncserver.settings import LiveSettings
 from syncserver.sync import cursor
 from syncserver.sync.pull import PullService
 from syncstore import TRANSIENT_ERRORS
-from syncstore.base import Store
+from syncstore.store import Store
 
 
 class LiveHub:

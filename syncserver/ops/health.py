@@ -17,7 +17,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from syncserver.fanout.base import Fanout
 from syncserver.keys.providers import KeyProvider, KeyProviderError
-from syncstore.base import Store, StoreUnavailable
+from syncstore.store import Store, StoreUnavailable
 
 log = logging.getLogger("syncserver.health")
 

@@ -10,9 +10,9 @@ from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.sync import payloads
-from syncstore.access import AccessStore
-from syncstore.base import Store
+from syncstore.channels import AccessStore
 from syncstore.records import ConflictFilter, ConflictRecord
+from syncstore.store import Store
 
 
 def conflict_id(seq: int, idx: int) -> str:

@@ -28,9 +28,9 @@ from syncserver.errors import ApiError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
 from syncserver.sync import cursor, payloads
-from syncstore.access import AccessStore, EvictionRecord, ScopedEntity
-from syncstore.base import Store
+from syncstore.channels import AccessStore, EvictionRecord, ScopedEntity
 from syncstore.records import EntityRecord
+from syncstore.store import Store
 
 
 class PullService:

@@ -51,7 +51,6 @@ from syncserver.errors import ApiError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
 from syncserver.sync import payloads
-from syncstore.base import PushSession, Store
 from syncstore.records import (
     ChangeRecord,
     ConflictRecord,
@@ -61,6 +60,7 @@ from syncstore.records import (
     PushBatch,
     ReplicaRecord,
 )
+from syncstore.store import PushSession, Store
 
 EntityKey = tuple[str, str]
 FORBIDDEN_MESSAGE = "the entity is not, or would not be, in one of the channels of your token"

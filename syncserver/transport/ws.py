@@ -51,7 +51,7 @@ from syncserver.sync import cursor
 from syncserver.sync.push import PushService
 from syncserver.transport.body import decode_client_message
 from syncstore import TRANSIENT_ERRORS
-from syncstore.base import TenantNotFound
+from syncstore.store import TenantNotFound
 
 log = logging.getLogger("syncserver.ws")
 

@@ -7,7 +7,7 @@ These reads use those rows, so a driver's pull costs what the driver may see,
 not what the tenant holds.
 
 ``SqlStore``, ``MemoryStore`` and ``FaultyStore`` implement it through the
-mixins in ``sql_access.py``, ``memory_access.py`` and ``faulty_access.py``.
+mixins in ``sql_channels.py``, ``memory_channels.py`` and ``faulty_channels.py``.
 
 Usage::
 

@@ -1,4 +1,4 @@
-"""``SqlAccessMixin``: the ``AccessStore`` half of ``SqlStore`` (see ``access.py``).
+"""``SqlAccessMixin``: the ``AccessStore`` half of ``SqlStore`` (see ``channels.py``).
 
 A scoped pull scans ``ix_entity_channels_tenant_channel_seq`` for the token's
 channels after the cursor, then fetches the entity rows by primary key. The two
@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Executable, RowMapping, false, func, liter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncstore import rows
-from syncstore.access import EvictionRecord, ScopedEntity
+from syncstore.channels import EvictionRecord, ScopedEntity
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
 from syncstore.sql_session import CHUNK
 from syncstore.tables import conflicts, entities, entity_channels

@@ -1,4 +1,4 @@
-"""``MemoryAccessMixin``: the ``AccessStore`` half of ``MemoryStore`` (see ``access.py``).
+"""``MemoryAccessMixin``: the ``AccessStore`` half of ``MemoryStore`` (see ``channels.py``).
 
 Channel rows live in each tenant's ``channels`` map (written by the push
 session's commit); these reads scan them, which is fine for tests.
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from msgspec.structs import replace
 
-from syncstore.access import EvictionRecord, ScopedEntity
+from syncstore.channels import EvictionRecord, ScopedEntity
 from syncstore.records import ConflictFilter, ConflictRecord, MembershipRecord
 
 if TYPE_CHECKING:

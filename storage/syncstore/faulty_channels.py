@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from syncstore.access import AccessStore, EvictionRecord, ScopedEntity
+from syncstore.channels import AccessStore, EvictionRecord, ScopedEntity
 from syncstore.keystore import KeyPart, KeyStore, Resealed, SealedRow, SealedTable
 from syncstore.records import ChangeRecord, ConflictFilter, ConflictRecord, WrappedKey
 
 if TYPE_CHECKING:
-    from syncstore.base import Store
+    from syncstore.store import Store
 
 
 class FaultyAccessMixin:
