@@ -55,3 +55,31 @@ def test_syncproto_is_pure() -> None:
     assert third <= THIRD_PARTY["syncproto"], f"syncproto depends on {sorted(third - THIRD_PARTY['syncproto'])}"
     io = {n: f for n, f in found.items() if n in io_modules}
     assert not io, f"syncproto must do no I/O, but imports {io}"
+
+
+# Inside the server: the sync logic and the key code are below the doors that call them.
+SERVER_RULES = {
+    "sync": {"transport", "admin", "live", "app", "services", "cli", "attachments", "ops"},
+    "keys": {"transport", "live", "app", "services", "ops"},
+    "auth": {"transport", "sync", "admin", "live", "app", "services", "attachments"},
+}
+# ``keys/cli.py`` and ``keys/api.py`` are doors of their own: they may use the composition root and admin helpers.
+DOORS = {"syncserver/keys/cli.py", "syncserver/keys/api.py"}
+
+
+def server_imports(sub: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / "syncserver" / sub).rglob("*.py"):
+        if str(path.relative_to(ROOT)) in DOORS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("syncserver."):
+                found.setdefault(node.module.split(".")[1], set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+@pytest.mark.parametrize("sub", sorted(SERVER_RULES))
+def test_server_subpackage_does_not_import_the_layers_that_call_it(sub: str) -> None:
+    found = server_imports(sub)
+    forbidden = {name: files for name, files in found.items() if name in SERVER_RULES[sub]}
+    assert not forbidden, f"syncserver.{sub} must not import {sorted(forbidden)}: {forbidden}"
