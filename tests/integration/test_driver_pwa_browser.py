@@ -9,7 +9,8 @@ entity API and its change log (the admin history), not only what the page shows:
 - two phones and the dispatcher edit one delivery concurrently: everyone converges, the conflict is shown;
 - live: a dispatcher's edit is on an online driver's screen within a second;
 - the browser is SIGKILLed mid-sync and restarted on its profile: nothing lost, nothing twice;
-- the token expires mid-session: the app gets a new one and loses no write.
+- the token expires mid-session: the app gets a new one and loses no write;
+- with every tab of the app closed, the service worker's Background Sync pushes the outbox.
 
 Screenshots go to a temporary directory, or to docs/img/ with ``SYNC_UPDATE_SCREENSHOTS=1``
 (docs/guides/driver-pwa.md shows them). Needs chromium, the playwright package and npm;
@@ -331,6 +332,50 @@ def test_fifty_offline_actions_survive_reload_and_closed_tab_and_reach_the_serve
         (pytest.approx(25.2 + i / 1000), pytest.approx(55.27 + i / 1000)) for i in range(10)
     ]
     expect_local(page, "dlv-1001", values)
+    context.close()
+
+
+def test_the_service_worker_flushes_the_outbox_with_every_tab_of_the_app_closed(browser: Browser, site: Site) -> None:
+    context = phone(browser, site)
+    page = open_driver(context, site)
+    wait_controlled(page)
+    wait_live(page)
+    context.set_offline(True)
+    page.goto(f"{site.app}/#/dlv-1003")
+    for i in range(3):
+        page.locator("#scan-code").fill(f"BG-{i}")
+        page.locator("#scan").click()
+    expect_outbox(page, 3)
+    page.close()  # no page of the app is left; the changes are in IndexedDB, the sync tag is registered
+
+    # Chromium fires Background Sync when it sees the network come back; DevTools lets the test say when.
+    blank = context.new_page()
+    cdp = context.new_cdp_session(blank)
+    registrations: list[dict[str, Any]] = []
+    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.extend(e["registrations"]))
+    cdp.send("ServiceWorker.enable")
+    deadline = time.monotonic() + 10
+    while not registrations and time.monotonic() < deadline:
+        blank.wait_for_timeout(50)
+    registration = next(r for r in registrations if r["scopeURL"].startswith(site.app))
+    assert site.values("dlv-1003").get("scanned") is None
+    context.set_offline(False)
+    cdp.send(
+        "ServiceWorker.dispatchSyncEvent",
+        {
+            "origin": site.app,
+            "registrationId": registration["registrationId"],
+            "tag": "syncclient-outbox",
+            "lastChance": False,
+        },
+    )
+    wait_server(site, "dlv-1003", "scanned", ["BG-0", "BG-1", "BG-2"])
+    assert [c["n"] for c in driver_changes(site.history("dlv-1003"))] == [1, 2, 3]
+
+    # The app, opened again, finds its outbox empty and the server's state.
+    page = open_driver(context, site, first=False)
+    expect_outbox(page, 0)
+    expect_local(page, "dlv-1003", site.values("dlv-1003"))
     context.close()
 
 
