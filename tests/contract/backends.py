@@ -10,8 +10,10 @@ BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("faulty", id="faulty"),
 ]
-SQL_BACKENDS = BACKENDS[1:]
+"""``faulty`` is the test double ``FaultyStore`` over a MemoryStore: with no fault armed it keeps the contract."""
+SQL_BACKENDS = BACKENDS[1:3]
 
 SQLITE_FILES = ("store.db", "store.db-wal", "store.db-shm")
 """A SQLite database and its WAL companions, copied together."""

@@ -4,6 +4,7 @@
 * ``sqlite``: a copy of a database file migrated once per session.
 * ``postgres``: the session's private database (``pg_url``), migrated once; tests
   stay independent by using a fresh tenant id each (``tenant`` fixture).
+* ``faulty``: ``FaultyStore`` over a MemoryStore, no fault armed.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from syncstore import MEMORY_URL, Store, open_store
+from syncstore import MEMORY_URL, FaultyStore, MemoryStore, Store, open_store
 from syncstore.migrate import upgrade_sync
 from tests.contract import factories
 from tests.contract.backends import BACKENDS, SQL_BACKENDS, SQLITE_FILES, sqlite_url
+
+FAULTY = "faulty:"
+"""Not a URL ``open_store`` takes: the ``store`` fixture builds this backend itself."""
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +54,14 @@ def backend_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """``memory://`` or a migrated database URL. Sync on purpose: migrating runs its own event loop."""
     backend: str = request.param
+    if backend == "faulty":
+        return FAULTY
     return MEMORY_URL if backend == "memory" else backend_url(request, backend, tmp_path)
 
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = open_store(store_url)
+    opened = FaultyStore(MemoryStore()) if store_url == FAULTY else open_store(store_url)
     try:
         yield opened
     finally:
