@@ -8,7 +8,8 @@ Redis carries only ``{tenant, seq, origin}`` notices on one channel
 * ``publish`` never waits for Redis: notices are coalesced per tenant (the
   highest seq wins) and sent by a background task, which keeps them and retries
   with backoff while Redis is unreachable.
-* The subscriber reconnects with exponential backoff and jitter; every
+* The subscriber reconnects with exponential backoff and equal jitter (redis-py's
+  ``EqualJitterBackoff``: half the delay fixed, half random); every
   (re)subscription calls ``resync()`` on the listeners, because notices sent
   while it was away are lost. A lost notice therefore only delays a change.
 * Redis' own retries are off (``retries=0``): this module owns reconnection, so
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 from collections.abc import Callable
 
@@ -28,7 +28,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from syncserver.fanout.base import FanoutListener
@@ -66,8 +66,7 @@ class RedisFanout:
         self.channel = f"{key_prefix}changes"
         self._url = url
         self._timeout_s = timeout_s
-        self._min_backoff_s = min_backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._backoff = EqualJitterBackoff(cap=max_backoff_s, base=min_backoff_s)
         self._origin = secrets.token_hex(8)
         self._listeners = Listeners()
         self._pending: dict[str, int] = {}
@@ -117,19 +116,15 @@ class RedisFanout:
             return {"redis": self._subscriber_state}
         return {"redis": self._publisher_error or "ok"}
 
-    def _backoff(self, delay: float) -> tuple[float, float]:
-        """(this sleep with jitter, the next delay)."""
-        return delay * random.uniform(0.5, 1.0), min(delay * 2, self._max_backoff_s)
-
     async def _subscribe_forever(self, redis: Redis) -> None:
-        delay = self._min_backoff_s
+        failures = 0
         while True:
             pubsub: PubSub = redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 self._subscriber_state = "ok"
                 self.connects += 1
-                delay = self._min_backoff_s
+                failures = 0
                 self._listeners.resync()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -142,8 +137,8 @@ class RedisFanout:
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
-            pause, delay = self._backoff(delay)
-            await asyncio.sleep(pause)
+            await asyncio.sleep(self._backoff.compute(failures))
+            failures = min(failures + 1, 32)  # the delay is capped long before; keep the exponent small
 
     def _receive(self, data: bytes) -> None:
         try:
@@ -155,7 +150,7 @@ class RedisFanout:
             self._listeners.changed(notice.tenant, notice.seq)
 
     async def _publish_forever(self, redis: Redis) -> None:
-        delay = self._min_backoff_s
+        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -168,12 +163,12 @@ class RedisFanout:
                         pipe.publish(self.channel, _encode(_Notice(tenant, seq, self._origin)))
                     await pipe.execute()
                 self._publisher_error = None
-                delay = self._min_backoff_s
+                failures = 0
             except (RedisError, OSError) as exc:
                 self._publisher_error = _describe(exc)
                 for tenant, seq in batch.items():  # keep them; the newest seq per tenant is enough
                     if seq > self._pending.get(tenant, 0):
                         self._pending[tenant] = seq
                 self._wake.set()
-                pause, delay = self._backoff(delay)
-                await asyncio.sleep(pause)
+                await asyncio.sleep(self._backoff.compute(failures))
+                failures = min(failures + 1, 32)  # the delay is capped long before; keep the exponent small
