@@ -63,7 +63,7 @@ from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.sync import payloads
-from syncserver.sync.conflicts import conflict_id, parse_conflict_id
+from syncserver.sync.conflicts import ConflictService, conflict_id, parse_conflict_id
 from syncserver.sync.pull import PullService
 from syncserver.sync.push import SERVER_REPLICA_PREFIX, PushService
 from syncstore.adminstore import (
@@ -247,24 +247,9 @@ class AdminService:
 
     @staticmethod
     def _view(cipher: TenantCipher, row: ConflictRecord) -> AdminConflict:
-        body = payloads.open_conflict(
-            cipher, row.collection, row.entity_id, row.seq, row.idx, row.key_version, row.details
-        )
-        return AdminConflict(
-            id=conflict_id(row.seq, row.idx),
-            collection=row.collection,
-            entity=row.entity_id,
-            field=row.field,
-            kind=row.kind,
-            rule=row.rule,
-            seq=row.seq,
-            created_at=iso(row.created_at),
-            status=row.status,
-            values=body.values,
-            winner=body.winner,
-            note=body.note,
-            overridable=row.kind in ("register", "delete_update"),
-        )
+        """The API's view of the conflict (``ConflictService.view``, the one place it is built), for an admin."""
+        view = ConflictService.view(cipher, row)
+        return AdminConflict(**msgspec.structs.asdict(view), overridable=row.kind in ("register", "delete_update"))
 
     # --- entity history ----------------------------------------------------------
 
