@@ -16,10 +16,11 @@ README = ROOT / "client-sdk" / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
-def test_the_readme_has_a_quickstart_and_mock_examples() -> None:
-    assert len(BLOCKS) == 3
+def test_the_readme_has_a_quickstart_attachments_and_mock_examples() -> None:
+    assert len(BLOCKS) == 4
     assert "SYNC_TOKEN" in BLOCKS[0]
-    assert "MockTransport" in BLOCKS[1]
+    assert "Attachments" in BLOCKS[1]
+    assert "MockTransport" in BLOCKS[2]
 
 
 def test_quickstart_runs_against_a_real_server(
@@ -50,7 +51,20 @@ def test_quickstart_runs_against_a_real_server(
     assert fields["notes"].value == "Leave at the door please 🚪"
 
 
-@pytest.mark.parametrize("index", [1, 2], ids=["mock-transport", "background"])
+def test_attachments_example_runs_against_a_real_server(
+    real_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SYNC_URL", real_server.url)
+    monkeypatch.setenv("SYNC_TOKEN", real_server.token("driver-17", "driver"))
+    exec(compile(BLOCKS[1], f"{README}:attachments", "exec"), {"__name__": "__main__"})
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "True"  # the fetched copy has the photo's bytes
+    assert "state='uploaded'" in out[-2]
+
+
+@pytest.mark.parametrize("index", [2, 3], ids=["mock-transport", "background"])
 def test_mock_examples_run_as_written(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     exec(compile(BLOCKS[index], f"{README}:block{index}", "exec"), {"__name__": "__main__"})
