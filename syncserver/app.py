@@ -119,6 +119,7 @@ def state_names(services: Services) -> dict[str, object]:
         "conflict_service": services.conflicts,
         "admin_service": services.admin,
         "key_ops": services.key_ops,
+        "subject_requests": services.subjects,
     }
 
 
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             "conflict_service": from_state("conflict_service"),
             "admin_service": from_state("admin_service"),
             "key_ops": from_state("key_ops"),
+            "subject_requests": from_state("subject_requests"),
             "upload_service": from_state("upload_service"),
             "attachment_reader": from_state("attachment_reader"),
         },

@@ -29,6 +29,7 @@ from syncserver.keys import devsecrets
 from syncserver.keys.keyring import TenantKeyring
 from syncserver.keys.operations import KeyOps
 from syncserver.keys.providers import KeyProvider
+from syncserver.keys.subjects import SubjectRequests
 from syncserver.live import LiveHub
 from syncserver.settings import Settings
 from syncserver.sync.collections import load_schema
@@ -64,6 +65,7 @@ class Services:
     conflicts: ConflictService
     admin: AdminService
     key_ops: KeyOps
+    subjects: SubjectRequests
     owns_store: bool = field(default=True)
 
     async def start(self) -> None:
@@ -119,6 +121,7 @@ def build_services(
         conflicts=ConflictService(store, keyring),
         admin=AdminService(admin_backend(store), keyring, push, pull),
         key_ops=KeyOps(store, keyring, provider, schema, attachments=attachment_keys),
+        subjects=SubjectRequests(store, keyring, attachments=attachment_keys),
         owns_store=owns_store,
     )
 

@@ -25,15 +25,8 @@ from syncproto import errors
 from syncserver.auth.scopes import admin_only
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.keys.operations import (
-    EraseResult,
-    KeyOpError,
-    KeyOps,
-    KeyStatus,
-    ReencryptResult,
-    RotateResult,
-    UserExport,
-)
+from syncserver.keys.operations import KeyOpError, KeyOps, KeyStatus, ReencryptResult, RotateResult
+from syncserver.keys.subjects import EraseResult, SubjectRequests, UserExport
 from syncserver.transport.openapi import AUTHENTICATED, error_responses
 
 AdminRequest = Request[Principal, Any, Any]
@@ -104,18 +97,20 @@ class KeyAdminController(Controller):
     async def erase(
         self,
         request: AdminRequest,
-        key_ops: NamedDependency[KeyOps],
+        subject_requests: NamedDependency[SubjectRequests],
         confirm: Annotated[str, QueryParameter(min_length=1, description="The token's tenant id, to confirm.")],
     ) -> EraseResult:
         if confirm != request.user.tenant:
             # Well-formed but not this tenant: the request conflicts with the tenant it would erase (not a 422).
             raise ApiError(409, errors.INVALID_REQUEST, "set confirm to the tenant id to erase it")
-        return await key_ops.erase_tenant(request.user.tenant, request.user.sub)
+        return await subject_requests.erase_tenant(request.user.tenant, request.user.sub)
 
     @get(
         "/users/{sub:str}/export",
         summary="Export one user's data (GDPR access)",
         responses=error_responses(400, *AUTHENTICATED),
     )
-    async def export(self, request: AdminRequest, key_ops: NamedDependency[KeyOps], sub: FromPath[str]) -> UserExport:
-        return await key_ops.export_user(request.user.tenant, sub, request.user.sub)
+    async def export(
+        self, request: AdminRequest, subject_requests: NamedDependency[SubjectRequests], sub: FromPath[str]
+    ) -> UserExport:
+        return await subject_requests.export_user(request.user.tenant, sub, request.user.sub)

@@ -1,7 +1,7 @@
 """CLI for key lifecycle and data-subject requests: ``keys``, ``tenant erase``, ``export-user``, ``channels``.
 
 Each command opens the store named by ``SYNC_DATABASE_URL``, runs one
-``KeyOps`` action and writes the audit log as ``cli:<os user>``. Output that
+``KeyOps`` or ``SubjectRequests`` action and writes the audit log as ``cli:<os user>``. Output that
 scripts read goes to stdout; progress and messages go to stderr.
 """
 
@@ -34,7 +34,7 @@ from syncserver.admin.cli import integrity_failure
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.operations import KeyOpError, KeyOps
 from syncserver.keys.providers import KeyProviderError
-from syncserver.services import open_services
+from syncserver.services import Services, open_services
 from syncserver.settings import Settings
 from syncstore.store import TenantNotFound
 
@@ -49,12 +49,12 @@ def actor() -> str:
         return "cli:unknown"
 
 
-def run_ops(settings: Settings, fn: Callable[[KeyOps], Awaitable[T]]) -> T:
-    """Open the store, build ``KeyOps``, run ``fn``; map expected failures to clean CLI errors."""
+def run_services(settings: Settings, fn: Callable[[Services], Awaitable[T]]) -> T:
+    """Open the services, run ``fn``; map expected failures to clean CLI errors."""
 
     async def main() -> T:
         async with open_services(settings) as services:
-            return await fn(services.key_ops)
+            return await fn(services)
 
     try:
         return asyncio.run(main())
@@ -64,6 +64,11 @@ def run_ops(settings: Settings, fn: Callable[[KeyOps], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from None
     except DecryptionError as exc:
         raise integrity_failure(exc) from None
+
+
+def run_ops(settings: Settings, fn: Callable[[KeyOps], Awaitable[T]]) -> T:
+    """Run ``fn`` on the key operations."""
+    return run_services(settings, lambda services: fn(services.key_ops))
 
 
 def progress_bar() -> Progress:
@@ -189,7 +194,7 @@ def tenant_erase(settings: Settings, tenant_id: str, yes: bool) -> None:
         typed = click.prompt(f"This destroys all data of tenant {tenant_id!r}. Type the tenant id to confirm")
         if typed != tenant_id:
             raise click.ClickException("confirmation did not match; nothing was erased")
-    result = run_ops(settings, lambda ops: ops.erase_tenant(tenant_id, actor()))
+    result = run_services(settings, lambda s: s.subjects.erase_tenant(tenant_id, actor()))
     rows = sum(result.rows_deleted.values())
     console.print(f"[green]tenant {tenant_id}: {result.keys_destroyed} keys destroyed, {rows} rows deleted[/]")
 
@@ -201,7 +206,7 @@ def tenant_erase(settings: Settings, tenant_id: str, yes: bool) -> None:
 @click.pass_obj
 def export_user(settings: Settings, tenant_id: str, sub: str, output: Path | None) -> None:
     """Export every change and dead letter a user pushed, decrypted, as JSON (GDPR access request)."""
-    export = run_ops(settings, lambda ops: ops.export_user(tenant_id, sub, actor()))
+    export = run_services(settings, lambda s: s.subjects.export_user(tenant_id, sub, actor()))
     data = msgspec.json.format(msgspec.json.encode(export), indent=2)
     if output is None:
         sys.stdout.buffer.write(data + b"\n")

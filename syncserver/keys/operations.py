@@ -1,7 +1,8 @@
-"""Key lifecycle and data-subject requests: rotate, re-encrypt, rotate the master key, erase, export.
+"""Key lifecycle: rotate, re-encrypt, destroy a version, rotate the master key; rebuild channel rows.
 
-One service behind both the CLI (``syncserver keys ...``, ``tenant erase``,
-``export-user``) and the admin API (``/v1/admin/keys``...). Every action
+One service behind both the CLI (``syncserver keys ...``, ``channels reindex``)
+and the admin API (``/v1/admin/keys``...); erasure and export are in
+``syncserver.keys.subjects``. Every action
 appends to the audit log, with metadata only: versions, counts, key
 fingerprints, never a key or a value.
 
@@ -15,12 +16,9 @@ fingerprints, never a key or a value.
   looks for cells still under an old version.
 * **rotate_master**: rewraps every data key under the provider's current master
   key (the provider still unwraps with the previous one). No payload is read.
-* **erase_tenant**: destroys the tenant's keys first, then deletes its rows.
-* **export_user**: every change and dead letter of one ``sub``, decrypted.
 
 Attachments (``syncserver.attachments.keyops``) follow the same rules: their
-blobs count in the usage of their key version, ``reencrypt`` moves them,
-``erase_tenant`` deletes their objects, ``export_user`` includes them.
+blobs count in the usage of their key version and ``reencrypt`` moves them.
 """
 
 from __future__ import annotations
@@ -34,15 +32,14 @@ import msgspec
 from msgspec import Struct
 
 from syncproto.hlc import iso
-from syncproto.messages import Op
 from syncproto.schema import Schema
-from syncserver.attachments.keyops import AttachmentKeys, ExportedAttachment
+from syncserver.attachments.keyops import AttachmentKeys
 from syncserver.auth.scopes import ChannelError, entity_channels
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import TenantCipher, TenantKeyring, wrap_aad
 from syncserver.keys.providers import KeyProvider, KeyProviderError
 from syncserver.sync import payloads
-from syncstore.adminstore import AdminStore, AuditRecord, DeadLetterQuery
+from syncstore.adminstore import AdminStore, AuditRecord
 from syncstore.channels import AccessStore
 from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
 from syncstore.store import Store, TenantNotFound
@@ -94,48 +91,6 @@ class MasterRotateResult(Struct, gc=False):
     master_key_id: str
     tenants: int
     rewrapped: int
-
-
-class EraseResult(Struct, gc=False):
-    tenant: str
-    keys_destroyed: int
-    rows_deleted: dict[str, int]
-
-
-class ExportedChange(Struct, gc=False):
-    seq: int
-    id: str
-    collection: str
-    entity: str
-    replica: str
-    n: int
-    hlc: tuple[int, int]
-    context: dict[str, int]
-    created_at: str
-    ops: list[Op]
-
-
-class ExportedDeadLetter(Struct, gc=False):
-    replica: str
-    n: int
-    id: str
-    collection: str
-    entity: str
-    code: str
-    message: str
-    status: str
-    created_at: str
-    change: Any
-
-
-class UserExport(Struct, gc=False):
-    tenant: str
-    sub: str
-    exported_at: str
-    replicas: list[str]
-    changes: list[ExportedChange]
-    dead_letters: list[ExportedDeadLetter]
-    attachments: list[ExportedAttachment] = []
 
 
 class KeyOps:
@@ -311,80 +266,6 @@ class KeyOps:
         await self._audit(None, actor, "master_key.rotate", target, details)
         return MasterRotateResult(target, len(tenants), rewrapped)
 
-    # --- erasure and export ---------------------------------------------------
-
-    async def erase_tenant(self, tenant: str, actor: str) -> EraseResult:
-        """Crypto-shred: destroy every data key, then delete every row. Safe to run again after a crash."""
-        if await self.store.get_tenant(tenant) is None:
-            raise TenantNotFound(tenant)
-        await self._audit(tenant, actor, "tenant.erase", tenant, {"phase": "start"})
-        destroyed = await self.keys.destroy_tenant_keys(tenant)
-        self.keyring.forget(tenant)
-        objects = await self.attachments.erase(tenant) if self.attachments is not None else 0
-        deleted = await self.keys.erase_tenant(tenant)
-        if self.attachments is not None:
-            deleted["attachment_objects"] = objects
-        details = {"phase": "done", "keys_destroyed": destroyed, "rows_deleted": deleted}
-        await self._audit(tenant, actor, "tenant.erase", tenant, details)
-        return EraseResult(tenant, destroyed, deleted)
-
-    async def export_user(self, tenant: str, sub: str, actor: str) -> UserExport:
-        """Every change and dead letter pushed by ``sub``, decrypted."""
-        cipher = await self.keyring.cipher(tenant)
-        changes: list[ExportedChange] = []
-        after = 0
-        while page := await self.keys.changes_by_user(tenant, sub, after, PAGE):
-            for c in page:
-                ops = payloads.open_ops(cipher, c.collection, c.entity_id, c.seq, c.key_version, c.payload)
-                changes.append(
-                    ExportedChange(
-                        c.seq,
-                        c.change_id,
-                        c.collection,
-                        c.entity_id,
-                        c.replica_id,
-                        c.n,
-                        c.hlc,
-                        c.context,
-                        iso(c.created_at),
-                        ops,
-                    )
-                )
-            after = page[-1].seq
-        letters = await self._dead_letters(tenant, sub, cipher)
-        files = await self.attachments.export(tenant, sub, cipher) if self.attachments is not None else []
-        replicas = sorted({c.replica for c in changes} | {d.replica for d in letters})
-        details = {"changes": len(changes), "dead_letters": len(letters)}
-        if files:
-            details["attachments"] = len(files)
-        await self._audit(tenant, actor, "user.export", sub, details)
-        return UserExport(tenant, sub, iso(self.clock()), replicas, changes, letters, files)
-
-    async def _dead_letters(self, tenant: str, sub: str, cipher: TenantCipher) -> list[ExportedDeadLetter]:
-        found: list[ExportedDeadLetter] = []
-        before = None
-        query = DeadLetterQuery(user=sub)
-        while page := await self.audit_log.find_dead_letters(tenant, before, PAGE, query):
-            for d in page:
-                raw = payloads.open_dead_letter(cipher, d.replica_id, d.n, d.change_id, d.key_version, d.payload)
-                found.append(
-                    ExportedDeadLetter(
-                        d.replica_id,
-                        d.n,
-                        d.change_id,
-                        d.collection,
-                        d.entity_id,
-                        d.code,
-                        d.message,
-                        d.status,
-                        iso(d.created_at),
-                        raw,
-                    )
-                )
-            last = page[-1]
-            before = (last.created_at, last.replica_id, last.n)
-        return found
-
     # --- channel rows ----------------------------------------------------------
 
     async def reindex_channels(self, tenant: str, actor: str, progress: Progress | None = None) -> int:
@@ -413,8 +294,14 @@ class KeyOps:
         return updated
 
     async def _audit(self, tenant: str | None, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
-        entry = AuditRecord(0, tenant, actor, action, target, msgspec.json.encode(details).decode(), self.clock())
-        await self.audit_log.append_audit(entry)
+        await audit(self.audit_log, self.clock(), tenant, actor, action, target, details)
+
+
+async def audit(
+    log: AdminStore, now_ms: int, tenant: str | None, actor: str, action: str, target: str, details: dict[str, Any]
+) -> None:
+    """Append one audit entry: metadata only (versions, counts, fingerprints), never a key or a value."""
+    await log.append_audit(AuditRecord(0, tenant, actor, action, target, msgspec.json.encode(details).decode(), now_ms))
 
 
 class KeyOpError(Exception):
