@@ -90,6 +90,7 @@ async def js_peer(js_build: Path) -> AsyncIterator[NodePeer]:
         cwd=JS,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        limit=64 << 20,  # one answer is one line; a view with a Yjs state can pass the 64 KiB default
     )
     try:
         yield NodePeer(proc)
