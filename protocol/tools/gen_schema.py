@@ -37,16 +37,19 @@ MESSAGES: dict[str, Any] = {
     "conflict-page": messages.ConflictPage,
     "error-response": messages.ErrorResponse,
     "attachment-ref": attachments.AttachmentRef,
+    "ws-client-message": messages.WsClientMessage,
+    "ws-server-message": messages.WsServerMessage,
 }
-"""File stem -> message type."""
+"""File stem -> message type (a WebSocket file is the union of the messages one side sends, tagged by ``type``)."""
+UNION_NAMES = {"ws-client-message": "WsClientMessage", "ws-server-message": "WsServerMessage"}
 
 
-def render(message: Any) -> str:
+def render(message: Any, name: str | None = None) -> str:
     """The schema document of one message, as the exact text of its file."""
     schema = msgspec.json.schema(message)
     schema["$schema"] = DIALECT
     schema["$comment"] = (
-        f"Generated from syncproto.messages.{message.__name__} (protocol v{messages.PROTOCOL_VERSION}) "
+        f"Generated from syncproto.messages.{name or message.__name__} (protocol v{messages.PROTOCOL_VERSION}) "
         "by protocol/tools/gen_schema.py; do not edit."
     )
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -54,7 +57,7 @@ def render(message: Any) -> str:
 
 def expected_files() -> dict[str, str]:
     """File name -> content, for every schema file."""
-    return {f"{stem}.json": render(message) for stem, message in MESSAGES.items()}
+    return {f"{stem}.json": render(message, UNION_NAMES.get(stem)) for stem, message in MESSAGES.items()}
 
 
 def stale_files(directory: Path = SCHEMA_DIR) -> list[str]:

@@ -38,6 +38,8 @@ def test_every_top_level_message_has_a_schema_file() -> None:
         "pull-response.json",
         "push-request.json",
         "push-response.json",
+        "ws-client-message.json",
+        "ws-server-message.json",
     ]
     committed = sorted(p.name for p in SCHEMA_DIR.glob("*.json"))
     assert committed == sorted(EXPECTED), f"schema files differ from the messages ({committed}); {FIX}"
@@ -56,7 +58,9 @@ def test_schema_is_pretty_printed_with_sorted_keys(name: str) -> None:
     doc = json.loads(text)
     assert text == json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert doc["$ref"].startswith("#/$defs/")
+    refs = [doc["$ref"]] if "$ref" in doc else [choice["$ref"] for choice in doc["anyOf"]]  # a WebSocket union
+    assert refs
+    assert all(ref.startswith("#/$defs/") for ref in refs)
 
 
 def test_request_schemas_forbid_unknown_fields_and_responses_allow_them() -> None:
@@ -64,6 +68,16 @@ def test_request_schemas_forbid_unknown_fields_and_responses_allow_them() -> Non
     assert all(d.get("additionalProperties") is False for d in defs.values() if d.get("type") == "object")
     response = json.loads(EXPECTED["pull-response.json"])["$defs"]
     assert all("additionalProperties" not in d for d in response.values() if d.get("type") == "object")
+
+
+def test_websocket_client_messages_forbid_unknown_fields_except_hello() -> None:
+    """``hello`` tolerates unknown members so a newer client can still negotiate; the others are strict."""
+    defs = json.loads(EXPECTED["ws-client-message.json"])["$defs"]
+    assert "additionalProperties" not in defs["WsHello"]
+    assert defs["WsAuth"]["additionalProperties"] is False
+    assert defs["WsPush"]["additionalProperties"] is False
+    union = json.loads(EXPECTED["ws-server-message.json"])
+    assert union["discriminator"]["propertyName"] == "type"
 
 
 def test_check_mode_reports_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

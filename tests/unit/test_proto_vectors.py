@@ -30,7 +30,11 @@ DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "ConflictPage": messages.conflict_page_decoder,
     "ErrorResponse": messages.error_response_decoder,
     "AttachmentRef": attachments.attachment_ref_decoder,
+    "WsClientMessage": messages.ws_client_json_decoder,
+    "WsServerMessage": messages.ws_server_json_decoder,
 }
+NEGOTIATION = {errors.VERSION_UNSUPPORTED}
+"""Reject codes for messages that decode but that negotiation refuses (a ``hello`` with no shared version)."""
 ENVELOPE = {"message", "description", "body", "raw", "canonical", "error", "path"}
 _TAG_PATH = re.compile(r"\.ops\[\d+\]\.op`?$")
 
@@ -89,7 +93,11 @@ def test_the_required_vectors_exist() -> None:
         "delete-with-field",
         "pull-negative-limit",
         "empty-replica",
+        "ws-unknown-type",
+        "ws-hello-without-versions",
+        "ws-hello-no-shared-version",
     } <= reject
+    assert {"ws-hello", "ws-hello-newer-client", "ws-welcome", "ws-changes", "ws-push", "ws-push-result"} <= valid
     assert {load(p)["message"] for p in VALID} == set(DECODERS), "every message has a valid vector"
     assert all(p.suffix == ".json" for p in VECTORS.glob("*/*")), "vectors are .json files"
 
@@ -126,6 +134,11 @@ def _text_updates(message: Any) -> list[tuple[Any, str]]:
 def test_reject_vector_is_rejected_with_its_error(path: Path) -> None:
     vector = load(path)
     assert "canonical" not in vector
+    if vector.get("error") in NEGOTIATION:
+        hello = DECODERS[vector["message"]].decode(body_bytes(vector))
+        assert isinstance(hello, messages.WsHello), "only hello is negotiated"
+        assert not set(hello.versions) & {messages.PROTOCOL_VERSION}, "a shared version would be chosen"
+        return
     assert vector.get("error") in {errors.MALFORMED_JSON, errors.UNKNOWN_OP, errors.INVALID_REQUEST}
     with pytest.raises(msgspec.DecodeError) as caught:
         DECODERS[vector["message"]].decode(body_bytes(vector))
@@ -139,6 +152,16 @@ def test_reject_vector_is_rejected_with_its_error(path: Path) -> None:
     if "body" in vector:
         # Apart from the one defect, a reject vector is a well-formed JSON document.
         assert msgspec.json.decode(body_bytes(vector)) == vector["body"]
+
+
+def test_hello_negotiation_picks_the_highest_shared_version() -> None:
+    """Every valid hello vector lists the version this package speaks; the newer client's lists a higher one first."""
+    hellos = [load(p) for p in VALID if load(p)["body"].get("type") == "hello"]
+    assert len(hellos) >= 3
+    for vector in hellos:
+        hello = messages.ws_client_json_decoder.decode(body_bytes(vector))
+        assert isinstance(hello, messages.WsHello)
+        assert max(set(hello.versions) & {messages.PROTOCOL_VERSION}) == messages.PROTOCOL_VERSION
 
 
 def test_responses_ignore_unknown_members() -> None:
