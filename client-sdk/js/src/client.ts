@@ -9,6 +9,7 @@
  * await client.start();                                    // sync in the background
  * ```
  */
+import { Attachments } from "./attachments.js";
 import { Backoff } from "./backoff.js";
 import { tick } from "./clock.js";
 import { ServerError, SyncError } from "./errors.js";
@@ -16,7 +17,7 @@ import { EventBus, type ConnectionState, type Handler, type SyncEvent } from "./
 import { optimisticView, visible } from "./optimistic.js";
 import { emptyStats, RoundTrip, type SyncStats } from "./roundtrip.js";
 import { Collection, type Schema } from "./schema.js";
-import { LocalStore, type Rejection } from "./store.js";
+import { LocalStore, type Rejection, type UploadRow } from "./store.js";
 import { defaultLocks, TabChannel, type LockManagerLike, type TabMessage } from "./tabs.js";
 import * as text from "./text.js";
 import { TokenSource } from "./token.js";
@@ -25,6 +26,7 @@ import { isLive, type Transport, type TokenProvider } from "./transport/types.js
 import { connectWebSocket, type WebSocketConstructor } from "./transport/ws.js";
 import type { Change, EntityView, Json, Op, SetElement, SiblingView } from "./types.js";
 import { validateChange } from "./wire.js";
+import { Signal } from "./signal.js";
 
 /** Background Sync tag the service worker helper (`registerOutboxSync`) listens for. */
 export const BACKGROUND_SYNC_TAG = "syncclient-outbox";
@@ -60,6 +62,8 @@ export interface SyncClientOptions {
   locks?: LockManagerLike;
   /** wall clock in milliseconds (tests) */
   now?: () => number;
+  /** attachments: bytes per tus PATCH (default 1 MiB) and of the read cache (default 64 MiB) */
+  attachments?: { chunkSize?: number; cacheBytes?: number };
 }
 
 export interface ClientStatus {
@@ -79,42 +83,10 @@ export interface Row {
 
 type OpsFor = Op[] | ((view: EntityView | undefined) => Op[]);
 
-/** A promise-based flag: `wait` resolves true when `set`, false after the timeout. */
-class Signal {
-  private flag = false;
-  private waiters: ((v: boolean) => void)[] = [];
-
-  set(): void {
-    this.flag = true;
-    for (const w of this.waiters.splice(0)) w(true);
-  }
-
-  clear(): void {
-    this.flag = false;
-  }
-
-  get isSet(): boolean {
-    return this.flag;
-  }
-
-  wait(ms: number): Promise<boolean> {
-    if (this.flag) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        resolve(false);
-      }, ms);
-      const done = (v: boolean): void => {
-        clearTimeout(timer);
-        resolve(v);
-      };
-      this.waiters.push(done);
-    });
-  }
-}
-
 export class SyncClient {
   readonly replicaId: string;
+  /** Files referenced from register fields: attach offline, upload in the background, fetch (PROTOCOL §10). */
+  readonly attachments: Attachments;
   private readonly events = new EventBus();
   private readonly watchers = new Set<() => void>();
   private readonly tokens: TokenSource;
@@ -160,6 +132,16 @@ export class SyncClient {
     this.locks = options.locks ?? defaultLocks();
     this.backoff = options.backoff ?? new Backoff();
     this.tabs = new TabChannel(dbName, (m) => this.onTabMessage(m));
+    this.attachments = new Attachments(store, {
+      url: options.url,
+      dbName,
+      tokens: this.tokens,
+      locks: this.locks,
+      emit: (e) => this.emitShared(e),
+      write: (collection, entity, ops, upload) => this.write(collection, entity, ops, upload),
+      ...(options.fetch ? { fetch: options.fetch } : {}),
+      ...options.attachments,
+    });
   }
 
   /** Open (or create) the local database. Nothing touches the network until `start()` or `sync()`. */
@@ -182,8 +164,11 @@ export class SyncClient {
     return new Collection(name, this.options.schema?.[name]);
   }
 
-  /** Queue one change; resolves with it once its IndexedDB transaction committed. */
-  async write(collection: string, entity: string, ops: OpsFor): Promise<Change> {
+  /**
+   * Queue one change; resolves with it once its IndexedDB transaction committed.
+   * `upload` (from `attachments.attach`) commits an attached file in the same transaction.
+   */
+  async write(collection: string, entity: string, ops: OpsFor, upload?: UploadRow): Promise<Change> {
     this.assertOpen();
     const wall = (this.options.now ?? Date.now)();
     const coll = this.coll(collection);
@@ -203,12 +188,14 @@ export class SyncClient {
         ops: list,
       };
       return validated(draft);
-    }, { withOutbox: typeof ops === "function" });
+    }, { withOutbox: typeof ops === "function", ...(upload ? { upload } : {}) });
     this.state.outbox++;
     this.emit({ type: "outbox", pending: this.state.outbox });
     this.changed(true);
-    if (this.leader) this.wakeSignal.set();
-    else this.tabs.post({ kind: "wake" });
+    if (this.leader) {
+      this.wakeSignal.set();
+      if (upload) this.attachments.wake();
+    } else this.tabs.post({ kind: "wake" });
     return change;
   }
 
@@ -314,13 +301,16 @@ export class SyncClient {
     switch (m.kind) {
       case "event":
         this.emit(m.event);
-        if (m.event.type !== "connection") this.changed(false);
+        if (m.event.type !== "connection" && m.event.type !== "attachment_progress") this.changed(false);
         break;
       case "changed":
         this.changed(false);
         break;
       case "wake":
-        if (this.leader) this.wakeSignal.set();
+        if (this.leader) {
+          this.wakeSignal.set();
+          this.attachments.wake();
+        }
         break;
       case "ask":
         if (this.leader) this.broadcastStatus();
@@ -378,7 +368,10 @@ export class SyncClient {
     this.started = true;
     const g = globalThis as { addEventListener?: (t: string, f: () => void) => void };
     if (typeof g.addEventListener === "function") {
-      this.onlineListener = () => this.onlineSignal.set();
+      this.onlineListener = () => {
+        this.onlineSignal.set();
+        if (this.leader) this.attachments.wake();
+      };
       g.addEventListener("online", this.onlineListener);
     }
     const name = `syncclient-leader:${this.dbName}`;
@@ -410,6 +403,7 @@ export class SyncClient {
     this.leader = true;
     this.scheduleTokenRefresh();
     this.loopDone = this.loop();
+    this.attachments.start(); // uploads run beside the change queue, never in it
   }
 
   private async loop(): Promise<void> {
@@ -524,6 +518,7 @@ export class SyncClient {
 
   private setConnection(state: ConnectionState, error: string | null = null, retryIn: number | null = null): void {
     if (state === this.state.connection && state !== "offline") return;
+    if (state === "live" || state === "http") this.attachments.wake(); // the network is back: uploads too
     this.emitShared({ type: "connection", state, error, retryIn });
     this.broadcastStatus();
   }
@@ -552,7 +547,10 @@ export class SyncClient {
   private async useToken(token: string): Promise<void> {
     if (this.live !== null && isLive(this.live)) await this.live.refreshToken(token).catch(() => undefined);
     this.onlineSignal.set();
-    if (this.leader) this.scheduleTokenRefresh();
+    if (this.leader) {
+      this.scheduleTokenRefresh();
+      this.attachments.wake();
+    }
   }
 
   /**
@@ -601,6 +599,7 @@ export class SyncClient {
       );
     }
     await this.live?.close();
+    await this.attachments.stop();
     await this.loopDone?.catch(() => undefined);
     this.leader = false;
     this.releaseLeader?.();

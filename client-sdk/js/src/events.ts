@@ -3,6 +3,7 @@
  * in a tab that does not sync (a follower) the leader's events arrive through a
  * BroadcastChannel, so every tab sees the same stream.
  */
+import type { UploadState } from "./attachments-ref.js";
 import type { Change, Json, SiblingView } from "./types.js";
 
 export type ConnectionState = "live" | "http" | "offline" | "connecting";
@@ -36,7 +37,23 @@ export type SyncEvent =
   /** The number of changes waiting to be acknowledged changed. */
   | { type: "outbox"; pending: number }
   /** The server dropped our cursor (tombstones collected): synced state was discarded, the outbox kept. */
-  | { type: "reset" };
+  | { type: "reset" }
+  /** An attached file's upload advanced (`sent` of `total` bytes on the server) or changed state. */
+  | { type: "attachment_progress"; id: string; state: UploadState; sent: number; total: number }
+  /**
+   * The server refused an attached file for good (kept as a dead letter there); `code` is stable
+   * (`attachment_too_large`, `media_type_not_allowed`, `attachment_hash_mismatch`, PROTOCOL §6, §10).
+   * The reference stays in the entity (`refused` in its view); other uploads go on.
+   */
+  | {
+      type: "attachment_rejected";
+      id: string;
+      collection: string;
+      entity: string;
+      field: string;
+      code: string;
+      message: string;
+    };
 
 export type Handler = (event: SyncEvent) => void;
 

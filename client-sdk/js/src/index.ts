@@ -1,4 +1,12 @@
 /** The browser SDK of the sync server (protocol v1). See README.md. */
+export {
+  ATTACHMENT_REFUSALS,
+  Attachments,
+  type AttachmentStatus,
+  type AttachOptions,
+} from "./attachments.js";
+export { ChecksumHttpStack, FetchHttpStack } from "./attachments-http.js";
+export { asAttachmentRef, attachmentRef, refValue, type AttachmentRef, type UploadState } from "./attachments-ref.js";
 export { Backoff, parseRetryAfter } from "./backoff.js";
 export {
   BACKGROUND_SYNC_TAG,

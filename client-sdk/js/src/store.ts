@@ -19,10 +19,11 @@ import { openDB, type DBSchema, type IDBPDatabase, type IDBPTransaction, type St
 import { observe } from "./clock.js";
 import { ProtocolViolation } from "./errors.js";
 import type { SyncEvent } from "./events.js";
+import type { AttachmentRef, UploadState } from "./attachments-ref.js";
 import { mergeDelta } from "./optimistic.js";
 import type { Change, EntityView, Eviction, FieldView, Hlc, PushResult } from "./types.js";
 
-export const DB_VERSION = 1;
+export const DB_VERSION = 2;
 
 export interface OutboxRow {
   /** local write order, stable when `n` is renumbered */
@@ -39,11 +40,41 @@ export interface OutboxRow {
 
 export type Rejection = Extract<SyncEvent, { type: "rejected" }>;
 
+/** One attached file: its reference, where it goes, and its upload (version 2 of the database). */
+export interface UploadRow {
+  id: string;
+  ref: AttachmentRef;
+  collection: string;
+  entity: string;
+  field: string;
+  /** the bytes until the server has them all; then they move to the cache */
+  blob: Blob | null;
+  state: UploadState;
+  /** bytes the server has acknowledged */
+  sent: number;
+  /** the tus upload URL once created, to resume from its `HEAD` after any interruption */
+  uploadUrl: string | null;
+  code: string | null;
+  message: string | null;
+  /** queue order */
+  queuedAt: number;
+}
+
+/** A downloaded (or uploaded) file kept for reads, evicted least recently used first. */
+export interface CachedBlob {
+  id: string;
+  blob: Blob;
+  size: number;
+  usedAt: number;
+}
+
 interface SyncDB extends DBSchema {
   meta: { key: string; value: unknown };
   outbox: { key: number; value: OutboxRow; indexes: { entity: [string, string, number]; pending: [number, number] } };
   entities: { key: [string, string]; value: EntityView; indexes: { collection: string } };
   rejections: { key: string; value: Rejection };
+  uploads: { key: string; value: UploadRow };
+  blob_cache: { key: string; value: CachedBlob; indexes: { usedAt: number } };
 }
 
 type Stores = StoreNames<SyncDB>[];
@@ -78,7 +109,12 @@ export class LocalStore {
   /** Open (or create) the database; the replica id is generated once and kept. */
   static async open(dbName: string, replicaId?: string): Promise<LocalStore> {
     const db = await openDB<SyncDB>(dbName, DB_VERSION, {
-      upgrade(d) {
+      upgrade(d, oldVersion) {
+        if (oldVersion < 2) {
+          d.createObjectStore("uploads", { keyPath: "id" });
+          d.createObjectStore("blob_cache", { keyPath: "id" }).createIndex("usedAt", "usedAt");
+        }
+        if (oldVersion >= 1) return;
         d.createObjectStore("meta");
         const outbox = d.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
         outbox.createIndex("entity", ["collection", "entity", "n"]);
@@ -142,9 +178,10 @@ export class LocalStore {
     collection: string,
     entity: string,
     build: (ctx: WriteContext) => Change,
-    { withOutbox = true }: { withOutbox?: boolean } = {},
+    { withOutbox = true, upload }: { withOutbox?: boolean; upload?: UploadRow } = {},
   ): Promise<Change> {
-    const tx = this.tx(["meta", "outbox", "entities"]);
+    // An attachment's bytes commit with the change that references them: both or neither.
+    const tx = this.tx(upload ? ["meta", "outbox", "entities", "uploads"] : ["meta", "outbox", "entities"]);
     const meta = tx.objectStore("meta");
     const [counter, hlc, stored, outbox] = await Promise.all([
       meta.get("counter") as Promise<number | undefined>,
@@ -174,6 +211,7 @@ export class LocalStore {
       } as OutboxRow),
       meta.put(change.n, "counter"),
       meta.put(change.hlc, "hlc"),
+      upload ? tx.objectStore("uploads").add(upload) : undefined,
     ]);
     await tx.done;
     return change;
@@ -310,6 +348,70 @@ export class LocalStore {
     await tx.objectStore("outbox").delete(row.seq);
     await tx.objectStore("rejections").put(rejection);
     return rejection;
+  }
+
+  // --- attachments -------------------------------------------------------------
+
+  async upload(id: string): Promise<UploadRow | undefined> {
+    return this.db.get("uploads", id);
+  }
+
+  /** Every attachment this device attached, in the order they were queued. */
+  async uploads(): Promise<UploadRow[]> {
+    return (await this.db.getAll("uploads")).sort((a, b) => a.queuedAt - b.queuedAt || (a.id < b.id ? -1 : 1));
+  }
+
+  /** Update an upload's progress or state (its bytes stay). */
+  async updateUpload(id: string, patch: Partial<Pick<UploadRow, "state" | "sent" | "uploadUrl" | "code" | "message">>) {
+    const tx = this.tx(["uploads"]);
+    const row = await tx.objectStore("uploads").get(id);
+    if (row) await tx.objectStore("uploads").put({ ...row, ...patch });
+    await tx.done;
+    return row ? { ...row, ...patch } : undefined;
+  }
+
+  /** The server has every byte: the copy moves to the read cache, in one transaction, then the cache is trimmed. */
+  async uploaded(id: string, cacheBytes: number): Promise<void> {
+    const tx = this.tx(["uploads", "blob_cache"]);
+    const row = await tx.objectStore("uploads").get(id);
+    if (row) {
+      if (row.blob) await tx.objectStore("blob_cache").put({ id, blob: row.blob, size: row.blob.size, usedAt: Date.now() });
+      await tx.objectStore("uploads").put({ ...row, blob: null, state: "uploaded", sent: row.ref.size, code: null, message: null });
+    }
+    await tx.done;
+    await this.trimCache(cacheBytes, id);
+  }
+
+  /** A cached copy, marked as just used. */
+  async cachedBlob(id: string): Promise<Blob | undefined> {
+    const tx = this.tx(["blob_cache"]);
+    const hit = await tx.objectStore("blob_cache").get(id);
+    if (hit) await tx.objectStore("blob_cache").put({ ...hit, usedAt: Date.now() });
+    await tx.done;
+    return hit?.blob;
+  }
+
+  async cacheBlob(id: string, blob: Blob, cacheBytes: number): Promise<void> {
+    const tx = this.tx(["blob_cache"]);
+    await tx.objectStore("blob_cache").put({ id, blob, size: blob.size, usedAt: Date.now() });
+    await tx.done;
+    await this.trimCache(cacheBytes, id);
+  }
+
+  /** Evict least recently used copies until the cache holds at most `cacheBytes` (`keep` stays). */
+  async trimCache(cacheBytes: number, keep?: string): Promise<number> {
+    const tx = this.tx(["blob_cache"]);
+    const index = tx.objectStore("blob_cache").index("usedAt");
+    const all = await index.getAll();
+    let total = all.reduce((sum, c) => sum + c.size, 0);
+    for (const c of all) {
+      if (total <= cacheBytes) break;
+      if (c.id === keep) continue;
+      await tx.objectStore("blob_cache").delete(c.id);
+      total -= c.size;
+    }
+    await tx.done;
+    return total;
   }
 
   // --- pull ------------------------------------------------------------------

@@ -10,8 +10,12 @@
  * The page calls `client.requestBackgroundSync()` after queueing writes while offline.
  * The worker pushes over HTTP with the last token the page stored in IndexedDB, under
  * the same round lock as the tabs, so a change is never pushed twice. It only pushes:
- * pulling is the page's job when it opens.
+ * pulling is the page's job when it opens. It then uploads attached files
+ * (`flushUploads`) with tus-js-client over `fetch` (a worker has no XMLHttpRequest),
+ * under the uploads lock the tabs use, resuming each from its kept upload URL.
  */
+import { Attachments } from "./attachments.js";
+import { FetchHttpStack } from "./attachments-http.js";
 import { BACKGROUND_SYNC_TAG } from "./client.js";
 import { emptyStats, RoundTrip, type SyncStats } from "./roundtrip.js";
 import { LocalStore } from "./store.js";
@@ -60,9 +64,42 @@ export async function flushOutbox(options: OutboxSyncOptions): Promise<SyncStats
   }
 }
 
-/** Wire the `sync` event (tag "syncclient-outbox") to `flushOutbox`. */
+/**
+ * Upload every queued attachment once (tus over `fetch`); resolves with their end states. Throws to have
+ * the browser retry later if any could not be sent for a transient reason (a refused file is final).
+ */
+export async function flushUploads(options: OutboxSyncOptions): Promise<{ id: string; state: string }[]> {
+  const dbName = options.dbName ?? "syncclient";
+  const store = await LocalStore.open(dbName);
+  const tabs = new TabChannel(dbName, () => undefined);
+  try {
+    const token = await store.meta<string>("token");
+    if (!token) throw new Error("no token stored yet: the page has not run");
+    const fetchImpl = options.fetch ?? ((input: RequestInfo | URL, init?: RequestInit) => fetch(input, init));
+    const attachments = new Attachments(store, {
+      url: options.url,
+      dbName,
+      tokens: new TokenSource(token),
+      locks: options.locks ?? defaultLocks(),
+      emit: (event) => tabs.post({ kind: "event", event }),
+      write: () => Promise.reject(new Error("the service worker does not attach files")),
+      fetch: fetchImpl,
+      httpStack: new FetchHttpStack(fetchImpl),
+    });
+    return (await attachments.uploadPending()).map(({ id, state }) => ({ id, state }));
+  } finally {
+    tabs.close();
+    store.close();
+  }
+}
+
+/** Wire the `sync` event (tag "syncclient-outbox") to `flushOutbox`, then `flushUploads`. */
 export function registerOutboxSync(scope: ServiceWorkerScopeLike, options: OutboxSyncOptions): void {
   scope.addEventListener("sync", (event) => {
-    if (event.tag === BACKGROUND_SYNC_TAG) event.waitUntil(flushOutbox(options));
+    if (event.tag !== BACKGROUND_SYNC_TAG) return;
+    // Both run even if one fails (the bytes do not wait for the changes); either failure asks for a retry.
+    const outbox = flushOutbox(options);
+    const uploads = flushUploads(options);
+    event.waitUntil(Promise.all([outbox, uploads]));
   });
 }

@@ -1,0 +1,293 @@
+/** Attachments: durable attach, tus upload with resume, refusals that block nothing, verified fetch, bounded cache. */
+import { createHash } from "node:crypto";
+
+import { openDB } from "idb";
+import { describe, expect, it } from "vitest";
+
+import { asAttachmentRef } from "../src/attachments-ref.js";
+import { SyncClient } from "../src/client.js";
+import type { SyncEvent } from "../src/events.js";
+import { FakeServer, freshDb, json } from "./fake-server.js";
+
+/** A tus 1.0 server (creation, checksum) and the download endpoint, in process, beside the sync API. */
+class FakeTus {
+  readonly uploads = new Map<
+    string,
+    { length: number; sha256: string; mediaType: string; bytes: Uint8Array<ArrayBuffer>; offset: number; refused?: string }
+  >();
+  readonly requests: string[] = [];
+  /** bytes each PATCH carried, per upload */
+  readonly patched = new Map<string, number>();
+  refuseMediaType = "application/x-refused";
+  /** fail the next PATCH of this upload with a network error after the server kept its bytes (a cut connection) */
+  cutAfterChunk: number | null = null;
+  /** serve these bytes instead of the stored ones (a damaged download) */
+  tamper = false;
+  readonly api = new FakeServer();
+
+  readonly fetch: typeof fetch = async (input, init) => {
+    const url = new URL(typeof input === "string" ? input : input instanceof URL ? input.href : input.url);
+    const method = init?.method ?? "GET";
+    const headers = new Headers(init?.headers);
+    if (!url.pathname.startsWith("/v1/attachments")) return this.api.fetch(input, init);
+    this.requests.push(`${method} ${url.pathname}`);
+    if (headers.get("authorization") !== "Bearer t0") return json({ error: { code: "unauthorized", message: "" } }, 401);
+    const id = url.pathname.split("/").at(-1) as string;
+    if (method === "POST") {
+      const meta: Record<string, string> = Object.fromEntries(
+        (headers.get("upload-metadata") ?? "").split(",").map((kv) => {
+          const [k, v] = kv.split(" ");
+          return [k ?? "", Buffer.from(v ?? "", "base64").toString()];
+        }),
+      );
+      if (meta.media_type === this.refuseMediaType) {
+        return json({ error: { code: "media_type_not_allowed", message: "not allowed here" } }, 415);
+      }
+      const length = Number(headers.get("upload-length"));
+      if (!this.uploads.has(meta.id!)) {
+        this.uploads.set(meta.id!, { length, sha256: meta.sha256!, mediaType: meta.media_type!, bytes: new Uint8Array(length), offset: 0 });
+      }
+      return new Response(null, { status: 201, headers: { Location: `/v1/attachments/uploads/${meta.id}`, "Upload-Offset": "0" } });
+    }
+    const upload = this.uploads.get(id);
+    if (!upload) return json({ error: { code: "not_found", message: id } }, 404);
+    if (method === "HEAD") {
+      return new Response(null, { status: 200, headers: { "Upload-Offset": String(upload.offset), "Upload-Length": String(upload.length) } });
+    }
+    if (method === "PATCH") {
+      const body = new Uint8Array(await (init?.body as Blob).arrayBuffer());
+      if (Number(headers.get("upload-offset")) !== upload.offset) return json({ error: { code: "offset_mismatch", message: "" } }, 409);
+      const sha1 = createHash("sha1").update(body).digest("base64");
+      if (headers.get("upload-checksum") !== `sha1 ${sha1}`) return json({ error: { code: "checksum_mismatch", message: "" } }, 460);
+      upload.bytes.set(body, upload.offset);
+      upload.offset += body.length;
+      this.patched.set(id, (this.patched.get(id) ?? 0) + body.length);
+      if (upload.offset === upload.length && createHash("sha256").update(upload.bytes).digest("hex") !== upload.sha256) {
+        upload.refused = "attachment_hash_mismatch";
+        return json({ error: { code: "attachment_hash_mismatch", message: "hash differs" } }, 422);
+      }
+      if (this.cutAfterChunk !== null && --this.cutAfterChunk < 0) {
+        this.cutAfterChunk = null;
+        throw new TypeError("Failed to fetch");
+      }
+      return new Response(null, { status: 204, headers: { "Upload-Offset": String(upload.offset) } });
+    }
+    if (method === "GET") {
+      if (upload.offset !== upload.length) return json({ error: { code: "not_found", message: id } }, 404);
+      const bytes = this.tamper ? upload.bytes.map((b, i) => (i === 0 ? b ^ 1 : b)) : upload.bytes;
+      return new Response(bytes, { status: 200, headers: { "Content-Type": upload.mediaType } });
+    }
+    return json({ error: { code: "method_not_allowed", message: method } }, 405);
+  };
+}
+
+function bytes(n: number, seed = 1): Uint8Array<ArrayBuffer> {
+  return Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) % 251);
+}
+
+async function open(server: FakeTus, dbName = freshDb(), cacheBytes?: number): Promise<SyncClient> {
+  return SyncClient.open({
+    url: "http://sync.test",
+    token: "t0",
+    dbName,
+    fetch: server.fetch,
+    transport: "http",
+    attachments: { chunkSize: 1000, ...(cacheBytes !== undefined ? { cacheBytes } : {}) },
+  });
+}
+
+function events(client: SyncClient): SyncEvent[] {
+  const seen: SyncEvent[] = [];
+  client.subscribe((e) => seen.push(e));
+  return seen;
+}
+
+describe("attach", () => {
+  it("commits the Blob and the change holding its reference before it resolves", async () => {
+    const dbName = freshDb();
+    const client = await open(new FakeTus(), dbName);
+    const data = bytes(2500);
+    const ref = await client.attachments.attach("deliveries", "dlv-1", "pod_photo", new Blob([data]), { mediaType: "Image/JPEG", name: "door.jpg" });
+    expect(ref).toEqual({
+      id: ref.id,
+      size: 2500,
+      sha256: createHash("sha256").update(data).digest("hex"),
+      media_type: "image/jpeg",
+      name: "door.jpg",
+    });
+    // Another connection sees both: the bytes and the queued change.
+    const other = await openDB(dbName);
+    const upload = (await other.get("uploads", ref.id)) as { blob: Blob; state: string };
+    expect(new Uint8Array(await upload.blob.arrayBuffer())).toEqual(data);
+    expect(upload.state).toBe("queued");
+    const [row] = (await other.getAll("outbox")) as { change: { ops: { field: string; value: unknown }[] } }[];
+    expect(row?.change.ops).toEqual([{ op: "set", field: "pod_photo", value: { $attachment: ref } }]);
+    other.close();
+    expect(asAttachmentRef((await client.collection("deliveries").get("dlv-1"))?.pod_photo)).toEqual(ref);
+    await client.close();
+  });
+
+  it("refuses a media type that is not type/subtype, and writes nothing", async () => {
+    const client = await open(new FakeTus());
+    await expect(client.attachments.attach("deliveries", "dlv-1", "pod_photo", new Blob(["x"]), { mediaType: "jpeg" })).rejects.toThrow(
+      TypeError,
+    );
+    expect(await client.pendingCount()).toBe(0);
+    expect(await client.attachments.list()).toEqual([]);
+    await client.close();
+  });
+});
+
+describe("upload", () => {
+  it("sends the bytes with tus in checksummed chunks, reports progress, and moves the copy to the cache", async () => {
+    const server = new FakeTus();
+    const client = await open(server);
+    const seen = events(client);
+    const data = bytes(2500);
+    const ref = await client.attachments.attach("deliveries", "dlv-1", "pod_photo", new Blob([data]), { mediaType: "image/png" });
+    const [done] = await client.attachments.uploadPending();
+    expect(done).toMatchObject({ id: ref.id, state: "uploaded", sent: 2500, total: 2500 });
+    expect(server.uploads.get(ref.id)?.bytes).toEqual(data);
+    expect(server.requests).toEqual([
+      "POST /v1/attachments/uploads",
+      ...Array<string>(3).fill(`PATCH /v1/attachments/uploads/${ref.id}`),
+    ]);
+    const progress = seen.filter((e) => e.type === "attachment_progress").map((e) => [e.state, e.sent]);
+    expect(progress).toEqual([["queued", 0], ["uploading", 0], ["uploading", 1000], ["uploading", 2000], ["uploading", 2500], ["uploaded", 2500]]);
+    // The local copy now serves reads from the cache, without a download.
+    expect(new Uint8Array(await (await client.attachments.fetch(ref)).arrayBuffer())).toEqual(data);
+    expect(server.requests.filter((r) => r.startsWith("GET"))).toEqual([]);
+    await client.close();
+  });
+
+  it("resumes from the server's offset after a cut connection and a reopened database, sending no byte twice", async () => {
+    const server = new FakeTus();
+    const dbName = freshDb();
+    let client = await open(server, dbName);
+    const data = bytes(3500, 7);
+    const ref = await client.attachments.attach("deliveries", "dlv-1", "pod_signature", new Blob([data]), { mediaType: "image/png" });
+    server.cutAfterChunk = 1; // the second PATCH reaches the server, its answer is lost
+    await expect(client.attachments.uploadPending()).rejects.toThrow();
+    expect(await client.attachments.status(ref.id)).toMatchObject({ state: "queued" });
+    await client.close();
+
+    client = await open(server, dbName);
+    server.requests.length = 0;
+    await client.attachments.uploadPending();
+    expect(server.requests[0]).toBe(`HEAD /v1/attachments/uploads/${ref.id}`); // the kept upload URL, not a new upload
+    expect(server.requests).not.toContain("POST /v1/attachments/uploads");
+    expect(server.patched.get(ref.id)).toBe(3500);
+    expect(server.uploads.get(ref.id)?.bytes).toEqual(data);
+    expect(await client.attachments.status(ref.id)).toMatchObject({ state: "uploaded", sent: 3500 });
+    await client.close();
+  });
+
+  it("marks a refused file with its code, reports it once, and still uploads the next one", async () => {
+    const server = new FakeTus();
+    const client = await open(server);
+    const seen = events(client);
+    const bad = await client.attachments.attach("deliveries", "dlv-1", "pod_photo", new Blob(["exe"]), { mediaType: "application/x-refused" });
+    const good = await client.attachments.attach("deliveries", "dlv-1", "pod_signature", new Blob([bytes(10)]), { mediaType: "image/png" });
+    const states = await client.attachments.uploadPending();
+    expect(states.map((s) => [s.id, s.state, s.code])).toEqual([
+      [bad.id, "refused", "media_type_not_allowed"],
+      [good.id, "uploaded", null],
+    ]);
+    expect(seen.filter((e) => e.type === "attachment_rejected")).toEqual([
+      { type: "attachment_rejected", id: bad.id, collection: "deliveries", entity: "dlv-1", field: "pod_photo", code: "media_type_not_allowed", message: "not allowed here" },
+    ]);
+    // Never retried: another pass sends nothing.
+    server.requests.length = 0;
+    expect(await client.attachments.uploadPending()).toEqual([]);
+    expect(server.requests).toEqual([]);
+    expect((await client.attachments.refused()).map((s) => s.id)).toEqual([bad.id]);
+    await client.close();
+  });
+
+  it("treats a hash mismatch found by the server as a refusal", async () => {
+    const server = new FakeTus();
+    const client = await open(server);
+    const ref = await client.attachments.attach("deliveries", "dlv-1", "pod_photo", new Blob([bytes(20)]), { mediaType: "image/png" });
+    server.uploads.set(ref.id, { length: 20, sha256: "0".repeat(64), mediaType: "image/png", bytes: new Uint8Array(20), offset: 0 });
+    await client.attachments.uploadPending();
+    expect(await client.attachments.status(ref.id)).toMatchObject({ state: "refused", code: "attachment_hash_mismatch" });
+    await client.close();
+  });
+
+  it("uploads in the background in the leader tab, without holding back the change queue", async () => {
+    const server = new FakeTus();
+    const client = await open(server);
+    await client.start();
+    const ref = await client.attachments.attach("deliveries", "dlv-1", "pod_photo", new Blob([bytes(1500)]), { mediaType: "image/jpeg" });
+    await client.sync();
+    expect(server.api.log.map((c) => c.ops)).toEqual([[{ op: "set", field: "pod_photo", value: { $attachment: ref } }]]);
+    for (let i = 0; i < 100 && (await client.attachments.status(ref.id))?.state !== "uploaded"; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(await client.attachments.status(ref.id)).toMatchObject({ state: "uploaded" });
+    await client.close();
+  });
+});
+
+describe("fetch", () => {
+  async function uploadedElsewhere(server: FakeTus, data: Uint8Array<ArrayBuffer>) {
+    const writer = await open(server);
+    const ref = await writer.attachments.attach("deliveries", "dlv-9", "pod_photo", new Blob([data]), { mediaType: "image/png" });
+    await writer.attachments.uploadPending();
+    await writer.close();
+    return ref;
+  }
+
+  it("downloads with the bearer token, checks SHA-256, and serves the cache afterwards", async () => {
+    const server = new FakeTus();
+    const data = bytes(1200, 3);
+    const ref = await uploadedElsewhere(server, data);
+    const reader = await open(server);
+    expect(new Uint8Array(await (await reader.attachments.fetch({ $attachment: { ...ref } })).arrayBuffer())).toEqual(data);
+    expect(new Uint8Array(await (await reader.attachments.fetch(ref)).arrayBuffer())).toEqual(data);
+    expect(server.requests.filter((r) => r.startsWith("GET"))).toHaveLength(1);
+    await reader.close();
+  });
+
+  it("rejects damaged bytes with data_integrity and caches nothing", async () => {
+    const server = new FakeTus();
+    const ref = await uploadedElsewhere(server, bytes(100));
+    const reader = await open(server);
+    server.tamper = true;
+    await expect(reader.attachments.fetch(ref)).rejects.toMatchObject({ code: "data_integrity" });
+    server.tamper = false;
+    await expect(reader.attachments.fetch(ref)).resolves.toBeInstanceOf(Blob);
+    await reader.close();
+  });
+
+  it("keeps the cache under its size, evicting the least recently used file", async () => {
+    const server = new FakeTus();
+    const a = await uploadedElsewhere(server, bytes(600, 1));
+    const b = await uploadedElsewhere(server, bytes(600, 2));
+    const c = await uploadedElsewhere(server, bytes(600, 3));
+    const reader = await open(server, freshDb(), 1300);
+    await reader.attachments.fetch(a);
+    await new Promise((r) => setTimeout(r, 5));
+    await reader.attachments.fetch(b);
+    await new Promise((r) => setTimeout(r, 5));
+    await reader.attachments.fetch(a); // a is now more recent than b
+    await new Promise((r) => setTimeout(r, 5));
+    await reader.attachments.fetch(c); // over 1300 bytes: b goes
+    const gets = () => server.requests.filter((r) => r.startsWith("GET")).length;
+    const before = gets();
+    await reader.attachments.fetch(a);
+    await reader.attachments.fetch(c);
+    expect(gets()).toBe(before);
+    await reader.attachments.fetch(b);
+    expect(gets()).toBe(before + 1);
+    await reader.close();
+  });
+
+  it("is 404 not_found while the server has no verified bytes", async () => {
+    const server = new FakeTus();
+    const reader = await open(server);
+    const ref = { id: "nope", size: 1, sha256: "a".repeat(64), media_type: "image/png" };
+    await expect(reader.attachments.fetch(ref)).rejects.toMatchObject({ status: 404, code: "not_found" });
+    await reader.close();
+  });
+});
