@@ -10,7 +10,10 @@ entity API and its change log (the admin history), not only what the page shows:
 - live: a dispatcher's edit is on an online driver's screen within a second;
 - the browser is SIGKILLed mid-sync and restarted on its profile: nothing lost, nothing twice;
 - the token expires mid-session: the app gets a new one and loses no write;
-- with every tab of the app closed, the service worker's Background Sync pushes the outbox.
+- with every tab of the app closed, the service worker's Background Sync pushes the outbox;
+- a proof-of-delivery photo and signature taken offline survive a reload, are uploaded once each
+  (tus-js-client against the server's tus endpoint) and show on the dispatcher's page;
+- with every tab closed, the service worker's Background Sync uploads a photo taken offline.
 
 Screenshots go to a temporary directory, or to docs/img/ with ``SYNC_UPDATE_SCREENSHOTS=1``
 (docs/guides/driver-pwa.md shows them). Needs chromium, the playwright package and npm;
@@ -20,6 +23,7 @@ without them the tests skip, except under ``CI=true``, where they fail.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -42,7 +46,16 @@ from tests import services
 from tests.integration.test_admin_browser import CHROMIUM, FLAGS, require_browser
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Geolocation, Page, Playwright, ViewportSize
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        ConsoleMessage,
+        FilePayload,
+        Geolocation,
+        Page,
+        Playwright,
+        ViewportSize,
+    )
 
 pytestmark = pytest.mark.slow
 
@@ -613,3 +626,223 @@ def wait_past(exp: int, page: Page) -> None:
     """Until the server (leeway 0) refuses a token with this ``exp`` and has closed sessions opened with it."""
     while time.time() < exp + 1:
         page.wait_for_timeout(100)
+
+
+def camera_jpeg(page: Page, width: int = 2400, height: int = 1800) -> bytes:
+    """A photo as a phone camera makes one (large, JPEG), painted by the browser's canvas."""
+    data: str = page.evaluate(
+        """async ([w, h]) => {
+            const c = new OffscreenCanvas(w, h);
+            const g = c.getContext("2d");
+            const grad = g.createLinearGradient(0, 0, w, h);
+            grad.addColorStop(0, "#8fb8de"); grad.addColorStop(1, "#c2a878");
+            g.fillStyle = grad; g.fillRect(0, 0, w, h);
+            g.fillStyle = "#7a4b2a"; g.fillRect(w * 0.3, h * 0.35, w * 0.4, h * 0.4);   // a parcel
+            g.fillStyle = "#f5e6c8"; g.fillRect(w * 0.3, h * 0.5, w * 0.4, h * 0.05);   // its tape
+            g.fillStyle = "#222"; g.font = `${h / 12}px sans-serif`; g.fillText("DLV-1001", w * 0.36, h * 0.3);
+            const blob = await c.convertToBlob({ type: "image/jpeg", quality: 0.92 });
+            const bytes = new Uint8Array(await blob.arrayBuffer());
+            let s = ""; for (const b of bytes) s += String.fromCharCode(b);
+            return btoa(s);
+        }""",
+        [width, height],
+    )
+    return base64.b64decode(data)
+
+
+def payload(name: str, jpeg: bytes) -> FilePayload:
+    return {"name": name, "mimeType": "image/jpeg", "buffer": jpeg}
+
+
+def sign(page: Page) -> None:
+    """Draw a signature on the pad with the mouse (pointer events), three strokes."""
+    box = page.locator("#signature-pad").bounding_box()
+    assert box is not None
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    for stroke in range(3):
+        page.mouse.move(x + w * (0.1 + 0.28 * stroke), y + h * 0.7)
+        page.mouse.down()
+        for step in range(1, 16):
+            t = step / 15
+            page.mouse.move(x + w * (0.1 + 0.28 * stroke + 0.25 * t), y + h * (0.7 - 0.45 * t * (1 - t) * 4 * 0.8))
+        page.mouse.up()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus sample's values over the series whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_a_proof_of_delivery_photo_and_signature_taken_offline_reach_the_dispatcher_uploaded_once(
+    browser: Browser, site: Site, shots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    context = phone(browser, site)
+    page = open_driver(context, site)
+    wait_controlled(page)
+    wait_live(page)
+    desk = browser.new_context(viewport=DESK)
+    desk.set_default_timeout(15_000)
+    dispatcher = desk.new_page()
+    dispatcher.goto(f"{site.app}/dispatcher.html")
+    dispatcher.wait_for_selector("body[data-ready='1']")
+    metrics_before = httpx.get(f"{site.api}/metrics").text
+
+    context.set_offline(True)
+    expect(page.locator("#sync-label")).to_have_text("Offline")
+    page.goto(f"{site.app}/#/dlv-1001")
+    expect(page.locator(".detail-title")).to_have_text("Amira Haddad")
+    photo = camera_jpeg(page)
+    page.locator("#pod-photo-input").set_input_files(files=[payload("IMG_0042.jpg", photo)])
+    expect(page.locator("#pod-photo")).to_have_attribute("data-state", "queued")
+    expect(page.locator("#pod-photo img")).to_be_visible()
+    expect(page.locator("#signature-save")).to_be_disabled()
+    sign(page)
+    page.locator("#signature-save").click()
+    expect(page.locator("#pod-signature")).to_have_attribute("data-state", "queued")
+    expect(page.locator("#pod-signature img")).to_be_visible()
+    expect_outbox(page, 2)
+    page.locator("#pod").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "pwa-driver-pod-offline.png"))
+
+    refs = {f: local_values(page, "dlv-1001")[f]["$attachment"] for f in ("pod_photo", "pod_signature")}
+    assert refs["pod_photo"]["media_type"] == "image/jpeg"
+    assert refs["pod_signature"]["media_type"] == "image/png"
+    # The photo was downscaled before it was attached: at most 1280 px on its longest side.
+    assert refs["pod_photo"]["size"] < len(photo)
+    dims = page.evaluate(
+        "async (ref) => { const b = await createImageBitmap(await driverApp.client.attachments.fetch(ref));"
+        " return [b.width, b.height]; }",
+        refs["pod_photo"],
+    )
+    assert dims == [1280, 960]
+    # What the page attached: the bytes in its IndexedDB hash to the reference's SHA-256.
+    for ref in refs.values():
+        local_sha = page.evaluate(
+            "async (ref) => { const d = await crypto.subtle.digest('SHA-256',"
+            " await (await driverApp.client.attachments.fetch(ref)).arrayBuffer());"
+            " return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, '0')).join(''); }",
+            ref,
+        )
+        assert local_sha == ref["sha256"]
+
+    # Reload while offline: the page from the service worker, the Blobs and the queued uploads from IndexedDB.
+    response = page.reload()
+    assert response is not None
+    assert response.from_service_worker
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.locator("#pod-photo")).to_have_attribute("data-state", "queued")
+    expect(page.locator("#pod-signature img")).to_be_visible()
+    expect_outbox(page, 2)
+    assert site.values("dlv-1001").get("pod_photo") is None  # nothing left the phone
+
+    context.set_offline(False)
+    expect_outbox(page, 0)
+    expect(page.locator("#pod-photo")).to_have_attribute("data-state", "uploaded")
+    expect(page.locator("#pod-signature")).to_have_attribute("data-state", "uploaded")
+    expect(page.locator("#pod-photo .pod-state")).to_have_text("Uploaded ✓")
+    page.locator("#pod").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "pwa-driver-pod.png"))
+
+    # The dispatcher, open all along, shows both thumbnails, fetched with its own token.
+    row = dispatcher.locator("tr[data-entity='dlv-1001']")
+    for kind in ("photo", "signature"):
+        expect(row.locator(f"figure[data-kind='{kind}']")).to_have_attribute("data-state", "available")
+        expect(row.locator(f"figure[data-kind='{kind}'] img")).to_be_visible()
+    natural = dispatcher.evaluate(
+        "() => [...document.querySelectorAll(\"tr[data-entity='dlv-1001'] figure img\")].map((i) => i.naturalWidth)"
+    )
+    assert natural == [1280, 600]  # the photo and the signature pad, decoded
+    dispatcher.screenshot(path=str(shots / "pwa-dispatcher-pod.png"))
+
+    # The server: both available, their bytes are what the page attached, each stored by one upload.
+    entity = site.entity("dlv-1001")
+    ids = {ref["id"] for ref in refs.values()}
+    assert entity["attachments"] == dict.fromkeys(ids, "available")
+    for ref in refs.values():
+        r = httpx.get(f"{site.api}/v1/attachments/{ref['id']}", headers=site.headers("dispatcher", "checker"))
+        assert r.status_code == 200, r.text
+        assert hashlib.sha256(r.content).hexdigest() == ref["sha256"]
+        assert len(r.content) == ref["size"]
+    r = httpx.get(f"{site.api}/v1/admin/attachments", headers=site.headers())
+    assert r.status_code == 200, r.text
+    records = r.json()["attachments"]
+    assert sorted((a["id"], a["state"]) for a in records) == sorted((i, "available") for i in ids)
+    metrics_after = httpx.get(f"{site.api}/metrics").text
+    stored = "sync_attachment_bytes_stored_total"
+    assert metric(metrics_after, stored) - metric(metrics_before, stored) == sum(ref["size"] for ref in refs.values())
+    creations = "sync_requests_total"
+    created = metric(metrics_after, creations, method="POST", path="/v1/attachments/uploads", status_code="201")
+    assert (
+        created - metric(metrics_before, creations, method="POST", path="/v1/attachments/uploads", status_code="201")
+        == 2
+    )
+    assert metric(metrics_after, "sync_attachment_uploads_failed_total") == 0
+    # The references went through the change log once each, as ordinary register writes.
+    changes = driver_changes(site.history("dlv-1001"))
+    assert sorted(op["field"] for c in changes for op in c["ops"]) == ["pod_photo", "pod_signature"]
+    desk.close()
+    context.close()
+
+
+def test_the_service_worker_uploads_a_photo_taken_offline_with_every_tab_of_the_app_closed(
+    browser: Browser, site: Site
+) -> None:
+    from playwright.sync_api import expect
+
+    context = phone(browser, site)
+    page = open_driver(context, site)
+    wait_controlled(page)
+    wait_live(page)
+    context.set_offline(True)
+    page.goto(f"{site.app}/#/dlv-1002")
+    expect(page.locator(".detail-title")).to_have_text("Rahul Menon")
+    page.locator("#pod-photo-input").set_input_files(files=[payload("porch.jpg", camera_jpeg(page, 800, 600))])
+    expect(page.locator("#pod-photo")).to_have_attribute("data-state", "queued")
+    ref = local_values(page, "dlv-1002")["pod_photo"]["$attachment"]
+    page.close()  # no page of the app is left: only the service worker can upload now
+
+    blank = context.new_page()
+    cdp = context.new_cdp_session(blank)
+    registrations: list[dict[str, Any]] = []
+    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.extend(e["registrations"]))
+    cdp.send("ServiceWorker.enable")
+    deadline = time.monotonic() + 10
+    while not registrations and time.monotonic() < deadline:
+        blank.wait_for_timeout(50)
+    registration = next(r for r in registrations if r["scopeURL"].startswith(site.app))
+    context.set_offline(False)
+    cdp.send(
+        "ServiceWorker.dispatchSyncEvent",
+        {
+            "origin": site.app,
+            "registrationId": registration["registrationId"],
+            "tag": "syncclient-outbox",
+            "lastChance": False,
+        },
+    )
+    # The worker pushed the reference and uploaded the bytes (tus-js-client over fetch).
+    deadline = time.monotonic() + 15
+    while site.entity("dlv-1002").get("attachments", {}).get(ref["id"]) != "available":
+        assert time.monotonic() < deadline, site.entity("dlv-1002")
+        time.sleep(0.1)
+    r = httpx.get(f"{site.api}/v1/attachments/{ref['id']}", headers=site.headers("dispatcher", "checker"))
+    assert r.status_code == 200, r.text
+    assert hashlib.sha256(r.content).hexdigest() == ref["sha256"]
+
+    # The app, opened again, knows from IndexedDB that the worker uploaded it.
+    page = open_driver(context, site, first=False)
+    page.goto(f"{site.app}/#/dlv-1002")
+    expect(page.locator("#pod-photo")).to_have_attribute("data-state", "uploaded")
+    expect_outbox(page, 0)
+    context.close()

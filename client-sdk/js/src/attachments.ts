@@ -218,6 +218,10 @@ export class Attachments {
    * failed for a transient reason (offline, 5xx), so the caller retries later; what was sent stays sent.
    */
   async uploadPending(): Promise<AttachmentStatus[]> {
+    // The browser knows it is offline: no attempt, no state flapping; the `online` event wakes the loop.
+    if ((globalThis as { navigator?: { onLine?: boolean } }).navigator?.onLine === false) {
+      throw new TransportError("offline");
+    }
     return this.options.locks.request(`syncclient-uploads:${this.options.dbName}`, {}, async () => {
       const done: AttachmentStatus[] = [];
       let failure: Error | null = null;
@@ -243,7 +247,8 @@ export class Attachments {
       await this.tus(row, row.blob);
     } catch (exc) {
       if (!(exc instanceof Refused)) {
-        await this.store.updateUpload(row.id, { state: "queued" });
+        const back = await this.store.updateUpload(row.id, { state: "queued" });
+        this.progress(back ?? row);
         throw exc;
       }
       const refused = await this.store.updateUpload(row.id, { state: "refused", code: exc.code, message: exc.message });

@@ -167,7 +167,10 @@ export function mergeDelta(old: EntityView | undefined, delta: EntityView): Enti
   if (old === undefined) return delta;
   const fields = { ...old.fields, ...delta.fields };
   const sorted = Object.fromEntries(Object.keys(fields).sort().map((k) => [k, fields[k] as FieldView]));
-  return { ...delta, fields: sorted };
+  const merged: EntityView = { ...delta, fields: sorted };
+  // A delta lists the attachments of the fields it carries; those of older fields keep their last status.
+  if (old.attachments || delta.attachments) merged.attachments = { ...old.attachments, ...delta.attachments };
+  return merged;
 }
 
 /** Field values an app reads, or undefined for a missing or deleted entity. */

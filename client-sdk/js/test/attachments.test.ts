@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 
 import { asAttachmentRef } from "../src/attachments-ref.js";
 import { SyncClient } from "../src/client.js";
+import { mergeDelta } from "../src/optimistic.js";
 import type { SyncEvent } from "../src/events.js";
 import { FakeServer, freshDb, json } from "./fake-server.js";
 
@@ -167,8 +168,10 @@ describe("upload", () => {
     const data = bytes(3500, 7);
     const ref = await client.attachments.attach("deliveries", "dlv-1", "pod_signature", new Blob([data]), { mediaType: "image/png" });
     server.cutAfterChunk = 1; // the second PATCH reaches the server, its answer is lost
+    const seen = events(client);
     await expect(client.attachments.uploadPending()).rejects.toThrow();
     expect(await client.attachments.status(ref.id)).toMatchObject({ state: "queued" });
+    expect(seen.at(-1)).toMatchObject({ type: "attachment_progress", id: ref.id, state: "queued", sent: 1000 }); // the answer to the second chunk was lost
     await client.close();
 
     client = await open(server, dbName);
@@ -289,5 +292,17 @@ describe("fetch", () => {
     const ref = { id: "nope", size: 1, sha256: "a".repeat(64), media_type: "image/png" };
     await expect(reader.attachments.fetch(ref)).rejects.toMatchObject({ status: 404, code: "not_found" });
     await reader.close();
+  });
+});
+
+describe("pulled views", () => {
+  it("keep the server's status of attachments a later delta does not mention, and take the new ones", () => {
+    const base = { collection: "deliveries", entity: "dlv-1", vv: {}, deleted: false };
+    const ref = (id: string) => ({ kind: "register" as const, value: { $attachment: { id } } });
+    const first = { ...base, seq: 1, fields: { pod_photo: ref("a"), pod_signature: ref("b") }, attachments: { a: "pending" as const, b: "pending" as const } };
+    const later = { ...base, seq: 2, fields: { pod_photo: ref("a") }, attachments: { a: "available" as const } };
+    expect(mergeDelta(first, later).attachments).toEqual({ a: "available", b: "pending" });
+    const plain = { ...base, seq: 3, fields: { status: { kind: "register" as const, value: "delivered" } } };
+    expect(mergeDelta(first, plain).attachments).toEqual({ a: "pending", b: "pending" });
   });
 });

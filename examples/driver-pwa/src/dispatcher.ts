@@ -12,6 +12,7 @@ import {
   statusLabel,
   tokenProvider,
 } from "./shared";
+import { attachmentUrl, refOf } from "./pod";
 
 type Fields = Record<string, unknown>;
 interface FieldView {
@@ -23,7 +24,14 @@ interface Row {
   entity: string;
   fields: Fields;
   siblings: Record<string, { value: unknown; replica: string }[]>;
+  /** the server's status of each attachment the entity references (PROTOCOL §10.2) */
+  attachments: Record<string, string>;
 }
+
+const PROOF_FIELDS = [
+  ["pod_photo", "photo"],
+  ["pod_signature", "signature"],
+] as const;
 interface ConflictValue {
   value: unknown;
   replica: string;
@@ -95,7 +103,7 @@ class Console {
               h(
                 "tr",
                 {},
-                ...["Delivery", "Driver", "Status", "Cash", "Parcels", "Notes", "GPS"].map((c) => h("th", {}, c)),
+                ...["Delivery", "Driver", "Status", "Cash", "Parcels", "Notes", "GPS", "Proof"].map((c) => h("th", {}, c)),
               ),
             ),
             this.table,
@@ -121,12 +129,14 @@ class Console {
         const rows = await deliveries.list();
         return Promise.all(
           rows.map(async (r) => {
-            const view = (await deliveries.view(r.entity)) as { fields?: Record<string, FieldView> } | undefined;
+            const view = (await deliveries.view(r.entity)) as
+              | { fields?: Record<string, FieldView>; attachments?: Record<string, string> }
+              | undefined;
             const siblings: Row["siblings"] = {};
             for (const [name, f] of Object.entries(view?.fields ?? {})) {
               if (f.siblings && f.siblings.length > 1) siblings[name] = f.siblings;
             }
-            return { entity: r.entity, fields: r.fields as Fields, siblings };
+            return { entity: r.entity, fields: r.fields as Fields, siblings, attachments: view?.attachments ?? {} };
           }),
         );
       }),
@@ -172,6 +182,7 @@ class Console {
           h("td", {}, `${list(f.scanned).length}/${list(f.parcels).length}`),
           h("td", { class: "notes-cell" }, String(f.notes ?? "")),
           h("td", {}, String(list(f.trail).length)),
+          h("td", { class: "proof-cell" }, this.proofOf(r)),
         );
         return tr;
       }),
@@ -185,6 +196,54 @@ class Console {
         ? this.feed.map((e) => h("li", {}, h("time", {}, ago(e.at)), " ", e.text))
         : [h("li", { class: "muted" }, "Waiting for drivers…")]),
     );
+  }
+
+  /** Object URLs of downloaded attachments; an id missing here is not downloadable yet (or offline). */
+  private readonly proofUrls = new Map<string, string>();
+  private proofTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly proofLoading = new Set<string>();
+
+  /**
+   * Thumbnails of the delivery's photo and signature. The server says `available` once the bytes are
+   * uploaded and verified; the live channel may not say so (PROTOCOL §10.2), so a thumbnail that is still
+   * missing is fetched again every two seconds until its bytes come (404 until then).
+   */
+  proofOf(r: Row): HTMLElement {
+    return h(
+      "div",
+      { class: "proof" },
+      ...PROOF_FIELDS.map(([field, kind]) => {
+        const ref = refOf(r.fields[field]);
+        if (!ref) return null;
+        const url = this.proofUrls.get(ref.id);
+        const state = url ? "available" : r.attachments[ref.id] === "refused" ? "refused" : "pending";
+        if (!url && state === "pending") this.loadProof(ref);
+        return h(
+          "figure",
+          { "data-kind": kind, "data-state": state, "data-id": ref.id, id: `proof-${r.entity}-${kind}` },
+          h("div", { class: "thumb" }, url ? h("img", { src: url, alt: `${kind} of ${r.entity}` }) : "…"),
+          h("figcaption", {}, `${kind} · ${state}`),
+        );
+      }),
+    );
+  }
+
+  private loadProof(ref: NonNullable<ReturnType<typeof refOf>>): void {
+    if (this.proofLoading.has(ref.id)) return;
+    this.proofLoading.add(ref.id);
+    void attachmentUrl(this.client, ref).then((url) => {
+      this.proofLoading.delete(ref.id);
+      if (url && !this.proofUrls.has(ref.id)) {
+        this.proofUrls.set(ref.id, url);
+        this.feed.unshift({ at: Date.now(), text: `${ref.name ?? ref.id}: uploaded` });
+        this.render();
+      } else if (!url && this.proofTimer === null) {
+        this.proofTimer = setTimeout(() => {
+          this.proofTimer = null;
+          this.render();
+        }, 2000);
+      }
+    });
   }
 
   statusControl(r: Row): HTMLElement {
@@ -286,6 +345,9 @@ function describe(row: Row, before: Row | undefined): string[] {
     lines.push(`${row.entity}: ${list(f.scanned).length} parcel(s) scanned`);
   if (f.notes !== b.notes) lines.push(`${row.entity}: notes “${String(f.notes ?? "").slice(0, 40)}”`);
   if (list(f.trail).length !== list(b.trail).length) lines.push(`${row.entity}: ${list(f.trail).length} GPS points`);
+  for (const [field, kind] of PROOF_FIELDS) {
+    if (refOf(f[field])?.id !== refOf(b[field])?.id && refOf(f[field])) lines.push(`${row.entity}: ${kind} attached (${who})`);
+  }
   return lines;
 }
 

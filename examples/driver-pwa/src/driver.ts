@@ -1,7 +1,9 @@
 // The driver's app: today's stops, each with status, cash on delivery, parcel scans, notes and a GPS trail.
 // Every action is written to the SDK's IndexedDB outbox first (it survives reloads, closed tabs and crashes)
 // and synced whenever there is a network; the bar at the top always says how many are still waiting.
-import { SyncClient } from "@syncserver/client";
+import { SyncClient, type AttachmentRef, type AttachmentStatus } from "@syncserver/client";
+
+import { attachmentUrl, downscale, refOf, SignaturePad } from "./pod";
 import {
   type AppConfig,
   bindSyncBar,
@@ -41,6 +43,70 @@ function list(value: unknown): unknown[] {
   return Array.isArray(value) ? value : [];
 }
 
+const STATE_LABELS: Record<string, string> = {
+  queued: "Saved on this phone · waiting to upload",
+  uploading: "Uploading",
+  uploaded: "Uploaded",
+  refused: "Refused by the server",
+};
+
+/**
+ * One attached file on the delivery screen (`pod_photo` or `pod_signature`): its thumbnail, read from this
+ * phone's copy, and its upload state, kept current by the SDK's `attachment_progress` events.
+ */
+class AttachmentSlot {
+  readonly el: HTMLElement;
+  private readonly img = h("img", { alt: "", hidden: true });
+  private readonly empty: HTMLElement;
+  private readonly state = h("span", { class: "pod-state" });
+  private readonly bar = h("span", { class: "pod-bar" });
+  private ref: AttachmentRef | null = null;
+
+  constructor(
+    readonly client: SyncClient,
+    readonly field: string,
+    emptyText: string,
+  ) {
+    this.empty = h("span", { class: "pod-empty" }, emptyText);
+    this.el = h(
+      "div",
+      { class: "pod-slot", id: field.replace("_", "-"), "data-state": "none" },
+      h("div", { class: "thumb" }, this.img, this.empty),
+      h("div", { class: "pod-meta" }, this.state, h("span", { class: "pod-track" }, this.bar)),
+    );
+  }
+
+  show(value: unknown): void {
+    const ref = refOf(value);
+    if (ref?.id === this.ref?.id) return;
+    this.ref = ref;
+    this.el.dataset.id = ref?.id ?? "";
+    if (!ref) return;
+    void attachmentUrl(this.client, ref).then((url) => {
+      if (url && this.ref?.id === ref.id) {
+        this.img.src = url;
+        this.img.hidden = false;
+        this.empty.hidden = true;
+      }
+    });
+    void this.client.attachments.status(ref.id).then((s) => this.progress(s ?? null));
+  }
+
+  progress(s: AttachmentStatus | { id: string; state: string; sent: number; total: number; code?: string | null } | null): void {
+    if (!this.ref || (s && s.id !== this.ref.id)) return;
+    // Attached on another device: this phone has no upload of it, the server has it or will.
+    const state = s?.state ?? "remote";
+    this.el.dataset.state = state;
+    const pct = s && s.total > 0 ? Math.floor((100 * s.sent) / s.total) : state === "uploaded" ? 100 : 0;
+    this.bar.style.width = `${state === "uploaded" ? 100 : pct}%`;
+    let text = STATE_LABELS[state] ?? "Attached on another device";
+    if (state === "uploading") text += ` ${pct}%`;
+    if (state === "uploaded") text += " ✓";
+    if (state === "refused" && s?.code) text += `: ${s.code}`;
+    this.state.textContent = text;
+  }
+}
+
 /** Code-point diff of two strings as one edit (position, deleted count, inserted text): what `editText` takes. */
 export function textEdit(before: string, after: string): [number, number, string] {
   const a = Array.from(before);
@@ -76,6 +142,7 @@ class DriverApp {
     addEventListener("online", () => (this.backgroundSyncRequested = false));
     this.client.subscribe((event) => {
       if (event.type === "rejected") toast("The server refused a change: see the dispatcher", "error");
+      if (event.type === "attachment_rejected") toast(`The server refused a ${event.field.replace("pod_", "")}: ${event.code}`, "error");
     });
     this.render();
   }
@@ -145,6 +212,9 @@ class DriverApp {
                       h("span", { class: "chip" }, `${scanned.length}/${parcels.length} scanned`),
                       due > 0 ? h("span", { class: "chip cash" }, `Cash ${money(num(f.cod_cents))} of ${money(due)}`) : null,
                       list(f.trail).length > 0 ? h("span", { class: "chip" }, `${list(f.trail).length} GPS points`) : null,
+                      refOf(f.pod_photo) || refOf(f.pod_signature)
+                        ? h("span", { class: "chip pod-chip" }, [refOf(f.pod_photo) && "photo", refOf(f.pod_signature) && "signed"].filter(Boolean).join(" · "))
+                        : null,
                     ),
                   ),
                 ),
@@ -182,6 +252,45 @@ class DriverApp {
     const notes = h("textarea", { id: "notes", rows: 3, placeholder: "Gate code, where you left it…", "aria-label": "Notes" });
     const trailInfo = h("p", { class: "muted", id: "trail" });
     const shareToggle = h("input", { type: "checkbox", id: "share-location" });
+    const photo = new AttachmentSlot(this.client, "pod_photo", "No photo yet");
+    const signature = new AttachmentSlot(this.client, "pod_signature", "Not signed yet");
+    const takePhoto = h("label", { class: "button pod-take", for: "pod-photo-input" }, "Take photo");
+    const photoInput = h("input", {
+      id: "pod-photo-input",
+      type: "file",
+      accept: "image/*",
+      capture: "environment",
+      class: "visually-hidden",
+    });
+    photoInput.addEventListener("change", () => {
+      const file = photoInput.files?.[0];
+      photoInput.value = "";
+      if (!file) return;
+      void this.act(async () => {
+        const jpeg = await downscale(file);
+        await this.client.attachments.attach("deliveries", entity, "pod_photo", jpeg, {
+          mediaType: "image/jpeg",
+          name: file.name.replace(/\.[^.]*$/, "") + ".jpg",
+        });
+      });
+    });
+    const saveSignature = h("button", { id: "signature-save", disabled: true }, "Save signature");
+    const pad = new SignaturePad((empty) => (saveSignature.disabled = empty));
+    saveSignature.addEventListener("click", () => {
+      if (pad.empty) return;
+      void this.act(async () => {
+        await this.client.attachments.attach("deliveries", entity, "pod_signature", await pad.blob(), {
+          mediaType: "image/png",
+          name: "signature.png",
+        });
+        pad.clear();
+      });
+    });
+    const unsubscribe = this.client.subscribe((event) => {
+      if (event.type !== "attachment_progress") return;
+      photo.progress(event);
+      signature.progress(event);
+    });
     let watchId: number | null = null;
     let notesBasis = "";
     let notesChain: Promise<void> = Promise.resolve();
@@ -222,6 +331,25 @@ class DriverApp {
           "button",
           { class: "big bad", id: "mark-failed", onclick: () => void this.act(() => d.set(entity, { status: "failed" })) },
           "✕ Failed",
+        ),
+      ),
+      h(
+        "section",
+        { class: "card pod", id: "pod" },
+        h("h2", {}, "Proof of delivery"),
+        h(
+          "div",
+          { class: "pod-grid" },
+          h("div", {}, photo.el, takePhoto, photoInput),
+          h("div", {}, signature.el),
+        ),
+        h("p", { class: "hint" }, "Customer signs below"),
+        pad.canvas,
+        h(
+          "div",
+          { class: "row pod-actions" },
+          h("button", { class: "link", id: "signature-clear", onclick: () => pad.clear() }, "Clear"),
+          saveSignature,
         ),
       ),
       h(
@@ -314,6 +442,9 @@ class DriverApp {
       title.textContent = str(next.customer) || entity;
       address.textContent = str(next.address);
       status.replaceChildren(badge(next.status));
+      photo.show(next.pod_photo);
+      takePhoto.textContent = refOf(next.pod_photo) ? "Retake photo" : "Take photo";
+      signature.show(next.pod_signature);
       collected.textContent = money(num(next.cod_cents));
       due.textContent = money(num(next.cod_due_cents));
       const scanned = new Set(list(next.scanned).map(String));
@@ -356,6 +487,7 @@ class DriverApp {
       entity,
       update,
       stop: () => {
+        unsubscribe();
         if (watchId !== null) navigator.geolocation.clearWatch(watchId);
       },
     };

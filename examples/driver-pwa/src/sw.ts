@@ -1,5 +1,6 @@
 // The service worker: the app shell comes from the cache first (the app opens with no network), and the
-// SDK's Background Sync helper flushes the driver's outbox when the network returns, even with the tab closed.
+// SDK's Background Sync helper flushes the driver's outbox and uploads the proof-of-delivery photos and
+// signatures queued offline (tus over fetch) when the network returns, even with the tab closed.
 import { registerOutboxSync } from "@syncserver/client/sw";
 
 declare const self: ServiceWorkerGlobalScope;
@@ -10,7 +11,7 @@ declare const __VERSION__: string;
 const CACHE = `driver-pwa-${__VERSION__}`;
 const RUNTIME = "driver-pwa-runtime";
 
-// The page registers /sw.js?server=<sync server>&db=<IndexedDB name>: the outbox this worker may flush.
+// The page registers /sw.js?server=<sync server>&db=<IndexedDB name>: the outbox and uploads this worker may flush.
 const params = new URL(self.location.href).searchParams;
 const server = params.get("server");
 const dbName = params.get("db");
