@@ -114,6 +114,22 @@ describe("upload", () => {
     await client.close();
   });
 
+  it("is done by one tab at a time: two tabs flushing at once send each file once", async () => {
+    const server = new FakeTus();
+    const dbName = freshDb();
+    const tabA = await open(server, dbName);
+    const tabB = await open(server, dbName);
+    const one = await tabA.attachments.attach("deliveries", "dlv-1", "pod_photo", new Blob([bytes(2200)]), { mediaType: "image/jpeg" });
+    const two = await tabB.attachments.attach("deliveries", "dlv-2", "pod_photo", new Blob([bytes(1200)]), { mediaType: "image/jpeg" });
+    const [a, b] = await Promise.all([tabA.attachments.uploadPending(), tabB.attachments.uploadPending()]);
+    expect([...a, ...b].map((s) => s.id).sort()).toEqual([one.id, two.id].sort()); // each file by one of them
+    expect(server.requests.filter((r) => r.startsWith("POST"))).toHaveLength(2);
+    expect(server.patched.get(one.id)).toBe(2200);
+    expect(server.patched.get(two.id)).toBe(1200);
+    await tabA.close();
+    await tabB.close();
+  });
+
   it("marks a refused file with its code, reports it once, and still uploads the next one", async () => {
     const server = new FakeTus();
     const client = await open(server);
