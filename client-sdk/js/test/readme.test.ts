@@ -5,7 +5,8 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 
 import * as sdk from "../src/index.js";
 import * as sw from "../src/sw.js";
-import { FakeServer } from "./fake-server.js";
+import { FakeServer, freshDb } from "./fake-server.js";
+import { FakeTus } from "./fake-tus.js";
 
 const README = readFileSync(join(import.meta.dirname, "..", "README.md"), "utf8");
 const blocks = [...README.matchAll(/```(ts|js)\n([\s\S]*?)```/g)].map((m) => m[2]!);
@@ -32,6 +33,21 @@ describe("README snippets", () => {
     await run(sdk.SyncClient, () => "token-1", (rows: unknown) => rendered.push(rows), "token-2");
     expect(server.log.map((c) => c.ops[0]?.op)).toEqual(["set", "inc", "add", "remove", "append", "text", "delete"]);
     expect(rendered.length).toBeGreaterThan(0);
+  });
+
+  it("the attachments lines run: attach, progress events, status, upload, fetch", async () => {
+    const server = new FakeTus();
+    const client = await sdk.SyncClient.open({ url: "http://sync.test", token: "t0", dbName: freshDb(), fetch: server.fetch });
+    const block = blocks.find((b) => b.includes("attachments.attach"));
+    expect(block).toBeDefined();
+    const progress: unknown[] = [];
+    const run = compile(`${block!}\nreturn [photo, blob];`, ["client", "jpegBlob", "showProgress", "showRefused"]);
+    const jpeg = new Blob([new Uint8Array([0xff, 0xd8, 0xff, 0xd9])]);
+    const [photo, blob] = (await run(client, jpeg, (...a: unknown[]) => progress.push(a), () => undefined)) as [sdk.AttachmentRef, Blob];
+    expect(server.uploads.get(photo.id)?.offset).toBe(4);
+    expect(progress.at(-1)).toEqual([photo.id, "uploaded", 4, 4]);
+    expect(new Uint8Array(await blob.arrayBuffer())).toEqual(new Uint8Array([0xff, 0xd8, 0xff, 0xd9]));
+    await client.close();
   });
 
   it("the service-worker lines register the sync handler", () => {
