@@ -6,8 +6,8 @@ channel templates and its field values) and writes one plaintext row per
 These reads use those rows, so a driver's pull costs what the driver may see,
 not what the tenant holds.
 
-``SqlStore``, ``MemoryStore`` and ``FaultyStore`` implement it through the
-mixins in ``sql_channels.py``, ``memory_channels.py`` and ``faulty_channels.py``.
+``SqlStore`` and ``MemoryStore`` implement it through the mixins in
+``sql_channels.py`` and ``memory_channels.py``; ``FaultyStore`` forwards it.
 
 Usage::
 

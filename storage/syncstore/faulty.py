@@ -8,36 +8,44 @@ Usage::
 
 The second form is the lost acknowledgement: the push is durable but the
 server never learned it, so the client retries and must be told "duplicate".
+
+A small delegating proxy: every call of the store interfaces (``Store``,
+``AdminStore``, ``AccessStore``, ``KeyStore``) goes to ``inner`` unchanged,
+except ``ping`` and a push session's ``commit``, which fail when armed. The
+forwarding methods are generated from the interfaces, so a method added to an
+interface is forwarded without a line here.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from syncstore.faulty_admin import FaultyAdminMixin
-from syncstore.faulty_channels import FaultyAccessMixin, FaultyKeysMixin
-from syncstore.records import (
-    ChangeRecord,
-    ConflictFilter,
-    ConflictRecord,
-    DeadLetterRecord,
-    EntityRecord,
-    PushBatch,
-    ReplicaRecord,
-    TenantRecord,
-    WrappedKey,
-)
+from syncstore.adminstore import AdminStore
+from syncstore.channels import AccessStore
+from syncstore.keystore import KeyStore
+from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
 from syncstore.store import EntityKey, PushSession, Store, StoreUnavailable
+
+INTERFACES: tuple[type, ...] = (Store, AdminStore, AccessStore, KeyStore)
+
+if TYPE_CHECKING:
+
+    class _Interfaces(Store, AdminStore, AccessStore, KeyStore, Protocol):
+        """For the type checker: a FaultyStore has every method of the interfaces (forwarded below)."""
+
+else:
+    _Interfaces = object
 
 
 class InjectedFault(StoreUnavailable):
     """The default error a ``FaultyStore`` raises: looks like an outage to callers."""
 
 
-class FaultyStore(FaultyAdminMixin, FaultyAccessMixin, FaultyKeysMixin):
-    """Delegates to ``inner``; ``commit`` raises once per ``fail_next_commit`` call."""
+class FaultyStore(_Interfaces):
+    """Delegates to ``inner``; ``commit`` raises once per ``fail_next_commit`` call, ``ping`` per ``fail_next_ping``."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
@@ -64,63 +72,25 @@ class FaultyStore(FaultyAdminMixin, FaultyAccessMixin, FaultyKeysMixin):
         async with self.inner.push_session(tenant_id) as session:
             yield _FaultySession(session, self._armed)
 
-    async def close(self) -> None:
-        await self.inner.close()
-
     async def ping(self) -> None:
         failure, self._ping_failure = self._ping_failure, None
         if failure is not None:
             raise failure
         await self.inner.ping()
 
-    async def create_tenant(self, tenant_id: str, first_key: WrappedKey, now_ms: int) -> None:
-        await self.inner.create_tenant(tenant_id, first_key, now_ms)
 
-    async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
-        return await self.inner.get_tenant(tenant_id)
+def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    async def forward(self: FaultyStore, *args: Any, **kwargs: Any) -> Any:
+        return await getattr(self.inner, name)(*args, **kwargs)
 
-    async def list_tenants(self) -> list[TenantRecord]:
-        return await self.inner.list_tenants()
+    forward.__name__ = forward.__qualname__ = name
+    return forward
 
-    async def tenant_keys(self, tenant_id: str) -> list[WrappedKey]:
-        return await self.inner.tenant_keys(tenant_id)
 
-    async def pull(
-        self, tenant_id: str, after_seq: int, limit: int, collections: Sequence[str] | None = None
-    ) -> list[EntityRecord]:
-        return await self.inner.pull(tenant_id, after_seq, limit, collections)
-
-    async def get_entity(self, tenant_id: str, collection: str, entity_id: str) -> EntityRecord | None:
-        return await self.inner.get_entity(tenant_id, collection, entity_id)
-
-    async def changes(
-        self,
-        tenant_id: str,
-        after_seq: int,
-        limit: int,
-        *,
-        collection: str | None = None,
-        entity_id: str | None = None,
-    ) -> list[ChangeRecord]:
-        return await self.inner.changes(tenant_id, after_seq, limit, collection=collection, entity_id=entity_id)
-
-    async def conflicts(
-        self,
-        tenant_id: str,
-        after: tuple[int, int] | None,
-        limit: int,
-        filters: ConflictFilter | None = None,
-    ) -> list[ConflictRecord]:
-        return await self.inner.conflicts(tenant_id, after, limit, filters)
-
-    async def get_conflict(self, tenant_id: str, seq: int, idx: int) -> ConflictRecord | None:
-        return await self.inner.get_conflict(tenant_id, seq, idx)
-
-    async def dead_letters(self, tenant_id: str, limit: int, status: str | None = None) -> list[DeadLetterRecord]:
-        return await self.inner.dead_letters(tenant_id, limit, status)
-
-    async def purge_tombstones(self, tenant_id: str, updated_before_ms: int) -> int:
-        return await self.inner.purge_tombstones(tenant_id, updated_before_ms)
+for _interface in INTERFACES:
+    for _name, _method in inspect.getmembers(_interface, inspect.iscoroutinefunction):
+        if not _name.startswith("_") and _name not in vars(FaultyStore):
+            setattr(FaultyStore, _name, _forward(_name))
 
 
 class _FaultySession:
@@ -156,9 +126,3 @@ class _FaultySession:
         if after_write:
             await self._inner.commit(batch)
         raise error
-
-
-if TYPE_CHECKING:
-
-    def _conforms(store: FaultyStore) -> Store:
-        return store
