@@ -231,8 +231,16 @@ class Connection:
             self.start_writer()
 
     def pop(self) -> Frame | None:
-        """The writer's side: the next frame to send (call ``sent`` after it), or None: the writer stops."""
-        if not self._queue or self.close_code is not None:
+        """The writer's side: the next frame to send (call ``sent`` after it), or None: the writer stops.
+
+        Once a close is requested the change stream stops (it can be read again from the log), but
+        the control frames already queued still go out: among them the error that explains the close.
+        """
+        while self.close_code is not None and self._queue and self._queue[0].seq is not None:
+            dropped = self._queue.pop(0)
+            self._bytes -= dropped.size
+            self._changes -= 1
+        if not self._queue:
             self._writing = False
             return None
         frame = self._queue.pop(0)

@@ -61,6 +61,7 @@ _TOKEN_PARAMS = frozenset({"token", "access_token", "jwt", "auth", "authorizatio
 _JWT_SHAPE = re.compile(r"^eyJ[\w-]*\.[\w-]+\.[\w-]*$")
 _TAG_PATH = re.compile(r"\.ops\[\d+\]\.op`?$")
 _CLOSE_TIMEOUT_S = 2.0
+_FLUSH_BEFORE_CLOSE_S = 1.0
 
 
 class Close(IntEnum):
@@ -340,7 +341,12 @@ class Session:
     async def _close_requested(self) -> None:
         assert self._conn is not None
         conn = self._conn
-        if self._writer is not None:  # it may be stuck sending to a peer that does not read
+        if self._writer is not None:
+            # Let the frames already queued (the error that explains this close) go out first, but
+            # briefly: the writer may be stuck sending to a peer that does not read.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._writer), _FLUSH_BEFORE_CLOSE_S)
+        if self._writer is not None:
             self._writer.cancel()
         await self.hub.detach(conn)  # stop delivering now, even if the close takes a while
         await self._close(conn.close_code or Close.NORMAL, conn.close_reason)
@@ -394,6 +400,12 @@ class Session:
                 conn.control(WsError(errors.INVALID_REQUEST, "hello was already received"))
 
     async def _push(self, conn: Connection, message: WsPush) -> None:
+        if conn.expires_at is not None and time.time() > conn.expires_at:
+            # As over HTTP, an expired credential pushes nothing; the hub's periodic check would close
+            # the session a little later, and a push must not slip into that window.
+            conn.control(WsError(errors.TOKEN_EXPIRED, "the token has expired", message.id))
+            conn.request_close(Close.UNAUTHORIZED, errors.TOKEN_EXPIRED)
+            return
         request = PushRequest(message.replica, message.changes)
         task = asyncio.ensure_future(self.push_service.push(conn.principal, request))
         # Shielded: a push the server started is finished and committed even if the socket closes meanwhile.

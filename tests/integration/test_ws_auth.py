@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from syncserver.auth.tokens import TokenVerifier
 from syncserver.settings import LiveSettings
-from tests.integration.conftest import Server, make_settings, start
+from tests.integration.conftest import Server, change, make_settings, start
 from tests.integration.test_ws import WS, bearer, connected, token
 
 CAP = 2
@@ -98,6 +99,7 @@ async def test_a_refresh_with_a_bad_token_closes_the_session_with_4401(server: S
         peer.hello()
         peer.catch_up()
         peer.send({"type": "auth", "token": bad})
+        assert peer.recv_type("error")["code"] == reason  # the explanation arrives before the close
         close = peer.closed_with()
         assert (close.code, close.detail) == (4401, reason)
 
@@ -110,3 +112,30 @@ async def test_a_refresh_with_a_good_token_keeps_the_session(server: Server) -> 
         peer.send({"type": "auth", "token": token(server, tenant, ttl_s=3600)})
         peer.send({"type": "ping", "id": "after-refresh"})
         assert peer.recv_type("pong") == {"type": "pong", "id": "after-refresh"}
+
+
+@pytest.fixture
+async def strict_server(tmp_path: Path) -> AsyncIterator[Server]:
+    """No leeway, and a hub whose periodic checks are minutes apart: only the push itself can notice expiry."""
+    live = LiveSettings(heartbeat_ms=600_000, idle_timeout_ms=600_000, resync_ms=600_000)
+    async for s in start(make_settings(tmp_path, "memory://", live=live, jwt_leeway_s=0)):
+        yield s
+
+
+async def test_a_push_after_the_token_expired_is_refused_and_closes_the_session(strict_server: Server) -> None:
+    server = strict_server
+    tenant = await server.tenant()
+    issued = time.time()
+    with connected(await server.client.websocket_connect(WS, headers=bearer(server, tenant, ttl_s=1))) as peer:
+        peer.hello()
+        peer.catch_up()
+        # Wait for the wall clock to pass the token's exp (whole seconds), not for the server.
+        await asyncio.sleep(max(0.0, int(issued) + 2 - time.time()))
+        late = change(1, "dlv-late", [{"op": "set", "field": "status", "value": "delivered"}])
+        peer.send({"type": "push", "id": "p-late", "replica": "phone-1", "changes": [late]})
+        error = peer.recv_type("error")
+        assert (error["code"], error.get("id")) == ("token_expired", "p-late")
+        close = peer.closed_with()
+        assert (close.code, close.detail) == (4401, "token_expired")
+    pulled, _ = await server.pull_all(server.headers(tenant, "dispatcher-1"))
+    assert pulled == []  # nothing of the late push was applied
