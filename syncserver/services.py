@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncproto.schema import Schema
-from syncserver.admin.service import AdminService, admin_backend
+from syncserver.admin.audit import AuditLog
+from syncserver.admin.conflicts import ConflictAdmin
+from syncserver.admin.dead_letters import DeadLetterAdmin
+from syncserver.admin.history import EntityHistoryService
+from syncserver.admin.server_changes import ServerChanges
+from syncserver.admin.store import admin_backend
 from syncserver.attachments.backends import open_blob_store
 from syncserver.attachments.blobstore import BlobStore
 from syncserver.attachments.download import AttachmentReader
@@ -63,7 +68,10 @@ class Services:
     attachment_keys: AttachmentKeys
     live: LiveHub
     conflicts: ConflictService
-    admin: AdminService
+    conflict_admin: ConflictAdmin
+    entity_history: EntityHistoryService
+    dead_letter_admin: DeadLetterAdmin
+    audit_log: AuditLog
     key_ops: KeyOps
     subjects: SubjectRequests
     owns_store: bool = field(default=True)
@@ -104,6 +112,9 @@ def build_services(
     )
     pull = AttachmentPullService(meta, store, keyring, schema, settings.limits)
     attachment_keys = AttachmentKeys(meta, blobs)
+    admin_store = admin_backend(store)
+    audit_log = AuditLog(admin_store)
+    server_changes = ServerChanges(admin_store, push, audit_log)
     return Services(
         settings=settings,
         schema=schema,
@@ -119,7 +130,10 @@ def build_services(
         attachment_keys=attachment_keys,
         live=LiveHub(store, pull, settings.live),
         conflicts=ConflictService(store, keyring),
-        admin=AdminService(admin_backend(store), keyring, push, pull),
+        conflict_admin=ConflictAdmin(admin_store, keyring, pull, server_changes, audit_log),
+        entity_history=EntityHistoryService(admin_store, keyring, pull),
+        dead_letter_admin=DeadLetterAdmin(admin_store, keyring, server_changes, audit_log),
+        audit_log=audit_log,
         key_ops=KeyOps(store, keyring, provider, schema, attachments=attachment_keys),
         subjects=SubjectRequests(store, keyring, attachments=attachment_keys),
         owns_store=owns_store,

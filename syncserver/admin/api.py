@@ -14,7 +14,10 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from syncproto import errors
-from syncserver.admin.service import AdminService, ConflictFilters
+from syncserver.admin.audit import AuditLog
+from syncserver.admin.conflicts import ConflictAdmin, ConflictFilters
+from syncserver.admin.dead_letters import DeadLetterAdmin
+from syncserver.admin.history import EntityHistoryService
 from syncserver.admin.views import (
     OVERRIDE_EXACTLY_ONE,
     AdminConflict,
@@ -89,7 +92,7 @@ class AdminController(Controller):
     async def conflicts(
         self,
         request: AdminRequest,
-        admin_service: NamedDependency[AdminService],
+        conflict_admin: NamedDependency[ConflictAdmin],
         collection: FromQuery[str | None] = None,
         entity: FromQuery[str | None] = None,
         field: FromQuery[str | None] = None,
@@ -104,7 +107,7 @@ class AdminController(Controller):
     ) -> AdminConflictPage:
         start, end = to_ms(parse_time(since, "since")), to_ms(parse_time(until, "until"))
         filters = ConflictFilters(collection, entity, field, kind, status, replica, user, start, end)
-        return await admin_service.list_conflicts(request.user, filters, after, limit)
+        return await conflict_admin.list_conflicts(request.user, filters, after, limit)
 
     @get(
         "/conflicts/{conflict_id:str}",
@@ -114,9 +117,9 @@ class AdminController(Controller):
         responses=error_responses(400, 404, *AUTHENTICATED),
     )
     async def conflict(
-        self, request: AdminRequest, admin_service: NamedDependency[AdminService], conflict_id: ConflictId
+        self, request: AdminRequest, conflict_admin: NamedDependency[ConflictAdmin], conflict_id: ConflictId
     ) -> AdminConflict:
-        return await admin_service.get_conflict(request.user, conflict_id)
+        return await conflict_admin.get_conflict(request.user, conflict_id)
 
     @post(
         "/conflicts/{conflict_id:str}/override",
@@ -129,9 +132,9 @@ class AdminController(Controller):
         operation_class=OverrideOperation,
     )
     async def override(
-        self, request: AdminRequest, admin_service: NamedDependency[AdminService], conflict_id: ConflictId
+        self, request: AdminRequest, conflict_admin: NamedDependency[ConflictAdmin], conflict_id: ConflictId
     ) -> OverrideResult:
-        return await admin_service.override(
+        return await conflict_admin.override(
             request.user, conflict_id, await decode_body(request, override_request_decoder)
         )
 
@@ -145,7 +148,7 @@ class AdminController(Controller):
     async def history(
         self,
         request: AdminRequest,
-        admin_service: NamedDependency[AdminService],
+        entity_history: NamedDependency[EntityHistoryService],
         collection: FromPath[str],
         entity: FromPath[str],
         after: Annotated[
@@ -153,7 +156,7 @@ class AdminController(Controller):
         ] = 0,
         limit: Limit = 200,
     ) -> EntityHistory:
-        return await admin_service.history(request.user, collection, entity, after, limit)
+        return await entity_history.history(request.user, collection, entity, after, limit)
 
     @get(
         "/dead-letters",
@@ -164,7 +167,7 @@ class AdminController(Controller):
     async def dead_letters(
         self,
         request: AdminRequest,
-        admin_service: NamedDependency[AdminService],
+        dead_letter_admin: NamedDependency[DeadLetterAdmin],
         status: FromQuery[str | None] = None,
         code: FromQuery[str | None] = None,
         replica: FromQuery[str | None] = None,
@@ -178,7 +181,7 @@ class AdminController(Controller):
     ) -> DeadLetterPage:
         start, end = to_ms(parse_time(since, "since")), to_ms(parse_time(until, "until"))
         query = DeadLetterQuery(status, code, replica, user, collection, entity, start, end)
-        return await admin_service.list_dead_letters(request.user, query, before, limit)
+        return await dead_letter_admin.list_dead_letters(request.user, query, before, limit)
 
     @get(
         "/dead-letters/{replica:str}/{n:int}",
@@ -188,11 +191,11 @@ class AdminController(Controller):
     async def dead_letter(
         self,
         request: AdminRequest,
-        admin_service: NamedDependency[AdminService],
+        dead_letter_admin: NamedDependency[DeadLetterAdmin],
         replica: FromPath[str],
         n: ReplicaCounter,
     ) -> DeadLetterView:
-        return await admin_service.get_dead_letter(request.user, replica, n)
+        return await dead_letter_admin.get_dead_letter(request.user, replica, n)
 
     @post(
         "/dead-letters/{replica:str}/{n:int}/replay",
@@ -205,11 +208,11 @@ class AdminController(Controller):
     async def replay(
         self,
         request: AdminRequest,
-        admin_service: NamedDependency[AdminService],
+        dead_letter_admin: NamedDependency[DeadLetterAdmin],
         replica: FromPath[str],
         n: ReplicaCounter,
     ) -> ReplayResult:
-        return await admin_service.replay(request.user, replica, n)
+        return await dead_letter_admin.replay(request.user, replica, n)
 
     @post(
         "/dead-letters/{replica:str}/{n:int}/discard",
@@ -221,11 +224,11 @@ class AdminController(Controller):
     async def discard(
         self,
         request: AdminRequest,
-        admin_service: NamedDependency[AdminService],
+        dead_letter_admin: NamedDependency[DeadLetterAdmin],
         replica: FromPath[str],
         n: ReplicaCounter,
     ) -> DeadLetterView:
-        return await admin_service.discard(request.user, replica, n)
+        return await dead_letter_admin.discard(request.user, replica, n)
 
     @get(
         "/audit",
@@ -236,11 +239,11 @@ class AdminController(Controller):
     async def audit(
         self,
         request: AdminRequest,
-        admin_service: NamedDependency[AdminService],
+        audit_log: NamedDependency[AuditLog],
         target: FromQuery[str | None] = None,
         before: Annotated[
             int | None, QueryParameter(ge=1, le=SAFE_INT_MAX, description="Only entries older than this id.")
         ] = None,
         limit: Limit = 100,
     ) -> AuditPage:
-        return await admin_service.audit(request.user, target, before, limit)
+        return await audit_log.audit(request.user, target, before, limit)

@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from syncproto import errors
-from syncserver.admin.service import AdminService, ConflictFilters
+from syncserver.admin.conflicts import ConflictFilters
 from syncserver.admin.views import AdminConflict, DeadLetterView, OverrideRequest
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.envelope import DecryptionError
-from syncserver.services import open_services
+from syncserver.services import Services, open_services
 from syncserver.settings import Settings
 from syncstore.adminstore import DeadLetterQuery
 from syncstore.store import TenantNotFound
@@ -46,13 +46,13 @@ def integrity_failure(exc: DecryptionError) -> click.ClickException:
     return click.ClickException(f"{errors.DATA_INTEGRITY}: a stored row failed its integrity check ({exc})")
 
 
-def run(ctx: Context, fn: Callable[[AdminService, Principal], Awaitable[T]]) -> T:
+def run(ctx: Context, fn: Callable[[Services, Principal], Awaitable[T]]) -> T:
     """Open the store, build the services, run ``fn`` as the admin, close; API errors become CLI errors."""
     settings = ctx.settings
 
     async def main() -> T:
         async with open_services(settings) as services:
-            return await fn(services.admin, Principal(ctx.tenant, ctx.actor, "admin"))
+            return await fn(services, Principal(ctx.tenant, ctx.actor, "admin"))
 
     try:
         return asyncio.run(main())
@@ -134,7 +134,7 @@ def conflicts_list(ctx: Context, /, **o: Any) -> None:
         _ms(o["since"]),
         _ms(o["until"]),
     )
-    page = run(ctx, lambda svc, who: svc.list_conflicts(who, filters, o["after"], o["limit"]))
+    page = run(ctx, lambda svc, who: svc.conflict_admin.list_conflicts(who, filters, o["after"], o["limit"]))
 
     def render() -> Any:
         table = conflict_table(page.conflicts)
@@ -150,7 +150,7 @@ def conflicts_list(ctx: Context, /, **o: Any) -> None:
 @click.pass_obj
 def conflicts_show(ctx: Context, conflict_id: str) -> None:
     """Show one conflict with its competing values side by side."""
-    c = run(ctx, lambda svc, who: svc.get_conflict(who, conflict_id))
+    c = run(ctx, lambda svc, who: svc.conflict_admin.get_conflict(who, conflict_id))
 
     def render() -> Any:
         table = Table(title=f"{c.id}: {c.collection}/{c.entity} {c.field or ''} ({c.kind}, rule {c.rule}, {c.status})")
@@ -186,7 +186,7 @@ def conflicts_override(
     except ValueError:
         raise click.BadParameter("--value must be JSON, e.g. '\"delivered\"' or 42") from None
     choice = OverrideRequest(pick=pick, value=value, field=field)
-    result = run(ctx, lambda svc, who: svc.override(who, conflict_id, choice))
+    result = run(ctx, lambda svc, who: svc.conflict_admin.override(who, conflict_id, choice))
     emit(ctx, result, lambda: f"[green]overridden[/]: server change seq {result.change.seq} ({result.change.replica})")
 
 
@@ -198,7 +198,7 @@ def conflicts_override(
 @click.pass_obj
 def history(ctx: Context, collection: str, entity: str, after: int, limit: int) -> None:
     """An entity's change log, decrypted, with its rejected changes."""
-    h = run(ctx, lambda svc, who: svc.history(who, collection, entity, after, limit))
+    h = run(ctx, lambda svc, who: svc.entity_history.history(who, collection, entity, after, limit))
 
     def render() -> Any:
         table = Table(
@@ -261,7 +261,7 @@ def dead_letters_list(ctx: Context, /, **o: Any) -> None:
     query = DeadLetterQuery(
         o["status"], o["code"], o["replica"], o["user"], o["collection"], o["entity"], _ms(o["since"]), _ms(o["until"])
     )
-    page = run(ctx, lambda svc, who: svc.list_dead_letters(who, query, o["before"], o["limit"]))
+    page = run(ctx, lambda svc, who: svc.dead_letter_admin.list_dead_letters(who, query, o["before"], o["limit"]))
     emit(ctx, page, lambda: letter_table(page.dead_letters))
 
 
@@ -271,7 +271,7 @@ def dead_letters_list(ctx: Context, /, **o: Any) -> None:
 @click.pass_obj
 def dead_letters_show(ctx: Context, replica: str, n: int) -> None:
     """Show one dead letter and the change as it was pushed."""
-    d = run(ctx, lambda svc, who: svc.get_dead_letter(who, replica, n))
+    d = run(ctx, lambda svc, who: svc.dead_letter_admin.get_dead_letter(who, replica, n))
     emit(ctx, d, lambda: _letter_detail(d))
 
 
@@ -287,7 +287,7 @@ def _letter_detail(d: DeadLetterView) -> Any:
 @click.pass_obj
 def dead_letters_replay(ctx: Context, replica: str, n: int) -> None:
     """Apply a dead letter's change now (at most once)."""
-    result = run(ctx, lambda svc, who: svc.replay(who, replica, n))
+    result = run(ctx, lambda svc, who: svc.dead_letter_admin.replay(who, replica, n))
     if result.error is not None and not ctx.as_json:
         raise click.ClickException(f"still rejected: {result.error.code}: {result.error.message}")
     seq = result.change.seq if result.change else None
@@ -300,7 +300,7 @@ def dead_letters_replay(ctx: Context, replica: str, n: int) -> None:
 @click.pass_obj
 def dead_letters_discard(ctx: Context, replica: str, n: int) -> None:
     """Mark a dead letter discarded."""
-    d = run(ctx, lambda svc, who: svc.discard(who, replica, n))
+    d = run(ctx, lambda svc, who: svc.dead_letter_admin.discard(who, replica, n))
     emit(ctx, d, lambda: f"[green]discarded[/] {d.id}")
 
 
@@ -311,7 +311,7 @@ def dead_letters_discard(ctx: Context, replica: str, n: int) -> None:
 @click.pass_obj
 def audit(ctx: Context, target: str | None, before: int | None, limit: int) -> None:
     """The audit log of admin actions, newest first."""
-    page = run(ctx, lambda svc, who: svc.audit(who, target, before, limit))
+    page = run(ctx, lambda svc, who: svc.audit_log.audit(who, target, before, limit))
 
     def render() -> Any:
         table = Table("id", "when", "who", "action", "target", "details")

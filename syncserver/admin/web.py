@@ -35,7 +35,10 @@ from litestar.static_files import create_static_files_router
 from litestar.types import Message, Scope
 
 from syncserver.admin.api import to_ms
-from syncserver.admin.service import AdminService, ConflictFilters
+from syncserver.admin.audit import AuditLog
+from syncserver.admin.conflicts import ConflictAdmin, ConflictFilters
+from syncserver.admin.dead_letters import DeadLetterAdmin
+from syncserver.admin.history import EntityHistoryService
 from syncserver.admin.views import OverrideRequest
 from syncserver.auth.tokens import Principal, TokenVerifier
 from syncserver.errors import ApiError
@@ -127,7 +130,7 @@ async def login_page() -> Template:
 
 
 @post("/login", summary="Sign in with an admin token", include_in_schema=False, status_code=303)
-async def login(request: WebRequest, data: Form, admin_service: NamedDependency[AdminService]) -> Response[Any]:
+async def login(request: WebRequest, data: Form, audit_log: NamedDependency[AuditLog]) -> Response[Any]:
     token = data.get("token", "").strip()
     verifier: TokenVerifier = request.app.state.verifier
     try:
@@ -136,7 +139,7 @@ async def login(request: WebRequest, data: Form, admin_service: NamedDependency[
         return _page("login.html", 401, error=exc.message)
     if principal.role != "admin":
         return _page("login.html", 403, error="this token does not have the admin role")
-    await admin_service.record_sign_in(principal)
+    await audit_log.record_sign_in(principal)
     cookie = Cookie(
         key=TOKEN_COOKIE, value=token, path="/admin", httponly=True, samesite="strict", secure=_secure(request)
     )
@@ -153,7 +156,7 @@ async def logout() -> Redirect:
 @get("/conflicts", summary="Conflict list", include_in_schema=False)
 async def conflicts(
     admin: NamedDependency[Principal],
-    admin_service: NamedDependency[AdminService],
+    conflict_admin: NamedDependency[ConflictAdmin],
     collection: FromQuery[str | None] = None,
     entity: FromQuery[str | None] = None,
     field: FromQuery[str | None] = None,
@@ -188,7 +191,7 @@ async def conflicts(
         to_ms(_iso_input(f["since"])),
         to_ms(_iso_input(f["until"])),
     )
-    page = await admin_service.list_conflicts(admin, filters, after or None, PAGE)
+    page = await conflict_admin.list_conflicts(admin, filters, after or None, PAGE)
     query = {k: v for k, v in f.items() if v}
     return _page("conflicts.html", admin=admin, page=page, filters=f, query=query)
 
@@ -196,18 +199,18 @@ async def conflicts(
 @get("/conflicts/{conflict_id:str}", summary="Conflict detail", include_in_schema=False)
 async def conflict(
     admin: NamedDependency[Principal],
-    admin_service: NamedDependency[AdminService],
+    conflict_admin: NamedDependency[ConflictAdmin],
     conflict_id: FromPath[str],
     done: FromQuery[int | None] = None,
 ) -> Template:
-    view = await admin_service.get_conflict(admin, conflict_id)
+    view = await conflict_admin.get_conflict(admin, conflict_id)
     return _page("conflict.html", admin=admin, c=view, done=done, error=None)
 
 
 @post("/conflicts/{conflict_id:str}/override", summary="Override a conflict", include_in_schema=False)
 async def override(
     admin: NamedDependency[Principal],
-    admin_service: NamedDependency[AdminService],
+    conflict_admin: NamedDependency[ConflictAdmin],
     conflict_id: FromPath[str],
     data: Form,
 ) -> Response[Any]:
@@ -217,9 +220,9 @@ async def override(
     else:
         request = OverrideRequest(value=_parse_value(data.get("value", "")), field=data.get("field") or None)
     try:
-        result = await admin_service.override(admin, conflict_id, request)
+        result = await conflict_admin.override(admin, conflict_id, request)
     except ApiError as exc:
-        view = await admin_service.get_conflict(admin, conflict_id)
+        view = await conflict_admin.get_conflict(admin, conflict_id)
         return _page("conflict.html", exc.status, admin=admin, c=view, done=None, error=exc.message)
     return Redirect(f"/admin/conflicts/{conflict_id}", query_params={"done": str(result.change.seq)}, status_code=303)
 
@@ -227,11 +230,11 @@ async def override(
 @get("/entities/{collection:str}/{entity:str}", summary="Entity history", include_in_schema=False)
 async def entity(
     admin: NamedDependency[Principal],
-    admin_service: NamedDependency[AdminService],
+    entity_history: NamedDependency[EntityHistoryService],
     collection: FromPath[str],
     entity: FromPath[str],
 ) -> Template:
-    history = await admin_service.history(admin, collection, entity, 0, 500)
+    history = await entity_history.history(admin, collection, entity, 0, 500)
     timeline: list[tuple[str, str, Any]] = [(c.created_at, "applied", c) for c in history.changes]
     timeline += [(d.created_at, "rejected", d) for d in history.rejected]
     timeline.sort(key=lambda item: item[0])
@@ -241,7 +244,7 @@ async def entity(
 @get("/dead-letters", summary="Dead letters", include_in_schema=False)
 async def dead_letters(
     admin: NamedDependency[Principal],
-    admin_service: NamedDependency[AdminService],
+    dead_letter_admin: NamedDependency[DeadLetterAdmin],
     status: FromQuery[str | None] = "open",
     code: FromQuery[str | None] = None,
     replica: FromQuery[str | None] = None,
@@ -270,7 +273,7 @@ async def dead_letters(
         since_ms=to_ms(_iso_input(f["since"])),
         until_ms=to_ms(_iso_input(f["until"])),
     )
-    page = await admin_service.list_dead_letters(admin, query, before or None, PAGE)
+    page = await dead_letter_admin.list_dead_letters(admin, query, before or None, PAGE)
     kept = {k: v for k, v in f.items() if v}
     return _page("dead_letters.html", admin=admin, page=page, filters=f, query=kept, done=done)
 
@@ -278,23 +281,23 @@ async def dead_letters(
 @get("/dead-letters/{replica:str}/{n:int}", summary="Dead letter detail", include_in_schema=False)
 async def dead_letter(
     admin: NamedDependency[Principal],
-    admin_service: NamedDependency[AdminService],
+    dead_letter_admin: NamedDependency[DeadLetterAdmin],
     replica: FromPath[str],
     n: FromPath[int],
     done: FromQuery[str | None] = None,
 ) -> Template:
-    view = await admin_service.get_dead_letter(admin, replica, n)
+    view = await dead_letter_admin.get_dead_letter(admin, replica, n)
     return _page("dead_letter.html", admin=admin, d=view, done=done, dumps=_dumps)
 
 
 @post("/dead-letters/{replica:str}/{n:int}/replay", summary="Replay a dead letter", include_in_schema=False)
 async def replay(
     admin: NamedDependency[Principal],
-    admin_service: NamedDependency[AdminService],
+    dead_letter_admin: NamedDependency[DeadLetterAdmin],
     replica: FromPath[str],
     n: FromPath[int],
 ) -> Redirect:
-    result = await admin_service.replay(admin, replica, n)
+    result = await dead_letter_admin.replay(admin, replica, n)
     done = result.outcome if result.error is None else f"rejected: {result.error.code}"
     return Redirect(f"/admin/dead-letters/{replica}/{n}", query_params={"done": done}, status_code=303)
 
@@ -302,22 +305,22 @@ async def replay(
 @post("/dead-letters/{replica:str}/{n:int}/discard", summary="Discard a dead letter", include_in_schema=False)
 async def discard(
     admin: NamedDependency[Principal],
-    admin_service: NamedDependency[AdminService],
+    dead_letter_admin: NamedDependency[DeadLetterAdmin],
     replica: FromPath[str],
     n: FromPath[int],
 ) -> Redirect:
-    await admin_service.discard(admin, replica, n)
+    await dead_letter_admin.discard(admin, replica, n)
     return Redirect(f"/admin/dead-letters/{replica}/{n}", query_params={"done": "discarded"}, status_code=303)
 
 
 @get("/audit", summary="Audit log", include_in_schema=False)
 async def audit(
     admin: NamedDependency[Principal],
-    admin_service: NamedDependency[AdminService],
+    audit_log: NamedDependency[AuditLog],
     target: FromQuery[str | None] = None,
     before: FromQuery[int | None] = None,
 ) -> Template:
-    page = await admin_service.audit(admin, target or None, before, 100)
+    page = await audit_log.audit(admin, target or None, before, 100)
     return _page("audit.html", admin=admin, page=page, target=target or "")
 
 

@@ -20,7 +20,7 @@ from msgspec import Struct
 from syncproto import errors
 from syncproto.attachments import attachment_ref, refs_in_view
 from syncproto.hlc import iso
-from syncserver.admin.service import AdminService
+from syncserver.admin.history import EntityHistoryService
 from syncserver.attachments.uploads import UploadService
 from syncserver.auth.scopes import admin_only
 from syncserver.auth.tokens import Principal
@@ -157,12 +157,12 @@ class AttachmentAdminController(Controller):
     async def entity_attachments(
         self,
         request: AdminRequest,
-        admin_service: NamedDependency[AdminService],
+        entity_history: NamedDependency[EntityHistoryService],
         upload_service: NamedDependency[UploadService],
         collection: FromPath[str],
         entity: FromPath[str],
     ) -> list[EntityAttachment]:
-        history = await admin_service.history(request.user, collection, entity, 0, 10_000)
+        history = await entity_history.history(request.user, collection, entity, 0, 10_000)
         seqs: dict[str, list[int]] = {}
         for entry in history.changes:
             for op in entry.ops:

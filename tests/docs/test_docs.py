@@ -102,4 +102,4 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     protocol = (tmp_path / "site" / "protocol" / "index.html").read_text()
     assert "Sync protocol, version 1" in protocol
     reference = (tmp_path / "site" / "reference" / "server" / "index.html").read_text()
-    assert "AdminService" in reference
+    assert "DeadLetterAdmin" in reference
