@@ -1,8 +1,8 @@
 """The ``AdminStore`` interface: what admin tools read and write beside the sync path.
 
 Kept apart from ``Store`` (``store.py``) so the push/pull contract stays small.
-``SqlStore`` and ``MemoryStore`` implement both, through the mixins in
-``sql_admin.py`` and ``memory_admin.py``; ``FaultyStore`` forwards them.
+``SqlStore`` and ``MemoryStore`` implement both, through their parts ``SqlAdmin``
+(``sql_admin.py``) and ``MemoryAdmin`` (``memory_admin.py``); ``FaultyStore`` forwards them.
 
 Every method is scoped to one tenant, except the audit log, whose rows outlive
 tenants. Like ``Store``, an ``AdminStore`` never sees plaintext: conflict

@@ -6,8 +6,8 @@ channel templates and its field values) and writes one plaintext row per
 These reads use those rows, so a driver's pull costs what the driver may see,
 not what the tenant holds.
 
-``SqlStore`` and ``MemoryStore`` implement it through the mixins in
-``sql_channels.py`` and ``memory_channels.py``; ``FaultyStore`` forwards it.
+``SqlStore`` and ``MemoryStore`` implement it through their parts ``SqlChannels``
+(``sql_channels.py``) and ``MemoryChannels`` (``memory_channels.py``); ``FaultyStore`` forwards it.
 
 Usage::
 

@@ -9,8 +9,8 @@ moves wrapped keys and ciphertext cells, never a plaintext key or value:
   written back compare-and-set, for resumable re-encryption;
 * erasing every row of a tenant; reading every change of one user.
 
-``SqlStore``, ``MemoryStore`` and ``FaultyStore`` implement it through the
-mixins in ``sql_keys.py``, ``memory_keys.py`` and ``faulty_keys.py``.
+``SqlStore`` and ``MemoryStore`` implement it through their parts ``SqlKeys``
+(``sql_keys.py``) and ``MemoryKeys`` (``memory_keys.py``); ``FaultyStore`` forwards it.
 
 Usage::
 

@@ -12,49 +12,33 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
 
 from msgspec.structs import replace
 
 from syncstore.batches import check_batch
-from syncstore.locks import TenantLocks
-from syncstore.memory_admin import MemoryAdminMixin
-from syncstore.memory_channels import MemoryAccessMixin
-from syncstore.memory_keys import MemoryKeysMixin
+from syncstore.facets import via
+from syncstore.memory_admin import MemoryAdmin
+from syncstore.memory_channels import MemoryChannels, purge_channel_rows
+from syncstore.memory_keys import MemoryKeys
+from syncstore.memory_state import MemoryState, TenantRows
 from syncstore.records import (
     ChangeRecord,
     ConflictFilter,
     ConflictRecord,
     DeadLetterRecord,
     EntityRecord,
-    MembershipRecord,
     PushBatch,
     ReplicaRecord,
     TenantRecord,
     WrappedKey,
 )
-from syncstore.store import EntityKey, PushSession, TenantExists, TenantNotFound
-
-Dot = tuple[str, int]
-
-
-@dataclass
-class _Tenant:
-    record: TenantRecord
-    keys: list[WrappedKey]
-    replicas: dict[str, ReplicaRecord] = field(default_factory=dict)
-    entities: dict[EntityKey, EntityRecord] = field(default_factory=dict)
-    changes: dict[int, ChangeRecord] = field(default_factory=dict)
-    change_ids: dict[Dot, str] = field(default_factory=dict)
-    conflicts: dict[tuple[int, int], ConflictRecord] = field(default_factory=dict)
-    dead_letters: dict[Dot, DeadLetterRecord] = field(default_factory=dict)
-    channels: dict[EntityKey, dict[str, MembershipRecord]] = field(default_factory=dict)
+from syncstore.store import EntityKey, PushSession, TenantExists
 
 
 class MemoryPushSession:
     """See ``PushSession``."""
 
-    def __init__(self, tenant: _Tenant) -> None:
+    def __init__(self, tenant: TenantRows) -> None:
         self._tenant = tenant
         self.last_seq = tenant.record.last_seq
         self._finished = False
@@ -120,15 +104,22 @@ class MemoryPushSession:
             raise RuntimeError("this push session has already committed (or failed to)")
 
 
-class MemoryStore(MemoryAdminMixin, MemoryAccessMixin, MemoryKeysMixin):
-    """The Store in memory. Not shared between processes; ``close`` forgets everything."""
+class MemoryStore:
+    """The Store in memory. Not shared between processes; ``close`` forgets every tenant.
+
+    Built from parts over one shared ``MemoryState``: the ``Store`` methods are
+    here; ``MemoryKeys``, ``MemoryAdmin`` and ``MemoryChannels`` hold the other
+    interfaces' methods, which this class exposes as its own (``via``).
+    """
 
     def __init__(self) -> None:
-        self._tenants: dict[str, _Tenant] = {}
-        self._locks = TenantLocks()
+        self._state = MemoryState()
+        self._keys = MemoryKeys(self._state)
+        self._admin = MemoryAdmin(self._state)
+        self._channels = MemoryChannels(self._state)
 
     async def close(self) -> None:
-        self._tenants.clear()
+        self._state.tenants.clear()
 
     async def ping(self) -> None:
         """Always succeeds."""
@@ -137,20 +128,20 @@ class MemoryStore(MemoryAdminMixin, MemoryAccessMixin, MemoryKeysMixin):
         """Raises ``TenantExists``, and ``ValueError`` if the key names another tenant."""
         if first_key.tenant_id != tenant_id:
             raise ValueError(f"key belongs to tenant {first_key.tenant_id!r}, not {tenant_id!r}")
-        if tenant_id in self._tenants:
+        if tenant_id in self._state.tenants:
             raise TenantExists(tenant_id)
         record = TenantRecord(id=tenant_id, created_at=now_ms, last_seq=0, purged_seq=0)
-        self._tenants[tenant_id] = _Tenant(record=record, keys=[first_key])
+        self._state.tenants[tenant_id] = TenantRows(record=record, keys=[first_key])
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         return tenant.record if tenant else None
 
     async def list_tenants(self) -> list[TenantRecord]:
-        return [self._tenants[tid].record for tid in sorted(self._tenants)]
+        return [self._state.tenants[tid].record for tid in sorted(self._state.tenants)]
 
     async def tenant_keys(self, tenant_id: str) -> list[WrappedKey]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         return sorted(tenant.keys, key=lambda key: key.version) if tenant else []
 
     def push_session(self, tenant_id: str) -> AbstractAsyncContextManager[PushSession]:
@@ -159,13 +150,13 @@ class MemoryStore(MemoryAdminMixin, MemoryAccessMixin, MemoryKeysMixin):
 
     @asynccontextmanager
     async def _push_session(self, tenant_id: str) -> AsyncIterator[PushSession]:
-        async with self._locks(tenant_id):
-            yield MemoryPushSession(self._require(tenant_id))
+        async with self._state.locks(tenant_id):
+            yield MemoryPushSession(self._state.require(tenant_id))
 
     async def pull(
         self, tenant_id: str, after_seq: int, limit: int, collections: Sequence[str] | None = None
     ) -> list[EntityRecord]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None or limit <= 0:
             return []
         wanted = None if collections is None else set(collections)
@@ -176,7 +167,7 @@ class MemoryStore(MemoryAdminMixin, MemoryAccessMixin, MemoryKeysMixin):
         return found[:limit]
 
     async def get_entity(self, tenant_id: str, collection: str, entity_id: str) -> EntityRecord | None:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         return tenant.entities.get((collection, entity_id)) if tenant else None
 
     async def changes(
@@ -188,7 +179,7 @@ class MemoryStore(MemoryAdminMixin, MemoryAccessMixin, MemoryKeysMixin):
         collection: str | None = None,
         entity_id: str | None = None,
     ) -> list[ChangeRecord]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None or limit <= 0:
             return []
         found = [
@@ -207,7 +198,7 @@ class MemoryStore(MemoryAdminMixin, MemoryAccessMixin, MemoryKeysMixin):
         limit: int,
         filters: ConflictFilter | None = None,
     ) -> list[ConflictRecord]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None or limit <= 0:
             return []
         wanted = filters or ConflictFilter()
@@ -217,12 +208,12 @@ class MemoryStore(MemoryAdminMixin, MemoryAccessMixin, MemoryKeysMixin):
         return found[:limit]
 
     async def get_conflict(self, tenant_id: str, seq: int, idx: int) -> ConflictRecord | None:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         return tenant.conflicts.get((seq, idx)) if tenant else None
 
     async def dead_letters(self, tenant_id: str, limit: int, status: str | None = None) -> list[DeadLetterRecord]:
         """Newest first; ties by ``(replica_id, n)`` descending, as in ``SqlStore``."""
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None or limit <= 0:
             return []
         found = [d for d in tenant.dead_letters.values() if status is None or d.status == status]
@@ -231,22 +222,45 @@ class MemoryStore(MemoryAdminMixin, MemoryAccessMixin, MemoryKeysMixin):
 
     async def purge_tombstones(self, tenant_id: str, updated_before_ms: int) -> int:
         """Takes the tenant lock, like ``SqlStore``. Raises ``TenantNotFound``."""
-        async with self._locks(tenant_id):
-            tenant = self._require(tenant_id)
+        async with self._state.locks(tenant_id):
+            tenant = self._state.require(tenant_id)
             doomed = [k for k, e in tenant.entities.items() if e.deleted and e.updated_at < updated_before_ms]
             if doomed:
                 purged_seq = max(tenant.record.purged_seq, *(tenant.entities[k].seq for k in doomed))
                 for key in doomed:
                     del tenant.entities[key]
                 tenant.record = replace(tenant.record, purged_seq=purged_seq)
-                self._purge_channel_rows(tenant, purged_seq)
+                purge_channel_rows(tenant, purged_seq)
             return len(doomed)
 
-    def _require(self, tenant_id: str) -> _Tenant:
-        tenant = self._tenants.get(tenant_id)
-        if tenant is None:
-            raise TenantNotFound(tenant_id)
-        return tenant
+    # KeyStore
+    add_tenant_key = via("_keys", MemoryKeys.add_tenant_key)
+    rewrap_tenant_key = via("_keys", MemoryKeys.rewrap_tenant_key)
+    destroy_tenant_keys = via("_keys", MemoryKeys.destroy_tenant_keys)
+    key_usage = via("_keys", MemoryKeys.key_usage)
+    sealed_rows = via("_keys", MemoryKeys.sealed_rows)
+    reseal = via("_keys", MemoryKeys.reseal)
+    erase_tenant = via("_keys", MemoryKeys.erase_tenant)
+    changes_by_user = via("_keys", MemoryKeys.changes_by_user)
+
+    # AdminStore
+    find_conflicts = via("_admin", MemoryAdmin.find_conflicts)
+    record_override = via("_admin", MemoryAdmin.record_override)
+    conflict_override = via("_admin", MemoryAdmin.conflict_override)
+    find_dead_letters = via("_admin", MemoryAdmin.find_dead_letters)
+    get_dead_letter = via("_admin", MemoryAdmin.get_dead_letter)
+    set_dead_letter_status = via("_admin", MemoryAdmin.set_dead_letter_status)
+    change_at = via("_admin", MemoryAdmin.change_at)
+    get_replica = via("_admin", MemoryAdmin.get_replica)
+    append_audit = via("_admin", MemoryAdmin.append_audit)
+    audit_log = via("_admin", MemoryAdmin.audit_log)
+
+    # AccessStore
+    pull_in_channels = via("_channels", MemoryChannels.pull_in_channels)
+    evictions = via("_channels", MemoryChannels.evictions)
+    entity_channels = via("_channels", MemoryChannels.entity_channels)
+    conflicts_in_channels = via("_channels", MemoryChannels.conflicts_in_channels)
+    set_entity_channels = via("_channels", MemoryChannels.set_entity_channels)
 
 
 def _matches(conflict: ConflictRecord, wanted: ConflictFilter) -> bool:

@@ -1,12 +1,12 @@
-"""``MemoryAdminMixin``: the ``AdminStore`` half of ``MemoryStore`` (see ``adminstore.py``).
+"""``MemoryAdmin``: the ``AdminStore`` part of ``MemoryStore`` (see ``adminstore.py``).
 
-Works on ``MemoryStore``'s per-tenant rows; overrides and the audit log live in
-dicts of their own, created on first use so ``MemoryStore.__init__`` stays as it is.
+Works on the store's per-tenant rows; overrides and the audit log are in the
+shared ``MemoryState`` too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from msgspec.structs import replace
 
@@ -17,29 +17,20 @@ from syncstore.adminstore import (
     DeadLetterKey,
     DeadLetterQuery,
 )
+from syncstore.memory_state import MemoryState
 from syncstore.records import ChangeRecord, ConflictRecord, DeadLetterRecord, ReplicaRecord
 
-if TYPE_CHECKING:
-    from syncstore.memory import _Tenant
 
+class MemoryAdmin:
+    """The ``AdminStore`` part of ``MemoryStore``, over the store's shared ``MemoryState``."""
 
-class MemoryAdminMixin:
-    """Mixed into ``MemoryStore``; relies on its ``_tenants``."""
-
-    if TYPE_CHECKING:
-        _tenants: dict[str, _Tenant]
-
-    @property
-    def _admin(self) -> _AdminRows:
-        rows: _AdminRows | None = self.__dict__.get("_admin_rows")
-        if rows is None:
-            rows = self.__dict__["_admin_rows"] = _AdminRows()
-        return rows
+    def __init__(self, state: MemoryState) -> None:
+        self._state = state
 
     async def find_conflicts(
         self, tenant_id: str, after: tuple[int, int] | None, limit: int, query: ConflictQuery
     ) -> list[ConflictRecord]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None or limit <= 0:
             return []
         found = [
@@ -50,21 +41,21 @@ class MemoryAdminMixin:
         return found[:limit]
 
     async def record_override(self, tenant_id: str, override: ConflictOverride) -> bool:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         key = (override.seq, override.idx)
         if tenant is None or key not in tenant.conflicts:
             return False
         tenant.conflicts[key] = replace(tenant.conflicts[key], status="overridden")
-        self._admin.overrides[(tenant_id, *key)] = override
+        self._state.overrides[(tenant_id, *key)] = override
         return True
 
     async def conflict_override(self, tenant_id: str, seq: int, idx: int) -> ConflictOverride | None:
-        return self._admin.overrides.get((tenant_id, seq, idx))
+        return self._state.overrides.get((tenant_id, seq, idx))
 
     async def find_dead_letters(
         self, tenant_id: str, before: DeadLetterKey | None, limit: int, query: DeadLetterQuery
     ) -> list[DeadLetterRecord]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None or limit <= 0:
             return []
         found = [
@@ -76,11 +67,11 @@ class MemoryAdminMixin:
         return found[:limit]
 
     async def get_dead_letter(self, tenant_id: str, replica_id: str, n: int) -> DeadLetterRecord | None:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         return tenant.dead_letters.get((replica_id, n)) if tenant else None
 
     async def set_dead_letter_status(self, tenant_id: str, replica_id: str, n: int, expected: str, status: str) -> bool:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         letter = tenant.dead_letters.get((replica_id, n)) if tenant else None
         if tenant is None or letter is None or letter.status != expected:
             return False
@@ -88,17 +79,17 @@ class MemoryAdminMixin:
         return True
 
     async def change_at(self, tenant_id: str, replica_id: str, n: int) -> ChangeRecord | None:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None or (replica_id, n) not in tenant.change_ids:
             return None
         return next(c for c in tenant.changes.values() if c.replica_id == replica_id and c.n == n)
 
     async def get_replica(self, tenant_id: str, replica_id: str) -> ReplicaRecord | None:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         return tenant.replicas.get(replica_id) if tenant else None
 
     async def append_audit(self, entry: AuditRecord) -> int:
-        log = self._admin.audit
+        log = self._state.audit
         new_id = len(log) + 1
         log.append(replace(entry, id=new_id))
         return new_id
@@ -110,18 +101,12 @@ class MemoryAdminMixin:
             return []
         found = [
             e
-            for e in reversed(self._admin.audit)
+            for e in reversed(self._state.audit)
             if e.tenant_id == tenant_id
             and (before_id is None or e.id < before_id)
             and (target is None or e.target == target)
         ]
         return found[:limit]
-
-
-class _AdminRows:
-    def __init__(self) -> None:
-        self.overrides: dict[tuple[str, int, int], ConflictOverride] = {}
-        self.audit: list[AuditRecord] = []
 
 
 def _letter_key(letter: DeadLetterRecord) -> DeadLetterKey:

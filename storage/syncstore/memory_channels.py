@@ -1,4 +1,4 @@
-"""``MemoryAccessMixin``: the ``AccessStore`` half of ``MemoryStore`` (see ``channels.py``).
+"""``MemoryChannels``: the ``AccessStore`` part of ``MemoryStore`` (see ``channels.py``).
 
 Channel rows live in each tenant's ``channels`` map (written by the push
 session's commit); these reads scan them, which is fine for tests.
@@ -7,26 +7,19 @@ session's commit); these reads scan them, which is fine for tests.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from msgspec.structs import replace
 
 from syncstore.channels import EvictionRecord, ScopedEntity
+from syncstore.memory_state import MemoryState, TenantRows
 from syncstore.records import ConflictFilter, ConflictRecord, MembershipRecord
 
-if TYPE_CHECKING:
-    from syncstore.locks import TenantLocks
-    from syncstore.memory import _Tenant
 
+class MemoryChannels:
+    """The ``AccessStore`` part of ``MemoryStore``, over the store's shared ``MemoryState``."""
 
-class MemoryAccessMixin:
-    """Mixed into ``MemoryStore``; relies on its ``_tenants``, ``_locks`` and ``_require``."""
-
-    if TYPE_CHECKING:
-        _tenants: dict[str, _Tenant]
-        _locks: TenantLocks
-
-        def _require(self, tenant_id: str) -> _Tenant: ...
+    def __init__(self, state: MemoryState) -> None:
+        self._state = state
 
     async def pull_in_channels(
         self,
@@ -36,7 +29,7 @@ class MemoryAccessMixin:
         limit: int,
         collections: Sequence[str] | None = None,
     ) -> list[ScopedEntity]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         wanted = set(channels)
         if tenant is None or limit <= 0 or not wanted:
             return []
@@ -57,7 +50,7 @@ class MemoryAccessMixin:
         limit: int,
         collections: Sequence[str] | None = None,
     ) -> list[EvictionRecord]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         wanted = set(channels)
         if tenant is None or limit <= 0 or not wanted:
             return []
@@ -73,7 +66,7 @@ class MemoryAccessMixin:
         return found[:limit]
 
     async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         rows = tenant.channels.get((collection, entity_id), {}) if tenant else {}
         return {c: m.joined_seq for c, m in rows.items() if m.member}
 
@@ -85,7 +78,7 @@ class MemoryAccessMixin:
         limit: int,
         filters: ConflictFilter | None = None,
     ) -> list[ConflictRecord]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         wanted = set(channels)
         if tenant is None or limit <= 0 or not wanted:
             return []
@@ -113,8 +106,8 @@ class MemoryAccessMixin:
     async def set_entity_channels(
         self, tenant_id: str, collection: str, entity_id: str, expected_seq: int, channels: Sequence[str]
     ) -> bool:
-        async with self._locks(tenant_id):
-            tenant = self._require(tenant_id)
+        async with self._state.locks(tenant_id):
+            tenant = self._state.require(tenant_id)
             entity = tenant.entities.get((collection, entity_id))
             if entity is None or entity.seq != expected_seq:
                 return False
@@ -129,16 +122,17 @@ class MemoryAccessMixin:
             tenant.channels[(collection, entity_id)] = rows
             return True
 
-    def _purge_channel_rows(self, tenant: _Tenant, purged_seq: int) -> None:
-        """Inside a purge: drop evictions no cursor can need, and rows of entities that no longer exist."""
-        for key in list(tenant.channels):
-            exists = key in tenant.entities
-            kept = {c: m for c, m in tenant.channels[key].items() if m.seq > purged_seq or (m.member and exists)}
-            if kept:
-                tenant.channels[key] = kept
-            else:
-                del tenant.channels[key]
-
 
 def _in(collection: str, collections: Sequence[str] | None) -> bool:
     return collections is None or collection in collections
+
+
+def purge_channel_rows(tenant: TenantRows, purged_seq: int) -> None:
+    """Inside a purge: drop evictions no cursor can need, and rows of entities that no longer exist."""
+    for key in list(tenant.channels):
+        exists = key in tenant.entities
+        kept = {c: m for c, m in tenant.channels[key].items() if m.seq > purged_seq or (m.member and exists)}
+        if kept:
+            tenant.channels[key] = kept
+        else:
+            del tenant.channels[key]

@@ -1,18 +1,15 @@
-"""``MemoryKeysMixin``: the ``KeyStore`` half of ``MemoryStore`` (see ``keystore.py``)."""
+"""``MemoryKeys``: the ``KeyStore`` part of ``MemoryStore`` (see ``keystore.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from msgspec.structs import replace
 
 from syncstore.keystore import NAME_COLUMNS, SEALED_COLUMN, SEALED_TABLES, KeyPart, Resealed, SealedRow, SealedTable
+from syncstore.memory_state import MemoryState, TenantRows
 from syncstore.records import ChangeRecord, WrappedKey
-
-if TYPE_CHECKING:
-    from syncstore.locks import TenantLocks
-    from syncstore.memory import _Tenant
 
 _KEY_FIELDS: dict[SealedTable, tuple[str, ...]] = {
     "entities": ("collection", "entity_id"),
@@ -22,25 +19,22 @@ _KEY_FIELDS: dict[SealedTable, tuple[str, ...]] = {
 }
 
 
-class MemoryKeysMixin:
-    """Mixed into ``MemoryStore``; relies on its ``_tenants``, ``_locks`` and ``_require``."""
+class MemoryKeys:
+    """The ``KeyStore`` part of ``MemoryStore``, over the store's shared ``MemoryState``."""
 
-    if TYPE_CHECKING:
-        _tenants: dict[str, _Tenant]
-        _locks: TenantLocks
-
-        def _require(self, tenant_id: str) -> _Tenant: ...
+    def __init__(self, state: MemoryState) -> None:
+        self._state = state
 
     async def add_tenant_key(self, key: WrappedKey) -> None:
-        async with self._locks(key.tenant_id):
-            tenant = self._require(key.tenant_id)
+        async with self._state.locks(key.tenant_id):
+            tenant = self._state.require(key.tenant_id)
             if any(k.version == key.version for k in tenant.keys):
                 raise ValueError(f"tenant {key.tenant_id!r} already has key version {key.version}")
             retired = [replace(k, state="retired") if k.state == "active" else k for k in tenant.keys]
             tenant.keys = [*retired, replace(key, state="active")]
 
     async def rewrap_tenant_key(self, key: WrappedKey, wrapped: bytes, master_key_id: str) -> bool:
-        tenant = self._tenants.get(key.tenant_id)
+        tenant = self._state.tenants.get(key.tenant_id)
         if tenant is None:
             return False
         for i, k in enumerate(tenant.keys):
@@ -50,7 +44,7 @@ class MemoryKeysMixin:
         return False
 
     async def destroy_tenant_keys(self, tenant_id: str, versions: Sequence[int] | None = None) -> int:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None:
             return 0
         count = 0
@@ -61,7 +55,7 @@ class MemoryKeysMixin:
         return count
 
     async def key_usage(self, tenant_id: str) -> dict[str, dict[int, int]]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         usage: dict[str, dict[int, int]] = {}
         for table in SEALED_TABLES:
             counts: dict[int, int] = {}
@@ -73,7 +67,7 @@ class MemoryKeysMixin:
     async def sealed_rows(
         self, tenant_id: str, table: SealedTable, *, not_version: int, after: tuple[KeyPart, ...] | None, limit: int
     ) -> list[SealedRow]:
-        records = _records(self._tenants.get(tenant_id), table)
+        records = _records(self._state.tenants.get(tenant_id), table)
         found = []
         for key in sorted(records):
             record = records[key]
@@ -93,7 +87,7 @@ class MemoryKeysMixin:
         return found
 
     async def reseal(self, tenant_id: str, table: SealedTable, rows: Sequence[Resealed]) -> int:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None:
             return 0
         store = _store(tenant, table)
@@ -109,15 +103,13 @@ class MemoryKeysMixin:
         return done
 
     async def erase_tenant(self, tenant_id: str) -> dict[str, int]:
-        async with self._locks(tenant_id):
-            tenant = self._tenants.pop(tenant_id, None)
+        async with self._state.locks(tenant_id):
+            tenant = self._state.tenants.pop(tenant_id, None)
             if tenant is None:
                 return {}
-            admin = self.__dict__.get("_admin_rows")
-            overrides = getattr(admin, "overrides", None)
-            if isinstance(overrides, dict):  # MemoryAdminMixin's rows, keyed (tenant, seq, idx)
-                for key in [k for k in overrides if k[0] == tenant_id]:
-                    del overrides[key]
+            overrides = self._state.overrides
+            for key in [k for k in overrides if k[0] == tenant_id]:
+                del overrides[key]
             return {
                 "entities": len(tenant.entities),
                 "changes": len(tenant.changes),
@@ -130,14 +122,14 @@ class MemoryKeysMixin:
             }
 
     async def changes_by_user(self, tenant_id: str, user: str, after_seq: int, limit: int) -> list[ChangeRecord]:
-        tenant = self._tenants.get(tenant_id)
+        tenant = self._state.tenants.get(tenant_id)
         if tenant is None or limit <= 0:
             return []
         found = [c for seq, c in sorted(tenant.changes.items()) if seq > after_seq and c.user == user]
         return found[:limit]
 
 
-def _store(tenant: _Tenant, table: SealedTable) -> dict[Any, Any]:
+def _store(tenant: TenantRows, table: SealedTable) -> dict[Any, Any]:
     stores: dict[SealedTable, dict[Any, Any]] = {
         "entities": tenant.entities,
         "changes": tenant.changes,
@@ -147,7 +139,7 @@ def _store(tenant: _Tenant, table: SealedTable) -> dict[Any, Any]:
     return stores[table]
 
 
-def _records(tenant: _Tenant | None, table: SealedTable) -> dict[tuple[KeyPart, ...], Any]:
+def _records(tenant: TenantRows | None, table: SealedTable) -> dict[tuple[KeyPart, ...], Any]:
     """The table's records keyed by their primary key as a tuple (as ``SqlStore`` returns it)."""
     if tenant is None:
         return {}

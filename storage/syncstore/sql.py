@@ -1,15 +1,9 @@
 """``SqlStore``: the Store on SQLAlchemy Core, for SQLite and PostgreSQL.
 
-The tenant lock (see ``store.py``) is taken in two layers:
-
-1. In process, an ``asyncio.Lock``: one for the whole database on SQLite (it
-   has a single writer anyway), one per tenant on PostgreSQL. Waiting pushes
-   queue here rather than each pinning a pooled connection.
-2. In the database, at the start of the transaction: ``BEGIN IMMEDIATE`` on
-   SQLite (the file's write lock), ``SELECT ... FROM tenants ... FOR UPDATE`` on
-   PostgreSQL (the tenant's row lock). This is what serializes server processes.
-   READ COMMITTED suffices on PostgreSQL because every session read happens
-   after the row lock is granted and all writers take that lock first.
+The tenant lock (see ``store.py``) is taken in two layers, in process and in
+the database; ``sql_database.py`` describes both. READ COMMITTED suffices on
+PostgreSQL because every session read happens after the row lock is granted and
+all writers take that lock first.
 
 Pitfalls:
 
@@ -22,19 +16,18 @@ Pitfalls:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import Executable, RowMapping, delete, func, insert, select, true, tuple_, update
+from sqlalchemy import delete, func, insert, select, true, tuple_, update
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncstore import rows
-from syncstore.engine import WRITE, create_engine, is_sqlite
-from syncstore.locks import TenantLocks
+from syncstore.engine import create_engine
+from syncstore.facets import via
 from syncstore.records import (
     ChangeRecord,
     ConflictFilter,
@@ -44,31 +37,29 @@ from syncstore.records import (
     TenantRecord,
     WrappedKey,
 )
-from syncstore.sql_admin import SqlAdminMixin
-from syncstore.sql_channels import SqlAccessMixin, purge_channel_rows
-from syncstore.sql_keys import SqlKeysMixin
+from syncstore.sql_admin import SqlAdmin
+from syncstore.sql_channels import SqlChannels, purge_channel_rows
+from syncstore.sql_database import UNREACHABLE, SqlDatabase
+from syncstore.sql_keys import SqlKeys
 from syncstore.sql_session import SqlPushSession
-from syncstore.store import PushSession, StoreUnavailable, TenantExists, TenantNotFound
+from syncstore.store import PushSession, StoreUnavailable, TenantExists
 from syncstore.tables import changes, conflicts, dead_letters, entities, tenant_keys, tenants
 
-_UNREACHABLE = (OperationalError, InterfaceError, OSError)
 
+class SqlStore:
+    """The Store on SQLite (``sqlite+aiosqlite:///path``) or PostgreSQL (``postgresql+psycopg://...``).
 
-class _Locked(NamedTuple):
-    conn: AsyncConnection
-    last_seq: int
-    purged_seq: int
-
-
-class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
-    """The Store on SQLite (``sqlite+aiosqlite:///path``) or PostgreSQL (``postgresql+psycopg://...``)."""
+    Built from parts over one shared ``SqlDatabase``: the ``Store`` methods are
+    here; ``SqlKeys``, ``SqlAdmin`` and ``SqlChannels`` hold the other
+    interfaces' methods, which this class exposes as its own (``via``).
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         """Wrap an engine made by ``syncstore.engine.create_engine`` (it installs the SQLite BEGIN handling)."""
-        self._engine = engine
-        self._sqlite = is_sqlite(engine)
-        self._tenant_locks = TenantLocks()
-        self._sqlite_writer = asyncio.Lock()
+        self._db = SqlDatabase(engine)
+        self._keys = SqlKeys(self._db)
+        self._admin = SqlAdmin(self._db)
+        self._channels = SqlChannels(self._db)
 
     @classmethod
     def from_url(cls, url: str | URL, **engine_kwargs: Any) -> SqlStore:
@@ -77,11 +68,11 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
 
     @property
     def engine(self) -> AsyncEngine:
-        return self._engine
+        return self._db.engine
 
     async def close(self) -> None:
         """Dispose of the engine's pool. The store is unusable afterwards."""
-        await self._engine.dispose()
+        await self._db.engine.dispose()
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless ``SELECT 1`` succeeds.
@@ -89,9 +80,9 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
         On SQLite this proves the file can be opened, not that it is writable.
         """
         try:
-            async with self._connect() as conn:
+            async with self._db.connect() as conn:
                 await conn.execute(select(1))
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
 
     async def create_tenant(self, tenant_id: str, first_key: WrappedKey, now_ms: int) -> None:
@@ -101,7 +92,7 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
         """
         if first_key.tenant_id != tenant_id:
             raise ValueError(f"key belongs to tenant {first_key.tenant_id!r}, not {tenant_id!r}")
-        async with self._process_lock(tenant_id), self._connect(write=True) as conn:
+        async with self._db.process_lock(tenant_id), self._db.connect(write=True) as conn:
             try:
                 await conn.execute(insert(tenants).values(id=tenant_id, created_at=now_ms, last_seq=0, purged_seq=0))
             except IntegrityError as exc:
@@ -111,17 +102,17 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
             await conn.commit()
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
-        found = await self._rows(select(tenants).where(tenants.c.id == tenant_id))
+        found = await self._db.rows(select(tenants).where(tenants.c.id == tenant_id))
         return rows.tenant_from_row(found[0]) if found else None
 
     async def list_tenants(self) -> list[TenantRecord]:
         """All tenants ordered by id."""
-        return [rows.tenant_from_row(row) for row in await self._rows(select(tenants).order_by(tenants.c.id))]
+        return [rows.tenant_from_row(row) for row in await self._db.rows(select(tenants).order_by(tenants.c.id))]
 
     async def tenant_keys(self, tenant_id: str) -> list[WrappedKey]:
         """All data-key versions of a tenant, oldest first; empty for an unknown tenant."""
         query = select(tenant_keys).where(tenant_keys.c.tenant_id == tenant_id).order_by(tenant_keys.c.version)
-        return [rows.key_from_row(row) for row in await self._rows(query)]
+        return [rows.key_from_row(row) for row in await self._db.rows(query)]
 
     def push_session(self, tenant_id: str) -> AbstractAsyncContextManager[PushSession]:
         """Lock the tenant until exit; see ``store.py``. Raises ``TenantNotFound`` on entry.
@@ -132,7 +123,7 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
 
     @asynccontextmanager
     async def _push_session(self, tenant_id: str) -> AsyncIterator[PushSession]:
-        async with self._locked(tenant_id) as locked:
+        async with self._db.locked(tenant_id) as locked:
             yield SqlPushSession(locked.conn, tenant_id, locked.last_seq)
 
     async def pull(
@@ -149,14 +140,14 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
             query = query.where(entities.c.collection.in_(sorted(set(collections))))
         # seq is unique per entity write; the other keys only make ties deterministic.
         query = query.order_by(entities.c.seq, entities.c.collection, entities.c.entity_id).limit(limit)
-        return [rows.entity_from_row(row) for row in await self._rows(query)]
+        return [rows.entity_from_row(row) for row in await self._db.rows(query)]
 
     async def get_entity(self, tenant_id: str, collection: str, entity_id: str) -> EntityRecord | None:
         """The entity's current row, tombstones included."""
         query = select(entities).where(
             entities.c.tenant_id == tenant_id, entities.c.collection == collection, entities.c.entity_id == entity_id
         )
-        found = await self._rows(query)
+        found = await self._db.rows(query)
         return rows.entity_from_row(found[0]) if found else None
 
     async def changes(
@@ -177,7 +168,7 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
         if entity_id is not None:
             query = query.where(changes.c.entity_id == entity_id)
         query = query.order_by(changes.c.seq).limit(limit)
-        return [rows.change_from_row(row) for row in await self._rows(query)]
+        return [rows.change_from_row(row) for row in await self._db.rows(query)]
 
     async def conflicts(
         self,
@@ -201,13 +192,13 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
                 if value is not None:
                     query = query.where(conflicts.c[name] == value)
         query = query.order_by(conflicts.c.seq, conflicts.c.idx).limit(limit)
-        return [rows.conflict_from_row(row) for row in await self._rows(query)]
+        return [rows.conflict_from_row(row) for row in await self._db.rows(query)]
 
     async def get_conflict(self, tenant_id: str, seq: int, idx: int) -> ConflictRecord | None:
         query = select(conflicts).where(
             conflicts.c.tenant_id == tenant_id, conflicts.c.seq == seq, conflicts.c.idx == idx
         )
-        found = await self._rows(query)
+        found = await self._db.rows(query)
         return rows.conflict_from_row(found[0]) if found else None
 
     async def dead_letters(self, tenant_id: str, limit: int, status: str | None = None) -> list[DeadLetterRecord]:
@@ -224,7 +215,7 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
         query = query.order_by(
             dead_letters.c.created_at.desc(), dead_letters.c.replica_id.desc(), dead_letters.c.n.desc()
         ).limit(limit)
-        return [rows.dead_letter_from_row(row) for row in await self._rows(query)]
+        return [rows.dead_letter_from_row(row) for row in await self._db.rows(query)]
 
     async def purge_tombstones(self, tenant_id: str, updated_before_ms: int) -> int:
         """Delete tombstones with ``updated_at < updated_before_ms``; raise ``purged_seq`` over them.
@@ -232,7 +223,7 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
         Holds the tenant lock, so it never races a push. Change-log rows stay.
         Raises ``TenantNotFound``.
         """
-        async with self._locked(tenant_id) as locked:
+        async with self._db.locked(tenant_id) as locked:
             doomed = (
                 entities.c.tenant_id == tenant_id,
                 entities.c.deleted == true(),
@@ -251,39 +242,31 @@ class SqlStore(SqlAdminMixin, SqlAccessMixin, SqlKeysMixin):
                 await locked.conn.commit()
             return int(count)
 
-    @asynccontextmanager
-    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection; failing to get one raises ``StoreUnavailable``."""
-        try:
-            conn = await self._engine.connect()
-        except _UNREACHABLE as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        try:
-            if write:
-                await conn.execution_options(**WRITE)
-            yield conn
-        finally:
-            await conn.close()
+    # KeyStore
+    add_tenant_key = via("_keys", SqlKeys.add_tenant_key)
+    rewrap_tenant_key = via("_keys", SqlKeys.rewrap_tenant_key)
+    destroy_tenant_keys = via("_keys", SqlKeys.destroy_tenant_keys)
+    key_usage = via("_keys", SqlKeys.key_usage)
+    sealed_rows = via("_keys", SqlKeys.sealed_rows)
+    reseal = via("_keys", SqlKeys.reseal)
+    erase_tenant = via("_keys", SqlKeys.erase_tenant)
+    changes_by_user = via("_keys", SqlKeys.changes_by_user)
 
-    def _process_lock(self, tenant_id: str) -> asyncio.Lock:
-        return self._sqlite_writer if self._sqlite else self._tenant_locks(tenant_id)
+    # AdminStore
+    find_conflicts = via("_admin", SqlAdmin.find_conflicts)
+    record_override = via("_admin", SqlAdmin.record_override)
+    conflict_override = via("_admin", SqlAdmin.conflict_override)
+    find_dead_letters = via("_admin", SqlAdmin.find_dead_letters)
+    get_dead_letter = via("_admin", SqlAdmin.get_dead_letter)
+    set_dead_letter_status = via("_admin", SqlAdmin.set_dead_letter_status)
+    change_at = via("_admin", SqlAdmin.change_at)
+    get_replica = via("_admin", SqlAdmin.get_replica)
+    append_audit = via("_admin", SqlAdmin.append_audit)
+    audit_log = via("_admin", SqlAdmin.audit_log)
 
-    @asynccontextmanager
-    async def _locked(self, tenant_id: str) -> AsyncIterator[_Locked]:
-        """Both lock layers for ``tenant_id``, in an open write transaction; rolled back unless committed."""
-        async with self._process_lock(tenant_id), self._connect(write=True) as conn:
-            try:
-                query = (
-                    select(tenants.c.last_seq, tenants.c.purged_seq).where(tenants.c.id == tenant_id).with_for_update()
-                )
-                row = (await conn.execute(query)).one_or_none()
-                if row is None:
-                    raise TenantNotFound(tenant_id)
-                yield _Locked(conn, row.last_seq, row.purged_seq)
-            finally:
-                if conn.in_transaction():
-                    await conn.rollback()
-
-    async def _rows(self, query: Executable) -> Sequence[RowMapping]:
-        async with self._connect() as conn:
-            return (await conn.execute(query)).mappings().all()
+    # AccessStore
+    pull_in_channels = via("_channels", SqlChannels.pull_in_channels)
+    evictions = via("_channels", SqlChannels.evictions)
+    entity_channels = via("_channels", SqlChannels.entity_channels)
+    conflicts_in_channels = via("_channels", SqlChannels.conflicts_in_channels)
+    set_entity_channels = via("_channels", SqlChannels.set_entity_channels)

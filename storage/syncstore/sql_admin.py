@@ -1,4 +1,4 @@
-"""``SqlAdminMixin``: the ``AdminStore`` half of ``SqlStore`` (see ``adminstore.py``).
+"""``SqlAdmin``: the ``AdminStore`` part of ``SqlStore`` (see ``adminstore.py``).
 
 Reads use the same pooled connections as ``SqlStore``; each write is one short
 transaction of its own. None takes the tenant lock: status changes are single
@@ -7,12 +7,9 @@ compare-and-set ``UPDATE``s, which the database serializes on the row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, RowMapping, and_, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 
 from syncstore import rows
 from syncstore.adminstore import (
@@ -23,17 +20,15 @@ from syncstore.adminstore import (
     DeadLetterQuery,
 )
 from syncstore.records import ChangeRecord, ConflictRecord, DeadLetterRecord, ReplicaRecord
+from syncstore.sql_database import SqlDatabase
 from syncstore.tables import audit_log, changes, conflict_overrides, conflicts, dead_letters, replicas
 
 
-class SqlAdminMixin:
-    """Mixed into ``SqlStore``; relies on its ``_connect`` and ``_rows``."""
+class SqlAdmin:
+    """The ``AdminStore`` part of ``SqlStore``, over the store's shared ``SqlDatabase``."""
 
-    if TYPE_CHECKING:
-
-        def _connect(self, *, write: bool = False) -> AbstractAsyncContextManager[AsyncConnection]: ...
-
-        async def _rows(self, query: Executable) -> Sequence[RowMapping]: ...
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
 
     async def find_conflicts(
         self, tenant_id: str, after: tuple[int, int] | None, limit: int, query: ConflictQuery
@@ -51,7 +46,7 @@ class SqlAdminMixin:
                 where.append(conflicts.c[name] == value)
         where += _time_range(conflicts.c.created_at, query.since_ms, query.until_ms)
         stmt = select(conflicts).where(*where).order_by(conflicts.c.seq, conflicts.c.idx).limit(limit)
-        return [rows.conflict_from_row(row) for row in await self._rows(stmt)]
+        return [rows.conflict_from_row(row) for row in await self._db.rows(stmt)]
 
     async def record_override(self, tenant_id: str, override: ConflictOverride) -> bool:
         """See ``AdminStore.record_override``: one transaction, status and override row together."""
@@ -68,7 +63,7 @@ class SqlAdminMixin:
             "change_seq": override.change_seq,
             "created_at": override.created_at,
         }
-        async with self._connect(write=True) as conn:
+        async with self._db.connect(write=True) as conn:
             found = await conn.execute(update(conflicts).where(*key).values(status="overridden"))
             if found.rowcount == 0:
                 await conn.rollback()
@@ -90,7 +85,7 @@ class SqlAdminMixin:
             conflict_overrides.c.seq == seq,
             conflict_overrides.c.idx == idx,
         )
-        found = await self._rows(stmt)
+        found = await self._db.rows(stmt)
         if not found:
             return None
         row = found[0]
@@ -126,13 +121,13 @@ class SqlAdminMixin:
                 where.append(column == value)
         where += _time_range(d.created_at, query.since_ms, query.until_ms)
         stmt = select(dead_letters).where(*where).order_by(d.created_at.desc(), d.replica_id.desc(), d.n.desc())
-        return [rows.dead_letter_from_row(row) for row in await self._rows(stmt.limit(limit))]
+        return [rows.dead_letter_from_row(row) for row in await self._db.rows(stmt.limit(limit))]
 
     async def get_dead_letter(self, tenant_id: str, replica_id: str, n: int) -> DeadLetterRecord | None:
         stmt = select(dead_letters).where(
             dead_letters.c.tenant_id == tenant_id, dead_letters.c.replica_id == replica_id, dead_letters.c.n == n
         )
-        found = await self._rows(stmt)
+        found = await self._db.rows(stmt)
         return rows.dead_letter_from_row(found[0]) if found else None
 
     async def set_dead_letter_status(self, tenant_id: str, replica_id: str, n: int, expected: str, status: str) -> bool:
@@ -147,7 +142,7 @@ class SqlAdminMixin:
             )
             .values(status=status)
         )
-        async with self._connect(write=True) as conn:
+        async with self._db.connect(write=True) as conn:
             changed = (await conn.execute(stmt)).rowcount == 1
             await conn.commit()
         return changed
@@ -156,12 +151,12 @@ class SqlAdminMixin:
         stmt = select(changes).where(
             changes.c.tenant_id == tenant_id, changes.c.replica_id == replica_id, changes.c.n == n
         )
-        found = await self._rows(stmt)
+        found = await self._db.rows(stmt)
         return rows.change_from_row(found[0]) if found else None
 
     async def get_replica(self, tenant_id: str, replica_id: str) -> ReplicaRecord | None:
         stmt = select(replicas).where(replicas.c.tenant_id == tenant_id, replicas.c.replica_id == replica_id)
-        found = await self._rows(stmt)
+        found = await self._db.rows(stmt)
         return rows.replica_from_row(found[0]) if found else None
 
     async def append_audit(self, entry: AuditRecord) -> int:
@@ -174,7 +169,7 @@ class SqlAdminMixin:
             "details": entry.details,
             "created_at": entry.created_at,
         }
-        async with self._connect(write=True) as conn:
+        async with self._db.connect(write=True) as conn:
             result = await conn.execute(insert(audit_log).values(values))
             await conn.commit()
         return int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -202,7 +197,7 @@ class SqlAdminMixin:
                 details=row["details"],
                 created_at=row["created_at"],
             )
-            for row in await self._rows(stmt)
+            for row in await self._db.rows(stmt)
         ]
 
 

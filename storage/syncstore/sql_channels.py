@@ -1,4 +1,4 @@
-"""``SqlAccessMixin``: the ``AccessStore`` half of ``SqlStore`` (see ``channels.py``).
+"""``SqlChannels``: the ``AccessStore`` part of ``SqlStore`` (see ``channels.py``).
 
 A scoped pull scans ``ix_entity_channels_tenant_channel_seq`` for the token's
 channels after the cursor, then fetches the entity rows by primary key. The two
@@ -11,32 +11,25 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, Executable, RowMapping, false, func, literal, select, true, tuple_, update
+from sqlalchemy import ColumnElement, false, func, literal, select, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncstore import rows
 from syncstore.channels import EvictionRecord, ScopedEntity
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
+from syncstore.sql_database import SqlDatabase
 from syncstore.sql_session import CHUNK
 from syncstore.tables import conflicts, entities, entity_channels
-
-if TYPE_CHECKING:
-    from syncstore.sql import _Locked
 
 ec = entity_channels
 
 
-class SqlAccessMixin:
-    """Mixed into ``SqlStore``; relies on its ``_rows`` and ``_locked``."""
+class SqlChannels:
+    """The ``AccessStore`` part of ``SqlStore``, over the store's shared ``SqlDatabase``."""
 
-    if TYPE_CHECKING:
-
-        async def _rows(self, query: Executable) -> Sequence[RowMapping]: ...
-
-        def _locked(self, tenant_id: str) -> AbstractAsyncContextManager[_Locked]: ...
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
 
     async def pull_in_channels(
         self,
@@ -57,7 +50,7 @@ class SqlAccessMixin:
         # many rows hold at least ``limit`` distinct entities when there are that many.
         query = query.order_by(ec.c.seq, ec.c.collection, ec.c.entity_id).limit(limit * len(wanted))
         keyed: dict[tuple[str, str], tuple[int, int]] = {}
-        for row in await self._rows(query):
+        for row in await self._db.rows(query):
             key = (row["collection"], row["entity_id"])
             seq, joined = row["seq"], row["joined_seq"]
             _, earlier = keyed.get(key, (seq, joined))
@@ -109,7 +102,7 @@ class SqlAccessMixin:
             .order_by(left, ec.c.collection, ec.c.entity_id)
             .limit(limit)
         )
-        return [EvictionRecord(r["collection"], r["entity_id"], r["seq"]) for r in await self._rows(query)]
+        return [EvictionRecord(r["collection"], r["entity_id"], r["seq"]) for r in await self._db.rows(query)]
 
     async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
         """See ``AccessStore.entity_channels``."""
@@ -119,7 +112,7 @@ class SqlAccessMixin:
             ec.c.entity_id == entity_id,
             ec.c.member == true(),
         )
-        return {row["channel"]: row["joined_seq"] for row in await self._rows(query)}
+        return {row["channel"]: row["joined_seq"] for row in await self._db.rows(query)}
 
     async def conflicts_in_channels(
         self,
@@ -153,14 +146,14 @@ class SqlAccessMixin:
                 if value is not None:
                     query = query.where(conflicts.c[name] == value)
         query = query.order_by(conflicts.c.seq, conflicts.c.idx).limit(limit)
-        return [rows.conflict_from_row(row) for row in await self._rows(query)]
+        return [rows.conflict_from_row(row) for row in await self._db.rows(query)]
 
     async def set_entity_channels(
         self, tenant_id: str, collection: str, entity_id: str, expected_seq: int, channels: Sequence[str]
     ) -> bool:
         """See ``AccessStore.set_entity_channels``."""
         key = (ec.c.tenant_id == tenant_id, ec.c.collection == collection, ec.c.entity_id == entity_id)
-        async with self._locked(tenant_id) as locked:
+        async with self._db.locked(tenant_id) as locked:
             conn = locked.conn
             current = (
                 await conn.execute(
@@ -219,7 +212,7 @@ class SqlAccessMixin:
                     entities.c.collection == collection,
                     entities.c.entity_id.in_(ids[start : start + CHUNK]),
                 )
-                for row in await self._rows(query):
+                for row in await self._db.rows(query):
                     record = rows.entity_from_row(row)
                     found[(record.collection, record.entity_id)] = record
         return found

@@ -1,4 +1,4 @@
-"""``SqlKeysMixin``: the ``KeyStore`` half of ``SqlStore`` (see ``keystore.py``).
+"""``SqlKeys``: the ``KeyStore`` part of ``SqlStore`` (see ``keystore.py``).
 
 Each write is one short transaction. Adding a key and erasing a tenant take the
 tenant lock (they must not interleave with a push); re-encryption and rewrapping
@@ -8,21 +8,17 @@ do not: their writes are compare-and-set, which the database serializes per row.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Column, Executable, RowMapping, Table, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Column, Table, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from syncstore import rows
 from syncstore.keystore import NAME_COLUMNS, SEALED_COLUMN, SEALED_TABLES, KeyPart, Resealed, SealedRow, SealedTable
 from syncstore.records import ChangeRecord, WrappedKey
+from syncstore.sql_database import SqlDatabase
 from syncstore.tables import audit_log, changes, conflicts, dead_letters, entities, metadata, tenant_keys, tenants
-
-if TYPE_CHECKING:
-    from syncstore.sql import _Locked
 
 _TABLES: dict[SealedTable, Table] = {
     "entities": entities,
@@ -32,22 +28,15 @@ _TABLES: dict[SealedTable, Table] = {
 }
 
 
-class SqlKeysMixin:
-    """Mixed into ``SqlStore``; relies on its ``_engine``, ``_sqlite``, ``_connect``, ``_rows`` and ``_locked``."""
+class SqlKeys:
+    """The ``KeyStore`` part of ``SqlStore``, over the store's shared ``SqlDatabase``."""
 
-    if TYPE_CHECKING:
-        _engine: AsyncEngine
-        _sqlite: bool
-
-        def _connect(self, *, write: bool = False) -> AbstractAsyncContextManager[AsyncConnection]: ...
-
-        async def _rows(self, query: Executable) -> Sequence[RowMapping]: ...
-
-        def _locked(self, tenant_id: str) -> AbstractAsyncContextManager[_Locked]: ...
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
 
     async def add_tenant_key(self, key: WrappedKey) -> None:
         """See ``KeyStore.add_tenant_key``."""
-        async with self._locked(key.tenant_id) as locked:
+        async with self._db.locked(key.tenant_id) as locked:
             await locked.conn.execute(
                 update(tenant_keys)
                 .where(tenant_keys.c.tenant_id == key.tenant_id, tenant_keys.c.state == "active")
@@ -61,7 +50,7 @@ class SqlKeysMixin:
 
     async def rewrap_tenant_key(self, key: WrappedKey, wrapped: bytes, master_key_id: str) -> bool:
         """See ``KeyStore.rewrap_tenant_key``."""
-        async with self._connect(write=True) as conn:
+        async with self._db.connect(write=True) as conn:
             result = await conn.execute(
                 update(tenant_keys)
                 .where(
@@ -79,15 +68,15 @@ class SqlKeysMixin:
         query = update(tenant_keys).where(tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.state != "destroyed")
         if versions is not None:
             query = query.where(tenant_keys.c.version.in_(sorted(set(versions))))
-        async with self._connect(write=True) as conn:
-            if self._sqlite:
+        async with self._db.connect(write=True) as conn:
+            if self._db.sqlite:
                 await conn.exec_driver_sql("PRAGMA secure_delete=ON")
             result = await conn.execute(query.values(wrapped=b"", state="destroyed"))
             await conn.commit()
-            if self._sqlite:
+            if self._db.sqlite:
                 await conn.exec_driver_sql("PRAGMA secure_delete=OFF")
                 await conn.commit()
-        if self._sqlite:
+        if self._db.sqlite:
             await self._checkpoint()
         return int(result.rowcount)
 
@@ -101,7 +90,7 @@ class SqlKeysMixin:
                 .where(table.c.tenant_id == tenant_id)
                 .group_by(table.c.key_version)
             )
-            usage[name] = {row["key_version"]: row["rows"] for row in await self._rows(query)}
+            usage[name] = {row["key_version"]: row["rows"] for row in await self._db.rows(query)}
         return usage
 
     async def sealed_rows(
@@ -126,7 +115,7 @@ class SqlKeysMixin:
                 key_version=row["key_version"],
                 blob=bytes(row["blob"]),
             )
-            for row in await self._rows(query)
+            for row in await self._db.rows(query)
         ]
 
     async def reseal(self, tenant_id: str, table: SealedTable, rows_: Sequence[Resealed]) -> int:
@@ -147,7 +136,7 @@ class SqlKeysMixin:
             .values({blob.name: bindparam("b_blob"), "key_version": bindparam("b_version")})
         )
         done = 0
-        async with self._connect(write=True) as conn:
+        async with self._db.connect(write=True) as conn:
             for row in rows_:
                 params: dict[str, Any] = {f"b_key{i}": part for i, part in enumerate(row.key)}
                 params.update(
@@ -163,10 +152,10 @@ class SqlKeysMixin:
 
     async def erase_tenant(self, tenant_id: str) -> dict[str, int]:
         """See ``KeyStore.erase_tenant``: children first, the ``tenants`` row last, under the tenant lock."""
-        if not await self._rows(select(tenants.c.id).where(tenants.c.id == tenant_id)):
+        if not await self._db.rows(select(tenants.c.id).where(tenants.c.id == tenant_id)):
             return {}
         deleted: dict[str, int] = {}
-        async with self._locked(tenant_id) as locked:
+        async with self._db.locked(tenant_id) as locked:
             for table in reversed(metadata.sorted_tables):
                 if table is tenants or table is audit_log or "tenant_id" not in table.c:
                     continue
@@ -187,7 +176,7 @@ class SqlKeysMixin:
             .order_by(changes.c.seq)
             .limit(limit)
         )
-        return [rows.change_from_row(row) for row in await self._rows(query)]
+        return [rows.change_from_row(row) for row in await self._db.rows(query)]
 
     async def _checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate it, so old page images are gone (best effort)."""
@@ -201,7 +190,7 @@ class SqlKeysMixin:
             finally:
                 cursor.close()
 
-        async with self._engine.connect() as conn:
+        async with self._db.engine.connect() as conn:
             await conn.run_sync(checkpoint)
 
 

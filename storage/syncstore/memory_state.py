@@ -1,0 +1,58 @@
+"""``MemoryState``: what every part of ``MemoryStore`` shares: the tenants' rows and the tenant locks.
+
+``MemoryStore`` builds one and hands it to each of its parts (``MemoryKeys``,
+``MemoryAdmin``, ``MemoryChannels``) in their constructors; nothing else is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from syncstore.adminstore import AuditRecord, ConflictOverride
+from syncstore.locks import TenantLocks
+from syncstore.records import (
+    ChangeRecord,
+    ConflictRecord,
+    DeadLetterRecord,
+    EntityRecord,
+    MembershipRecord,
+    ReplicaRecord,
+    TenantRecord,
+    WrappedKey,
+)
+from syncstore.store import EntityKey, TenantNotFound
+
+Dot = tuple[str, int]
+
+
+@dataclass
+class TenantRows:
+    """One tenant's rows, keyed as the SQL tables' primary keys."""
+
+    record: TenantRecord
+    keys: list[WrappedKey]
+    replicas: dict[str, ReplicaRecord] = field(default_factory=dict)
+    entities: dict[EntityKey, EntityRecord] = field(default_factory=dict)
+    changes: dict[int, ChangeRecord] = field(default_factory=dict)
+    change_ids: dict[Dot, str] = field(default_factory=dict)
+    conflicts: dict[tuple[int, int], ConflictRecord] = field(default_factory=dict)
+    dead_letters: dict[Dot, DeadLetterRecord] = field(default_factory=dict)
+    channels: dict[EntityKey, dict[str, MembershipRecord]] = field(default_factory=dict)
+
+
+@dataclass
+class MemoryState:
+    """All rows of a ``MemoryStore``; the per-tenant lock guards a tenant's rows during a push."""
+
+    tenants: dict[str, TenantRows] = field(default_factory=dict)
+    locks: TenantLocks = field(default_factory=TenantLocks)
+    overrides: dict[tuple[str, int, int], ConflictOverride] = field(default_factory=dict)
+    """Conflict overrides keyed ``(tenant, seq, idx)``."""
+    audit: list[AuditRecord] = field(default_factory=list)
+
+    def require(self, tenant_id: str) -> TenantRows:
+        """The tenant's rows; raises ``TenantNotFound``."""
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            raise TenantNotFound(tenant_id)
+        return tenant
