@@ -1,4 +1,7 @@
-"""Backends for the contract suite: every test taking ``store`` runs once per backend.
+"""Fixtures for the contract suites.
+
+The store contract (``tests/contract/store_suite``) runs once per backend, in
+``test_contract_<backend>.py``; the factories are in ``backends.py``:
 
 * ``memory``: a fresh MemoryStore.
 * ``sqlite``: a copy of a database file migrated once per session.
@@ -9,19 +12,17 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from syncstore import MEMORY_URL, FaultyStore, MemoryStore, Store, open_store
+from syncstore import Store
 from syncstore.migrate import upgrade_sync
 from tests.contract import factories
-from tests.contract.backends import BACKENDS, SQL_BACKENDS, SQLITE_FILES, sqlite_url
+from tests.contract.backends import SQL_BACKENDS, backend_url, sqlite_url
 
-FAULTY = "faulty:"
-"""Not a URL ``open_store`` takes: the ``store`` fixture builds this backend itself."""
+# The suite's modules are not named test_*.py; rewrite their asserts before a test module imports them.
+pytest.register_assert_rewrite("tests.contract.store_suite")
 
 
 @pytest.fixture(scope="session")
@@ -38,45 +39,18 @@ def migrated_pg_url(pg_url: str) -> str:
     return pg_url
 
 
-def backend_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
-    """A migrated database URL for a SQL backend, private to the test (sqlite) or shared (postgres)."""
-    if backend == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        for name in SQLITE_FILES:
-            if (template / name).exists():
-                shutil.copy(template / name, tmp_path / name)
-        return sqlite_url(tmp_path)
-    url: str = request.getfixturevalue("migrated_pg_url")
-    return url
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """``memory://`` or a migrated database URL. Sync on purpose: migrating runs its own event loop."""
-    backend: str = request.param
-    if backend == "faulty":
-        return FAULTY
-    return MEMORY_URL if backend == "memory" else backend_url(request, backend, tmp_path)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = FaultyStore(MemoryStore()) if store_url == FAULTY else open_store(store_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
 @pytest.fixture(params=SQL_BACKENDS)
-def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated database URL per SQL backend, for tests that open several stores on one database."""
-    return backend_url(request, request.param, tmp_path)
+def sql_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database URL per SQL backend, for tests that open several stores on one database.
+
+    Sync on purpose: migrating runs its own event loop.
+    """
+    return backend_url(request, request.param)
 
 
 @pytest.fixture
 async def tenant(store: Store) -> str:
-    """A fresh tenant in ``store``, unique so tests never see each other's rows."""
+    """A fresh tenant in the module's ``store``, unique so tests never see each other's rows."""
     tenant_id = factories.new_tenant_id()
     await store.create_tenant(tenant_id, factories.key(tenant_id), factories.NOW)
     return tenant_id
