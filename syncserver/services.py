@@ -131,7 +131,7 @@ def build_services(
         live=LiveHub(store, pull, settings.live),
         conflicts=ConflictService(store, keyring),
         conflict_admin=ConflictAdmin(admin_store, keyring, pull, server_changes, audit_log),
-        entity_history=EntityHistoryService(admin_store, keyring, pull),
+        entity_history=EntityHistoryService(admin_store, keyring, pull, attachments=meta),
         dead_letter_admin=DeadLetterAdmin(admin_store, keyring, server_changes, audit_log),
         audit_log=audit_log,
         key_ops=KeyOps(store, keyring, provider, schema, attachments=attachment_keys),

@@ -1,14 +1,25 @@
-"""An entity's history for admins: its applied changes decrypted, its rejected changes, its state now."""
+"""An entity's history for admins: its applied changes decrypted, its rejected changes, its state now.
+
+With an attachment store, every change lists the attachments its ``set`` ops
+referenced, each with its upload's status now (``pending``, ``available`` or
+``refused`` with the refusal's code), and the state now carries the statuses of
+the attachments it references, as a device's entity read does. One metadata
+query covers the whole page, plus one per refused attachment for its code.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import msgspec
 
 from syncproto import errors
+from syncproto.attachments import AttachmentStatus, attachment_ref
 from syncproto.hlc import iso
 from syncserver.admin.dead_letters import letter_view
 from syncserver.admin.store import AdminBackend
-from syncserver.admin.views import EntityHistory, HistoryEntry
+from syncserver.admin.views import DeadLetterView, EntityHistory, HistoryAttachment, HistoryEntry
+from syncserver.attachments.status import annotate
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.keyring import Ciphers
@@ -16,15 +27,19 @@ from syncserver.sync import payloads
 from syncserver.sync.conflicts import conflict_id
 from syncserver.sync.pull import PullService
 from syncstore.adminstore import ConflictQuery, DeadLetterQuery
+from syncstore.attachments import AttachmentStore
 
 
 class EntityHistoryService:
     """Entity histories of one principal's tenant. Callers check the admin role."""
 
-    def __init__(self, store: AdminBackend, ciphers: Ciphers, pull: PullService) -> None:
+    def __init__(
+        self, store: AdminBackend, ciphers: Ciphers, pull: PullService, attachments: AttachmentStore | None = None
+    ) -> None:
         self.store = store
         self.ciphers = ciphers
         self.pull_service = pull
+        self.attachments = attachments
 
     async def history(self, who: Principal, collection: str, entity: str, after: int, limit: int) -> EntityHistory:
         """The entity's applied changes in seq order (decrypted), its rejected changes, and its state now."""
@@ -63,7 +78,7 @@ class EntityHistoryService:
         current = await self.store.get_entity(who.tenant, collection, entity)
         if not entries and not rejected and current is None:
             raise ApiError(404, errors.NOT_FOUND, f"no entity {collection}/{entity}")
-        return EntityHistory(
+        history = EntityHistory(
             collection=collection,
             entity=entity,
             changes=entries,
@@ -71,3 +86,40 @@ class EntityHistoryService:
             current=self.pull_service.view(cipher, current) if current is not None else None,
             next=rows[-1].seq if more else None,
         )
+        if self.attachments is not None:
+            await self._attachments(who.tenant, history, self.attachments)
+        return history
+
+    @staticmethod
+    async def _attachments(tenant: str, history: EntityHistory, meta: AttachmentStore) -> None:
+        """Fill each change's ``attachments`` and the state's statuses (see the module docs)."""
+        found: list[tuple[HistoryEntry | DeadLetterView, list[HistoryAttachment]]] = []
+        for applied in history.changes:
+            found.append((applied, _referenced(applied.ops)))
+        for rejected in history.rejected:
+            found.append((rejected, _referenced((rejected.change or {}).get("ops", []))))
+        ids = sorted({a.id for _, refs in found for a in refs})
+        states = await meta.attachment_states(tenant, ids) if ids else {}
+        codes: dict[str, str | None] = {}
+        for attachment_id in ids:
+            if states.get(attachment_id) == "refused":
+                row = await meta.get_attachment(tenant, attachment_id)
+                codes[attachment_id] = row.code if row is not None else None
+        for entry, refs in found:
+            entry.attachments = [
+                msgspec.structs.replace(a, status=_status(states.get(a.id)), code=codes.get(a.id)) for a in refs
+            ]
+        if history.current is not None:
+            await annotate(meta, tenant, [history.current])
+
+
+def _referenced(ops: list[Any]) -> list[HistoryAttachment]:
+    found = []
+    for op in ops:
+        if isinstance(op, dict) and op.get("op") == "set" and (ref := attachment_ref(op.get("value"))) is not None:
+            found.append(HistoryAttachment(ref.id, "pending", ref.media_type, ref.size, str(op.get("field"))))
+    return found
+
+
+def _status(state: str | None) -> AttachmentStatus:
+    return "available" if state == "available" else "refused" if state == "refused" else "pending"

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Struct
 
+from syncproto.attachments import AttachmentStatus
 from syncproto.messages import ConflictValue, EntityView, ErrorBody, FieldView, Hlc
 
 
@@ -88,6 +89,19 @@ class OverrideResult(Struct, gc=False):
     change: ServerChange
 
 
+class HistoryAttachment(Struct, gc=False, omit_defaults=True):
+    """An attachment a change's ``set`` op referenced, with its upload's status now."""
+
+    id: str
+    status: AttachmentStatus
+    """As devices see it (PROTOCOL.md §10.2): ``pending`` until verified bytes arrive."""
+    media_type: str
+    size: int
+    field: str
+    code: str | None = None
+    """Why the upload was refused (a dead letter), when it was."""
+
+
 class HistoryEntry(Struct, gc=False, omit_defaults=True):
     """One applied change of an entity, decrypted."""
 
@@ -102,6 +116,7 @@ class HistoryEntry(Struct, gc=False, omit_defaults=True):
     ops: list[Any]
     result: Literal["applied"]
     conflicts: list[str] = []
+    attachments: list[HistoryAttachment] = []
 
 
 class DeadLetterView(Struct, gc=False, omit_defaults=True):
@@ -119,6 +134,8 @@ class DeadLetterView(Struct, gc=False, omit_defaults=True):
     created_at: str
     status: str
     change: Any = None
+    attachments: list[HistoryAttachment] = []
+    """Attachments the rejected change referenced (in an entity's history only)."""
 
 
 class EntityHistory(Struct, gc=False, omit_defaults=True):

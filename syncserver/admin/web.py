@@ -10,6 +10,14 @@ Every response under ``/admin`` carries a strict Content-Security-Policy
 (``CONTENT_SECURITY_POLICY``): the pages load one same-origin stylesheet
 (``/admin/static/admin.css``) and nothing else, so no script, inline style,
 frame, plugin or foreign form target is allowed.
+
+Attachments: the entity history shows each change's attachment references with
+their status, and images as thumbnails. The bytes come from this origin
+(``/admin/attachments/{id}/content``, signed in like every page, so
+``img-src 'self'`` covers them); only the raster types in ``THUMBNAIL_TYPES`` are
+served inline, anything else as a download, so no uploaded file is ever rendered
+as a document under ``/admin``. ``/admin/attachments`` lists uploads in progress
+and refused ones (the attachments' dead letters) with a replay button.
 """
 
 from __future__ import annotations
@@ -30,19 +38,24 @@ from litestar.enums import RequestEncodingType
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.params import Body, FromPath, FromQuery
-from litestar.response import Redirect, Template
+from litestar.response import Redirect, Stream, Template
 from litestar.static_files import create_static_files_router
 from litestar.types import Message, Scope
 
+from syncproto.attachments import attachment_ref
 from syncserver.admin.api import to_ms
 from syncserver.admin.audit import AuditLog
 from syncserver.admin.conflicts import ConflictAdmin, ConflictFilters
 from syncserver.admin.dead_letters import DeadLetterAdmin
 from syncserver.admin.history import EntityHistoryService
 from syncserver.admin.views import OverrideRequest
+from syncserver.attachments.admin import admin_view
+from syncserver.attachments.download import CACHE_CONTROL, AttachmentReader, open_range
+from syncserver.attachments.uploads import UploadService
 from syncserver.auth.tokens import Principal, TokenVerifier
 from syncserver.errors import ApiError
 from syncstore.adminstore import DeadLetterQuery
+from syncstore.attachments import AttachmentState
 from syncstore.store import TenantNotFound
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -66,6 +79,8 @@ SECURITY_HEADERS = {
 TOKEN_COOKIE = "sync_admin"  # noqa: S105 - a cookie name, not a secret
 CSRF_COOKIE = "sync_admin_csrf"
 PAGE = 50
+THUMBNAIL_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+"""Raster images, shown inline as thumbnails; never SVG (a document that can carry script)."""
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 WebRequest = Request[Any, Any, Any]
 
@@ -238,7 +253,66 @@ async def entity(
     timeline: list[tuple[str, str, Any]] = [(c.created_at, "applied", c) for c in history.changes]
     timeline += [(d.created_at, "rejected", d) for d in history.rejected]
     timeline.sort(key=lambda item: item[0])
-    return _page("entity.html", admin=admin, h=history, timeline=timeline, dumps=_dumps, line=_line)
+    return _page(
+        "entity.html",
+        admin=admin,
+        h=history,
+        timeline=timeline,
+        dumps=_dumps,
+        line=_line,
+        ref=attachment_ref,
+        thumbnail_types=THUMBNAIL_TYPES,
+    )
+
+
+@get("/attachments", summary="Uploads in progress and refused", include_in_schema=False)
+async def attachments(
+    admin: NamedDependency[Principal],
+    upload_service: NamedDependency[UploadService],
+    uploading_after: FromQuery[str | None] = None,
+    refused_after: FromQuery[str | None] = None,
+    done: FromQuery[str | None] = None,
+) -> Template:
+    pages = {}
+    wanted: list[tuple[AttachmentState, str | None]] = [("uploading", uploading_after), ("refused", refused_after)]
+    for state, after in wanted:
+        rows = await upload_service.meta.list_attachments(
+            admin.tenant, state=state, after=after or None, limit=PAGE + 1
+        )
+        views = [await admin_view(upload_service, r) for r in rows[:PAGE]]
+        pages[state] = (views, rows[PAGE - 1].id if len(rows) > PAGE else None)
+    return _page("attachments.html", admin=admin, pages=pages, done=done)
+
+
+@get("/attachments/{attachment_id:str}/content", summary="An attachment's bytes", include_in_schema=False)
+async def attachment_content(
+    admin: NamedDependency[Principal],
+    attachment_reader: NamedDependency[AttachmentReader],
+    attachment_id: FromPath[str],
+) -> Response[Any]:
+    row = await attachment_reader.readable(admin, attachment_id)
+    body = await open_range(await attachment_reader.sealed(row), row, 0, row.size)
+    disposition = "inline" if row.media_type in THUMBNAIL_TYPES else f'attachment; filename="{row.id}"'
+    headers = {
+        "Content-Length": str(row.size),
+        "ETag": f'"{row.id}"',
+        "Cache-Control": CACHE_CONTROL,
+        "Content-Disposition": disposition,
+    }
+    return Stream(body, media_type=row.media_type, headers=headers)
+
+
+@post("/attachments/{attachment_id:str}/replay", summary="Replay a refused upload", include_in_schema=False)
+async def attachment_replay(
+    admin: NamedDependency[Principal],
+    upload_service: NamedDependency[UploadService],
+    audit_log: NamedDependency[AuditLog],
+    attachment_id: FromPath[str],
+) -> Redirect:
+    row = await upload_service.replay(admin.tenant, attachment_id)
+    await audit_log.record(admin, "attachment.replay", attachment_id, {"state": row.state, "code": row.code})
+    done = "re-admitted: the device uploads it again" if row.code is None else f"still refused: {row.code}"
+    return Redirect("/admin/attachments", query_params={"done": f"{attachment_id} {done}"}, status_code=303)
 
 
 @get("/dead-letters", summary="Dead letters", include_in_schema=False)
@@ -375,6 +449,9 @@ def admin_router(jwt_secret: str, *, secure_cookies: bool = False) -> Router:
             conflict,
             override,
             entity,
+            attachments,
+            attachment_content,
+            attachment_replay,
             dead_letters,
             dead_letter,
             replay,

@@ -20,6 +20,7 @@ from msgspec import Struct
 from syncproto import errors
 from syncproto.attachments import attachment_ref, refs_in_view
 from syncproto.hlc import iso
+from syncserver.admin.audit import AuditLog
 from syncserver.admin.history import EntityHistoryService
 from syncserver.attachments.uploads import UploadService
 from syncserver.auth.scopes import admin_only
@@ -144,9 +145,14 @@ class AttachmentAdminController(Controller):
         responses=error_responses(404, 409, *AUTHENTICATED),
     )
     async def replay(
-        self, request: AdminRequest, upload_service: NamedDependency[UploadService], attachment_id: FromPath[str]
+        self,
+        request: AdminRequest,
+        upload_service: NamedDependency[UploadService],
+        audit_log: NamedDependency[AuditLog],
+        attachment_id: FromPath[str],
     ) -> AttachmentAdminView:
         row = await upload_service.replay(request.user.tenant, attachment_id)
+        await audit_log.record(request.user, "attachment.replay", attachment_id, {"state": row.state, "code": row.code})
         return await admin_view(upload_service, row)
 
     @get(

@@ -108,6 +108,35 @@ def _integrity(row: AttachmentRecord, exc: ChunkError) -> ApiError:
     return ApiError(500, errors.DATA_INTEGRITY, "stored attachment data failed its integrity check")
 
 
+async def open_range(sealed: SealedBlob, row: AttachmentRecord, start: int, end: int) -> AsyncIterator[bytes]:
+    """The plaintext of ``[start, end)``, every chunk of it authenticated before this returns.
+
+    Raises ``ApiError`` ``data_integrity`` (and sends nothing) if a chunk fails; see the module docs for memory.
+    """
+    held: list[bytes] | None = None
+    try:
+        if end - start <= HOLD_BYTES:
+            held = await sealed.read_all(start, end)  # fetched concurrently, opened once, sent from memory
+        else:
+            await sealed.verify(start, end)
+    except ChunkError as exc:
+        raise _integrity(row, exc) from exc
+
+    async def body() -> AsyncIterator[bytes]:
+        if held is not None:
+            for piece in held:
+                yield piece
+            return
+        try:
+            async for piece in sealed.read(start, end):
+                yield piece
+        except ChunkError as exc:
+            # Changed after the check above: abort the response rather than send bad bytes.
+            raise _integrity(row, exc) from exc
+
+    return body()
+
+
 class DownloadController(Controller):
     path = "/v1/attachments"
     tags = ["attachments"]
@@ -130,31 +159,10 @@ class DownloadController(Controller):
             return Response(None, status_code=304, headers=headers)
         wanted = parse_range(request.headers.get("range"), row.size)
         start, end = wanted if wanted is not None else (0, row.size)
-        sealed = await attachment_reader.sealed(row)
-        held: list[bytes] | None = None
-        try:
-            if end - start <= HOLD_BYTES:
-                held = await sealed.read_all(start, end)  # fetched concurrently, opened once, sent from memory
-            else:
-                await sealed.verify(start, end)
-        except ChunkError as exc:
-            raise _integrity(row, exc) from exc
+        body = await open_range(await attachment_reader.sealed(row), row, start, end)
         headers["Content-Length"] = str(end - start)
         status = 200
         if wanted is not None:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{row.size}"
-
-        async def body() -> AsyncIterator[bytes]:
-            if held is not None:
-                for piece in held:
-                    yield piece
-                return
-            try:
-                async for piece in sealed.read(start, end):
-                    yield piece
-            except ChunkError as exc:
-                # Changed after the check above: abort the response rather than send bad bytes.
-                raise _integrity(row, exc) from exc
-
-        return Stream(body(), status_code=status, media_type=row.media_type, headers=headers)
+        return Stream(body, status_code=status, media_type=row.media_type, headers=headers)

@@ -33,6 +33,8 @@ async def test_a_refused_upload_is_listed_and_a_replay_lets_the_device_upload_it
 
     replayed = (await s.client.post(f"/v1/admin/attachments/{ref.id}/replay", headers=admin)).json()
     assert (replayed["state"], replayed["received"]) == ("uploading", 0)
+    audit = (await s.client.get("/v1/admin/audit", params={"target": ref.id}, headers=admin)).json()
+    assert [(e["action"], e["actor"]) for e in audit["entries"]] == [("attachment.replay", "ops")]
     assert (await upload(s.client, device, ref, data)).status_code == 204
     shown = (await s.client.get(f"/v1/admin/attachments/{ref.id}", headers=admin)).json()
     assert shown["status"] == "available"
