@@ -10,36 +10,58 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, get_type_hints
+
+import msgspec
 
 from syncserver.attachments.settings import AttachmentSettings
 from syncstore.engine import SQLITE_SYNCHRONOUS
 
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def _path(env: Mapping[str, str], name: str) -> Path | None:
-    return Path(env[name]) if env.get(name) else None
+KEPT_EMPTY = frozenset({"data_dir", "host", "jwt_issuer", "jwt_audience"})
+"""Settings whose variable is read as given even when empty; every other empty variable means "the default"."""
+FALSE_WORDS = ("0", "false", "no")
+"""``SYNC_MIGRATE_ON_START`` is off only for these; any other value leaves it on."""
+TRUE_WORDS = ("1", "true", "yes")
+"""``SYNC_ADMIN_COOKIE_SECURE`` is on only for these."""
+_SECTIONS = {"limits": "SYNC_", "live": "SYNC_WS_"}
+"""Nested settings and the prefix of their variables (``limits.max_body_bytes`` is ``SYNC_MAX_BODY_BYTES``)."""
 
 
-def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+def _variables(env: Mapping[str, str], cls: type, prefix: str) -> dict[str, str]:
+    """The set variables of ``cls``'s fields (``<prefix><FIELD>``), empty ones dropped unless kept."""
+    hints = get_type_hints(cls)
+    found: dict[str, str] = {}
+    for f in fields(cls):
+        raw = env.get(prefix + f.name.upper())
+        if raw is None or (raw == "" and f.name not in KEPT_EMPTY):
+            continue
+        found[f.name] = raw.strip() if hints[f.name] is int else raw
+    return found
 
 
-def _sqlite_synchronous(env: Mapping[str, str]) -> str:
-    raw = (env.get("SYNC_SQLITE_SYNCHRONOUS") or "FULL").upper()
-    if raw not in SQLITE_SYNCHRONOUS:
-        raise ValueError(f"SYNC_SQLITE_SYNCHRONOUS must be one of {', '.join(SQLITE_SYNCHRONOUS)}, got {raw!r}")
-    return raw
+def _decode_path(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError
+
+
+def _refusal(error: msgspec.ValidationError, env: Mapping[str, str]) -> ValueError:
+    """The error naming the variable: ``... - at `$.limits.max_body_bytes``` is ``SYNC_MAX_BODY_BYTES``."""
+    message, _, where = str(error).rpartition(" - at `$.")
+    section, _, name = where.rstrip("`").rpartition(".")
+    variable = _SECTIONS.get(section, "SYNC_") + name.upper()
+    if message.startswith("Expected `int`"):
+        return ValueError(f"{variable} must be an integer, got {env.get(variable)!r}")
+    return ValueError(f"{variable}: {message}")
+
+
+def _sqlite_synchronous(raw: str) -> str:
+    level = raw.upper()
+    if level not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"SYNC_SQLITE_SYNCHRONOUS must be one of {', '.join(SQLITE_SYNCHRONOUS)}, got {level!r}")
+    return level
 
 
 @dataclass(frozen=True)
@@ -118,64 +140,29 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``SYNC_*`` variables (``os.environ`` by default); raise ``ValueError`` naming a bad one.
+
+        Each setting is read from ``SYNC_<NAME>`` (``SYNC_WS_<NAME>`` for ``live``);
+        ``msgspec.convert`` turns the strings into the fields' types. Unset or empty
+        means the default (except ``KEPT_EMPTY``); see ``FALSE_WORDS`` and ``TRUE_WORDS``.
+        """
         e = os.environ if env is None else env
-        data_dir = Path(e.get("SYNC_DATA_DIR", ".sync"))
-        default_db = f"sqlite+aiosqlite:///{data_dir / 'sync.db'}"
-        limits = Limits(
-            max_body_bytes=_int(e, "SYNC_MAX_BODY_BYTES", Limits.max_body_bytes),
-            max_changes_per_push=_int(e, "SYNC_MAX_CHANGES_PER_PUSH", Limits.max_changes_per_push),
-            max_ops_per_change=_int(e, "SYNC_MAX_OPS_PER_CHANGE", Limits.max_ops_per_change),
-            max_value_bytes=_int(e, "SYNC_MAX_VALUE_BYTES", Limits.max_value_bytes),
-            max_fields_per_entity=_int(e, "SYNC_MAX_FIELDS_PER_ENTITY", Limits.max_fields_per_entity),
-            max_pull_limit=_int(e, "SYNC_MAX_PULL_LIMIT", Limits.max_pull_limit),
-            max_id_length=_int(e, "SYNC_MAX_ID_LENGTH", Limits.max_id_length),
-            max_field_name_length=_int(e, "SYNC_MAX_FIELD_NAME_LENGTH", Limits.max_field_name_length),
-        )
-        live = LiveSettings(
-            max_connections=_int(e, "SYNC_WS_MAX_CONNECTIONS", LiveSettings.max_connections),
-            max_connections_per_user=_int(e, "SYNC_WS_MAX_CONNECTIONS_PER_USER", LiveSettings.max_connections_per_user),
-            max_unauthenticated_per_address=_int(
-                e, "SYNC_WS_MAX_UNAUTHENTICATED_PER_ADDRESS", LiveSettings.max_unauthenticated_per_address
-            ),
-            queue_frames=_int(e, "SYNC_WS_QUEUE_FRAMES", LiveSettings.queue_frames),
-            queue_bytes=_int(e, "SYNC_WS_QUEUE_BYTES", LiveSettings.queue_bytes),
-            page_limit=_int(e, "SYNC_WS_PAGE_LIMIT", LiveSettings.page_limit),
-            cache_rows=_int(e, "SYNC_WS_CACHE_ROWS", LiveSettings.cache_rows),
-            heartbeat_ms=_int(e, "SYNC_WS_HEARTBEAT_MS", LiveSettings.heartbeat_ms),
-            idle_timeout_ms=_int(e, "SYNC_WS_IDLE_TIMEOUT_MS", LiveSettings.idle_timeout_ms),
-            handshake_timeout_ms=_int(e, "SYNC_WS_HANDSHAKE_TIMEOUT_MS", LiveSettings.handshake_timeout_ms),
-            resync_ms=_int(e, "SYNC_WS_RESYNC_MS", LiveSettings.resync_ms),
-        )
-        return cls(
-            database_url=e.get("SYNC_DATABASE_URL") or default_db,
-            redis_url=e.get("SYNC_REDIS_URL") or None,
-            redis_prefix=e.get("SYNC_REDIS_PREFIX") or "sync:",
-            data_dir=data_dir,
-            host=e.get("SYNC_HOST", "127.0.0.1"),
-            port=_int(e, "SYNC_PORT", 8000),
-            master_key=e.get("SYNC_MASTER_KEY") or None,
-            master_key_file=_path(e, "SYNC_MASTER_KEY_FILE"),
-            master_key_previous=e.get("SYNC_MASTER_KEY_PREVIOUS") or None,
-            master_key_previous_file=_path(e, "SYNC_MASTER_KEY_PREVIOUS_FILE"),
-            jwt_secret=e.get("SYNC_JWT_SECRET") or None,
-            jwt_secret_file=_path(e, "SYNC_JWT_SECRET_FILE"),
-            jwt_issuer=e.get("SYNC_JWT_ISSUER", "syncserver"),
-            jwt_audience=e.get("SYNC_JWT_AUDIENCE", "sync"),
-            jwt_leeway_s=_int(e, "SYNC_JWT_LEEWAY_S", 30),
-            jwt_public_key_file=_path(e, "SYNC_JWT_PUBLIC_KEY_FILE"),
-            jwt_jwks_file=_path(e, "SYNC_JWT_JWKS_FILE"),
-            collections_file=_path(e, "SYNC_COLLECTIONS_FILE"),
-            max_clock_skew_ms=_int(e, "SYNC_MAX_CLOCK_SKEW_MS", 5 * 60 * 1000),
-            tombstone_retention_s=_int(e, "SYNC_TOMBSTONE_RETENTION_S", 30 * 24 * 3600),
-            key_cache_ttl_s=_int(e, "SYNC_KEY_CACHE_TTL_S", 300),
-            rate_limit=e.get("SYNC_RATE_LIMIT") or "50/second",
-            migrate_on_start=e.get("SYNC_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
-            log_level=e.get("SYNC_LOG_LEVEL") or "INFO",
-            log_format=e.get("SYNC_LOG_FORMAT") or "json",
-            admin_cookie_secure=e.get("SYNC_ADMIN_COOKIE_SECURE", "0") in ("1", "true", "yes"),
-            sqlite_synchronous=_sqlite_synchronous(e),
-            cors_allow_origins=_csv(e, "SYNC_CORS_ALLOW_ORIGINS"),
-            limits=limits,
-            live=live,
-            attachments=AttachmentSettings.from_env(e),
-        )
+        data: dict[str, Any] = _variables(e, cls, "SYNC_")
+        for section, prefix in _SECTIONS.items():
+            data[section] = _variables(e, LiveSettings if section == "live" else Limits, prefix)
+        data.setdefault("data_dir", ".sync")
+        data.setdefault("database_url", f"sqlite+aiosqlite:///{Path(data['data_dir']) / 'sync.db'}")
+        if "migrate_on_start" in data:
+            data["migrate_on_start"] = data["migrate_on_start"] not in FALSE_WORDS
+        if "admin_cookie_secure" in data:
+            data["admin_cookie_secure"] = data["admin_cookie_secure"] in TRUE_WORDS
+        if "sqlite_synchronous" in data:
+            data["sqlite_synchronous"] = _sqlite_synchronous(data["sqlite_synchronous"])
+        if "cors_allow_origins" in data:
+            data["cors_allow_origins"] = [o.strip() for o in data["cors_allow_origins"].split(",") if o.strip()]
+        data.pop("attachments", None)
+        try:
+            settings = msgspec.convert(data, cls, strict=False, dec_hook=_decode_path)
+        except msgspec.ValidationError as exc:
+            raise _refusal(exc, e) from exc
+        return replace(settings, attachments=AttachmentSettings.from_env(e))
