@@ -24,12 +24,14 @@ import binascii
 import email.utils
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, head, patch, route
+from litestar import Controller, Request, Response, delete, head, route
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.exceptions import InternalServerException
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Parameter, RequestBody, Schema
 from litestar.params import FromPath
 
 from syncproto import errors
@@ -133,6 +135,81 @@ async def _body(request: TusRequest) -> AsyncIterator[bytes]:
         raise ClientGone from exc
 
 
+def _header(name: str, schema: Schema, description: str, required: bool = True) -> Parameter:
+    return Parameter(
+        name=name,
+        param_in="header",
+        required=required,
+        schema=schema,
+        description=description,
+    )
+
+
+_VERSION = _header(
+    "Tus-Resumable",
+    Schema(type="string", enum=[TUS_VERSION]),  # type: ignore[arg-type]
+    "The tus protocol version: 1.0.0 (412 when missing or another version).",
+)
+_OFFSET = Schema(type="integer", minimum=0)  # type: ignore[arg-type]
+
+
+@dataclass
+class TusOperation(Operation):
+    """Documents the headers a tus request needs; the handlers check them, not Litestar's parsing.
+
+    tus wants 412 for a missing or unsupported version, where parameter parsing would answer 400.
+    An ``OPTIONS`` (discovery, or the methods of one upload) needs no version and answers 204; one
+    handler serves it with ``POST`` or ``PATCH``, because Litestar's own ``OPTIONS`` for a path served
+    by several handlers may list only some of their methods.
+    """
+
+    def __post_init__(self) -> None:
+        if "Options" in (self.operation_id or ""):
+            self.parameters = [p for p in self.parameters or [] if isinstance(p, Parameter) and p.param_in == "path"]
+            self.request_body = None
+            refusals = {k: v for k, v in (self.responses or {}).items() if k in ("401", "403")}
+            self.responses = {"204": OpenAPIResponse(description="tus discovery headers and Allow"), **refusals}
+            return
+        self.parameters = [*(self.parameters or []), _VERSION, *self.tus_headers()]
+
+    def tus_headers(self) -> list[Parameter]:
+        return []
+
+
+@dataclass
+class TusCreateOperation(TusOperation):
+    def tus_headers(self) -> list[Parameter]:
+        return [
+            _header("Upload-Length", _OFFSET, "The file's size in bytes."),
+            _header(
+                "Upload-Metadata",
+                Schema(type="string"),  # type: ignore[arg-type]
+                "Comma-separated `key base64(value)` pairs: id, sha256, media_type (or filetype), name.",
+            ),
+        ]
+
+
+@dataclass
+class TusAppendOperation(TusOperation):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "Options" not in (self.operation_id or ""):
+            binary = Schema(type="string", format="binary")  # type: ignore[arg-type]
+            content = {"application/offset+octet-stream": OpenAPIMediaType(schema=binary)}
+            self.request_body = RequestBody(content=content, required=True)
+
+    def tus_headers(self) -> list[Parameter]:
+        return [
+            _header("Upload-Offset", _OFFSET, "Where these bytes go: the server's current offset."),
+            _header(
+                "Upload-Checksum",
+                Schema(type="string", pattern=r"^(sha1|sha256|md5) [A-Za-z0-9+/]+={0,2}$"),  # type: ignore[arg-type]
+                "`algorithm base64(digest)` of this request's body (sha1, sha256 or md5).",
+                required=False,
+            ),
+        ]
+
+
 class TusController(Controller):
     path = UPLOADS
     tags = ["attachments"]
@@ -143,6 +220,7 @@ class TusController(Controller):
         summary="Create an upload (tus creation); OPTIONS: tus discovery",
         status_code=201,
         responses=error_responses(400, 409, 412, 413, 415, *AUTHENTICATED),
+        operation_class=TusCreateOperation,
     )
     async def create(self, request: TusRequest, upload_service: NamedDependency[UploadService]) -> Response[None]:
         # One handler for both methods: Litestar would otherwise replace a separate OPTIONS handler on this
@@ -160,7 +238,12 @@ class TusController(Controller):
         headers = {"Location": _location(row), "Upload-Offset": str(row.upload_offset), **_expires(row)}
         return Response(None, status_code=201, headers=_tus(headers))
 
-    @head("/{attachment_id:str}", summary="Offset of an upload (tus core)")
+    @head(
+        "/{attachment_id:str}",
+        summary="Offset of an upload (tus core)",
+        responses=error_responses(400, 404, 410, 412, *AUTHENTICATED),
+        operation_class=TusOperation,
+    )
     async def offset(
         self, request: TusRequest, upload_service: NamedDependency[UploadService], attachment_id: FromPath[str]
     ) -> Response[None]:
@@ -178,16 +261,20 @@ class TusController(Controller):
         }
         return Response(None, status_code=status, headers=_tus(headers))
 
-    @patch(
+    @route(
         "/{attachment_id:str}",
-        summary="Append to an upload (tus core, checksum)",
+        http_method=[HttpMethod.PATCH, HttpMethod.OPTIONS],
+        summary="Append to an upload (tus core, checksum); OPTIONS: the methods of an upload",
         status_code=204,
         responses=error_responses(400, 404, 409, 410, 412, 413, 415, 422, 460, *AUTHENTICATED),
         request_max_body_size=2**62,  # bounded by the upload's declared length instead
+        operation_class=TusAppendOperation,
     )
     async def append(
         self, request: TusRequest, upload_service: NamedDependency[UploadService], attachment_id: FromPath[str]
     ) -> Response[None]:
+        if request.method == HttpMethod.OPTIONS:
+            return Response(None, status_code=204, headers=_tus({**DISCOVERY, "Allow": "DELETE, HEAD, OPTIONS, PATCH"}))
         _check_version(request)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/offset+octet-stream":
             raise ApiError(415, errors.INVALID_REQUEST, "Content-Type must be application/offset+octet-stream", _tus())
@@ -205,6 +292,7 @@ class TusController(Controller):
         summary="Terminate an upload (tus termination)",
         status_code=204,
         responses=error_responses(404, 409, 412, *AUTHENTICATED),
+        operation_class=TusOperation,
     )
     async def terminate(
         self, request: TusRequest, upload_service: NamedDependency[UploadService], attachment_id: FromPath[str]

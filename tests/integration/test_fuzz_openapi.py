@@ -34,6 +34,7 @@ from syncserver.testing import cli, free_port, running_server, server_env
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 EVERY_METHOD = ["GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE"]
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
+REFUSED = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429", "5xx"]  # schemathesis default
 """Schemathesis's default answers to a schema-valid request (5xx is caught by its own check)."""
 ERASE = "/v1/admin/tenant/erase"
 """Fuzzed as the admin of a tenant of its own, so a lucky ``confirm`` erases only that one."""
@@ -68,6 +69,10 @@ def raw_schema(live: Live) -> dict[str, Any]:
     return schema
 
 
+# A tus PATCH body is raw bytes under tus's own media type.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
+
+
 def config(live: Live) -> SchemathesisConfig:
     return SchemathesisConfig.from_dict(
         {
@@ -85,16 +90,22 @@ def config(live: Live) -> SchemathesisConfig:
                     "include-path": "/v1/sync/pull",
                     "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}},
                 },
-                # Known gap, owned with the attachments: the tus endpoints do not yet document their required
-                # Tus-Resumable header nor their 404/412 answers. Until they do, those three checks are off for
-                # them only; no 5xx, bodies, content types and auth are still checked there. Remove when exact.
+                # tus 1.0 answers a missing or unsupported Tus-Resumable header with 412 Precondition Failed
+                # (tus core), where schemathesis expects a 400-class refusal: 412 is the refusal here.
                 {
-                    "include-path-regex": "^/v1/attachments",
+                    "include-path-regex": "^/v1/attachments/uploads",
                     "checks": {
-                        "status_code_conformance": {"enabled": False},
-                        "positive_data_acceptance": {"enabled": False},
-                        "allow_header_conformance": {"enabled": False},
+                        "missing_required_header": {"expected-statuses": ["400", "401", "403", "412", "422"]},
+                        "negative_data_rejection": {"expected-statuses": [*REFUSED, "412"]},
                     },
+                },
+                # A creation's metadata must name the file's id, SHA-256 and media type, and a PATCH's checksum
+                # must be base64 of a digest (PROTOCOL.md §10.3): a schema says they are strings of a shape, not
+                # that they decode to a valid reference or digest, so a well-formed one may still get 400.
+                {
+                    "include-path-regex": "^/v1/attachments/uploads",
+                    "include-method-regex": "^(POST|PATCH)$",
+                    "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}},
                 },
             ],
         }
