@@ -37,6 +37,20 @@ async def prepare(tmp_path: Path, pg_url: str, redis_url: str, **extra: str) -> 
     return env, await new_tenant(env)
 
 
+async def marker_reaches(http: httpx.AsyncClient, base: str, subscribers: tuple[Subscriber, ...]) -> set[str]:
+    """Push one more change through ``base`` and wait until every subscriber has it; return its entity.
+
+    Each stream is in seq order, so a change delivered twice before the marker has
+    arrived by the time the marker has: no fixed wait for duplicates to show up.
+    """
+    marker = changes("marker", 1, 1)
+    await push(http, base, "marker", marker)
+    entities = {c["entity"] for c in marker}
+    for sub in subscribers:
+        await sub.until_has(entities)
+    return entities
+
+
 async def test_changes_cross_processes_within_a_second_exactly_once_in_order(pg_url: str, tmp_path: Path) -> None:
     env, tenant = await prepare(tmp_path, pg_url, services.redis_url())
     token = issue(env, tenant)
@@ -74,7 +88,8 @@ async def test_changes_cross_processes_within_a_second_exactly_once_in_order(pg_
             expected = {f"lat-{n}" for n in range(1, 21)}.union(*written)
             for sub in (on_a, on_b, on_b2):
                 await sub.until_has(expected)
-                await asyncio.sleep(0.2)  # anything delivered twice would show up by now
+            expected |= await marker_reaches(http, a, (on_a, on_b, on_b2))
+            for sub in (on_a, on_b, on_b2):
                 sub.assert_exactly_once_in_order(expected)
             assert [seq for seq, _ in on_b.received] == list(range(1, len(expected) + 1))
 
@@ -132,7 +147,8 @@ async def test_without_redis_each_process_serves_its_own_and_the_rest_catch_up_a
                 everything = first | local_a | local_b
                 for sub in (on_a, on_b):
                     await sub.until_has(everything)
-                    await asyncio.sleep(0.2)
+                everything |= await marker_reaches(http, a, (on_a, on_b))
+                for sub in (on_a, on_b):
                     sub.assert_exactly_once_in_order(everything)
                 assert (await ready(http, a))["status"] == "ok"
     finally:
