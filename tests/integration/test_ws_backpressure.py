@@ -118,7 +118,11 @@ async def test_a_reader_that_never_reads_keeps_memory_bounded_and_then_gets_ever
 
             slow.reading.set()
             await slow.until_has(written, timeout=60)
-            await asyncio.sleep(0.3)
+            # A marker after everything: the stream is in seq order, so anything sent twice arrives before it.
+            marker = changes("marker", 1, 1)
+            await push(http, base, "marker", marker)
+            written |= {c["entity"] for c in marker}
+            await slow.until_has(written)
             slow.assert_exactly_once_in_order(written)
-            assert [seq for seq, _ in slow.received] == list(range(1, 10_001))
+            assert [seq for seq, _ in slow.received] == list(range(1, 10_002))
             assert slow.synced >= 2, "the lagging connection should have caught up and gone live again"

@@ -15,6 +15,7 @@ import asyncio
 import gc
 import logging
 import re
+import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,6 +27,7 @@ import httpx
 import msgspec
 import pytest
 import uvicorn
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -189,6 +191,22 @@ async def in_process_server(tmp_path: Path, settings: LiveSettings) -> AsyncIter
         await serving
 
 
+SESSION_GAUGES = ("sync_websocket_connections", "sync_websocket_unauthenticated_connections")
+"""Sessions open or still authenticating; each drops when its handler returns."""
+
+
+def sessions_open() -> float:
+    """This process's ``SESSION_GAUGES``, summed (the in-process server counts here)."""
+    return sum(REGISTRY.get_sample_value(name) or 0.0 for name in SESSION_GAUGES)
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
 def growth(first: tracemalloc.Snapshot, last: tracemalloc.Snapshot) -> str:
     return "; ".join(str(stat) for stat in last.compare_to(first, "lineno")[:5])
 
@@ -204,10 +222,11 @@ async def test_dropped_sessions_leave_no_python_memory_behind(
         tracemalloc.start()
         try:
             after, peaks, snapshots = [], [], []
+            open_before = sessions_open()
             for round_ in range(ROUNDS):
                 tracemalloc.reset_peak()
                 await churn(url, session)
-                await asyncio.sleep(0.2)  # the last sessions' handlers return
+                await until(lambda: sessions_open() <= open_before, "the last sessions' handlers to return")
                 current, peak = tracemalloc.get_traced_memory()
                 after.append(current)
                 peaks.append(peak)
@@ -224,6 +243,23 @@ async def test_dropped_sessions_leave_no_python_memory_behind(
 
 
 # --- a real server process: RSS -----------------------------------------------------------
+
+
+async def scrape_with_no_session_open(http: httpx.AsyncClient) -> str:
+    """``/metrics`` once the server's last sessions have ended (their handlers returned)."""
+    deadline = time.monotonic() + 30
+    while True:
+        metrics = (await http.get("/metrics")).text
+        if all(gauge(metrics, name) == 0 for name in SESSION_GAUGES):
+            return metrics
+        assert time.monotonic() < deadline, "sessions still open: " + str([gauge(metrics, n) for n in SESSION_GAUGES])
+        await asyncio.sleep(0.02)
+
+
+def gauge(metrics: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
+    assert found is not None, f"{name} not in /metrics"
+    return float(found.group(1))
 
 
 def rss(metrics: str) -> int:
@@ -245,8 +281,7 @@ async def test_dropped_sessions_leave_no_resident_memory_behind(tmp_path: Path, 
             after = []
             for _ in range(ROUNDS):
                 await churn(url, session)
-                await asyncio.sleep(0.2)
-                after.append(rss((await http.get("/metrics")).text))
+                after.append(rss(await scrape_with_no_session_open(http)))
             metrics = (await http.get("/metrics")).text
     report(f"{kind}: server RSS after each round", after)
     assert_flat(kind, after, "RSS")
