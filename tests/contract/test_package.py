@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
 import pytest
 
 import syncstore
 from syncstore import FaultyStore, MemoryStore, SqlStore, open_store
+from syncstore.faulty import INTERFACES
 
 PACKAGE_DIR = Path(syncstore.__file__).parent
 PROJECT_PACKAGES = {"syncproto", "syncstore", "syncserver", "syncclient", "benchmarks", "tests"}
@@ -119,3 +121,26 @@ def test_syncstore_imports_no_other_project_package() -> None:
                 if top in PROJECT_PACKAGES - ALLOWED_PROJECT_IMPORTS:
                     offenders.append(f"{path.relative_to(PACKAGE_DIR)}: {name}")
     assert offenders == []
+
+
+def test_no_storage_module_imports_another_ones_private_names() -> None:
+    """A backend's parts get the shared state in their constructor; none reaches for a ``_private`` name."""
+    offenders = []
+    for path in PACKAGE_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("syncstore"):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                offenders += [f"{path.relative_to(PACKAGE_DIR)}: {node.module}.{name}" for name in private]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("store_type", [MemoryStore, SqlStore])
+def test_each_backend_serves_every_interface_method(store_type: type) -> None:
+    """The parts' methods are the store's own: every method of the store interfaces is on the class."""
+    missing = [
+        name
+        for interface in INTERFACES
+        for name, _ in inspect.getmembers(interface, inspect.iscoroutinefunction)
+        if not name.startswith("_") and not inspect.iscoroutinefunction(getattr(store_type, name, None))
+    ]
+    assert missing == []
