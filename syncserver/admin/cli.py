@@ -21,7 +21,7 @@ from rich.table import Table
 
 from syncproto import errors
 from syncserver.admin.conflicts import ConflictFilters
-from syncserver.admin.views import AdminConflict, DeadLetterView, OverrideRequest
+from syncserver.admin.views import AdminConflict, DeadLetterView, HistoryAttachment, OverrideRequest
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.envelope import DecryptionError
@@ -197,12 +197,21 @@ def conflicts_override(
 @click.option("--limit", default=200, show_default=True)
 @click.pass_obj
 def history(ctx: Context, collection: str, entity: str, after: int, limit: int) -> None:
-    """An entity's change log, decrypted, with its rejected changes."""
+    """An entity's change log, decrypted, with its rejected changes and the attachments each referenced."""
     h = run(ctx, lambda svc, who: svc.entity_history.history(who, collection, entity, after, limit))
 
     def render() -> Any:
         table = Table(
-            "seq", "when", "result", "user", "replica / n", "HLC", "ops", "conflicts", title=f"{collection}/{entity}"
+            "seq",
+            "when",
+            "result",
+            "user",
+            "replica / n",
+            "HLC",
+            "ops",
+            "conflicts",
+            "attachments",
+            title=f"{collection}/{entity}",
         )
         rows: list[tuple[str, list[str]]] = []
         for c in h.changes:
@@ -217,17 +226,33 @@ def history(ctx: Context, collection: str, entity: str, after: int, limit: int) 
                 hlc,
                 ops,
                 " ".join(c.conflicts),
+                _attachments(c.attachments),
             ]
             rows.append((c.created_at, cells))
         for d in h.rejected:
             ops = "\n".join(_v(op) for op in (d.change or {}).get("ops", []))
             result = f"rejected: {d.code} ({d.status})"
-            rows.append((d.created_at, ["-", d.created_at, result, d.user, f"{d.replica} / {d.n}", "", ops, ""]))
+            cells = [
+                "-",
+                d.created_at,
+                result,
+                d.user,
+                f"{d.replica} / {d.n}",
+                "",
+                ops,
+                "",
+                _attachments(d.attachments),
+            ]
+            rows.append((d.created_at, cells))
         for _, cells in sorted(rows, key=lambda r: r[0]):
             table.add_row(*cells)
         return table
 
     emit(ctx, h, render)
+
+
+def _attachments(found: list[HistoryAttachment]) -> str:
+    return "\n".join(f"{a.field}: {a.status}" + (f" ({a.code})" if a.code else "") for a in found)
 
 
 @admin.group("dead-letters")

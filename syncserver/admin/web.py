@@ -261,6 +261,7 @@ async def entity(
         dumps=_dumps,
         line=_line,
         ref=attachment_ref,
+        codes={a.id: a.code for c in history.changes for a in c.attachments if a.code},
         thumbnail_types=THUMBNAIL_TYPES,
     )
 

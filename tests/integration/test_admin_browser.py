@@ -2,7 +2,8 @@
 
 Signs in with an admin token, finds the conflict two offline drivers made,
 overrides it, and checks that a device's next pull has no siblings left; then
-replays and discards a dead letter. Screenshots go to a temporary directory, or
+replays and discards a dead letter. A second walk looks at a delivery's proof
+of delivery: the photo as a thumbnail, a signature whose upload was refused. Screenshots go to a temporary directory, or
 to docs/img/ with ``SYNC_UPDATE_SCREENSHOTS=1`` (the admin guide shows them).
 
 Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``scripts/test`` does
@@ -23,9 +24,12 @@ from typing import Any
 import httpx
 import pytest
 
+from syncproto.attachments import AttachmentRef
 from syncserver.auth.tokens import TokenVerifier
 from syncserver.testing import ROOT, cli, free_port, running_server, server_env
 from tests import services
+from tests.integration.attachment_client import TUS, UPLOADS, metadata, ref_for
+from tests.integration.test_admin_web import photo
 
 CHROMIUM = os.environ.get("SYNC_TEST_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
@@ -196,3 +200,88 @@ def test_admin_overrides_a_conflict_in_the_browser_and_devices_collapse_it(
 
 def set_status(value: str) -> dict[str, Any]:
     return {"op": "set", "field": "status", "value": value}
+
+
+def tus_upload(base: str, token: str, ref: AttachmentRef, data: bytes) -> httpx.Response:
+    """Create the upload and send the bytes in one PATCH; the PATCH's response."""
+    created = httpx.post(
+        f"{base}{UPLOADS}",
+        headers={**bearer(token), **TUS, "Upload-Length": str(ref.size), "Upload-Metadata": metadata(ref)},
+    )
+    assert created.status_code == 201, created.text
+    headers = {**bearer(token), **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    return httpx.patch(f"{base}{UPLOADS}/{ref.id}", headers=headers, content=data)
+
+
+def test_admin_sees_a_delivery_photo_and_a_refused_signature_in_the_browser(
+    site: tuple[str, dict[str, str]], shots: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, env = site
+    verifier = TokenVerifier(env["SYNC_JWT_SECRET"], "syncserver", "sync")
+    driver = verifier.issue("acme", "driver-17", "driver", ("depot:dxb",))
+    admin = verifier.issue("acme", "ops@acme", "admin")
+    picture = photo("dlv-124 · 1 of 1", (640, 480))
+    signature = photo("signature", (300, 120))
+    label = photo("label", (480, 360))
+    pod, signed, parcel = ref_for(picture), ref_for(signature, "image/png"), ref_for(label)
+    assert tus_upload(base, driver, pod, picture).status_code == 204
+    damaged = tus_upload(base, driver, signed, signature[:-1] + bytes([signature[-1] ^ 1]))
+    assert damaged.json()["error"]["code"] == "attachment_hash_mismatch"
+    # The parcel photo is half uploaded when the phone loses signal again.
+    half = len(label) // 2
+    assert tus_upload(base, driver, parcel, label[:half]).status_code == 204
+    ops = [
+        {"op": "set", "field": "depot", "value": "dxb"},
+        set_status("delivered"),
+        {"op": "set", "field": "pod_photo", "value": pod.to_value()},
+        {"op": "set", "field": "pod_signature", "value": signed.to_value()},
+        {"op": "set", "field": "parcel_photo", "value": parcel.to_value()},
+    ]
+    assert push(base, driver, "phone-a", [change(1, "dlv-124", ops, NOW)])[0]["status"] == "applied"
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 760})
+            page.set_default_timeout(10_000)
+            blocked: list[str] = []
+            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(f"{base}/admin/login")
+            page.get_by_label("Admin token").fill(admin)
+            page.get_by_role("button", name="Sign in").click()
+
+            page.get_by_role("link", name="Attachments").click()
+            expect(page.get_by_role("heading", name="Attachments", exact=True)).to_be_visible()
+            refused = page.locator("#refused tbody tr", has_text=signed.id)
+            expect(refused).to_contain_text("attachment_hash_mismatch")
+            expect(refused).to_contain_text("driver-17")
+            expect(page.locator("#uploading tbody tr", has_text=parcel.id)).to_contain_text(f"{half} of {parcel.size}")
+            page.screenshot(path=str(shots / "admin-attachments.png"), full_page=True)
+
+            refused.get_by_role("link", name="deliveries/dlv-124").click()
+            expect(page.get_by_role("heading", name="deliveries/dlv-124")).to_be_visible()
+            chip = page.locator(f"#timeline #attachment-{pod.id}")
+            expect(chip.locator(".badge")).to_have_text("available")
+            thumb = chip.locator("img.thumb")
+            expect(thumb).to_be_visible()
+            # The image really loaded from the same origin under the page's CSP (a blocked one has no pixels).
+            assert thumb.evaluate("img => img.complete && img.naturalWidth") == 640
+            failed = page.locator(f"#timeline #attachment-{signed.id}")
+            expect(failed.locator(".badge")).to_have_text("refused")
+            expect(failed).to_contain_text("attachment_hash_mismatch")
+            expect(failed.locator("img")).to_have_count(0)
+            waiting = page.locator(f"#timeline #attachment-{parcel.id}")
+            expect(waiting.locator(".badge")).to_have_text("pending")
+            expect(waiting.locator("img")).to_have_count(0)
+            expect(page.locator(f"#state #attachment-{pod.id} img.thumb")).to_be_visible()
+            page.screenshot(path=str(shots / "admin-entity-attachments.png"), full_page=True)
+
+            page.get_by_role("link", name="Attachments").click()
+            page.locator("#refused tbody tr", has_text=signed.id).get_by_role("button", name="Replay").click()
+            expect(page.get_by_role("status")).to_contain_text(f"{signed.id} re-admitted")
+            expect(page.locator("#uploading tbody tr", has_text=signed.id)).to_contain_text("0 of")
+            assert not blocked, blocked
+        finally:
+            browser.close()

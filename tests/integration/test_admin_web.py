@@ -139,14 +139,16 @@ async def test_dead_letter_pages_replay_and_discard(web: Server) -> None:
 
 def photo(text: str = "dlv-7", size: tuple[int, int] = (320, 240)) -> bytes:
     """A small JPEG of a parcel, drawn with Pillow (a matplotlib dependency)."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     image = Image.new("RGB", size, (214, 221, 230))
     draw = ImageDraw.Draw(image)
     w, h = size
     draw.rectangle((w // 5, h // 4, w * 4 // 5, h * 7 // 8), fill=(176, 126, 76), outline=(110, 74, 40), width=4)
     draw.rectangle((w // 2 - 12, h // 4, w // 2 + 12, h * 7 // 8), fill=(222, 196, 140))
-    draw.text((w // 5 + 10, h // 4 + 10), text, fill=(30, 30, 30))
+    label = (w // 5 + 10, h // 4 + 10, w * 4 // 5 - 10, h // 4 + 10 + h // 7)
+    draw.rectangle(label, fill=(250, 250, 245))
+    draw.text((label[0] + 6, label[1] + 4), text, fill=(30, 30, 30), font=ImageFont.load_default(h // 10))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)
     return out.getvalue()
