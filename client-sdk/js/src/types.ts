@@ -138,36 +138,94 @@ export interface ConflictPage {
 }
 
 // --- WebSocket channel (PROTOCOL §9.6) ---------------------------------------------
+// Decoded forms: members a sender may leave out are filled in with their defaults
+// (`validateWsClientMessage`, `readWsServerMessage` in `wire.ts`).
 
-export type WsClientMessage =
-  | { type: "auth"; token: string }
-  | {
-      type: "hello";
-      versions: number[];
-      replica: string | null;
-      cursor: string | null;
-      collections: string[] | null;
-      encoding: "json";
-    }
-  | { type: "push"; id: string; replica: string; changes: Change[] }
-  | { type: "ping"; id?: string | null }
-  | { type: "pong"; id?: string | null };
+/** The encoding of server messages from `welcome` on. */
+export type WsEncoding = "json" | "msgpack";
 
-export type WsServerMessage =
-  | {
-      type: "welcome";
-      version: number;
-      encoding: string;
-      cursor: string | null;
-      heartbeat_ms: number;
-      idle_timeout_ms: number;
-    }
-  | { type: "changes"; changes: EntityView[]; cursor: string; more: boolean; evictions: Eviction[] }
-  | { type: "synced"; cursor: string | null }
-  | { type: "reset" }
-  | { type: "push_result"; id: string; results: PushResult[]; protocol: number }
-  | { type: "error"; code: string; message: string; id: string | null }
-  | { type: "ping"; id?: string | null }
-  | { type: "pong"; id?: string | null };
+/** A bearer token, as the first message or a refresh (client). */
+export interface WsAuth {
+  type: "auth";
+  token: string;
+}
+
+/** Opens the session: the versions the client speaks, where it is, what it wants (client). */
+export interface WsHello {
+  type: "hello";
+  versions: number[];
+  replica: string | null;
+  cursor: string | null;
+  collections: string[] | null;
+  encoding: WsEncoding;
+}
+
+/** An HTTP push body plus the correlation `id` that `push_result` echoes (client). */
+export interface WsPush {
+  type: "push";
+  id: string;
+  replica: string;
+  changes: Change[];
+}
+
+/** Heartbeat, either direction; answered by `pong` with the same `id`. */
+export interface WsPing {
+  type: "ping";
+  id: string | null;
+}
+
+export interface WsPong {
+  type: "pong";
+  id: string | null;
+}
+
+/** The server's answer to `hello`: the chosen version and encoding. */
+export interface WsWelcome {
+  type: "welcome";
+  version: number;
+  encoding: WsEncoding;
+  cursor: string | null;
+  heartbeat_ms: number;
+  idle_timeout_ms: number;
+}
+
+/** Entities changed after the previous frame's cursor: the changes of a pull response. */
+export interface WsChanges {
+  type: "changes";
+  changes: EntityView[];
+  cursor: string;
+  more: boolean;
+  evictions: Eviction[];
+}
+
+/** Catch-up reached the head of the log: live changes follow. */
+export interface WsSynced {
+  type: "synced";
+  cursor: string | null;
+}
+
+/** The cursor is older than tombstone retention: drop synced state (not the outbox). */
+export interface WsReset {
+  type: "reset";
+}
+
+/** The results of one `push`, exactly as in an HTTP push response. */
+export interface WsPushResult {
+  type: "push_result";
+  id: string;
+  results: PushResult[];
+  protocol: number;
+}
+
+/** A request failed (`id` names the push, if any); fatal errors are followed by a close. */
+export interface WsError {
+  type: "error";
+  code: string;
+  message: string;
+  id: string | null;
+}
+
+export type WsClientMessage = WsAuth | WsHello | WsPush | WsPing | WsPong;
+export type WsServerMessage = WsWelcome | WsChanges | WsSynced | WsReset | WsPushResult | WsError | WsPing | WsPong;
 
 export const PROTOCOL_VERSION = 1;

@@ -6,6 +6,12 @@
  *
  * Responses are read leniently: unknown members are ignored, missing members take
  * the protocol's defaults (PROTOCOL §3).
+ *
+ * WebSocket messages (PROTOCOL §9.6) go through `validateWsClientMessage` /
+ * `encodeWsClientMessage` on the way out and `readWsServerMessage` on the way in:
+ * both check the `type` tag, the required members and their types; client messages
+ * refuse unknown members where the server does (all but `hello`, `ping`, `pong`),
+ * server messages ignore them.
  */
 import type {
   Change,
@@ -22,6 +28,9 @@ import type {
   PushResponse,
   PushResult,
   SiblingView,
+  WsClientMessage,
+  WsEncoding,
+  WsServerMessage,
 } from "./types.js";
 
 /** A message that protocol v1 does not accept; `code` is the stable error code (PROTOCOL §6). */
@@ -66,8 +75,12 @@ function object(v: unknown, path: string): Obj {
   return v;
 }
 
-function strict(o: Obj, path: string, required: readonly string[], optional: readonly string[] = []): void {
+function present(o: Obj, path: string, required: readonly string[]): void {
   for (const key of required) if (!(key in o)) invalid(path, `Object missing required field \`${key}\``);
+}
+
+function strict(o: Obj, path: string, required: readonly string[], optional: readonly string[] = []): void {
+  present(o, path, required);
   for (const key of Object.keys(o)) {
     if (!required.includes(key) && !optional.includes(key)) invalid(path, `Object contains unknown field \`${key}\``);
   }
@@ -297,4 +310,170 @@ export function canonicalEntityView(v: EntityView): Record<string, unknown> {
   if (Object.keys(v.fields).length) out["fields"] = v.fields;
   if (v.attachments) out["attachments"] = v.attachments;
   return out;
+}
+
+// --- WebSocket channel (PROTOCOL §9.6) ---------------------------------------------
+//
+// Messages are objects tagged by `type`. Like the server's decoder (msgspec structs,
+// `syncproto.messages.Ws*`): a missing tag or a member of the wrong type is
+// `invalid_request` at its path, an unknown tag `invalid_request` at `$.type`.
+// Client messages are requests: `auth` and `push` refuse unknown members; `hello`
+// ignores them, so that a newer client can still negotiate down (PROTOCOL §9.2), and
+// so do `ping` and `pong`, as the server's structs do. Server messages are responses:
+// unknown members are ignored and members with defaults may be left out (PROTOCOL §3).
+
+const WS_ENCODINGS: readonly WsEncoding[] = ["json", "msgpack"];
+const WS_CLIENT_TYPES: readonly WsClientMessage["type"][] = ["auth", "hello", "push", "ping", "pong"];
+const WS_SERVER_TAGS: readonly WsServerMessage["type"][] = [
+  "welcome",
+  "changes",
+  "synced",
+  "reset",
+  "push_result",
+  "error",
+  "ping",
+  "pong",
+];
+/** The `type`s of the server messages protocol v1 defines. */
+export const WS_SERVER_TYPES: ReadonlySet<string> = new Set(WS_SERVER_TAGS);
+
+function bool(v: unknown, path: string): boolean {
+  if (typeof v !== "boolean") invalid(path, "Expected `bool`");
+  return v;
+}
+
+function array(v: unknown, path: string): unknown[] {
+  if (!Array.isArray(v)) invalid(path, "Expected `array`");
+  return v;
+}
+
+/** `read(v)` unless `v` is null. */
+function nullable<T>(v: unknown, path: string, read: (v: unknown, path: string) => T): T | null {
+  return v === null ? null : read(v, path);
+}
+
+/** `o[key]` read by `read`, or `fallback` when the member is absent. */
+function member<T>(o: Obj, key: string, path: string, read: (v: unknown, path: string) => T, fallback: T): T {
+  const v = o[key];
+  return v === undefined ? fallback : read(v, `${path}.${key}`);
+}
+
+function encoding(v: unknown, path: string): WsEncoding {
+  if (typeof v !== "string" || !(WS_ENCODINGS as readonly string[]).includes(v)) {
+    invalid(path, `Invalid enum value ${JSON.stringify(v)}`);
+  }
+  return v as WsEncoding;
+}
+
+const anyInt = (v: unknown, path: string): number => int(v, path, Number.MIN_SAFE_INTEGER);
+const anyStr = (v: unknown, path: string): string => str(v, path);
+const nullableStr = (v: unknown, path: string): string | null => nullable(v, path, anyStr);
+
+/** The object and its `type`, checked against `types` as a tagged union. */
+function tagged<T extends string>(v: unknown, types: readonly T[]): [Obj, T] {
+  const o = object(v, "$");
+  present(o, "$", ["type"]);
+  const tag = o["type"];
+  if (typeof tag !== "string" || !(types as readonly string[]).includes(tag)) {
+    invalid("$.type", `Invalid value ${JSON.stringify(tag)}`);
+  }
+  return [o, tag as T];
+}
+
+/**
+ * Throws `WireError` unless `v` is a WebSocket client message the server's strict
+ * decoder accepts; returns it in canonical form (defaults spelled out, and for
+ * `hello`, `ping` and `pong` the members this version does not know left out).
+ */
+export function validateWsClientMessage(v: unknown): WsClientMessage {
+  const [o, type] = tagged(v, WS_CLIENT_TYPES);
+  switch (type) {
+    case "auth":
+      strict(o, "$", ["type", "token"]);
+      return { type, token: str(o["token"], "$.token") };
+    case "hello": {
+      present(o, "$", ["versions"]);
+      const versions = array(o["versions"], "$.versions").map((x, i) => anyInt(x, `$.versions[${i}]`));
+      const ids = (x: unknown, path: string): string[] => array(x, path).map((c, i) => id(c, `${path}[${i}]`));
+      return {
+        type,
+        versions,
+        replica: member(o, "replica", "$", (x, path) => nullable(x, path, id), null),
+        cursor: member(o, "cursor", "$", nullableStr, null),
+        collections: member(o, "collections", "$", (x, path) => nullable(x, path, ids), null),
+        encoding: member(o, "encoding", "$", encoding, "json"),
+      };
+    }
+    case "push": {
+      strict(o, "$", ["type", "id", "replica", "changes"]);
+      return {
+        type,
+        id: str(o["id"], "$.id", 1, 64),
+        replica: id(o["replica"], "$.replica"),
+        changes: array(o["changes"], "$.changes").map((c, i) => validateChange(c, `$.changes[${i}]`)),
+      };
+    }
+    case "ping":
+    case "pong":
+      return { type, id: member(o, "id", "$", nullableStr, null) };
+  }
+}
+
+/** The JSON text of a client message, after `validateWsClientMessage` (which throws `WireError`). */
+export function encodeWsClientMessage(message: WsClientMessage): string {
+  return JSON.stringify(validateWsClientMessage(message));
+}
+
+/**
+ * Reads a WebSocket server message: throws `WireError` unless `v` is one of the
+ * messages of protocol v1 with its required members of the right types; members a
+ * newer server adds are ignored, members with defaults may be left out.
+ */
+export function readWsServerMessage(v: unknown): WsServerMessage {
+  const [o, type] = tagged(v, WS_SERVER_TAGS);
+  switch (type) {
+    case "welcome":
+      present(o, "$", ["version", "encoding", "cursor", "heartbeat_ms", "idle_timeout_ms"]);
+      return {
+        type,
+        version: anyInt(o["version"], "$.version"),
+        encoding: encoding(o["encoding"], "$.encoding"),
+        cursor: nullableStr(o["cursor"], "$.cursor"),
+        heartbeat_ms: anyInt(o["heartbeat_ms"], "$.heartbeat_ms"),
+        idle_timeout_ms: anyInt(o["idle_timeout_ms"], "$.idle_timeout_ms"),
+      };
+    case "changes":
+      present(o, "$", ["changes", "cursor"]);
+      return {
+        type,
+        changes: array(o["changes"], "$.changes").map(readEntityView),
+        cursor: str(o["cursor"], "$.cursor"),
+        more: member(o, "more", "$", bool, false),
+        evictions: member(o, "evictions", "$", (x, path) => array(x, path).map(readEviction), []),
+      };
+    case "synced":
+      present(o, "$", ["cursor"]);
+      return { type, cursor: nullableStr(o["cursor"], "$.cursor") };
+    case "reset":
+      return { type };
+    case "push_result":
+      present(o, "$", ["id", "results"]);
+      return {
+        type,
+        id: str(o["id"], "$.id"),
+        results: array(o["results"], "$.results").map(readResult),
+        protocol: member(o, "protocol", "$", anyInt, 1),
+      };
+    case "error":
+      present(o, "$", ["code", "message"]);
+      return {
+        type,
+        code: str(o["code"], "$.code"),
+        message: str(o["message"], "$.message"),
+        id: member(o, "id", "$", nullableStr, null),
+      };
+    case "ping":
+    case "pong":
+      return { type, id: member(o, "id", "$", nullableStr, null) };
+  }
 }

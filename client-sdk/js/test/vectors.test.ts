@@ -6,10 +6,11 @@ import { describe, expect, it } from "vitest";
 import { applyPending } from "../src/optimistic.js";
 import { Collection, type CollectionSpec } from "../src/schema.js";
 import * as text from "../src/text.js";
-import type { Change, EntityView, FieldView } from "../src/types.js";
+import { PROTOCOL_VERSION, type Change, type EntityView, type FieldView } from "../src/types.js";
 import {
   canonicalEntityView,
   canonicalPullRequest,
+  encodeWsClientMessage,
   parseJson,
   readConflictPage,
   readErrorResponse,
@@ -18,7 +19,9 @@ import {
   validateChange,
   validatePullRequest,
   validatePushRequest,
+  validateWsClientMessage,
   WireError,
+  readWsServerMessage,
 } from "../src/wire.js";
 
 const VECTORS = join(import.meta.dirname, "..", "..", "..", "protocol", "vectors");
@@ -61,7 +64,31 @@ describe("merge vectors", () => {
 });
 
 /** The messages this SDK sends or reads; vectors of other messages (an attachment reference is an opaque register value here) are not its business. */
-const DECODED = new Set(["PushRequest", "Change", "PullRequest", "PullResponse", "PushResponse", "ConflictPage", "ErrorResponse"]);
+const DECODED = new Set([
+  "PushRequest",
+  "Change",
+  "PullRequest",
+  "PullResponse",
+  "PushResponse",
+  "ConflictPage",
+  "ErrorResponse",
+  "WsClientMessage",
+  "WsServerMessage",
+]);
+
+/**
+ * Must-reject vectors that only the server can judge: the message is well-formed, and the
+ * server refuses it by policy, not by decoding. These are checked to be valid shapes that
+ * carry what the refusal is about; every other must-reject vector must fail decoding.
+ */
+const SERVER_POLICY: Record<string, (decoded: unknown) => void> = {
+  // A well-formed hello whose versions share none with the server (which speaks v1, as this
+  // SDK does): negotiation refuses it with version_unsupported and close code 4426.
+  "ws-hello-no-shared-version": (decoded) => {
+    expect(decoded).toMatchObject({ type: "hello" });
+    expect((decoded as { versions: number[] }).versions).not.toContain(PROTOCOL_VERSION);
+  },
+};
 
 function reencode(message: string, value: unknown): unknown {
   switch (message) {
@@ -81,6 +108,13 @@ function reencode(message: string, value: unknown): unknown {
       return readConflictPage(value);
     case "ErrorResponse":
       return readErrorResponse(value);
+    case "WsClientMessage":
+      // What this SDK sends: validated, then encoded as it goes on the socket.
+      return parseJson(encodeWsClientMessage(validateWsClientMessage(value)));
+    case "WsServerMessage": {
+      const m = readWsServerMessage(value);
+      return m.type === "changes" ? { ...m, changes: m.changes.map(canonicalEntityView) } : m;
+    }
     default:
       throw new Error(`no decoder for ${message}`);
   }
@@ -88,10 +122,13 @@ function reencode(message: string, value: unknown): unknown {
 
 describe("message vectors", () => {
   const valid = load("valid").filter(([, v]) => DECODED.has(v["message"] as string));
-  const reject = load("reject").filter(([, v]) => DECODED.has(v["message"] as string));
+  const rejectAll = load("reject").filter(([, v]) => DECODED.has(v["message"] as string));
+  const reject = rejectAll.filter(([name]) => !(name in SERVER_POLICY));
+  const policy = rejectAll.filter(([name]) => name in SERVER_POLICY);
   it("cover what the SDK sends and reads", () => {
     expect(new Set(valid.map(([, v]) => v["message"]))).toEqual(DECODED);
     expect(reject.length).toBeGreaterThanOrEqual(20);
+    expect(policy.map(([name]) => name)).toEqual(Object.keys(SERVER_POLICY).sort());
   });
 
   it.each(valid)("valid/%s decodes and re-encodes", (_name, v) => {
@@ -112,5 +149,11 @@ describe("message vectors", () => {
     }
     expect(error).toBeInstanceOf(WireError);
     expect((error as WireError).code).toBe(v["error"]);
+    if ("path" in v) expect((error as WireError).path).toBe(v["path"]);
+  });
+
+  it.each(policy)("reject/%s is well-formed: only the server's policy refuses it", (name, v) => {
+    const decoded = reencode(v["message"] as string, parseJson(JSON.stringify(v["body"])));
+    SERVER_POLICY[name]!(decoded);
   });
 });

@@ -1,7 +1,7 @@
 /** The WebSocket transport (PROTOCOL §9) against a scripted socket: credential, handshake, stream, push, closes. */
 import { describe, expect, it } from "vitest";
 
-import { ServerError, TransportError } from "../src/errors.js";
+import { ProtocolViolation, ServerError, TransportError } from "../src/errors.js";
 import type { WsClientMessage, WsServerMessage } from "../src/types.js";
 import { closeError, connectWebSocket, wsUrl, type WebSocketLike } from "../src/transport/ws.js";
 import { until } from "./fake-server.js";
@@ -136,6 +136,27 @@ describe("the WebSocket transport", () => {
     ScriptedSocket.last!.serve({ type: "error", code: "version_unsupported", message: "speaks [2]", id: null });
     ScriptedSocket.last!.close(4426, "version_unsupported");
     await expect(refused).rejects.toMatchObject({ status: 426, code: "version_unsupported" });
+  });
+
+  it("reads server messages strictly: new types are ignored, a malformed known one ends the session", async () => {
+    const { transport, socket } = await connected();
+    socket.onmessage?.({ data: JSON.stringify({ type: "presence", who: ["web-2"] }) }); // a newer server's message
+    socket.serve({ type: "synced", cursor: "c0" });
+    expect(await transport.pull({ cursor: "c0", limit: 10, collections: null })).toMatchObject({ cursor: "c0", more: false });
+    socket.onmessage?.({ data: JSON.stringify({ type: "changes", changes: [], more: false }) }); // no cursor
+    await expect(transport.waitForChanges(10)).rejects.toBeInstanceOf(ProtocolViolation);
+  });
+
+  it("refuses a push the server's decoder would refuse before sending it, and keeps the session", async () => {
+    const { transport, socket } = await connected();
+    const sent = socket.sent.length;
+    await expect(transport.push({ replica: "not a replica id", changes: [] })).rejects.toMatchObject({
+      status: 422,
+      code: "invalid_request",
+    });
+    expect(socket.sent).toHaveLength(sent);
+    expect(await transport.waitForChanges(10)).toBe(false);
+    await transport.close();
   });
 
   it("maps close codes as PROTOCOL §9.7 says", () => {

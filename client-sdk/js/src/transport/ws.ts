@@ -22,11 +22,14 @@ import type {
   PullResponse,
   PushRequest,
   PushResponse,
+  WsChanges,
   WsClientMessage,
+  WsReset,
   WsServerMessage,
+  WsSynced,
 } from "../types.js";
 import { PROTOCOL_VERSION } from "../types.js";
-import { readEntityView } from "../wire.js";
+import { encodeWsClientMessage, parseJson, readWsServerMessage, WireError, WS_SERVER_TYPES } from "../wire.js";
 import type { LiveTransport } from "./types.js";
 
 export const WS_PATH = "/v1/sync/ws";
@@ -61,7 +64,7 @@ export interface WebSocketOptions {
   maxBufferedFrames?: number;
 }
 
-type Buffered = Extract<WsServerMessage, { type: "changes" | "synced" | "reset" }>;
+type Buffered = WsChanges | WsSynced | WsReset;
 
 /** `http(s)://host[/prefix]` -> `ws(s)://host[/prefix]/v1/sync/ws`. */
 export function wsUrl(url: string): string {
@@ -155,7 +158,12 @@ export class WebSocketTransport implements LiveTransport {
         collections: options.collections ?? null,
         encoding: "json",
       };
-      this.send(hello);
+      try {
+        this.send(hello);
+      } catch (exc) {
+        // Refused before it left (a replica id the protocol does not allow): as the server would, with 4400.
+        if (exc instanceof WireError) this.fail(notSent(exc, CLOSE_STATUS[4400]!));
+      }
     };
     socket.onmessage = (ev) => this.onMessage(ev.data);
     socket.onerror = () => undefined; // a close event always follows, with the code
@@ -175,6 +183,13 @@ export class WebSocketTransport implements LiveTransport {
   async push(request: PushRequest): Promise<PushResponse> {
     this.raiseIfFailed();
     const id = `p-${++this.ids}`;
+    let frame: string;
+    try {
+      frame = encodeWsClientMessage({ type: "push", id, replica: request.replica, changes: request.changes });
+    } catch (exc) {
+      // The server would refuse it with an `error` for this push and keep the session open.
+      throw exc instanceof WireError ? notSent(exc, requestStatus(exc.code)) : exc;
+    }
     const response = await new Promise<PushResponse>((resolve, reject) => {
       const timer = setTimeout(() => {
         const error = new TransportError(`no push_result for ${id} within ${this.pushTimeoutMs} ms`);
@@ -191,7 +206,7 @@ export class WebSocketTransport implements LiveTransport {
           reject(e);
         },
       });
-      this.send({ type: "push", id, replica: request.replica, changes: request.changes });
+      this.transmit(frame);
     }).finally(() => this.pendingPushes.delete(id));
     request.changes.forEach((change, i) => {
       const result = response.results[i];
@@ -284,14 +299,24 @@ export class WebSocketTransport implements LiveTransport {
       this.fail(new ProtocolViolation("the server sent a binary frame to a JSON session"));
       return;
     }
-    let message: WsServerMessage;
+    let value: unknown;
     try {
-      message = JSON.parse(data) as WsServerMessage;
+      value = parseJson(data);
     } catch (exc) {
       this.fail(new ProtocolViolation(`the server sent a message that is not JSON: ${String(exc)}`));
       return;
     }
     this.armSilence();
+    if (isObject(value) && typeof value["type"] === "string" && !WS_SERVER_TYPES.has(value["type"])) {
+      return; // a message type a newer server may add
+    }
+    let message: WsServerMessage;
+    try {
+      message = readWsServerMessage(value);
+    } catch (exc) {
+      this.fail(new ProtocolViolation(`the server sent a message protocol v1 does not allow: ${String(exc)}`));
+      return;
+    }
     switch (message.type) {
       case "welcome":
         if (this.welcomed) return this.fail(new ProtocolViolation("a second welcome in one session"));
@@ -312,17 +337,12 @@ export class WebSocketTransport implements LiveTransport {
           this.buffer.length = 0;
           this.lagging = true;
         } else {
-          // A newer server may leave out members with defaults; fill them in (PROTOCOL §3).
-          const frame: Buffered =
-            message.type === "changes"
-              ? { ...message, changes: message.changes.map(readEntityView), evictions: message.evictions ?? [] }
-              : message;
-          this.buffer.push(frame);
+          this.buffer.push(message); // members a newer server left out have their defaults (readWsServerMessage)
         }
         this.wake();
         return;
       case "push_result":
-        this.pendingPushes.get(message.id)?.resolve({ results: message.results, protocol: message.protocol ?? 1 });
+        this.pendingPushes.get(message.id)?.resolve({ results: message.results, protocol: message.protocol });
         return;
       case "error": {
         const pending = message.id ? this.pendingPushes.get(message.id) : undefined;
@@ -332,16 +352,21 @@ export class WebSocketTransport implements LiveTransport {
         return;
       }
       case "ping":
-        this.send({ type: "pong", id: message.id ?? null });
+        this.send({ type: "pong", id: message.id });
         return;
-      default:
-        return; // pong, and types a newer server may add
+      case "pong":
+        return;
     }
   }
 
+  /** Sends a client message; throws `WireError` (sending nothing) unless the server's decoder would accept it. */
   private send(message: WsClientMessage): void {
+    this.transmit(encodeWsClientMessage(message));
+  }
+
+  private transmit(frame: string): void {
     try {
-      this.socket.send(JSON.stringify(message));
+      this.socket.send(frame);
     } catch (exc) {
       const error = new TransportError(`WebSocket send: ${String(exc)}`);
       this.fail(error);
@@ -404,6 +429,15 @@ function page(cursor: string | null, more: boolean): PullResponse {
 
 function entityKey(collection: string, entity: string): string {
   return `${collection}\u0000${entity}`;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** A message refused before it was sent, as the error the server would have answered. */
+function notSent(error: WireError, status: number): ServerError {
+  return new ServerError(status, error.code, `not sent: ${error.message}`);
 }
 
 function refusalError(code: number, refusal: { code: string; message: string }): SyncError {
