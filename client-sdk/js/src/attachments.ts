@@ -28,7 +28,7 @@ import { Backoff } from "./backoff.js";
 import { ServerError, TransportError } from "./errors.js";
 import type { SyncEvent } from "./events.js";
 import { Signal } from "./signal.js";
-import type { LocalStore, UploadRow } from "./store.js";
+import type { LocalStore, NewUpload, UploadRow } from "./store.js";
 import type { LockManagerLike } from "./tabs.js";
 import type { TokenSource } from "./token.js";
 import type { Change, Json, Op } from "./types.js";
@@ -67,7 +67,7 @@ export interface AttachmentsOptions {
   locks: LockManagerLike;
   emit: (event: SyncEvent) => void;
   /** writes the change that holds the reference, with the upload row in the same transaction */
-  write: (collection: string, entity: string, ops: Op[], upload: UploadRow) => Promise<Change>;
+  write: (collection: string, entity: string, ops: Op[], upload: NewUpload) => Promise<Change>;
   fetch?: typeof fetch;
   /** bytes per PATCH (default 1 MiB) */
   chunkSize?: number;
@@ -127,7 +127,7 @@ export class Attachments {
       media_type: options.mediaType ?? blob.type,
       ...(name ? { name } : {}),
     });
-    const upload: UploadRow = {
+    const upload: NewUpload = {
       id: ref.id,
       ref,
       collection,

@@ -17,7 +17,7 @@ import { EventBus, type ConnectionState, type Handler, type SyncEvent } from "./
 import { optimisticView, visible } from "./optimistic.js";
 import { emptyStats, RoundTrip, type SyncStats } from "./roundtrip.js";
 import { Collection, type Schema } from "./schema.js";
-import { LocalStore, type Rejection, type UploadRow } from "./store.js";
+import { LocalStore, type NewUpload, type Rejection } from "./store.js";
 import { defaultLocks, TabChannel, type LockManagerLike, type TabMessage } from "./tabs.js";
 import * as text from "./text.js";
 import { TokenSource } from "./token.js";
@@ -168,7 +168,7 @@ export class SyncClient {
    * Queue one change; resolves with it once its IndexedDB transaction committed.
    * `upload` (from `attachments.attach`) commits an attached file in the same transaction.
    */
-  async write(collection: string, entity: string, ops: OpsFor, upload?: UploadRow): Promise<Change> {
+  async write(collection: string, entity: string, ops: OpsFor, upload?: NewUpload): Promise<Change> {
     this.assertOpen();
     const wall = (this.options.now ?? Date.now)();
     const coll = this.coll(collection);

@@ -56,9 +56,14 @@ export interface UploadRow {
   uploadUrl: string | null;
   code: string | null;
   message: string | null;
-  /** queue order */
+  /** when it was attached (ms) */
   queuedAt: number;
+  /** queue order: the counter ``n`` of the change that attached it, so two attaches in one millisecond keep their order */
+  seq: number;
 }
+
+/** An upload as a write queues it; the store numbers it (``seq``) in the write's transaction. */
+export type NewUpload = Omit<UploadRow, "seq">;
 
 /** A downloaded (or uploaded) file kept for reads, evicted least recently used first. */
 export interface CachedBlob {
@@ -178,7 +183,7 @@ export class LocalStore {
     collection: string,
     entity: string,
     build: (ctx: WriteContext) => Change,
-    { withOutbox = true, upload }: { withOutbox?: boolean; upload?: UploadRow } = {},
+    { withOutbox = true, upload }: { withOutbox?: boolean; upload?: NewUpload } = {},
   ): Promise<Change> {
     // An attachment's bytes commit with the change that references them: both or neither.
     const tx = this.tx(upload ? ["meta", "outbox", "entities", "uploads"] : ["meta", "outbox", "entities"]);
@@ -211,7 +216,7 @@ export class LocalStore {
       } as OutboxRow),
       meta.put(change.n, "counter"),
       meta.put(change.hlc, "hlc"),
-      upload ? tx.objectStore("uploads").add(upload) : undefined,
+      upload ? tx.objectStore("uploads").add({ ...upload, seq: change.n }) : undefined,
     ]);
     await tx.done;
     return change;
@@ -358,7 +363,7 @@ export class LocalStore {
 
   /** Every attachment this device attached, in the order they were queued. */
   async uploads(): Promise<UploadRow[]> {
-    return (await this.db.getAll("uploads")).sort((a, b) => a.queuedAt - b.queuedAt || (a.id < b.id ? -1 : 1));
+    return (await this.db.getAll("uploads")).sort((a, b) => a.seq - b.seq);
   }
 
   /** Update an upload's progress or state (its bytes stay). */
