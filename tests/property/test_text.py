@@ -135,3 +135,23 @@ def test_a_one_character_splice_is_small_whatever_the_history(history: list[tupl
     assert str(peer.get(text.ROOT, type=Text)) == current[:pos] + "é" + current[pos:]
     server = text.apply_update(text.apply_update(TextState(), doc.get_update()), update)
     assert text.value(server) == current[:pos] + "é" + current[pos:]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 1), st.integers(0, 3), texts), min_size=1, max_size=40))
+def test_splice_edits_the_current_text_after_any_remote_update(steps: list[tuple[bool, float, int, str]]) -> None:
+    """``splice`` keeps the text between calls; a remote update in between (inserts, or deletes
+    only) must never leave it editing a stale copy."""
+    mine: Doc[Any] = Doc(client_id=21)
+    theirs: Doc[Any] = Doc(client_id=22)
+    text.splice(theirs, 0, 0, "shared start ")
+    mine.apply_update(theirs.get_update())
+    for remote, where, delete, insert in steps:
+        doc = theirs if remote else mine
+        current = str(doc.get(text.ROOT, type=Text))
+        pos = int(where * len(current))
+        delete = min(delete, len(current) - pos)
+        update = text.splice(doc, pos, delete, insert)
+        assert str(doc.get(text.ROOT, type=Text)) == current[:pos] + insert + current[pos + delete :]
+        (mine if remote else theirs).apply_update(update)
+        assert str(mine.get(text.ROOT, type=Text)) == str(theirs.get(text.ROOT, type=Text))
