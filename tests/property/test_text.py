@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -155,3 +157,15 @@ def test_splice_edits_the_current_text_after_any_remote_update(steps: list[tuple
         assert str(doc.get(text.ROOT, type=Text)) == current[:pos] + insert + current[pos + delete :]
         (mine if remote else theirs).apply_update(update)
         assert str(mine.get(text.ROOT, type=Text)) == str(theirs.get(text.ROOT, type=Text))
+
+
+def test_splice_keeps_no_document_alive() -> None:
+    """The SDK splices into a fresh document per edit: none of them may outlive its user."""
+    refs = []
+    for _ in range(50):
+        doc: Doc[Any] = Doc()
+        text.splice(doc, 0, 0, "note")
+        refs.append(weakref.ref(doc))
+    del doc
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []

@@ -108,35 +108,20 @@ def utf8_offset(s: str, codepoints: int) -> int:
     return len(s[:codepoints].encode("utf-8"))
 
 
-class _Mirror:
-    """The text of one document as a Python string, kept between splices.
-
-    Reading a Y.Text into a string walks the whole document, which costs more than
-    the edit itself on a long text. The mirror is updated by each splice, and any
-    other transaction on the document (a merged remote update) drops it, so it is
-    never stale. It also catches the update of the splice's own transaction.
-    """
-
-    __slots__ = ("text", "update")
-
-    def __init__(self) -> None:
-        self.text: str | None = None
-        self.update: bytes | None = None
-
-    def observed(self, event: Any) -> None:
-        self.text = None
-        self.update = event.update
+# The text of each document as a Python string, kept between splices: reading a long
+# Y.Text into a string walks the whole document and costs more than the edit itself.
+# An entry is used only while the document still has the state vector and length it
+# had after the splice that stored it: any other insert changes the state vector, and
+# a delete-only update changes the length. Weak keys: a document is not kept alive,
+# and no observer stays on it (pycrdt keeps an observed document alive).
+_mirrors: weakref.WeakKeyDictionary[Doc[Any], tuple[bytes, int, str]] = weakref.WeakKeyDictionary()
 
 
-_mirrors: weakref.WeakKeyDictionary[Doc[Any], tuple[_Mirror, Any]] = weakref.WeakKeyDictionary()
-
-
-def _mirror(doc: Doc[Any]) -> _Mirror:
-    found = _mirrors.get(doc)
-    if found is None:
-        mirror = _Mirror()
-        found = _mirrors[doc] = (mirror, doc.observe(mirror.observed))
-    return found[0]
+def _current(doc: Doc[Any], text: Text) -> str:
+    kept = _mirrors.get(doc)
+    if kept is not None and kept[1] == len(text) and kept[0] == doc.get_state():
+        return kept[2]
+    return str(text)
 
 
 def splice(doc: Doc[Any], pos: int, delete: int, insert: str) -> bytes:
@@ -148,17 +133,19 @@ def splice(doc: Doc[Any], pos: int, delete: int, insert: str) -> bytes:
     weigh kilobytes; the transaction's update holds only what it inserted and deleted.
     """
     text = doc.get(ROOT, type=Text)
-    mirror = _mirror(doc)
-    current = mirror.text if mirror.text is not None else str(text)
+    current = _current(doc, text)
     start = utf8_offset(current, pos)
     end = utf8_offset(current, pos + delete) if delete else start
     before = doc.get_state()
-    mirror.update = None
-    with doc.transaction():
-        if delete:
-            del text[start:end]
-        if insert:
-            text.insert(start, insert)
-    update = mirror.update if mirror.update is not None else doc.get_update(before)
-    mirror.text = current[:pos] + insert + current[pos + delete :]
-    return update
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    try:
+        with doc.transaction():
+            if delete:
+                del text[start:end]
+            if insert:
+                text.insert(start, insert)
+    finally:
+        doc.unobserve(subscription)
+    _mirrors[doc] = (doc.get_state(), len(text), current[:pos] + insert + current[pos + delete :])
+    return updates[0] if updates else doc.get_update(before)
