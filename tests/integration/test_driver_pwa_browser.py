@@ -26,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -329,7 +330,9 @@ def test_fifty_offline_actions_survive_reload_and_closed_tab_and_reach_the_serve
 
     context.set_offline(False)
     expect_outbox(page, 0)
-    expect(page.locator("#sync-label")).to_have_text("Live")
+    # Connected again: live, or over HTTP when the WebSocket's first attempt raced the network's return
+    # (the SDK then sets it aside for a while, by design). Which one is not this test's subject.
+    expect(page.locator("#sync-label")).to_have_text(re.compile(r"^(Live|Online)$"))
 
     changes = driver_changes(site.history("dlv-1001"))
     assert len(changes) == 50
