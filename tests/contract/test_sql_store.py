@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -160,11 +161,17 @@ async def test_rows_must_belong_to_an_existing_tenant(sql_url: str) -> None:
 
 
 async def test_ping_unreachable_sqlite_file_raises_store_unavailable(tmp_path: Path) -> None:
+    threads_before = set(threading.enumerate())
     async with opened(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}") as store:
         with pytest.raises(StoreUnavailable):
             await store.ping()
         with pytest.raises(StoreUnavailable):
             await store.get_tenant("any")
+    # aiosqlite stops a connection that failed to open without awaiting its worker thread, which then
+    # answers on this test's event loop: let it finish while the loop is open, or it raises in a later test.
+    for thread in set(threading.enumerate()) - threads_before:
+        thread.join(timeout=10)
+        assert not thread.is_alive(), f"{thread.name} still running"
 
 
 async def test_ping_unreachable_postgres_raises_store_unavailable() -> None:

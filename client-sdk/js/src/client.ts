@@ -50,7 +50,11 @@ export interface SyncClientOptions {
   collections?: string[] | null;
   /** how often the loop polls over HTTP when no live channel announces changes (default 30 s) */
   syncIntervalMs?: number;
-  /** how long a live channel that failed while HTTP worked is set aside (default 5 min) */
+  /**
+   * the longest a live channel that failed while HTTP worked is set aside (default 5 min): the
+   * first failure sets it aside for 1 s, each failure in a row 4 times longer, up to this; an
+   * `online` event retries it at once
+   */
   liveRetryMs?: number;
   /** retry delays of the background loop */
   backoff?: Backoff;
@@ -106,6 +110,7 @@ export class SyncClient {
   private loopDone: Promise<void> | null = null;
   private live: Transport | null = null;
   private liveFailedAt = -Infinity;
+  private liveFailures = 0;
   private liveUnconfirmed: number | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private refusedInARow = 0;
@@ -369,6 +374,9 @@ export class SyncClient {
     const g = globalThis as { addEventListener?: (t: string, f: () => void) => void };
     if (typeof g.addEventListener === "function") {
       this.onlineListener = () => {
+        // The network changed: a live channel refused while it came back may work now.
+        this.liveFailures = 0;
+        this.liveFailedAt = -Infinity;
         this.onlineSignal.set();
         if (this.leader) this.attachments.wake();
       };
@@ -419,13 +427,20 @@ export class SyncClient {
         this.live = transport;
         for (;;) {
           await this.round(transport);
-          if (this.liveUnconfirmed !== null) this.liveFailedAt = this.liveUnconfirmed; // HTTP works, WS is refused
+          if (this.liveUnconfirmed !== null) {
+            // HTTP works, WS was refused: set it aside, longer for each refusal in a row.
+            this.liveFailedAt = this.liveUnconfirmed;
+            this.liveFailures++;
+          } else if (transport.name === "ws") {
+            this.liveFailures = 0;
+          }
           this.liveUnconfirmed = null;
           this.backoff.reset();
           this.refusedInARow = 0;
           this.scheduleTokenRefresh(); // the token may have been fetched (or replaced) in this round
           this.setConnection(transport.name === "ws" ? "live" : "http");
-          await this.idle(transport, interval);
+          const untilLive = mode === "auto" && transport.name === "http" ? this.liveDueInMs() : Infinity;
+          await this.idle(transport, Math.max(0, Math.min(interval, untilLive)));
           if (this.closed) return;
           if (mode === "auto" && transport.name === "http" && this.liveDue()) break;
         }
@@ -474,7 +489,14 @@ export class SyncClient {
   }
 
   private liveDue(): boolean {
-    return Date.now() - this.liveFailedAt >= (this.options.liveRetryMs ?? 300_000);
+    return this.liveDueInMs() <= 0;
+  }
+
+  /** How long until the live channel is tried again: 1 s after a first refusal, 4 times longer per refusal in a row. */
+  private liveDueInMs(): number {
+    const cap = this.options.liveRetryMs ?? 300_000;
+    const aside = this.liveFailures === 0 ? 0 : Math.min(cap, 1000 * 4 ** (this.liveFailures - 1));
+    return this.liveFailedAt + aside - Date.now();
   }
 
   private async connect(mode: "auto" | "ws" | "http"): Promise<Transport> {

@@ -5,7 +5,7 @@ import { Backoff } from "../src/backoff.js";
 import { SyncClient } from "../src/client.js";
 import type { Change, WsClientMessage, WsServerMessage } from "../src/types.js";
 import type { WebSocketLike } from "../src/transport/ws.js";
-import { freshDb, until } from "./fake-server.js";
+import { FakeServer, freshDb, until } from "./fake-server.js";
 
 /** A tiny protocol v1 WebSocket server inside the test: applies pushes in counter order and echoes them on the stream. */
 class WsServer {
@@ -176,5 +176,51 @@ describe("a server that refuses every token", () => {
     expect(server.sockets.length).toBeLessThanOrEqual(3); // one retry at once, then waits of 0.2-0.4 s
     expect(client.status().lastError).toContain("token_expired");
     await client.close();
+  });
+});
+
+describe("a live channel refused while HTTP works", () => {
+  it("is set aside 1 s, then 4 times longer per refusal in a row, and retried at once on `online`", async () => {
+    const http = new FakeServer();
+    let opened = 0;
+    let refuse = true;
+    const ws = new WsServer();
+    class Flaky extends ws.Socket {
+      constructor(url: string, protocols: string[]) {
+        super(url, protocols);
+        opened++;
+        if (refuse) {
+          this.readyState = 3;
+          setTimeout(() => this.onclose?.({ code: 1006, reason: "" }), 0);
+        }
+      }
+    }
+    const events = new EventTarget();
+    const g = globalThis as unknown as { addEventListener: EventTarget["addEventListener"] };
+    const saved = g.addEventListener;
+    g.addEventListener = events.addEventListener.bind(events);
+    try {
+      const client = await SyncClient.open({
+        url: "http://sync.test",
+        token: "tok",
+        dbName: freshDb(),
+        fetch: http.fetch,
+        WebSocket: Flaky,
+        backoff: new Backoff(0.01, 0.05),
+      });
+      await client.start();
+      await until(() => client.status().connection === "http" && opened === 1);
+      await until(() => opened === 2, 3000); // retried after about 1 s, not 5 min
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(opened).toBe(2); // the second refusal sets it aside 4 s
+
+      refuse = false;
+      events.dispatchEvent(new Event("online")); // the network came back: try live at once
+      await until(() => client.status().connection === "live", 2000);
+      expect(opened).toBe(3);
+      await client.close();
+    } finally {
+      g.addEventListener = saved;
+    }
   });
 });
