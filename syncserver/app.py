@@ -23,6 +23,7 @@ from syncserver.admin.api import AdminController
 from syncserver.admin.web import TEMPLATES, admin_router, content_security_policy
 from syncserver.attachments.admin import AttachmentAdminController
 from syncserver.attachments.download import DownloadController
+from syncserver.attachments.status import AttachmentStatusController
 from syncserver.attachments.tus import TusController
 from syncserver.auth.ratelimit import RateLimiting
 from syncserver.auth.tokens import BearerAuthMiddleware, build_verifier
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             sync_socket,
             TusController,
             DownloadController,
+            AttachmentStatusController,
             AttachmentAdminController,
             health.live,
             health.ready,

@@ -36,11 +36,16 @@ from syncproto.messages import EntityView
 
 __all__ = [
     "ATTACHMENT_KEY",
+    "MAX_STATUS_IDS",
     "AttachmentId",
     "AttachmentRef",
     "AttachmentStatus",
+    "AttachmentStatusRequest",
+    "AttachmentStatusResponse",
     "attachment_ref",
     "attachment_ref_decoder",
+    "attachment_status_request_decoder",
+    "attachment_status_response_decoder",
     "refs_in_value",
     "refs_in_view",
 ]
@@ -74,6 +79,29 @@ class AttachmentRef(Struct, gc=False, forbid_unknown_fields=False, omit_defaults
 
 
 attachment_ref_decoder: msgspec.json.Decoder[AttachmentRef] = msgspec.json.Decoder(AttachmentRef)
+
+MAX_STATUS_IDS = 500
+"""Most ids one ``POST /v1/attachments/status`` may ask about (PROTOCOL.md §10.2)."""
+
+
+class AttachmentStatusRequest(Struct, gc=False, forbid_unknown_fields=True):
+    """``POST /v1/attachments/status``: the statuses of these attachments, now."""
+
+    ids: Annotated[list[AttachmentId], Meta(min_length=1, max_length=MAX_STATUS_IDS)]
+
+
+class AttachmentStatusResponse(Struct, gc=False):
+    """Each asked id the caller may see, with its status; any other id is simply absent."""
+
+    attachments: dict[str, AttachmentStatus] = {}
+
+
+attachment_status_request_decoder: msgspec.json.Decoder[AttachmentStatusRequest] = msgspec.json.Decoder(
+    AttachmentStatusRequest
+)
+attachment_status_response_decoder: msgspec.json.Decoder[AttachmentStatusResponse] = msgspec.json.Decoder(
+    AttachmentStatusResponse
+)
 
 
 def attachment_ref(value: Any) -> AttachmentRef | None:

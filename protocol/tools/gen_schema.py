@@ -37,6 +37,8 @@ MESSAGES: dict[str, Any] = {
     "conflict-page": messages.ConflictPage,
     "error-response": messages.ErrorResponse,
     "attachment-ref": attachments.AttachmentRef,
+    "attachment-status-request": attachments.AttachmentStatusRequest,
+    "attachment-status-response": attachments.AttachmentStatusResponse,
     "ws-client-message": messages.WsClientMessage,
     "ws-server-message": messages.WsServerMessage,
 }

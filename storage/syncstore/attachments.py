@@ -117,6 +117,14 @@ class AttachmentStore(Protocol):
         """Entities recorded as referencing the attachment (some may no longer do)."""
         ...
 
+    async def refs_of(self, tenant_id: str, ids: Sequence[str]) -> list[AttachmentRefRecord]:
+        """``refs`` of many attachments in one query, ordered by attachment, collection and entity.
+
+        Ids nothing references contribute nothing; duplicate ids count once. Like ``refs``, a
+        record is only a hint: the caller re-reads the entity before trusting it.
+        """
+        ...
+
     async def mark_referenced(self, tenant_id: str, ids: Sequence[str], now_ms: int) -> None:
         """Set ``referenced_at`` of these rows (GC's mark phase)."""
         ...

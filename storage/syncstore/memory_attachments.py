@@ -69,6 +69,9 @@ class MemoryAttachmentStore:
         found = self._refs.get((tenant_id, attachment_id), {})
         return [AttachmentRefRecord(attachment_id, c, e) for c, e in sorted(found)]
 
+    async def refs_of(self, tenant_id: str, ids: Sequence[str]) -> list[AttachmentRefRecord]:
+        return [ref for i in sorted(set(ids)) for ref in await self.refs(tenant_id, i)]
+
     async def mark_referenced(self, tenant_id: str, ids: Sequence[str], now_ms: int) -> None:
         for i in ids:
             row = self._rows.get((tenant_id, i))

@@ -169,6 +169,20 @@ class SqlAttachmentStore:
             AttachmentRefRecord(attachment_id, row["collection"], row["entity_id"]) for row in await self._rows(query)
         ]
 
+    async def refs_of(self, tenant_id: str, ids: Sequence[str]) -> list[AttachmentRefRecord]:
+        if not ids:
+            return []
+        r = attachment_refs.c
+        query = (
+            select(r.attachment_id, r.collection, r.entity_id)
+            .where(r.tenant_id == tenant_id, r.attachment_id.in_(sorted(set(ids))))
+            .order_by(r.attachment_id, r.collection, r.entity_id)
+        )
+        return [
+            AttachmentRefRecord(row["attachment_id"], row["collection"], row["entity_id"])
+            for row in await self._rows(query)
+        ]
+
     async def mark_referenced(self, tenant_id: str, ids: Sequence[str], now_ms: int) -> None:
         if not ids:
             return

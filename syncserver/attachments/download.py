@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from litestar import Controller, Request, Response, get
@@ -64,14 +64,27 @@ class AttachmentReader:
     async def allowed(self, principal: Principal, attachment_id: str) -> bool:
         if Scope.of(principal).unrestricted:
             return True
-        for ref in await self.meta.refs(principal.tenant, attachment_id):
+        return attachment_id in await self.referenced_in_scope(principal, [attachment_id])
+
+    async def referenced_in_scope(self, principal: Principal, ids: Sequence[str]) -> set[str]:
+        """The ids an entity the principal may see references now (value or sibling).
+
+        One query for the ref hints of all ids, then one read per distinct entity, each
+        re-checked against the entity's current value: a hint alone grants nothing.
+        """
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for ref in await self.meta.refs_of(principal.tenant, ids):
+            wanted.setdefault((ref.collection, ref.entity_id), set()).add(ref.attachment_id)
+        found: set[str] = set()
+        for (collection, entity_id), names in wanted.items():
+            if names <= found:
+                continue
             try:
-                view = await self.pull.entity(principal, ref.collection, ref.entity_id)
+                view = await self.pull.entity(principal, collection, entity_id)
             except ApiError:
                 continue  # gone or out of scope
-            if any(r.id == attachment_id for r in refs_in_view(view)):
-                return True
-        return False
+            found |= names & {r.id for r in refs_in_view(view)}
+        return found
 
     async def sealed(self, row: AttachmentRecord) -> SealedBlob:
         cipher = await self.pull.ciphers.cipher(row.tenant_id, [row.key_version])

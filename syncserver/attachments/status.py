@@ -1,24 +1,47 @@
-"""Attachment statuses in pulls and entity reads, without touching the merge or the pull logic.
+"""Attachment statuses: in pulls and entity reads, and asked for by id (``POST /v1/attachments/status``).
 
 ``AttachmentPullService`` is the ``PullService`` with one extra step: every
 ``EntityView`` it returns gets ``attachments``, the status of each attachment
 its sent fields reference: ``pending`` (no verified bytes yet, including no
 upload at all), ``available`` or ``refused``.
 
+A status is not a change in the log (docs/adr/0024): an upload finishing
+changes no entity, so a device that pulled a ``pending`` reference asks again
+with ``POST /v1/attachments/status`` (``AttachmentStatusController``), scoped
+exactly like a download (``AttachmentReader``).
+
 Pitfall: the live channel's tenant-wide fan-out renders views with
 ``PullService.view`` (synchronous, cached) and so carries no statuses; a
-client learns them from its next HTTP pull or entity read.
+client learns them from its next HTTP pull, entity read or status request.
 """
 
 from __future__ import annotations
 
-from syncproto.attachments import AttachmentStatus, refs_in_view
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+
+from syncproto.attachments import (
+    AttachmentStatus,
+    AttachmentStatusRequest,
+    AttachmentStatusResponse,
+    attachment_status_request_decoder,
+    refs_in_view,
+)
 from syncproto.messages import EntityView, PullRequest, PullResponse
 from syncproto.schema import Schema
+from syncserver.attachments.download import AttachmentReader
+from syncserver.auth.scopes import Scope
 from syncserver.auth.tokens import Principal
 from syncserver.keys.keyring import Ciphers
 from syncserver.settings import Limits
 from syncserver.sync.pull import PullService
+from syncserver.transport.body import decode_body
+from syncserver.transport.body_schema import operation
+from syncserver.transport.openapi import AUTHENTICATED, error_responses
 from syncstore.attachments import AttachmentStore
 from syncstore.store import Store
 
@@ -56,3 +79,42 @@ class AttachmentPullService(PullService):
         view = await super().entity(principal, collection, entity_id)
         await annotate(self.attachment_meta, principal.tenant, [view])
         return view
+
+
+async def statuses(reader: AttachmentReader, principal: Principal, ids: Sequence[str]) -> dict[str, AttachmentStatus]:
+    """The status of each id ``principal`` may see; the others are absent (two metadata queries in all).
+
+    A tenant-wide role sees an id uploaded to its tenant or referenced by one of its entities; a
+    driver only an id referenced by an entity in its channels now (the download rule).
+    """
+    states = await reader.meta.attachment_states(principal.tenant, ids)
+    if Scope.of(principal).unrestricted:
+        seen = set(states) | {r.attachment_id for r in await reader.meta.refs_of(principal.tenant, ids)}
+    else:
+        seen = await reader.referenced_in_scope(principal, ids)
+    return {i: _STATUS.get(states.get(i, ""), "pending") for i in sorted(seen)}
+
+
+class AttachmentStatusController(Controller):
+    path = "/v1/attachments"
+    tags = ["attachments"]
+
+    @post(
+        "/status",
+        summary="Current status of attachments by id",
+        description=(
+            "The status (`pending`, `available`, `refused`) of each id the caller may see; an id it may not "
+            "see, or that nothing references, is absent. A device asks for the references it holds as "
+            'pending (PROTOCOL.md §10.2). Errors are `{"error": {"code", "message"}}`.'
+        ),
+        status_code=200,
+        responses=error_responses(400, 413, 422, 429, *AUTHENTICATED),
+        operation_class=operation(AttachmentStatusRequest, AttachmentStatusResponse),
+    )
+    async def status(
+        self, request: Request[Principal, Any, Any], attachment_reader: NamedDependency[AttachmentReader]
+    ) -> Response[bytes]:
+        body = await decode_body(request, attachment_status_request_decoder)
+        found = await statuses(attachment_reader, request.user, body.ids)
+        encoded = msgspec.json.encode(AttachmentStatusResponse(found))
+        return Response(encoded, status_code=200, media_type="application/json")

@@ -31,6 +31,8 @@ EXPECTED: dict[str, str] = gen_schema.expected_files()
 def test_every_top_level_message_has_a_schema_file() -> None:
     assert sorted(EXPECTED) == [
         "attachment-ref.json",
+        "attachment-status-request.json",
+        "attachment-status-response.json",
         "change.json",
         "conflict-page.json",
         "error-response.json",

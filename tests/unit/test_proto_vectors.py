@@ -30,6 +30,8 @@ DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "ConflictPage": messages.conflict_page_decoder,
     "ErrorResponse": messages.error_response_decoder,
     "AttachmentRef": attachments.attachment_ref_decoder,
+    "AttachmentStatusRequest": attachments.attachment_status_request_decoder,
+    "AttachmentStatusResponse": attachments.attachment_status_response_decoder,
     "WsClientMessage": messages.ws_client_json_decoder,
     "WsServerMessage": messages.ws_server_json_decoder,
 }
@@ -79,6 +81,8 @@ def test_the_required_vectors_exist() -> None:
         "pull-response-siblings-text",
         "pull-response-reset",
         "error-response",
+        "attachment-status-request",
+        "attachment-status-response",
     } <= valid
     assert {
         "unknown-op",
@@ -96,6 +100,9 @@ def test_the_required_vectors_exist() -> None:
         "ws-unknown-type",
         "ws-hello-without-versions",
         "ws-hello-no-shared-version",
+        "attachment-status-no-ids",
+        "attachment-status-too-many-ids",
+        "attachment-status-dot-id",
     } <= reject
     assert {"ws-hello", "ws-hello-newer-client", "ws-welcome", "ws-changes", "ws-push", "ws-push-result"} <= valid
     assert {load(p)["message"] for p in VALID} == set(DECODERS), "every message has a valid vector"

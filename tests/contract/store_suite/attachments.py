@@ -101,3 +101,21 @@ async def test_tenants_do_not_see_each_others_attachments(store: Store, tenant: 
     assert await meta.get_attachment(other, "a1") is None
     assert await meta.attachment_states(other, ["a1"]) == {}
     assert await meta.find_blob(other, "m" * 64) is None
+
+
+async def test_refs_of_reads_the_refs_of_many_attachments_at_once(store: Store, tenant: str) -> None:
+    from tests.contract import factories
+
+    meta = meta_of(store)
+    other = factories.new_tenant_id()
+    await store.create_tenant(other, factories.key(other), factories.NOW)
+    await meta.add_refs(tenant, [AttachmentRefRecord("a2", "deliveries", "dlv-9")], 5)
+    await meta.add_refs(
+        tenant, [AttachmentRefRecord("a1", "deliveries", "dlv-2"), AttachmentRefRecord("a1", "deliveries", "dlv-1")], 5
+    )
+    await meta.add_refs(tenant, [AttachmentRefRecord("a3", "deliveries", "dlv-3")], 5)
+    await meta.add_refs(other, [AttachmentRefRecord("a1", "deliveries", "dlv-7")], 5)
+    found = await meta.refs_of(tenant, ["a2", "a1", "zz", "a1"])
+    assert [(r.attachment_id, r.entity_id) for r in found] == [("a1", "dlv-1"), ("a1", "dlv-2"), ("a2", "dlv-9")]
+    assert await meta.refs_of(other, ["a1", "a2"]) == [AttachmentRefRecord("a1", "deliveries", "dlv-7")]
+    assert await meta.refs_of(tenant, []) == []
