@@ -72,6 +72,7 @@ CHANGE_CODES = frozenset(
         FIELD_NAME_TOO_LONG,
         VALUE_OUT_OF_RANGE,
         VALUE_TOO_DEEP,
+        DATA_INTEGRITY,
     }
 )
 

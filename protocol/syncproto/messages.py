@@ -204,6 +204,19 @@ class Eviction(Struct, gc=False):
     seq: int
 
 
+class Unavailable(Struct, gc=False):
+    """An entity changed after the cursor whose stored state failed its integrity check.
+
+    The device keeps what it holds and reads it again later with ``GET /v1/entities/...``
+    (PROTOCOL.md §4.4): the cursor moves past it, the entity is never silently skipped.
+    """
+
+    collection: str
+    entity: str
+    seq: int
+    code: str
+
+
 class PullResponse(Struct, gc=False):
     changes: list[EntityView] = []
     cursor: str | None = None
@@ -211,6 +224,8 @@ class PullResponse(Struct, gc=False):
     reset: bool = False
     evictions: list[Eviction] = []
     protocol: int = PROTOCOL_VERSION
+    unavailable: list[Unavailable] | msgspec.UnsetType = msgspec.UNSET
+    """Absent unless some entity of this page is unavailable."""
 
 
 class ErrorResponse(Struct, gc=False):
@@ -321,6 +336,7 @@ class WsChanges(Struct, gc=False, tag="changes", tag_field="type"):
     cursor: str
     more: bool = False
     evictions: list[Eviction] = []
+    unavailable: list[Unavailable] | msgspec.UnsetType = msgspec.UNSET
 
 
 class WsSynced(Struct, gc=False, tag="synced", tag_field="type"):

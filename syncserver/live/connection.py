@@ -165,9 +165,12 @@ class Connection:
         return self._collection_set is not None or self.scope is not None
 
     def wants(self, view: EntityView) -> bool:
-        if self._collection_set is not None and view.collection not in self._collection_set:
+        if not self.wants_collection(view.collection):
             return False
         return self.scope is None or self.scope(self.principal, view)
+
+    def wants_collection(self, collection: str) -> bool:
+        return self._collection_set is None or collection in self._collection_set
 
     def cursor(self) -> str | None:
         return cursor.encode(self.tenant, self.position) if self.position or self.has_cursor else None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from syncproto.messages import (
     EntityView,
+    Unavailable,
     WsChanges,
 )
 from syncserver.keys.keyring import TenantCipher
@@ -33,7 +34,7 @@ class Page:
         self.more = more
         self.cipher = cipher
         self.stamp_ms = max(row.updated_at for row in rows)
-        self._views: dict[int, list[EntityView]] = {}
+        self._views: dict[int, tuple[list[EntityView], list[Unavailable]]] = {}
         self._frames: dict[tuple[int, str], Frame] = {}
 
     def forget(self) -> None:
@@ -41,30 +42,40 @@ class Page:
         self._views.clear()
         self._frames.clear()
 
-    def views(self, pull: PullService, after: int) -> list[EntityView]:
-        """The entities changed after ``after``, with only their fields changed after it (cached)."""
+    def views(self, pull: PullService, after: int) -> tuple[list[EntityView], list[Unavailable]]:
+        """The entities changed after ``after``, with only their fields changed after it, and the rows that
+        failed their integrity check (cached)."""
         views = self._views.get(after)
         if views is None:
-            views = [pull.view(self.cipher, row, after) for row in self.rows if row.seq > after]
+            views = pull.views(self.cipher, [(row, after) for row in self.rows if row.seq > after])
             self._views[after] = views
         return views
 
     def frame(self, pull: PullService, conn: Connection) -> Frame | None:
         """This page for ``conn`` (from its position), or None when its filters leave nothing."""
         after = conn.position
-        views = self.views(pull, after)
+        views, unavailable = self.views(pull, after)
         next_cursor = cursor.encode(conn.tenant, self.upto)
         if conn.filtered:
             mine = [v for v in views if conn.wants(v)]
-            if not mine:
+            # Without a view a per-entity scope filter cannot decide: only a collection filter applies.
+            bad = [u for u in unavailable if conn.scope is None and conn.wants_collection(u.collection)]
+            if not mine and not bad:
                 return None
-            return Frame(encode(WsChanges(mine, next_cursor, self.more), conn.encoding), self.upto, self.stamp_ms)
+            return Frame(encode(_changes(mine, next_cursor, self.more, bad), conn.encoding), self.upto, self.stamp_ms)
         key = (after, conn.encoding)
         shared = self._frames.get(key)
         if shared is None:  # one frame object for every connection at this cursor: frames are never mutated
-            data = encode(WsChanges(views, next_cursor, self.more), conn.encoding)
+            data = encode(_changes(views, next_cursor, self.more, unavailable), conn.encoding)
             shared = self._frames[key] = Frame(data, self.upto, self.stamp_ms)
         return shared
+
+
+def _changes(views: list[EntityView], next_cursor: str, more: bool, unavailable: list[Unavailable]) -> WsChanges:
+    message = WsChanges(views, next_cursor, more)
+    if unavailable:
+        message.unavailable = unavailable
+    return message
 
 
 class Feed:

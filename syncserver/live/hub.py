@@ -163,10 +163,14 @@ class LiveHub:
         position = last if response.more else max(last, head)
         conn.has_cursor = True
         views = [v for v in response.changes if conn.scope is None or conn.scope(conn.principal, v)]
-        if not views and not response.evictions:
+        # Without a view a per-entity scope filter cannot decide on an unavailable entity: it is left out.
+        unavailable = response.unavailable if response.unavailable and conn.scope is None else []
+        if not views and not response.evictions and not unavailable:
             conn.position = position
             return
         message = WsChanges(views, cursor.encode(conn.tenant, position), response.more, response.evictions)
+        if unavailable:
+            message.unavailable = unavailable
         await conn.put(Frame(encode(message, conn.encoding), position))
 
     # --- heartbeats, token expiry, periodic resync -------------------------

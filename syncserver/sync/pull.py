@@ -19,15 +19,16 @@ entities must be sent whole.
 from __future__ import annotations
 
 from syncproto import errors
-from syncproto.messages import EntityView, Eviction, PullRequest, PullResponse
+from syncproto.messages import EntityView, Eviction, PullRequest, PullResponse, Unavailable
 from syncproto.schema import Schema
 from syncproto.views import entity_view
 from syncserver.auth.scopes import Scope
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
-from syncserver.sync import cursor, payloads
+from syncserver.sync import cursor, payloads, quarantine
 from syncstore.channels import AccessStore, EvictionRecord, ScopedEntity
 from syncstore.records import EntityRecord
 from syncstore.store import Store
@@ -58,9 +59,12 @@ class PullService:
         more = len(rows) > limit
         rows = rows[:limit]
         cipher = await self.ciphers.cipher(principal.tenant, {row.key_version for row in rows})
-        views = [self.view(cipher, row, after) for row in rows]
+        views, unavailable = self.views(cipher, [(row, after) for row in rows])
         last = rows[-1].seq if rows else after
-        return PullResponse(changes=views, cursor=cursor.encode(principal.tenant, last), more=more)
+        response = PullResponse(changes=views, cursor=cursor.encode(principal.tenant, last), more=more)
+        if unavailable:
+            response.unavailable = unavailable
+        return response
 
     async def _scoped(
         self, tenant: str, channels: frozenset[str], request: PullRequest, after: int, limit: int, head: int
@@ -75,19 +79,35 @@ class PullService:
         more = len(items) > limit
         items = items[:limit]
         cipher = await self.ciphers.cipher(tenant, {f.record.key_version for f in found})
-        views: list[EntityView] = []
+        wanted: list[tuple[EntityRecord, int]] = []
         evictions: list[Eviction] = []
         for _, _, item in items:
             if isinstance(item, ScopedEntity):
                 # Entered the scope after the cursor: the device has none of it yet.
-                since = 0 if item.joined_seq > after else after
-                views.append(self.view(cipher, item.record, since))
+                wanted.append((item.record, 0 if item.joined_seq > after else after))
             elif isinstance(item, EvictionRecord):
                 evictions.append(Eviction(item.collection, item.entity_id, item.seq))
+        views, unavailable = self.views(cipher, wanted)
         last = items[-1][0] if items else after
         if not more:
             last = max(last, head)
-        return PullResponse(changes=views, cursor=cursor.encode(tenant, last), more=more, evictions=evictions)
+        response = PullResponse(changes=views, cursor=cursor.encode(tenant, last), more=more, evictions=evictions)
+        if unavailable:
+            response.unavailable = unavailable
+        return response
+
+    def views(
+        self, cipher: TenantCipher, rows: list[tuple[EntityRecord, int]]
+    ) -> tuple[list[EntityView], list[Unavailable]]:
+        """``view`` of each ``(row, after)``; a row that fails its integrity check is set aside, not raised."""
+        views: list[EntityView] = []
+        unavailable: list[Unavailable] = []
+        for row, after in rows:
+            try:
+                views.append(self.view(cipher, row, after))
+            except DecryptionError as exc:
+                unavailable.append(quarantine.unavailable_entity(cipher.tenant, row, exc))
+        return views, unavailable
 
     def view(self, cipher: TenantCipher, row: EntityRecord, after: int = 0) -> EntityView:
         """The entity as a device with cursor ``after`` needs it (all fields when ``after`` is 0)."""

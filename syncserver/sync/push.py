@@ -48,9 +48,10 @@ from syncproto.values import MAX_VALUE_DEPTH, storable
 from syncserver.auth.scopes import ChannelError, Scope, entity_channels
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
-from syncserver.sync import payloads
+from syncserver.sync import payloads, quarantine
 from syncstore.records import (
     ChangeRecord,
     ConflictRecord,
@@ -64,6 +65,7 @@ from syncstore.store import PushSession, Store
 
 EntityKey = tuple[str, str]
 FORBIDDEN_MESSAGE = "the entity is not, or would not be, in one of the channels of your token"
+UNAVAILABLE_MESSAGE = "the entity's stored state failed its integrity check; the change is kept for replay after repair"
 _msgpack = msgspec.msgpack.Encoder()
 
 
@@ -154,6 +156,8 @@ class _PushRun:
         self.hwm = 0
         self.owner = who.sub
         self.entities: dict[EntityKey, _Working] = {}
+        self.unavailable: dict[EntityKey, frozenset[str]] = {}
+        """Entities whose stored state failed its integrity check: changes to them are rejected, not merged."""
         self.changes: list[ChangeRecord] = []
         self.conflicts: list[ConflictRecord] = []
         self.dead: list[DeadLetterRecord] = []
@@ -177,7 +181,12 @@ class _PushRun:
         if not self.cipher.has(versions):
             self.cipher = await self.svc.ciphers.cipher(self.who.tenant, versions)
         for key, row in rows.items():
-            stored = payloads.open_entity(self.cipher, key[0], key[1], row.key_version, row.state)
+            try:
+                stored = payloads.open_entity(self.cipher, key[0], key[1], row.key_version, row.state)
+            except DecryptionError as exc:
+                quarantine.failed("entities", self.who.tenant, f"{key[0]}/{key[1]}", exc)
+                self.unavailable[key] = frozenset(members.get(key, {}))
+                continue
             joined = members.get(key, {})
             self.entities[key] = _Working(stored, row.seq, False, joined=joined, channels=frozenset(joined))
 
@@ -232,6 +241,11 @@ class _PushRun:
 
     def _apply(self, change: Change) -> PushResult:
         key = (change.collection, change.entity)
+        if key in self.unavailable:
+            # Out of scope stays indistinguishable from any other entity out of scope.
+            if not self.scope.allows(self.unavailable[key]):
+                raise ChangeRejected(errors.FORBIDDEN, FORBIDDEN_MESSAGE)
+            raise ChangeRejected(errors.DATA_INTEGRITY, UNAVAILABLE_MESSAGE)
         work = self.entities.get(key)
         if work is None:
             work = _Working(payloads.StoredEntity(EntityState()), 0, created=True)

@@ -1,0 +1,133 @@
+"""Repair: rebuild entity states from the change log, which is the truth.
+
+Every entity state is derived: replaying the entity's applied changes in seq
+order through the same merge as a push (``apply_change``, with the stamp, user
+and context the log recorded) gives the state back, with its per-field seqs.
+``EntityRepair.repair`` checks every entity row of a tenant and rewrites those
+that fail their integrity check (see ``quarantine``); the rewrite happens under
+the tenant's write lock and keeps the entity's seq (the seq of its latest
+change), so no device sees a new change: a device that was told the entity is
+``unavailable`` reads it again (PROTOCOL.md §4.4) and gets the rebuilt state.
+
+Limits: channel rows are not rewritten (they are plaintext and checked
+separately); the replay uses today's collection rules, which are those the
+pushes were merged with unless the schema's rules changed since; an entity
+whose own change rows fail to open cannot be rebuilt and is reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from syncproto.merge import EntityState, apply_change, is_deleted
+from syncproto.messages import Change
+from syncproto.schema import Schema
+from syncserver.keys.envelope import DecryptionError
+from syncserver.keys.keyring import Ciphers
+from syncserver.sync import payloads, quarantine
+from syncstore.records import EntityRecord, PushBatch
+from syncstore.store import Store
+
+PAGE = 500
+
+EntityKey = tuple[str, str]
+
+
+class RebuildError(Exception):
+    """The entity's change log cannot be replayed (a change row fails its own check, or there is none)."""
+
+
+@dataclass
+class RepairReport:
+    checked: int = 0
+    repaired: list[EntityKey] = field(default_factory=list)
+    failed: list[tuple[EntityKey, str]] = field(default_factory=list)
+    """Entities that fail their check and could not be rebuilt, with the reason."""
+
+
+class EntityRepair:
+    def __init__(self, store: Store, ciphers: Ciphers, schema: Schema, clock: Callable[[], int] | None = None) -> None:
+        self.store = store
+        self.ciphers = ciphers
+        self.schema = schema
+        self.clock = clock or (lambda: int(time.time() * 1000))
+
+    async def rebuild(self, tenant: str, collection: str, entity_id: str) -> tuple[int, payloads.StoredEntity]:
+        """The entity's seq and state, replayed from its applied changes."""
+        rules = self.schema.get(collection)
+        state = EntityState()
+        field_seq: dict[str, int] = {}
+        seq = after = 0
+        while True:
+            rows = await self.store.changes(tenant, after, PAGE, collection=collection, entity_id=entity_id)
+            if not rows:
+                break
+            cipher = await self.ciphers.cipher(tenant, {r.key_version for r in rows})
+            for r in rows:
+                try:
+                    ops = payloads.open_ops(cipher, r.collection, r.entity_id, r.seq, r.key_version, r.payload)
+                except DecryptionError as exc:
+                    quarantine.failed("changes", tenant, f"{collection}/{entity_id}@{r.seq}", exc)
+                    raise RebuildError(f"change {r.seq} fails its integrity check") from exc
+                change = Change(r.change_id, r.n, r.collection, r.entity_id, r.hlc, r.context, ops)
+                outcome = apply_change(state, change, r.replica_id, rules, hlc=r.hlc, user=r.user, bounds_checked=True)
+                state = outcome.state
+                for name in outcome.changed:
+                    field_seq[name] = r.seq
+                seq = r.seq
+            after = rows[-1].seq
+        if seq == 0:
+            raise RebuildError("the change log holds no change of this entity")
+        return seq, payloads.StoredEntity(state, field_seq)
+
+    async def repair(self, tenant: str, only: EntityKey | None = None) -> RepairReport:
+        """Check the tenant's entity rows (or one); rebuild and rewrite each that fails its check."""
+        report = RepairReport()
+        async for rows in self._pages(tenant, only):
+            cipher = await self.ciphers.cipher(tenant, {r.key_version for r in rows})
+            for row in rows:
+                report.checked += 1
+                key = (row.collection, row.entity_id)
+                try:
+                    payloads.open_entity(cipher, key[0], key[1], row.key_version, row.state)
+                    continue
+                except DecryptionError as exc:
+                    quarantine.failed("entities", tenant, f"{key[0]}/{key[1]}", exc)
+                try:
+                    await self._rewrite(tenant, key)
+                except RebuildError as exc:
+                    report.failed.append((key, str(exc)))
+                    continue
+                report.repaired.append(key)
+        return report
+
+    async def _pages(self, tenant: str, only: EntityKey | None) -> AsyncIterator[list[EntityRecord]]:
+        if only is not None:
+            row = await self.store.get_entity(tenant, *only)
+            if row is not None:
+                yield [row]
+            return
+        after = 0
+        while rows := await self.store.pull(tenant, after, PAGE):
+            yield rows  # a rewrite keeps the entity's seq: paging by seq is not disturbed
+            after = rows[-1].seq
+
+    async def _rewrite(self, tenant: str, key: EntityKey) -> None:
+        async with self.store.push_session(tenant) as session:
+            # Under the lock: no push can change the entity between the replay and the write.
+            seq, stored = await self.rebuild(tenant, *key)
+            cipher = await self.ciphers.cipher(tenant)
+            version, blob = payloads.seal_entity(cipher, key[0], key[1], stored)
+            record = EntityRecord(
+                collection=key[0],
+                entity_id=key[1],
+                seq=seq,
+                deleted=is_deleted(stored.state, self.schema.get(key[0]).on_delete),
+                key_version=version,
+                state=blob,
+                vv=dict(stored.state.vv),
+                updated_at=self.clock(),
+            )
+            await session.commit(PushBatch(last_seq=session.last_seq, entities=[record]))
