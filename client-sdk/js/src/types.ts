@@ -96,6 +96,18 @@ export interface Eviction {
   seq: number;
 }
 
+/**
+ * An entity changed after the cursor whose stored state failed the server's integrity check
+ * (`code`: `data_integrity`). The cursor moves past it: keep what the device holds and read it
+ * again with `GET /v1/entities/{collection}/{entity}` until 200 or 404 (PROTOCOL §4.4).
+ */
+export interface Unavailable {
+  collection: string;
+  entity: string;
+  seq: number;
+  code: string;
+}
+
 export interface PullResponse {
   changes: EntityView[];
   cursor: string | null;
@@ -103,6 +115,8 @@ export interface PullResponse {
   reset: boolean;
   evictions: Eviction[];
   protocol: number;
+  /** present when the server sent it (it leaves it out when empty) */
+  unavailable?: Unavailable[];
 }
 
 export interface ErrorResponse {
@@ -196,6 +210,8 @@ export interface WsChanges {
   cursor: string;
   more: boolean;
   evictions: Eviction[];
+  /** as in a pull response: present when the server sent it */
+  unavailable?: Unavailable[];
 }
 
 /** Catch-up reached the head of the log: live changes follow. */

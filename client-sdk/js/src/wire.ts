@@ -28,6 +28,8 @@ import type {
   PushResponse,
   PushResult,
   SiblingView,
+  Unavailable,
+  WsChanges,
   WsClientMessage,
   WsEncoding,
   WsServerMessage,
@@ -250,9 +252,29 @@ function readEviction(v: unknown): Eviction {
   return { collection: String(o["collection"]), entity: String(o["entity"]), seq: Number(o["seq"]) };
 }
 
+/** One `unavailable` item, typed strictly: the client acts on it (keeps the entity, reads it again). */
+function readUnavailable(v: unknown, path: string): Unavailable {
+  const o = object(v, path);
+  present(o, path, ["collection", "entity", "seq", "code"]);
+  return {
+    collection: str(o["collection"], `${path}.collection`),
+    entity: str(o["entity"], `${path}.entity`),
+    seq: int(o["seq"], `${path}.seq`, Number.MIN_SAFE_INTEGER),
+    code: str(o["code"], `${path}.code`),
+  };
+}
+
+/** `o.unavailable` read strictly, left out when absent (the server leaves it out when empty). */
+function withUnavailable<T extends object>(out: T, o: Obj, path: string): T & { unavailable?: Unavailable[] } {
+  const v = o["unavailable"];
+  if (v === undefined) return out;
+  const items = array(v, `${path}.unavailable`).map((x, i) => readUnavailable(x, `${path}.unavailable[${i}]`));
+  return { ...out, unavailable: items };
+}
+
 export function readPullResponse(v: unknown): PullResponse {
   const o = object(v, "$");
-  return {
+  const page: PullResponse = {
     changes: list(o["changes"], readEntityView),
     cursor: typeof o["cursor"] === "string" ? o["cursor"] : null,
     more: o["more"] === true,
@@ -260,6 +282,7 @@ export function readPullResponse(v: unknown): PullResponse {
     evictions: list(o["evictions"], readEviction),
     protocol: typeof o["protocol"] === "number" ? o["protocol"] : 1,
   };
+  return withUnavailable(page, o, "$");
 }
 
 function readResult(v: unknown): PushResult {
@@ -442,15 +465,17 @@ export function readWsServerMessage(v: unknown): WsServerMessage {
         heartbeat_ms: anyInt(o["heartbeat_ms"], "$.heartbeat_ms"),
         idle_timeout_ms: anyInt(o["idle_timeout_ms"], "$.idle_timeout_ms"),
       };
-    case "changes":
+    case "changes": {
       present(o, "$", ["changes", "cursor"]);
-      return {
+      const frame: WsChanges = {
         type,
         changes: array(o["changes"], "$.changes").map(readEntityView),
         cursor: str(o["cursor"], "$.cursor"),
         more: member(o, "more", "$", bool, false),
         evictions: member(o, "evictions", "$", (x, path) => array(x, path).map(readEviction), []),
       };
+      return withUnavailable(frame, o, "$");
+    }
     case "synced":
       present(o, "$", ["cursor"]);
       return { type, cursor: nullableStr(o["cursor"], "$.cursor") };
