@@ -13,6 +13,7 @@ from syncclient.client import MAX_CHANGE_BYTES, SyncClient
 from syncclient.collection import CollectionHandle
 from syncclient.errors import ProtocolViolation, ServerError, SyncError, TransportError
 from syncclient.events import (
+    AttachmentStatusChanged,
     ConflictDetected,
     ConnectionChanged,
     Event,
@@ -29,6 +30,7 @@ from syncclient.transport import (
     LiveTransport,
     LiveTransportFactory,
     MockTransport,
+    StatusTransport,
     TokenRefreshable,
     Transport,
     WebSocketTransport,
@@ -37,6 +39,7 @@ from syncclient.transport import (
 
 __all__ = [
     "MAX_CHANGE_BYTES",
+    "AttachmentStatusChanged",
     "Attachments",
     "Backoff",
     "CollectionHandle",
@@ -54,6 +57,7 @@ __all__ = [
     "RejectedChange",
     "RemoteChange",
     "ServerError",
+    "StatusTransport",
     "SyncClient",
     "SyncError",
     "SyncStats",

@@ -24,16 +24,18 @@ from typing import Self
 
 import msgspec
 
+from syncclient.attachment_status import StatusRefresh
 from syncclient.background import BackgroundSync
 from syncclient.backoff import Backoff
 from syncclient.collection import CollectionHandle
-from syncclient.events import Event, EventBus, Handler, RejectedChange
+from syncclient.events import AttachmentStatusChanged, Event, EventBus, Handler, RejectedChange
 from syncclient.localstore import LocalStore
 from syncclient.roundtrip import RoundTrip, SyncStats
 from syncclient.state import optimistic_view
 from syncclient.transport.base import LiveParams, LiveTransport, LiveTransportFactory, Transport
 from syncclient.transport.http import HttpTransport
 from syncclient.transport.ws import connect_websocket
+from syncproto.attachments import AttachmentStatus
 from syncproto.hlc import HybridClock, now_ms
 from syncproto.messages import Change, EntityView, Op, change_decoder, json_encoder
 from syncproto.schema import Schema
@@ -54,7 +56,9 @@ class SyncClient:
     registers, kinds taken from the ops); ``live_transports`` are tried by
     ``start()`` before plain HTTP (default: the WebSocket channel when ``transport``
     is not given; pass ``()`` for HTTP only); ``sync_interval`` is how often ``start()``
-    polls when no live transport announces changes; ``backoff`` sets its retry delays.
+    polls when no live transport announces changes; ``backoff`` sets its retry delays;
+    ``status_refresh_first`` is the first delay (doubling to 60 s) between refreshes of
+    pending attachment statuses while ``start()`` runs.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class SyncClient:
         pull_limit: int = 1000,
         backoff: Backoff | None = None,
         wall_clock: Callable[[], int] = now_ms,
+        status_refresh_first: float = 2.0,
     ) -> None:
         if transport is None and (url is None or token is None):
             raise ValueError("give url and token, or a transport")
@@ -96,6 +101,7 @@ class SyncClient:
         )
         self._sync_lock: asyncio.Lock | None = None
         self._background: BackgroundSync | None = None
+        self._statuses = StatusRefresh(self.store, self.transport, self._emit, first=status_refresh_first)
 
     def _current_token(self) -> str:
         return self.token or ""
@@ -181,11 +187,34 @@ class SyncClient:
     def clear_rejections(self, ids: Sequence[str] | None = None) -> None:
         self.store.clear_rejections(ids)
 
+    def attachment_status(self, attachment_id: str) -> AttachmentStatus | None:
+        """``pending``, ``available`` or ``refused`` as last heard from the server; ``None`` if never heard.
+
+        Heard with pulls, and refreshed after each sync round and with backoff while some are pending
+        (``AttachmentStatusChanged`` events, ``on_attachment_status``). A reference written locally
+        and not yet pulled back has no status yet.
+        """
+        return self.store.attachment_status(attachment_id)
+
+    async def refresh_attachment_statuses(self) -> list[AttachmentStatusChanged]:
+        """Ask the server now about every pending attachment; the changes (also emitted as events)."""
+        events = await self._statuses.refresh()
+        return [e for e in events if isinstance(e, AttachmentStatusChanged)]
+
     # --- events -----------------------------------------------------------------
 
     def subscribe(self, handler: Handler, *types: type) -> Callable[[], None]:
         """Call ``handler`` with every ``Event`` (or those of ``types``); returns an unsubscribe function."""
         return self.events.subscribe(handler, *types)
+
+    def on_attachment_status(self, callback: Callable[[str, AttachmentStatus], object]) -> Callable[[], None]:
+        """Call ``callback(id, status)`` whenever an attachment's status changes; returns an unsubscribe function."""
+
+        def handler(event: Event) -> None:
+            if isinstance(event, AttachmentStatusChanged):
+                callback(event.id, event.status)
+
+        return self.events.subscribe(handler, AttachmentStatusChanged)
 
     def _emit(self, event: Event) -> None:
         self.events.emit(event)
@@ -204,7 +233,9 @@ class SyncClient:
         if self._sync_lock is None:
             self._sync_lock = asyncio.Lock()
         async with self._sync_lock:  # one round trip at a time: the outbox is read in counter order
-            return await self._roundtrip.run(transport)
+            stats = await self._roundtrip.run(transport)
+        await self._statuses.after_sync()  # a status is not a change: ask about what is still pending
+        return stats
 
     def start(self) -> None:
         """Sync in the background (call from a running event loop) until ``stop()``."""
@@ -225,8 +256,10 @@ class SyncClient:
                 backoff=self._backoff,
             )
         self._background.start()
+        self._statuses.start()
 
     async def stop(self) -> None:
+        await self._statuses.stop()
         if self._background is not None:
             await self._background.stop()
             self._background = None

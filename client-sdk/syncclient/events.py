@@ -1,4 +1,4 @@
-"""What a client tells the app: remote changes, conflicts, rejected changes, connection state.
+"""What a client tells the app: remote changes, conflicts, rejected changes, attachment statuses, connection state.
 
 Usage::
 
@@ -22,6 +22,7 @@ from typing import Any, Literal
 from syncproto.messages import Change, SiblingView
 
 __all__ = [
+    "AttachmentStatusChanged",
     "ConflictDetected",
     "ConnectionChanged",
     "Event",
@@ -73,6 +74,20 @@ class RejectedChange:
 
 
 @dataclass(frozen=True)
+class AttachmentStatusChanged:
+    """An attachment this replica holds a reference to changed status (PROTOCOL §10.2).
+
+    Mostly ``pending`` -> ``available`` (download it now) or ``refused`` (a dead
+    letter: show it, do not wait for it). Learned from a pull or from the status
+    refresh, without any change to the entity.
+    """
+
+    id: str
+    status: Literal["pending", "available", "refused"]
+    previous: Literal["pending", "available", "refused"] | None = None
+
+
+@dataclass(frozen=True)
 class ConnectionChanged:
     """The background loop's link to the server."""
 
@@ -83,7 +98,7 @@ class ConnectionChanged:
     """Seconds until the next attempt (``offline`` only)."""
 
 
-Event = RemoteChange | ConflictDetected | RejectedChange | ConnectionChanged
+Event = RemoteChange | ConflictDetected | RejectedChange | AttachmentStatusChanged | ConnectionChanged
 Handler = Callable[[Event], object]
 
 

@@ -2,7 +2,8 @@
 
 It holds the outbox, the last pulled view of each entity (``EntityView`` JSON
 with its vv and, for text, the Yjs state), the cursor, the replica's counter,
-its last HLC stamp, and rejected changes.
+its last HLC stamp, rejected changes, and the last heard status of each
+attachment a pulled entity referenced (``attachment_status``).
 
 Durability: WAL journal with ``synchronous=FULL``, so ``COMMIT`` returns only
 after the WAL is fsynced. ``enqueue`` takes the next counter and inserts the
@@ -21,17 +22,19 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import msgspec
 
 from syncclient.errors import ProtocolViolation
-from syncclient.events import Event, RejectedChange
+from syncclient.events import AttachmentStatusChanged, Event, RejectedChange
 from syncclient.state import events_for, merge_delta
 from syncproto import errors
+from syncproto.attachments import AttachmentStatus
 from syncproto.messages import (
     Applied,
     Change,
@@ -70,6 +73,10 @@ CREATE TABLE IF NOT EXISTS entities (
     entity TEXT NOT NULL,
     view BLOB NOT NULL,
     PRIMARY KEY (collection, entity)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attachment_status (
+    id TEXT PRIMARY KEY,  -- an attachment a pulled entity referenced
+    status TEXT NOT NULL  -- pending, available or refused, as last heard (pull or status refresh)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejections (
     id TEXT PRIMARY KEY,
@@ -349,6 +356,39 @@ class LocalStore:
             self._set_meta("counter", str(start + len(rows) - 1))
         return len(rows)
 
+    # --- attachment statuses ----------------------------------------------------
+
+    def attachment_status(self, attachment_id: str) -> AttachmentStatus | None:
+        with self._lock:
+            row = self._db.execute("SELECT status FROM attachment_status WHERE id = ?", (attachment_id,)).fetchone()
+        return None if row is None else cast(AttachmentStatus, row[0])
+
+    def pending_attachments(self) -> list[str]:
+        """Ids last heard as ``pending``, in id order."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM attachment_status WHERE status = 'pending' ORDER BY id").fetchall()
+        return [r[0] for r in rows]
+
+    def set_attachment_statuses(self, statuses: Mapping[str, AttachmentStatus]) -> list[Event]:
+        """Store these statuses; an ``AttachmentStatusChanged`` for each that differs from a known one."""
+        events: list[Event] = []
+        with self.transaction():
+            for attachment_id, status in sorted(statuses.items()):
+                before = self.attachment_status(attachment_id)
+                if before == status:
+                    continue
+                self._db.execute(
+                    "INSERT OR REPLACE INTO attachment_status (id, status) VALUES (?, ?)", (attachment_id, status)
+                )
+                if before is not None:
+                    events.append(AttachmentStatusChanged(attachment_id, status, before))
+        return events
+
+    def forget_attachments(self, ids: Sequence[str]) -> None:
+        """Drop ids the server no longer shows this replica (unreferenced, or out of its scope)."""
+        with self.transaction():
+            self._db.executemany("DELETE FROM attachment_status WHERE id = ?", [(i,) for i in ids])
+
     # --- pull -----------------------------------------------------------------
 
     def apply_page(
@@ -370,6 +410,7 @@ class LocalStore:
                     (delta.collection, delta.entity, new.vv.get(self.replica, 0)),
                 )
                 events.extend(events_for(old, delta, self.replica))
+                events.extend(self.set_attachment_statuses(delta.attachments or {}))
             for ev in evictions:
                 self._db.execute("DELETE FROM entities WHERE collection = ? AND entity = ?", (ev.collection, ev.entity))
             self._set_meta("cursor", cursor)
@@ -384,4 +425,5 @@ class LocalStore:
         """Forget synced state (views and cursor), never the outbox (PROTOCOL §4.4 ``reset``)."""
         with self.transaction():
             self._db.execute("DELETE FROM entities")
+            self._db.execute("DELETE FROM attachment_status")
             self._set_meta("cursor", None)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from syncclient.transport.base import LiveParams, LiveTransport, LiveTransportFactory, TokenRefreshable, Transport
+from syncclient.transport.base import (
+    LiveParams,
+    LiveTransport,
+    LiveTransportFactory,
+    StatusTransport,
+    TokenRefreshable,
+    Transport,
+)
 from syncclient.transport.http import HttpTransport
 from syncclient.transport.mock import MockHandler, MockTransport
 from syncclient.transport.ws import WebSocketTransport, connect_websocket
@@ -14,6 +21,7 @@ __all__ = [
     "LiveTransportFactory",
     "MockHandler",
     "MockTransport",
+    "StatusTransport",
     "TokenRefreshable",
     "Transport",
     "WebSocketTransport",

@@ -21,13 +21,14 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from syncproto.attachments import AttachmentStatus
 from syncproto.messages import PullRequest, PullResponse, PushRequest, PushResponse
 
-__all__ = ["LiveParams", "LiveTransport", "LiveTransportFactory", "TokenRefreshable", "Transport"]
+__all__ = ["LiveParams", "LiveTransport", "LiveTransportFactory", "StatusTransport", "TokenRefreshable", "Transport"]
 
 
 @runtime_checkable
@@ -77,6 +78,18 @@ class LiveTransport(Transport, Protocol):
         """Return True when the server announced changes, False after ``max_wait`` seconds.
 
         Raise ``TransportError`` when the connection drops; the loop then reconnects.
+        """
+        ...
+
+
+@runtime_checkable
+class StatusTransport(Protocol):
+    """A transport that can ask for attachment statuses by id (``POST /v1/attachments/status``)."""
+
+    async def attachment_status(self, ids: Sequence[str]) -> dict[str, AttachmentStatus]:
+        """The status of each id (at most ``MAX_STATUS_IDS``) the token may see; others are absent.
+
+        Errors as for ``Transport.push``.
         """
         ...
 

@@ -1,16 +1,18 @@
-"""Protocol v1 over HTTP with httpx: ``POST /v1/sync/push`` and ``/v1/sync/pull`` (PROTOCOL §3-4)."""
+"""Protocol v1 over HTTP with httpx: ``POST /v1/sync/push`` and ``/v1/sync/pull`` (PROTOCOL §3-4), and
+``POST /v1/attachments/status`` (§10.2)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import email.utils
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
 import msgspec
 
 from syncclient.errors import ServerError, TransportError
+from syncproto.attachments import AttachmentStatus, AttachmentStatusRequest, attachment_status_response_decoder
 from syncproto.messages import (
     ConflictPage,
     EntityView,
@@ -74,6 +76,12 @@ class HttpTransport:
             if exc.status == 404:
                 return None
             raise
+
+    async def attachment_status(self, ids: Sequence[str]) -> dict[str, AttachmentStatus]:
+        """``POST /v1/attachments/status``: the status of each id (at most 500) this token may see."""
+        body = json_encoder.encode(AttachmentStatusRequest(list(ids)))
+        answer = await self._send("POST", "/v1/attachments/status", attachment_status_response_decoder.decode, body)
+        return answer.attachments
 
     async def aclose(self) -> None:
         if self._owns_client:
