@@ -261,6 +261,8 @@ class ConflictView(Struct, gc=False, omit_defaults=True):
 class ConflictPage(Struct, gc=False):
     conflicts: list[ConflictView]
     next: str | None = None
+    unavailable: list[str] | msgspec.UnsetType = msgspec.UNSET
+    """Ids of conflicts of this page whose stored record failed its integrity check (absent when none)."""
 
 
 # One reusable encoder/decoder per format, built once at import.

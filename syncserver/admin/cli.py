@@ -143,6 +143,9 @@ def conflicts_list(ctx: Context, /, **o: Any) -> None:
         return table
 
     emit(ctx, page, render)
+    if page.unavailable:
+        names = ", ".join(page.unavailable)
+        raise click.ClickException(f"{errors.DATA_INTEGRITY}: conflicts that failed their integrity check: {names}")
 
 
 @conflicts.command("show")
@@ -215,12 +218,12 @@ def history(ctx: Context, collection: str, entity: str, after: int, limit: int) 
         )
         rows: list[tuple[str, list[str]]] = []
         for c in h.changes:
-            ops = "\n".join(_v(op) for op in c.ops)
+            ops = "\n".join(_v(op) for op in c.ops) if c.ops is not None else "(fails its integrity check)"
             hlc = f"{c.hlc[0]}.{c.hlc[1]}"
             cells = [
                 str(c.seq),
                 c.created_at,
-                "applied",
+                c.result,
                 c.user,
                 f"{c.replica} / {c.n}",
                 hlc,
@@ -249,6 +252,11 @@ def history(ctx: Context, collection: str, entity: str, after: int, limit: int) 
         return table
 
     emit(ctx, h, render)
+    broken = [str(c.seq) for c in h.changes if c.ops is None]
+    if broken or h.current_unavailable:
+        what = [f"changes {', '.join(broken)}"] if broken else []
+        what += ["the entity's state (syncserver repair rebuilds it)"] if h.current_unavailable else []
+        raise click.ClickException(f"{errors.DATA_INTEGRITY}: failed their integrity check: {'; '.join(what)}")
 
 
 def _attachments(found: list[HistoryAttachment]) -> str:

@@ -99,45 +99,59 @@ class ConflictAdmin:
         scanning = filters.replica is not None or filters.user is not None
         chunk = SCAN_CHUNK if scanning else limit + 1
         found: list[AdminConflict] = []
+        unavailable: list[str] = []  # rows that fail their integrity check are named, not fatal
         examined = 0
+
+        def page(nxt: str | None) -> AdminConflictPage:
+            result = AdminConflictPage(found, nxt)
+            if unavailable:
+                result.unavailable = unavailable
+            return result
+
         while True:
             rows = await self.store.find_conflicts(who.tenant, cursor, chunk, query)
             for i, row in enumerate(rows):
                 view = self._view(cipher, row)
+                if view is None:
+                    unavailable.append(conflict_id(row.seq, row.idx))
+                    cursor, examined = (row.seq, row.idx), examined + 1
+                    continue
                 if not _has_writer(view, filters):
                     cursor, examined = (row.seq, row.idx), examined + 1
                     continue
                 if len(found) == limit:  # one more match exists: there is a next page
-                    return AdminConflictPage(found, found[-1].id)
+                    return page(found[-1].id)
                 found.append(view)
                 cursor, examined = (row.seq, row.idx), examined + 1
                 if not scanning and len(found) == limit and i == len(rows) - 1:
-                    return AdminConflictPage(found, None)
+                    return page(None)
             if len(rows) < chunk:
-                return AdminConflictPage(found, None)
+                return page(None)
             if examined >= SCAN_BUDGET:
                 assert cursor is not None
-                return AdminConflictPage(found, conflict_id(*cursor))
+                return page(conflict_id(*cursor))
 
     async def get_conflict(self, who: Principal, conflict: str) -> AdminConflict:
         """One conflict, decrypted, with its override (if any) and the field's current state."""
         row = await self._conflict_row(who, conflict)
         cipher = await self.ciphers.cipher(who.tenant)
-        view = self._view(cipher, row)
+        view = self._opened(cipher, row)
         override = await self.store.conflict_override(who.tenant, row.seq, row.idx)
         if override is not None:
             view.override = OverrideInfo(override.actor, iso(override.created_at), override.change_seq)
         if row.field is not None:
             entity = await self.store.get_entity(who.tenant, row.collection, row.entity_id)
             if entity is not None:
-                now = self.pull_service.view(cipher, entity)
-                view.current = now.fields.get(row.field, FieldView(kind="register", value=None))
+                # An entity state that fails its check leaves ``current`` out; the conflict itself is intact.
+                views, _ = self.pull_service.views(cipher, [(entity, 0)])
+                if views:
+                    view.current = views[0].fields.get(row.field, FieldView(kind="register", value=None))
         return view
 
     async def override(self, who: Principal, conflict: str, choice: OverrideRequest) -> OverrideResult:
         """Write the admin's choice as a server change whose context covers every sibling."""
         row = await self._conflict_row(who, conflict)
-        view = self._view(await self.ciphers.cipher(who.tenant), row)
+        view = self._opened(await self.ciphers.cipher(who.tenant), row)
         ops = _override_ops(view, choice)
         entity = await self.store.get_entity(who.tenant, row.collection, row.entity_id)
         context = dict(entity.vv) if entity is not None else {}
@@ -171,10 +185,21 @@ class ConflictAdmin:
         return row
 
     @staticmethod
-    def _view(cipher: TenantCipher, row: ConflictRecord) -> AdminConflict:
-        """The API's view of the conflict (``ConflictService.view``, the one place it is built), for an admin."""
-        view = ConflictService.view(cipher, row)
+    def _view(cipher: TenantCipher, row: ConflictRecord) -> AdminConflict | None:
+        """The API's view of the conflict (``ConflictService.view``, the one place it is built), for an admin;
+        None when its stored record fails its integrity check (logged and counted)."""
+        view = ConflictService.view_or_none(cipher, row)
+        if view is None:
+            return None
         return AdminConflict(**msgspec.structs.asdict(view), overridable=row.kind in ("register", "delete_update"))
+
+    @staticmethod
+    def _opened(cipher: TenantCipher, row: ConflictRecord) -> AdminConflict:
+        """``_view`` of one conflict asked for by id: a record that fails its check is ``data_integrity``."""
+        view = ConflictAdmin._view(cipher, row)
+        if view is None:
+            raise ApiError(500, errors.DATA_INTEGRITY, "the conflict's stored record failed its integrity check")
+        return view
 
 
 def _has_writer(view: AdminConflict, filters: ConflictFilters) -> bool:

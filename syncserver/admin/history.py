@@ -22,12 +22,14 @@ from syncserver.admin.views import DeadLetterView, EntityHistory, HistoryAttachm
 from syncserver.attachments.status import annotate
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
-from syncserver.keys.keyring import Ciphers
-from syncserver.sync import payloads
+from syncserver.keys.envelope import DecryptionError
+from syncserver.keys.keyring import Ciphers, TenantCipher
+from syncserver.sync import payloads, quarantine
 from syncserver.sync.conflicts import conflict_id
 from syncserver.sync.pull import PullService
 from syncstore.adminstore import ConflictQuery, DeadLetterQuery
 from syncstore.attachments import AttachmentStore
+from syncstore.records import ChangeRecord
 
 
 class EntityHistoryService:
@@ -63,13 +65,12 @@ class EntityHistoryService:
                 hlc=r.hlc,
                 context=r.context,
                 created_at=iso(r.created_at),
-                ops=msgspec.to_builtins(
-                    payloads.open_ops(cipher, r.collection, r.entity_id, r.seq, r.key_version, r.payload)
-                ),
-                result="applied",
+                ops=ops,
+                result="applied" if ops is not None else "unavailable",
                 conflicts=by_seq.get(r.seq, []),
             )
             for r in rows
+            for ops in [_ops_or_none(cipher, who.tenant, r)]
         ]
         letters = await self.store.find_dead_letters(
             who.tenant, None, 100, DeadLetterQuery(collection=collection, entity_id=entity)
@@ -78,13 +79,15 @@ class EntityHistoryService:
         current = await self.store.get_entity(who.tenant, collection, entity)
         if not entries and not rejected and current is None:
             raise ApiError(404, errors.NOT_FOUND, f"no entity {collection}/{entity}")
+        views, unavailable = self.pull_service.views(cipher, [(current, 0)] if current is not None else [])
         history = EntityHistory(
             collection=collection,
             entity=entity,
             changes=entries,
             rejected=rejected,
-            current=self.pull_service.view(cipher, current) if current is not None else None,
+            current=views[0] if views else None,
             next=rows[-1].seq if more else None,
+            current_unavailable=bool(unavailable),
         )
         if self.attachments is not None:
             await self._attachments(who.tenant, history, self.attachments)
@@ -95,7 +98,7 @@ class EntityHistoryService:
         """Fill each change's ``attachments`` and the state's statuses (see the module docs)."""
         found: list[tuple[HistoryEntry | DeadLetterView, list[HistoryAttachment]]] = []
         for applied in history.changes:
-            found.append((applied, _referenced(applied.ops)))
+            found.append((applied, _referenced(applied.ops or [])))
         for rejected in history.rejected:
             found.append((rejected, _referenced((rejected.change or {}).get("ops", []))))
         ids = sorted({a.id for _, refs in found for a in refs})
@@ -123,3 +126,14 @@ def _referenced(ops: list[Any]) -> list[HistoryAttachment]:
 
 def _status(state: str | None) -> AttachmentStatus:
     return "available" if state == "available" else "refused" if state == "refused" else "pending"
+
+
+def _ops_or_none(cipher: TenantCipher, tenant: str, r: ChangeRecord) -> list[Any] | None:
+    """The change's ops as JSON, or None (logged and counted) when its stored record fails its check."""
+    try:
+        ops = payloads.open_ops(cipher, r.collection, r.entity_id, r.seq, r.key_version, r.payload)
+    except DecryptionError as exc:
+        quarantine.failed("changes", tenant, f"{r.collection}/{r.entity_id}@{r.seq}", exc)
+        return None
+    result: list[Any] = msgspec.to_builtins(ops)
+    return result

@@ -48,6 +48,8 @@ class AdminConflictPage(Struct, gc=False):
     conflicts: list[AdminConflict]
     next: str | None = None
     """Pass as ``after`` for the next page; ``null`` when the log is exhausted."""
+    unavailable: list[str] | msgspec.UnsetType = msgspec.UNSET
+    """Conflicts examined for this page whose stored record failed its integrity check."""
 
 
 class OverrideRequest(Struct, gc=False, forbid_unknown_fields=True):
@@ -113,8 +115,9 @@ class HistoryEntry(Struct, gc=False, omit_defaults=True):
     hlc: Hlc
     context: dict[str, int]
     created_at: str
-    ops: list[Any]
-    result: Literal["applied"]
+    ops: list[Any] | None
+    """``null`` when the change's stored record failed its integrity check (``result`` says so)."""
+    result: Literal["applied", "unavailable"]
     conflicts: list[str] = []
     attachments: list[HistoryAttachment] = []
 
@@ -148,6 +151,8 @@ class EntityHistory(Struct, gc=False, omit_defaults=True):
     current: EntityView | None = None
     next: int | None = None
     """Pass as ``after`` for the next page of ``changes``."""
+    current_unavailable: bool = False
+    """The entity's stored state failed its integrity check (``syncserver repair`` rebuilds it)."""
 
 
 class DeadLetterPage(Struct, gc=False):

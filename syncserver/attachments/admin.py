@@ -171,7 +171,7 @@ class AttachmentAdminController(Controller):
         history = await entity_history.history(request.user, collection, entity, 0, 10_000)
         seqs: dict[str, list[int]] = {}
         for entry in history.changes:
-            for op in entry.ops:
+            for op in entry.ops or []:
                 if isinstance(op, dict) and op.get("op") == "set" and (ref := attachment_ref(op.get("value"))):
                     seqs.setdefault(ref.id, []).append(entry.seq)
         current = {r.id for r in refs_in_view(history.current)} if history.current is not None else set()

@@ -30,6 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from syncproto import errors
 from syncserver.admin.cli import integrity_failure
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.operations import KeyOpError, KeyOps
@@ -214,6 +215,9 @@ def export_user(settings: Settings, tenant_id: str, sub: str, output: Path | Non
         output.write_bytes(data + b"\n")
         output.chmod(0o600)
         console.print(f"{len(export.changes)} changes, {len(export.dead_letters)} dead letters -> {output}")
+    if export.unavailable:
+        names = ", ".join(export.unavailable)
+        raise click.ClickException(f"{errors.DATA_INTEGRITY}: rows that failed their integrity check: {names}")
 
 
 @click.group()

@@ -22,9 +22,10 @@ from msgspec import Struct
 from syncproto.hlc import iso
 from syncproto.messages import Op
 from syncserver.attachments.keyops import AttachmentKeys, ExportedAttachment
+from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import TenantCipher, TenantKeyring
 from syncserver.keys.operations import PAGE, audit
-from syncserver.sync import payloads
+from syncserver.sync import payloads, quarantine
 from syncstore.adminstore import AdminStore, DeadLetterQuery
 from syncstore.keystore import KeyStore
 from syncstore.store import Store, TenantNotFound
@@ -70,6 +71,9 @@ class UserExport(Struct, gc=False):
     changes: list[ExportedChange]
     dead_letters: list[ExportedDeadLetter]
     attachments: list[ExportedAttachment] = []
+    unavailable: list[str] = []
+    """Rows of the user that failed their integrity check and could not be exported
+    (``changes/<seq>``, ``dead_letters/<replica>/<n>``); everything else is exported."""
 
 
 class SubjectRequests:
@@ -110,10 +114,16 @@ class SubjectRequests:
         """Every change and dead letter pushed by ``sub``, decrypted."""
         cipher = await self.keyring.cipher(tenant)
         changes: list[ExportedChange] = []
+        unavailable: list[str] = []
         after = 0
         while page := await self.keys.changes_by_user(tenant, sub, after, PAGE):
             for c in page:
-                ops = payloads.open_ops(cipher, c.collection, c.entity_id, c.seq, c.key_version, c.payload)
+                try:
+                    ops = payloads.open_ops(cipher, c.collection, c.entity_id, c.seq, c.key_version, c.payload)
+                except DecryptionError as exc:
+                    quarantine.failed("changes", tenant, f"{c.collection}/{c.entity_id}@{c.seq}", exc)
+                    unavailable.append(f"changes/{c.seq}")
+                    continue
                 changes.append(
                     ExportedChange(
                         c.seq,
@@ -129,22 +139,31 @@ class SubjectRequests:
                     )
                 )
             after = page[-1].seq
-        letters = await self._dead_letters(tenant, sub, cipher)
+        letters = await self._dead_letters(tenant, sub, cipher, unavailable)
         files = await self.attachments.export(tenant, sub, cipher) if self.attachments is not None else []
         replicas = sorted({c.replica for c in changes} | {d.replica for d in letters})
         details = {"changes": len(changes), "dead_letters": len(letters)}
         if files:
             details["attachments"] = len(files)
+        if unavailable:
+            details["unavailable"] = len(unavailable)
         await self._audit(tenant, actor, "user.export", sub, details)
-        return UserExport(tenant, sub, iso(self.clock()), replicas, changes, letters, files)
+        return UserExport(tenant, sub, iso(self.clock()), replicas, changes, letters, files, unavailable)
 
-    async def _dead_letters(self, tenant: str, sub: str, cipher: TenantCipher) -> list[ExportedDeadLetter]:
+    async def _dead_letters(
+        self, tenant: str, sub: str, cipher: TenantCipher, unavailable: list[str]
+    ) -> list[ExportedDeadLetter]:
         found: list[ExportedDeadLetter] = []
         before = None
         query = DeadLetterQuery(user=sub)
         while page := await self.audit_log.find_dead_letters(tenant, before, PAGE, query):
             for d in page:
-                raw = payloads.open_dead_letter(cipher, d.replica_id, d.n, d.change_id, d.key_version, d.payload)
+                try:
+                    raw = payloads.open_dead_letter(cipher, d.replica_id, d.n, d.change_id, d.key_version, d.payload)
+                except DecryptionError as exc:
+                    quarantine.failed("dead_letters", tenant, f"{d.replica_id}/{d.n}", exc)
+                    unavailable.append(f"dead_letters/{d.replica_id}/{d.n}")
+                    continue
                 found.append(
                     ExportedDeadLetter(
                         d.replica_id,

@@ -8,8 +8,9 @@ from syncproto.messages import ConflictPage, ConflictView
 from syncserver.auth.scopes import Scope
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
-from syncserver.sync import payloads
+from syncserver.sync import payloads, quarantine
 from syncstore.channels import AccessStore
 from syncstore.records import ConflictFilter, ConflictRecord
 from syncstore.store import Store
@@ -45,9 +46,19 @@ class ConflictService:
                 principal.tenant, sorted(scope.channels), start, limit + 1, filters
             )
         cipher = await self.ciphers.cipher(principal.tenant, {r.key_version for r in rows[:limit]})
-        page = [self.view(cipher, r) for r in rows[:limit]]
+        page: list[ConflictView] = []
+        unavailable: list[str] = []
+        for r in rows[:limit]:
+            view = self.view_or_none(cipher, r)
+            if view is None:
+                unavailable.append(conflict_id(r.seq, r.idx))
+            else:
+                page.append(view)
         nxt = conflict_id(rows[limit - 1].seq, rows[limit - 1].idx) if len(rows) > limit else None
-        return ConflictPage(page, nxt)
+        result = ConflictPage(page, nxt)
+        if unavailable:
+            result.unavailable = unavailable
+        return result
 
     async def get(self, principal: Principal, conflict: str) -> ConflictView:
         seq, idx = parse_conflict_id(conflict)
@@ -61,6 +72,15 @@ class ConflictService:
         if scope.unrestricted:
             return True
         return scope.allows(await self.access.entity_channels(principal.tenant, row.collection, row.entity_id))
+
+    @staticmethod
+    def view_or_none(cipher: TenantCipher, row: ConflictRecord) -> ConflictView | None:
+        """``view``, or None (logged and counted) when the stored record fails its integrity check."""
+        try:
+            return ConflictService.view(cipher, row)
+        except DecryptionError as exc:
+            quarantine.failed("conflicts", cipher.tenant, conflict_id(row.seq, row.idx), exc)
+            return None
 
     @staticmethod
     def view(cipher: TenantCipher, row: ConflictRecord) -> ConflictView:

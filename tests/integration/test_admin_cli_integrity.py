@@ -1,13 +1,16 @@
-"""The admin CLI on a stored row that fails its integrity check: one coded line and a non-zero exit, no traceback.
+"""The admin CLI on a stored row that fails its integrity check: what is intact, then a coded line, exit 1.
 
 A row of the change log or the conflict log whose ciphertext was altered (disk
 corruption or tampering) cannot be decrypted. ``history``, ``conflicts list``
-and ``export-user`` say so as ``Error: data_integrity: ...`` and exit 1.
+and ``export-user`` show every intact row, end with
+``Error: data_integrity: ...`` naming the rows that failed, and exit 1; no
+traceback. One bad row never hides the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -72,27 +75,43 @@ def env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def assert_coded_one_line_error(result: Result) -> None:
+def assert_coded_error_last(result: Result, names: str) -> None:
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)  # click's clean exit, not an escaped exception
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("Error: data_integrity: ")
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: data_integrity: "), result.output
+    assert names in last
     assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(
-    ("table", "column", "args"),
+    ("table", "column", "args", "names"),
     [
-        ("changes", "payload", ("admin", "--tenant", "acme", "history", "deliveries", "dlv-1")),
-        ("conflicts", "details", ("admin", "--tenant", "acme", "conflicts", "list")),
-        ("changes", "payload", ("export-user", "--tenant", "acme", "--sub", "d-17")),
+        ("changes", "payload", ("admin", "--tenant", "acme", "history", "deliveries", "dlv-1"), "changes 1, 2"),
+        ("conflicts", "details", ("admin", "--tenant", "acme", "conflicts", "list"), "c2.0"),
+        ("changes", "payload", ("export-user", "--tenant", "acme", "--sub", "d-17"), "changes/1"),
     ],
     ids=["history", "conflicts-list", "export-user"],
 )
-def test_a_row_that_fails_its_integrity_check_is_a_coded_one_line_error(
-    env: dict[str, str], tmp_path: Path, table: str, column: str, args: tuple[str, ...]
+def test_a_row_that_fails_its_integrity_check_is_named_after_what_is_intact(
+    env: dict[str, str], tmp_path: Path, table: str, column: str, args: tuple[str, ...], names: str
 ) -> None:
     assert run(env, *args).exit_code == 0  # intact, the command works
     corrupt(tmp_path / "sync.db", table, column)
-    assert_coded_one_line_error(run(env, *args))
+    assert_coded_error_last(run(env, *args), names)
+
+
+def test_history_shows_the_intact_changes_beside_a_damaged_one(env: dict[str, str], tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "sync.db") as conn:
+        (sealed,) = conn.execute("SELECT payload FROM changes WHERE seq = 1").fetchone()
+        flipped = bytearray(sealed)
+        flipped[len(flipped) // 2] ^= 0x01
+        conn.execute("UPDATE changes SET payload = ? WHERE seq = 1", (bytes(flipped),))
+    result = run(env, "admin", "--tenant", "acme", "--json", "history", "deliveries", "dlv-1")
+    assert_coded_error_last(result, "changes 1")
+    body = json.loads(result.output.strip().splitlines()[0])
+    assert [(c["seq"], c["result"], c["ops"]) for c in body["changes"]] == [
+        (1, "unavailable", None),
+        (2, "applied", [{"op": "set", "field": "status", "value": "failed"}]),
+    ]
+    assert body["current"]["fields"]["status"]["siblings"]  # the entity's state itself is intact

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from prometheus_client import REGISTRY
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from syncserver.cli import main
 from syncserver.services import Services
@@ -195,3 +195,30 @@ def test_repair_command_rebuilds_and_says_what_it_did(tmp_path: Path) -> None:
     assert (result.exit_code, f"{tenant}: checked 1 entities, rebuilt 0" in result.output) == (0, True)
     result = CliRunner().invoke(main, ["repair", "--entity", "nocollection"], env=env)
     assert result.exit_code == 2
+
+
+async def test_a_damaged_conflict_record_is_named_and_the_rest_of_the_list_is_served(
+    server: Server, sql_backend: str
+) -> None:
+    tenant = await server.tenant()
+    boss = server.headers(tenant, "boss")
+    for entity in ("dlv-1", "dlv-2"):  # two concurrent writes per entity: one conflict each
+        await server.push(boss, "phone-a", [change(1 if entity == "dlv-1" else 2, entity, [set_("status", "failed")])])
+        await server.push(
+            boss, "phone-b", [change(1 if entity == "dlv-1" else 2, entity, [set_("status", "delivered")])]
+        )
+    listed = (await server.client.get("/v1/conflicts", headers=boss)).json()
+    assert [c["entity"] for c in listed["conflicts"]] == ["dlv-1", "dlv-2"]
+    assert "unavailable" not in listed
+    services: Services = server.app.state.services
+    assert isinstance(services.store, SqlStore)
+    first = listed["conflicts"][0]
+    async with services.store.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE conflicts SET details = :d WHERE tenant_id = :t AND seq = :s"),
+            {"d": b"\x01" + b"\x00" * 40, "t": tenant, "s": first["seq"]},
+        )
+    r = await server.client.get("/v1/conflicts", headers=boss)
+    assert r.status_code == 200, r.text
+    assert [c["entity"] for c in r.json()["conflicts"]] == ["dlv-2"]
+    assert r.json()["unavailable"] == [first["id"]]
