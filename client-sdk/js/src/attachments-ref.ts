@@ -19,6 +19,15 @@ export interface AttachmentRef {
 /** Where an attached file is on this device: waiting, being sent, on the server, or refused for good. */
 export type UploadState = "queued" | "uploading" | "uploaded" | "refused";
 
+/**
+ * What the server says of an attachment a pulled entity references (PROTOCOL §10.2): no verified bytes yet,
+ * downloadable, or refused for good. `available` and `refused` are final.
+ */
+export type RemoteStatus = "pending" | "available" | "refused";
+export const REMOTE_STATUSES: ReadonlySet<string> = new Set(["pending", "available", "refused"]);
+/** Most ids one `POST /v1/attachments/status` may ask about. */
+export const MAX_STATUS_IDS = 500;
+
 const MEDIA_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/;
 const SHA256 = /^[0-9a-f]{64}$/;
 

@@ -16,6 +16,12 @@
  * `attachment_rejected` event and never retried; the queue goes on with the next file. Uploads never hold
  * back the change queue: the reference syncs at once and shows `pending` on the server until its bytes arrive.
  *
+ * A file attached on another device shows `pending` in pulls until its bytes arrive, and an upload changes no
+ * entity, so later pulls do not bring the news. The leader tab asks the server about the ids it holds as
+ * `pending` (`POST /v1/attachments/status`, 500 ids per request) after each sync round and then with backoff
+ * (2 s doubling to 60 s) while some stay pending; each change is an `attachment` event `{id, status}` (the other
+ * tabs hear it over the BroadcastChannel) and `remoteStatus(id)` tells the last status heard (PROTOCOL §10.2).
+ *
  * Pitfalls:
  * - `attach` reads the whole Blob to hash it (WebCrypto has no streaming digest); downscale photos first.
  * - `fetch` checks the bytes against the reference's SHA-256 and rejects with `data_integrity` on a mismatch.
@@ -23,7 +29,16 @@
 import { defaultOptions, Upload, type DetailedError, type HttpStack } from "tus-js-client";
 
 import { ChecksumHttpStack, FetchHttpStack } from "./attachments-http.js";
-import { asAttachmentRef, attachmentRef, refValue, sha256Hex, type AttachmentRef, type UploadState } from "./attachments-ref.js";
+import {
+  asAttachmentRef,
+  attachmentRef,
+  MAX_STATUS_IDS,
+  refValue,
+  sha256Hex,
+  type AttachmentRef,
+  type RemoteStatus,
+  type UploadState,
+} from "./attachments-ref.js";
 import { Backoff } from "./backoff.js";
 import { ServerError, TransportError } from "./errors.js";
 import type { SyncEvent } from "./events.js";
@@ -76,6 +91,17 @@ export interface AttachmentsOptions {
   backoff?: Backoff;
   /** replaces tus-js-client's HTTP stack (default: XMLHttpRequest where there is one, else fetch) */
   httpStack?: HttpStack;
+  /** asks the server for the status of up to 500 attachments (`POST /v1/attachments/status`); none: no refresh */
+  statusOf?: (ids: string[]) => Promise<Record<string, RemoteStatus>>;
+  /** first delay between status refreshes while some are pending, doubling to 60 s (default 2000 ms) */
+  statusRefreshMs?: number;
+}
+
+/** One attachment whose server status changed. */
+export interface RemoteStatusChange {
+  id: string;
+  status: RemoteStatus;
+  previous: RemoteStatus | null;
 }
 
 /** A refusal: the file is done with, unlike a transient failure. */
@@ -91,7 +117,10 @@ class Refused extends Error {
 export class Attachments {
   private readonly wakeSignal = new Signal();
   private readonly stopSignal = new Signal();
+  private readonly statusSignal = new Signal();
   private readonly backoff: Backoff;
+  private readonly statusBackoff: Backoff;
+  private statusRunning: Promise<void> | null = null;
   private readonly httpStack: HttpStack;
   private running: Promise<void> | null = null;
   private current: Upload | null = null;
@@ -103,6 +132,7 @@ export class Attachments {
     private readonly options: AttachmentsOptions,
   ) {
     this.backoff = options.backoff ?? new Backoff();
+    this.statusBackoff = new Backoff((options.statusRefreshMs ?? 2000) / 1000, 60);
     this.cacheBytes = options.cacheBytes ?? 64 << 20;
     const base =
       options.httpStack ??
@@ -160,6 +190,66 @@ export class Attachments {
   /** Files the server refused (kept until the app deals with them; events can be missed, this cannot). */
   async refused(): Promise<AttachmentStatus[]> {
     return (await this.list()).filter((s) => s.state === "refused");
+  }
+
+  // --- statuses on the server --------------------------------------------------------
+
+  /**
+   * What the server last said of an attachment a pulled entity references: `pending`, `available` or
+   * `refused`; undefined if no pulled entity references it (a file attached here and not yet pulled back).
+   */
+  remoteStatus(id: string): Promise<RemoteStatus | undefined> {
+    return this.store.remoteStatus(id);
+  }
+
+  /**
+   * Ask the server now about every id held as `pending`; store and emit (`attachment` events) what changed.
+   * An id the server leaves out (no longer visible to this token) is forgotten. Rejects like a sync.
+   */
+  async refreshStatuses(): Promise<RemoteStatusChange[]> {
+    const ask = this.options.statusOf;
+    if (ask === undefined) return [];
+    const pending = await this.store.pendingAttachments();
+    const changed: RemoteStatusChange[] = [];
+    for (let i = 0; i < pending.length; i += MAX_STATUS_IDS) {
+      const batch = pending.slice(i, i + MAX_STATUS_IDS);
+      const heard = await ask(batch);
+      const found = await this.store.setRemoteStatuses(heard, batch.filter((id) => !Object.hasOwn(heard, id)));
+      for (const change of found) {
+        changed.push(change);
+        this.options.emit({ type: "attachment", ...change });
+      }
+    }
+    return changed;
+  }
+
+  /** A sync round ended (in the leader): refresh now, and restart the backoff at its first step. */
+  async afterRound(): Promise<void> {
+    this.statusBackoff.reset();
+    this.statusSignal.set();
+    try {
+      await this.refreshStatuses();
+    } catch {
+      // offline or refused: the background refresh tries again with backoff
+    }
+  }
+
+  private async statusLoop(): Promise<void> {
+    while (!this.stopped) {
+      this.statusSignal.clear();
+      const pending = (await this.store.pendingAttachments().catch(() => [])).length > 0;
+      const waitMs = pending ? this.statusBackoff.next() * 1000 : 10 * 60_000; // nothing pending: until a round
+      const woken = await Promise.race([this.statusSignal.wait(waitMs), this.stopSignal.wait(waitMs)]);
+      if (woken || !pending) continue; // a round just refreshed (or stop)
+      try {
+        await this.refreshStatuses();
+      } catch (exc) {
+        if (exc instanceof ServerError && exc.retryAfter !== null) {
+          const ms = this.statusBackoff.retryAfter(exc.retryAfter) * 1000;
+          await Promise.race([this.statusSignal.wait(ms), this.stopSignal.wait(ms)]);
+        }
+      }
+    }
   }
 
   // --- fetching ---------------------------------------------------------------------
@@ -344,6 +434,7 @@ export class Attachments {
     if (this.running !== null) return;
     this.stopped = false;
     this.running = this.loop();
+    if (this.options.statusOf !== undefined) this.statusRunning = this.statusLoop();
   }
 
   /** Try now (a new file, the network is back, another tab attached something). */
@@ -356,7 +447,9 @@ export class Attachments {
     this.stopSignal.set();
     await this.current?.abort().catch(() => undefined);
     await this.running?.catch(() => undefined);
+    await this.statusRunning?.catch(() => undefined);
     this.running = null;
+    this.statusRunning = null;
   }
 
   private async loop(): Promise<void> {

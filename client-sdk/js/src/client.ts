@@ -66,8 +66,11 @@ export interface SyncClientOptions {
   locks?: LockManagerLike;
   /** wall clock in milliseconds (tests) */
   now?: () => number;
-  /** attachments: bytes per tus PATCH (default 1 MiB) and of the read cache (default 64 MiB) */
-  attachments?: { chunkSize?: number; cacheBytes?: number };
+  /**
+   * attachments: bytes per tus PATCH (default 1 MiB) and of the read cache (default 64 MiB); the first delay
+   * between refreshes of pending attachment statuses, doubling to 60 s (default 2000 ms)
+   */
+  attachments?: { chunkSize?: number; cacheBytes?: number; statusRefreshMs?: number };
 }
 
 export interface ClientStatus {
@@ -142,8 +145,12 @@ export class SyncClient {
       dbName,
       tokens: this.tokens,
       locks: this.locks,
-      emit: (e) => this.emitShared(e),
+      emit: (e) => {
+        this.emitShared(e);
+        if (e.type === "attachment") this.changed(false); // views hold the statuses: watches read again
+      },
       write: (collection, entity, ops, upload) => this.write(collection, entity, ops, upload),
+      statusOf: (ids) => this.http.attachmentStatus(ids),
       ...(options.fetch ? { fetch: options.fetch } : {}),
       ...options.attachments,
     });
@@ -343,6 +350,8 @@ export class SyncClient {
       await this.locks.request(`syncclient-round:${this.dbName}`, {}, () => this.roundtrip.run(transport, stats));
       this.state.lastSyncAt = (this.options.now ?? Date.now)();
       this.state.lastError = null;
+      // A status is not a change: ask about attachments still pending (the leader only; others hear its events).
+      if (this.leader) void this.attachments.afterRound();
     } catch (exc) {
       this.state.lastError = String(exc);
       throw exc;

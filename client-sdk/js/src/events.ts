@@ -3,7 +3,7 @@
  * in a tab that does not sync (a follower) the leader's events arrive through a
  * BroadcastChannel, so every tab sees the same stream.
  */
-import type { UploadState } from "./attachments-ref.js";
+import type { RemoteStatus, UploadState } from "./attachments-ref.js";
 import type { Change, Json, SiblingView } from "./types.js";
 
 export type ConnectionState = "live" | "http" | "offline" | "connecting";
@@ -38,6 +38,11 @@ export type SyncEvent =
   | { type: "outbox"; pending: number }
   /** The server dropped our cursor (tombstones collected): synced state was discarded, the outbox kept. */
   | { type: "reset" }
+  /**
+   * An attachment a pulled entity references changed status on the server (PROTOCOL §10.2), mostly
+   * `pending` -> `available` (fetch it now) or `refused`; heard from a pull or the status refresh.
+   */
+  | { type: "attachment"; id: string; status: RemoteStatus; previous: RemoteStatus | null }
   /** An attached file's upload advanced (`sent` of `total` bytes on the server) or changed state. */
   | { type: "attachment_progress"; id: string; state: UploadState; sent: number; total: number }
   /**

@@ -4,9 +4,18 @@ export {
   Attachments,
   type AttachmentStatus,
   type AttachOptions,
+  type RemoteStatusChange,
 } from "./attachments.js";
 export { ChecksumHttpStack, FetchHttpStack } from "./attachments-http.js";
-export { asAttachmentRef, attachmentRef, refValue, type AttachmentRef, type UploadState } from "./attachments-ref.js";
+export {
+  asAttachmentRef,
+  attachmentRef,
+  MAX_STATUS_IDS,
+  refValue,
+  type AttachmentRef,
+  type RemoteStatus,
+  type UploadState,
+} from "./attachments-ref.js";
 export { Backoff, parseRetryAfter } from "./backoff.js";
 export {
   BACKGROUND_SYNC_TAG,

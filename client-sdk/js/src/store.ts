@@ -19,7 +19,7 @@ import { openDB, type DBSchema, type IDBPDatabase, type IDBPTransaction, type St
 import { observe } from "./clock.js";
 import { ProtocolViolation } from "./errors.js";
 import type { SyncEvent } from "./events.js";
-import type { AttachmentRef, UploadState } from "./attachments-ref.js";
+import type { AttachmentRef, RemoteStatus, UploadState } from "./attachments-ref.js";
 import { mergeDelta } from "./optimistic.js";
 import type { Change, EntityView, Eviction, FieldView, Hlc, PushResult } from "./types.js";
 
@@ -356,6 +356,59 @@ export class LocalStore {
   }
 
   // --- attachments -------------------------------------------------------------
+
+  /** The server's status of `id` as last heard, from a stored view that references it. */
+  async remoteStatus(id: string): Promise<RemoteStatus | undefined> {
+    for (const view of await this.db.getAll("entities")) {
+      const status = view.attachments?.[id];
+      if (status !== undefined) return status;
+    }
+    return undefined;
+  }
+
+  /** Ids some stored view holds as `pending`, sorted. */
+  async pendingAttachments(): Promise<string[]> {
+    const ids = new Set<string>();
+    for (const view of await this.db.getAll("entities")) {
+      for (const [id, status] of Object.entries(view.attachments ?? {})) if (status === "pending") ids.add(id);
+    }
+    return [...ids].sort();
+  }
+
+  /**
+   * Store what a status refresh heard: each id of `heard` takes its status in every view that holds it as
+   * `pending` (a status never goes back, so an older answer cannot undo a newer pull); each id of `gone` (the
+   * server no longer shows it to this token) is dropped from those views. Returns the changes, one per id.
+   */
+  async setRemoteStatuses(
+    heard: Record<string, RemoteStatus>,
+    gone: string[],
+  ): Promise<{ id: string; status: RemoteStatus; previous: RemoteStatus }[]> {
+    const drop = new Set(gone);
+    const changed = new Map<string, { id: string; status: RemoteStatus; previous: RemoteStatus }>();
+    const tx = this.tx(["entities"]);
+    const entities = tx.objectStore("entities");
+    for (const view of await entities.getAll()) {
+      const statuses = view.attachments;
+      if (!statuses) continue;
+      let touched = false;
+      for (const [id, before] of Object.entries(statuses)) {
+        if (before !== "pending") continue;
+        const now = Object.hasOwn(heard, id) ? heard[id] : undefined;
+        if (now !== undefined && now !== before) {
+          statuses[id] = now;
+          changed.set(id, { id, status: now, previous: before });
+          touched = true;
+        } else if (drop.has(id)) {
+          delete statuses[id];
+          touched = true;
+        }
+      }
+      if (touched) await entities.put(view);
+    }
+    await tx.done;
+    return [...changed.values()];
+  }
 
   async upload(id: string): Promise<UploadRow | undefined> {
     return this.db.get("uploads", id);
