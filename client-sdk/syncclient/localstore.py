@@ -34,7 +34,7 @@ from syncclient.errors import ProtocolViolation
 from syncclient.events import AttachmentStatusChanged, Event, RejectedChange
 from syncclient.state import events_for, merge_delta
 from syncproto import errors
-from syncproto.attachments import AttachmentStatus
+from syncproto.attachments import AttachmentStatus, refs_in_view
 from syncproto.messages import (
     Applied,
     Change,
@@ -384,6 +384,14 @@ class LocalStore:
                     events.append(AttachmentStatusChanged(attachment_id, status, before))
         return events
 
+    def _note_unknown_refs(self, delta: EntityView) -> None:
+        """References a pulled view carries without a status (a live frame may omit them) count as pending."""
+        for ref in refs_in_view(delta):
+            if delta.attachments is None or ref.id not in delta.attachments:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO attachment_status (id, status) VALUES (?, 'pending')", (ref.id,)
+                )
+
     def forget_attachments(self, ids: Sequence[str]) -> None:
         """Drop ids the server no longer shows this replica (unreferenced, or out of its scope)."""
         with self.transaction():
@@ -411,6 +419,7 @@ class LocalStore:
                 )
                 events.extend(events_for(old, delta, self.replica))
                 events.extend(self.set_attachment_statuses(delta.attachments or {}))
+                self._note_unknown_refs(delta)
             for ev in evictions:
                 self._db.execute("DELETE FROM entities WHERE collection = ? AND entity = ?", (ev.collection, ev.entity))
             self._set_meta("cursor", cursor)

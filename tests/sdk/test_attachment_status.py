@@ -15,8 +15,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from syncclient import Attachments, AttachmentStatusChanged, Event, RemoteChange, SyncClient
-from syncproto.attachments import AttachmentStatus
+from syncclient.localstore import LocalStore
+from syncproto.attachments import AttachmentRef, AttachmentStatus
+from syncproto.messages import EntityView, FieldView
 from tests.sdk.conftest import SCHEMA, ServerProcess
 
 DRIVER = "drv-status"
@@ -121,3 +125,22 @@ async def test_refresh_asks_in_batches_of_500_and_forgets_ids_it_may_not_see(
         assert b.store.pending_attachments() == []  # none visible to this driver: not asked about again
     finally:
         await b.aclose()
+
+
+def test_a_reference_pulled_without_a_status_counts_as_pending(tmp_path: Path) -> None:
+    """A live frame may omit ``attachments`` (PROTOCOL §10.2): the reference is asked about all the same."""
+    store = LocalStore(tmp_path / "local.db", "phone-1")
+    photo = AttachmentRef(id="p1", size=3, sha256="0" * 64, media_type="image/jpeg")
+    known = AttachmentRef(id="p2", size=3, sha256="0" * 64, media_type="image/jpeg")
+    fields = {
+        "pod_photo": FieldView(kind="register", value=photo.to_value()),
+        "pod_signature": FieldView(kind="register", value=known.to_value()),
+    }
+    bare = EntityView("deliveries", "dlv-1", 1, {"web-1": 1}, False, fields)
+    store.apply_page([bare], [], "c1")
+    assert store.pending_attachments() == ["p1", "p2"]
+    with_status = msgspec.structs.replace(bare, seq=2, attachments={"p2": "available"})
+    events = store.apply_page([with_status], [], "c2")
+    assert events[-1:] == [AttachmentStatusChanged("p2", "available", "pending")]
+    assert store.pending_attachments() == ["p1"]
+    store.close()

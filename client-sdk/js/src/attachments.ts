@@ -121,6 +121,8 @@ export class Attachments {
   private readonly backoff: Backoff;
   private readonly statusBackoff: Backoff;
   private statusRunning: Promise<void> | null = null;
+  /** Ids the server left out of an answer: not asked again until the next round (it may bring them in scope). */
+  private readonly unseen = new Set<string>();
   private readonly httpStack: HttpStack;
   private running: Promise<void> | null = null;
   private current: Upload | null = null;
@@ -209,12 +211,14 @@ export class Attachments {
   async refreshStatuses(): Promise<RemoteStatusChange[]> {
     const ask = this.options.statusOf;
     if (ask === undefined) return [];
-    const pending = await this.store.pendingAttachments();
+    const pending = await this.toAsk();
     const changed: RemoteStatusChange[] = [];
     for (let i = 0; i < pending.length; i += MAX_STATUS_IDS) {
       const batch = pending.slice(i, i + MAX_STATUS_IDS);
       const heard = await ask(batch);
-      const found = await this.store.setRemoteStatuses(heard, batch.filter((id) => !Object.hasOwn(heard, id)));
+      const gone = batch.filter((id) => !Object.hasOwn(heard, id));
+      for (const id of gone) this.unseen.add(id);
+      const found = await this.store.setRemoteStatuses(heard, gone);
       for (const change of found) {
         changed.push(change);
         this.options.emit({ type: "attachment", ...change });
@@ -225,6 +229,7 @@ export class Attachments {
 
   /** A sync round ended (in the leader): refresh now, and restart the backoff at its first step. */
   async afterRound(): Promise<void> {
+    this.unseen.clear();
     this.statusBackoff.reset();
     this.statusSignal.set();
     try {
@@ -234,10 +239,14 @@ export class Attachments {
     }
   }
 
+  private async toAsk(): Promise<string[]> {
+    return (await this.store.pendingAttachments()).filter((id) => !this.unseen.has(id));
+  }
+
   private async statusLoop(): Promise<void> {
     while (!this.stopped) {
       this.statusSignal.clear();
-      const pending = (await this.store.pendingAttachments().catch(() => [])).length > 0;
+      const pending = (await this.toAsk().catch(() => [])).length > 0;
       const waitMs = pending ? this.statusBackoff.next() * 1000 : 10 * 60_000; // nothing pending: until a round
       const woken = await Promise.race([this.statusSignal.wait(waitMs), this.stopSignal.wait(waitMs)]);
       if (woken || !pending) continue; // a round just refreshed (or stop)

@@ -19,7 +19,7 @@ import { openDB, type DBSchema, type IDBPDatabase, type IDBPTransaction, type St
 import { observe } from "./clock.js";
 import { ProtocolViolation } from "./errors.js";
 import type { SyncEvent } from "./events.js";
-import type { AttachmentRef, RemoteStatus, UploadState } from "./attachments-ref.js";
+import { asAttachmentRef, type AttachmentRef, type RemoteStatus, type UploadState } from "./attachments-ref.js";
 import { mergeDelta } from "./optimistic.js";
 import type { Change, EntityView, Eviction, FieldView, Hlc, PushResult } from "./types.js";
 
@@ -366,45 +366,51 @@ export class LocalStore {
     return undefined;
   }
 
-  /** Ids some stored view holds as `pending`, sorted. */
+  /**
+   * Ids some stored view holds as `pending`, or references without a status (a live frame may omit them,
+   * PROTOCOL §10.2), sorted.
+   */
   async pendingAttachments(): Promise<string[]> {
     const ids = new Set<string>();
     for (const view of await this.db.getAll("entities")) {
       for (const [id, status] of Object.entries(view.attachments ?? {})) if (status === "pending") ids.add(id);
+      for (const id of referenced(view)) if (view.attachments?.[id] === undefined) ids.add(id);
     }
     return [...ids].sort();
   }
 
   /**
    * Store what a status refresh heard: each id of `heard` takes its status in every view that holds it as
-   * `pending` (a status never goes back, so an older answer cannot undo a newer pull); each id of `gone` (the
-   * server no longer shows it to this token) is dropped from those views. Returns the changes, one per id.
+   * `pending` or references it without a status (a status never goes back, so an older answer cannot undo a
+   * newer pull); each id of `gone` (the server no longer shows it to this token) is dropped from those views.
+   * Returns the changes, one per id (`previous` null for a reference that had no status).
    */
   async setRemoteStatuses(
     heard: Record<string, RemoteStatus>,
     gone: string[],
-  ): Promise<{ id: string; status: RemoteStatus; previous: RemoteStatus }[]> {
+  ): Promise<{ id: string; status: RemoteStatus; previous: RemoteStatus | null }[]> {
     const drop = new Set(gone);
-    const changed = new Map<string, { id: string; status: RemoteStatus; previous: RemoteStatus }>();
+    const changed = new Map<string, { id: string; status: RemoteStatus; previous: RemoteStatus | null }>();
     const tx = this.tx(["entities"]);
     const entities = tx.objectStore("entities");
     for (const view of await entities.getAll()) {
-      const statuses = view.attachments;
-      if (!statuses) continue;
+      const statuses: Record<string, RemoteStatus> = { ...view.attachments };
+      for (const id of referenced(view)) if (statuses[id] === undefined && Object.hasOwn(heard, id)) statuses[id] = "pending";
       let touched = false;
       for (const [id, before] of Object.entries(statuses)) {
         if (before !== "pending") continue;
         const now = Object.hasOwn(heard, id) ? heard[id] : undefined;
-        if (now !== undefined && now !== before) {
+        const previous = view.attachments?.[id] ?? null;
+        if (now !== undefined && now !== previous) {
           statuses[id] = now;
-          changed.set(id, { id, status: now, previous: before });
+          changed.set(id, { id, status: now, previous });
           touched = true;
-        } else if (drop.has(id)) {
+        } else if (drop.has(id) && previous !== null) {
           delete statuses[id];
           touched = true;
         }
       }
-      if (touched) await entities.put(view);
+      if (touched) await entities.put({ ...view, attachments: statuses });
     }
     await tx.done;
     return [...changed.values()];
@@ -516,6 +522,19 @@ export class LocalStore {
     await tx.objectStore("meta").put(null, "cursor");
     await tx.done;
   }
+}
+
+/** Ids of the attachments a view's registers reference (value or sibling, PROTOCOL §10.1). */
+function referenced(view: EntityView): string[] {
+  const ids: string[] = [];
+  for (const f of Object.values(view.fields)) {
+    if (f.kind !== "register") continue;
+    for (const value of [f.value, ...(f.siblings ?? []).map((s) => s.value)]) {
+      const ref = asAttachmentRef(value);
+      if (ref !== null) ids.push(ref.id);
+    }
+  }
+  return ids;
 }
 
 function entityRange(collection: string, entity: string): IDBKeyRange {

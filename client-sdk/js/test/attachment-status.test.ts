@@ -119,6 +119,24 @@ describe("attachment statuses", () => {
     await client.close();
   });
 
+  it("asks about a reference pulled without a status (a live frame may omit them)", async () => {
+    const server = new StatusServer();
+    const bare = delivery("dlv-1", { p1: "pending", s1: "pending" });
+    delete bare.attachments;
+    server.pages = [{ changes: [bare], cursor: "c1", more: false }];
+    server.statuses.set("p1", "available");
+    const { client, events } = await open(server);
+    await client.start();
+    await until(() => events.some((e) => e.type === "attachment"), 3000);
+    expect(events.filter((e) => e.type === "attachment")).toEqual([{ type: "attachment", id: "p1", status: "available", previous: null }]);
+    expect(await client.attachments.remoteStatus("p1")).toBe("available");
+    expect(await client.attachments.remoteStatus("s1")).toBeUndefined();
+    // s1 is not visible to this token: asked once after the round, not again with backoff.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(server.asked.filter((ids) => ids.includes("s1"))).toHaveLength(1);
+    await client.close();
+  });
+
   it("a failing status request fails no sync, and is retried with backoff", async () => {
     const server = new StatusServer();
     server.pages = [{ changes: [delivery("dlv-1", { p1: "pending" })], cursor: "c1", more: false }];
