@@ -24,7 +24,8 @@ import { TokenSource } from "./token.js";
 import { HttpTransport } from "./transport/http.js";
 import { isLive, type Transport, type TokenProvider } from "./transport/types.js";
 import { connectWebSocket, type WebSocketConstructor } from "./transport/ws.js";
-import type { Change, EntityView, Json, Op, SetElement, SiblingView } from "./types.js";
+import type { Change, EntityView, Json, Op, SetElement, SiblingView, Unavailable } from "./types.js";
+import { UnavailableEntities } from "./unavailable.js";
 import { validateChange } from "./wire.js";
 import { Signal } from "./signal.js";
 
@@ -99,6 +100,7 @@ export class SyncClient {
   private readonly tokens: TokenSource;
   private readonly http: HttpTransport;
   private readonly roundtrip: RoundTrip;
+  private readonly unavailableEntities: UnavailableEntities;
   private readonly tabs: TabChannel;
   private readonly locks: LockManagerLike;
   private readonly backoff: Backoff;
@@ -136,7 +138,12 @@ export class SyncClient {
       store.setMeta("token", token).catch(() => undefined);
     });
     this.http = new HttpTransport(options.url, this.tokens, options.fetch);
-    this.roundtrip = new RoundTrip(store, (e) => this.emitShared(e), { collections: options.collections ?? null });
+    const emitShared = (e: SyncEvent): void => this.emitShared(e);
+    this.unavailableEntities = new UnavailableEntities(store, this.http, emitShared, options.now ? { now: options.now } : {});
+    this.roundtrip = new RoundTrip(store, emitShared, {
+      collections: options.collections ?? null,
+      unavailable: this.unavailableEntities,
+    });
     this.locks = options.locks ?? defaultLocks();
     this.backoff = options.backoff ?? new Backoff();
     this.tabs = new TabChannel(dbName, (m) => this.onTabMessage(m));
@@ -239,6 +246,14 @@ export class SyncClient {
 
   clearRejections(ids?: string[]): Promise<void> {
     return this.store.clearRejections(ids);
+  }
+
+  /**
+   * Entities a pull named `unavailable` (the server could not read their stored state) and
+   * not read back yet; each keeps what this device holds of it meanwhile (PROTOCOL §4.4).
+   */
+  unavailable(): Promise<Unavailable[]> {
+    return this.unavailableEntities.list();
   }
 
   pendingCount(): Promise<number> {

@@ -36,6 +36,13 @@ export type SyncEvent =
   | { type: "connection"; state: ConnectionState; error: string | null; retryIn: number | null }
   /** The number of changes waiting to be acknowledged changed. */
   | { type: "outbox"; pending: number }
+  /**
+   * A pull went past this entity: its stored state failed the server's integrity check
+   * (`code`: `data_integrity`). What the device holds of it stays; the client reads it again
+   * after later rounds, and a `remote_change` follows when it is back (or gone: `deleted`).
+   * `client.unavailable()` lists the entities still waiting (PROTOCOL §4.4).
+   */
+  | { type: "unavailable"; collection: string; entity: string; code: string }
   /** The server dropped our cursor (tombstones collected): synced state was discarded, the outbox kept. */
   | { type: "reset" }
   /**

@@ -1,12 +1,15 @@
 /**
  * One sync round, as the Python SDK's `RoundTrip`: push the outbox in batches, handling
  * every result (PROTOCOL §4.2), then pull until `more` is false, storing each page with
- * its cursor in one transaction (§4.4). Memory is bounded by one batch and one page.
+ * its cursor in one transaction (§4.4), then read back entities the server named
+ * `unavailable` when their time has come (`UnavailableEntities`). Memory is bounded by
+ * one batch and one page.
  */
 import { ProtocolViolation, ServerError, SyncError } from "./errors.js";
 import type { SyncEvent } from "./events.js";
 import type { LocalStore } from "./store.js";
 import type { Transport } from "./transport/types.js";
+import type { UnavailableEntities } from "./unavailable.js";
 
 /** Push rounds in a row that settle nothing before we give up (a misbehaving server). */
 const MAX_IDLE_ROUNDS = 5;
@@ -16,7 +19,7 @@ const MAX_RESETS = 2;
 export interface SyncStats {
   /** changes the server settled: applied or duplicate */
   pushed: number;
-  /** entities pulled */
+  /** entities pulled (an unavailable entity read back with its whole state counts too) */
   pulled: number;
   /** changes the server rejected (dead letters) */
   rejected: number;
@@ -36,6 +39,8 @@ export interface RoundTripOptions {
   batchBytes?: number;
   pullLimit?: number;
   collections?: string[] | null;
+  /** reads back entities a pull named `unavailable` after each round (none without it) */
+  unavailable?: UnavailableEntities;
 }
 
 export class RoundTrip {
@@ -43,6 +48,7 @@ export class RoundTrip {
   private readonly batchBytes: number;
   private readonly pullLimit: number;
   private readonly collections: string[] | null;
+  private readonly unavailable: UnavailableEntities | undefined;
 
   constructor(
     private readonly store: LocalStore,
@@ -53,6 +59,7 @@ export class RoundTrip {
     this.batchBytes = options.batchBytes ?? 1 << 20;
     this.pullLimit = options.pullLimit ?? 1000;
     this.collections = options.collections ?? null;
+    this.unavailable = options.unavailable;
     if (this.batchSize < 1 || this.batchSize > 500) throw new RangeError("batchSize must be 1..500 (PROTOCOL §4.1)");
   }
 
@@ -64,6 +71,7 @@ export class RoundTrip {
       this.emit({ type: "reset" });
     }
     await this.pull(transport, stats);
+    if (this.unavailable) stats.pulled += await this.unavailable.afterRound();
     return stats;
   }
 
@@ -131,7 +139,7 @@ export class RoundTrip {
         cursor = null;
         continue;
       }
-      const events = await this.store.applyPage(page.changes, page.evictions, page.cursor);
+      const events = await this.store.applyPage(page.changes, page.evictions, page.cursor, page.unavailable);
       stats.pages++;
       stats.pulled += page.changes.length;
       for (const event of events) this.emit(event);

@@ -1,7 +1,8 @@
 /**
  * The device's durable state in one IndexedDB database (through `idb`): the outbox,
  * the last pulled view of each entity, the cursor, the replica's counter and last HLC
- * stamp, rejected changes, and the last token (for the service worker).
+ * stamp, rejected changes, the last token (for the service worker), and the entities the
+ * server named `unavailable` (meta `unavailable`, kept with the page that named them).
  *
  * Durability: every write is one `readwrite` transaction with `durability: "strict"`
  * (where supported: the browser flushes to disk before `complete`), and a write
@@ -21,7 +22,7 @@ import { ProtocolViolation } from "./errors.js";
 import type { SyncEvent } from "./events.js";
 import { asAttachmentRef, type AttachmentRef, type RemoteStatus, type UploadState } from "./attachments-ref.js";
 import { mergeDelta } from "./optimistic.js";
-import type { Change, EntityView, Eviction, FieldView, Hlc, PushResult } from "./types.js";
+import type { Change, EntityView, Eviction, FieldView, Hlc, PushResult, Unavailable } from "./types.js";
 
 export const DB_VERSION = 2;
 
@@ -480,28 +481,86 @@ export class LocalStore {
 
   // --- pull ------------------------------------------------------------------
 
-  /** Merge one pulled page and store its cursor in the same transaction; returns the events it implies. */
-  async applyPage(changes: EntityView[], evictions: Eviction[], cursor: string | null): Promise<SyncEvent[]> {
+  /**
+   * Merge one pulled page and store its cursor in the same transaction; returns the events it implies.
+   * Entities the page names `unavailable` keep what the device holds and join the set that
+   * `unavailable()` lists (an `unavailable` event when first named); an eviction leaves the set.
+   */
+  async applyPage(
+    changes: EntityView[],
+    evictions: Eviction[],
+    cursor: string | null,
+    unavailable: Unavailable[] = [],
+  ): Promise<SyncEvent[]> {
     const events: SyncEvent[] = [];
     const tx = this.tx(["meta", "outbox", "entities"]);
     const entities = tx.objectStore("entities");
-    const outbox = tx.objectStore("outbox");
-    let hlc = ((await tx.objectStore("meta").get("hlc")) as Hlc | undefined) ?? [0, 0];
+    const meta = tx.objectStore("meta");
+    let hlc = ((await meta.get("hlc")) as Hlc | undefined) ?? [0, 0];
     for (const delta of changes) {
       const old = await entities.get([delta.collection, delta.entity]);
       const merged = mergeDelta(old, delta);
       await entities.put(merged);
-      // Acked changes the server state now includes are no longer needed for reads.
-      const mine = merged.vv[this.replica] ?? 0;
-      for (const row of await outbox.index("entity").getAll(entityRange(delta.collection, delta.entity))) {
-        if (row.acked && row.n <= mine) await outbox.delete(row.seq);
-      }
-      for (const f of Object.values(delta.fields)) for (const s of f.siblings ?? []) hlc = observe(hlc, s.hlc);
+      await dropCovered(tx, merged, this.replica);
+      hlc = observeSiblings(hlc, delta);
       events.push(...eventsFor(old, delta, this.replica));
     }
     for (const gone of evictions) await entities.delete([gone.collection, gone.entity]);
-    await tx.objectStore("meta").put(hlc, "hlc");
-    await tx.objectStore("meta").put(cursor, "cursor");
+    const set = await unavailableSet(tx);
+    if (unavailable.length || (evictions.length && set.size)) {
+      for (const gone of evictions) set.delete(unavailableKey(gone));
+      for (const u of unavailable) {
+        if (!set.has(unavailableKey(u))) events.push({ type: "unavailable", collection: u.collection, entity: u.entity, code: u.code });
+        set.set(unavailableKey(u), { collection: u.collection, entity: u.entity, seq: u.seq, code: u.code });
+      }
+      await meta.put([...set.values()], "unavailable");
+    }
+    await meta.put(hlc, "hlc");
+    await meta.put(cursor, "cursor");
+    await tx.done;
+    return events;
+  }
+
+  /** The entities the server named `unavailable`, not yet read back, by collection and entity. */
+  async unavailable(): Promise<Unavailable[]> {
+    const set = ((await this.meta<Unavailable[]>("unavailable")) ?? []).slice();
+    return set.sort((a, b) => (unavailableKey(a) < unavailableKey(b) ? -1 : unavailableKey(a) > unavailableKey(b) ? 1 : 0));
+  }
+
+  /**
+   * An unavailable entity read back: `view` (the server's whole state) replaces what the device
+   * holds, `undefined` (404: gone or out of scope) drops it; either way it leaves the set. Does
+   * nothing if it left the set meanwhile (a `reset`, an eviction). Returns the events it implies:
+   * always a `remote_change` (the app's mark can go), plus `conflict`s the view shows.
+   */
+  async resolveUnavailable(item: Unavailable, view: EntityView | undefined): Promise<SyncEvent[]> {
+    const tx = this.tx(["meta", "outbox", "entities"]);
+    const set = await unavailableSet(tx);
+    const key: [string, string] = [item.collection, item.entity];
+    if (!set.delete(unavailableKey(item))) {
+      await tx.done;
+      return [];
+    }
+    const entities = tx.objectStore("entities");
+    const old = await entities.get(key);
+    let events: SyncEvent[];
+    if (view === undefined) {
+      await entities.delete(key);
+      events = [{ type: "remote_change", collection: item.collection, entity: item.entity, fields: [], deleted: true }];
+    } else {
+      // The whole state, as a pull from `cursor: null` would send it: replaced, not merged.
+      const whole: EntityView = { ...view, collection: item.collection, entity: item.entity };
+      await entities.put(whole);
+      await dropCovered(tx, whole, this.replica);
+      const meta = tx.objectStore("meta");
+      await meta.put(observeSiblings(((await meta.get("hlc")) as Hlc | undefined) ?? [0, 0], whole), "hlc");
+      events = eventsFor(old, whole, this.replica);
+      if (!events.some((e) => e.type === "remote_change")) {
+        const fields = Object.keys(whole.fields).sort();
+        events.unshift({ type: "remote_change", collection: item.collection, entity: item.entity, fields, deleted: whole.deleted });
+      }
+    }
+    await tx.objectStore("meta").put([...set.values()], "unavailable");
     await tx.done;
     return events;
   }
@@ -515,13 +574,38 @@ export class LocalStore {
     await tx.done;
   }
 
-  /** Forget synced state (views and cursor), never the outbox (PROTOCOL §4.4 `reset`). */
+  /** Forget synced state (views, cursor, unavailable entities), never the outbox (PROTOCOL §4.4 `reset`). */
   async reset(): Promise<void> {
     const tx = this.tx(["meta", "entities"]);
     await tx.objectStore("entities").clear();
     await tx.objectStore("meta").put(null, "cursor");
+    await tx.objectStore("meta").delete("unavailable");
     await tx.done;
   }
+}
+
+function unavailableKey(u: { collection: string; entity: string }): string {
+  return `${u.collection}\u0000${u.entity}`;
+}
+
+async function unavailableSet(tx: Tx): Promise<Map<string, Unavailable>> {
+  const items = ((await tx.objectStore("meta").get("unavailable")) as Unavailable[] | undefined) ?? [];
+  return new Map(items.map((u) => [unavailableKey(u), u]));
+}
+
+/** Acked changes the server state now includes are no longer needed for reads. */
+async function dropCovered(tx: Tx, view: EntityView, replica: string): Promise<void> {
+  const outbox = tx.objectStore("outbox");
+  const mine = view.vv[replica] ?? 0;
+  for (const row of await outbox.index("entity").getAll(entityRange(view.collection, view.entity))) {
+    if (row.acked && row.n <= mine) await outbox.delete(row.seq);
+  }
+}
+
+/** The HLC after the siblings' stamps (so our next write orders after them). */
+function observeSiblings(hlc: Hlc, view: EntityView): Hlc {
+  for (const f of Object.values(view.fields)) for (const s of f.siblings ?? []) hlc = observe(hlc, s.hlc);
+  return hlc;
 }
 
 /** Ids of the attachments a view's registers reference (value or sibling, PROTOCOL §10.1). */

@@ -107,6 +107,28 @@ describe("the WebSocket transport", () => {
     await transport.close();
   });
 
+  it("hands a frame's unavailable entities to the page, and does not wait for the echo of one it pushed", async () => {
+    const { transport, socket } = await connected();
+    socket.serve({ type: "synced", cursor: "c0" });
+    expect(await transport.pull({ cursor: "c0", limit: 10, collections: null })).toMatchObject({ more: false });
+    const change = { id: "x", n: 1, collection: "deliveries", entity: "dlv-1", hlc: [1, 0] as [number, number], context: {}, ops: [] };
+    const pushed = transport.push({ replica: "web-1", changes: [change] });
+    await until(() => socket.sent.at(-1)?.type === "push");
+    const push = socket.sent.at(-1) as { id: string };
+    socket.serve({ type: "push_result", id: push.id, results: [{ status: "applied", id: "x", n: 1, seq: 7 }], protocol: 1 });
+    await pushed;
+    // The server cannot read dlv-1's state back: the frame names it instead of sending it.
+    const bad = { collection: "deliveries", entity: "dlv-1", seq: 7, code: "data_integrity" };
+    socket.serve({ type: "changes", changes: [], cursor: "c7", more: false, evictions: [], unavailable: [bad] });
+    const page = await transport.pull({ cursor: "c0", limit: 10, collections: null });
+    expect(page).toEqual({ changes: [], evictions: [], cursor: "c7", more: false, reset: false, protocol: 1, unavailable: [bad] });
+    socket.serve({ type: "changes", changes: [], cursor: "c8", more: false, evictions: [] });
+    expect(await transport.pull({ cursor: "c7", limit: 10, collections: null })).not.toHaveProperty("unavailable");
+    // An unavailable entry of the wrong shape is a protocol violation, like any other member.
+    socket.onmessage?.({ data: JSON.stringify({ type: "changes", changes: [], cursor: "c9", unavailable: [{ ...bad, seq: "7" }] }) });
+    await expect(transport.waitForChanges(10)).rejects.toBeInstanceOf(ProtocolViolation);
+  });
+
   it("turns reset into a pull answer that drops synced state", async () => {
     const { transport, socket } = await connected();
     socket.serve({ type: "reset" });

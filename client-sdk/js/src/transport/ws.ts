@@ -7,7 +7,7 @@
  * - `pull` hands out the `changes` frames the server streams, in order; it answers
  *   `more: true` until `synced` arrived and every change this session pushed came back
  *   on the stream, then `more: false` whenever nothing is buffered. `reset` becomes
- *   `{reset: true}`.
+ *   `{reset: true}`; a frame's `unavailable` stays on its page.
  * - `push` sends `push` with a fresh correlation id and waits for its `push_result`
  *   (or `error`, thrown as `ServerError`). A push without a result is resent by the
  *   next round after reconnecting: the outbox still holds it, and replays are safe.
@@ -249,6 +249,8 @@ export class WebSocketTransport implements LiveTransport {
           if (view.seq >= (this.echoes.get(key) ?? Infinity)) this.echoes.delete(key);
         }
         for (const gone of frame.evictions) this.echoes.delete(entityKey(gone.collection, gone.entity));
+        // A pushed entity the server cannot read comes back named, not as a view: no echo to wait for.
+        for (const bad of frame.unavailable ?? []) this.echoes.delete(entityKey(bad.collection, bad.entity));
         const next = this.buffer[0];
         if (next?.type === "synced") {
           this.buffer.shift(); // fold catch-up's end into this page: no empty round
@@ -256,7 +258,9 @@ export class WebSocketTransport implements LiveTransport {
           this.cursor = next.cursor ?? this.cursor;
         }
         const more = this.buffer.length > 0 || !this.caughtUp();
-        return { ...page(this.cursor, more), changes: frame.changes, evictions: frame.evictions };
+        const out: PullResponse = { ...page(this.cursor, more), changes: frame.changes, evictions: frame.evictions };
+        if (frame.unavailable) out.unavailable = frame.unavailable;
+        return out;
       }
       if (this.caughtUp()) return page(this.cursor, false);
       if (!(await this.waitForFrame(this.silenceMs))) {
