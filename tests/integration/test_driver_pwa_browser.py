@@ -791,6 +791,13 @@ def test_a_proof_of_delivery_photo_and_signature_taken_offline_reach_the_dispatc
         == 2
     )
     assert metric(metrics_after, "sync_attachment_uploads_failed_total") == 0
+    # The dispatcher learnt the statuses by asking for them, never by trying downloads that fail.
+    polled = metric(metrics_after, creations, method="GET", path="/v1/attachments/{attachment_id}", status_code="404")
+    assert polled == metric(
+        metrics_before, creations, method="GET", path="/v1/attachments/{attachment_id}", status_code="404"
+    )
+    asked = metric(metrics_after, creations, method="POST", path="/v1/attachments/status", status_code="200")
+    assert asked > metric(metrics_before, creations, method="POST", path="/v1/attachments/status", status_code="200")
     # The references went through the change log once each, as ordinary register writes.
     changes = driver_changes(site.history("dlv-1001"))
     assert sorted(op["field"] for c in changes for op in c["ops"]) == ["pod_photo", "pod_signature"]

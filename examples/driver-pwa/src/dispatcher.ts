@@ -144,6 +144,10 @@ class Console {
     );
     this.client.subscribe((event) => {
       if (event.type === "remote_change" || event.type === "conflict") this.refreshConflicts(300);
+      if (event.type === "attachment" && event.status !== "pending") {
+        const what = event.status === "available" ? "uploaded" : "upload refused";
+        this.feed.unshift({ at: Date.now(), text: `${this.proofName(event.id)}: ${what}` });
+      }
     });
     this.refreshConflicts(0);
     setInterval(() => this.refreshConflicts(0), 10_000);
@@ -198,15 +202,15 @@ class Console {
     );
   }
 
-  /** Object URLs of downloaded attachments; an id missing here is not downloadable yet (or offline). */
+  /** Object URLs of downloaded attachments, by id. */
   private readonly proofUrls = new Map<string, string>();
-  private proofTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly proofLoading = new Set<string>();
 
   /**
-   * Thumbnails of the delivery's photo and signature. The server says `available` once the bytes are
-   * uploaded and verified; the live channel may not say so (PROTOCOL §10.2), so a thumbnail that is still
-   * missing is fetched again every two seconds until its bytes come (404 until then).
+   * Thumbnails of the delivery's photo and signature. The SDK keeps the server's status of each attachment
+   * (PROTOCOL §10.2) and refreshes the pending ones itself, so a thumbnail is downloaded once the status says
+   * `available` (the `attachment` event re-runs the watch that feeds these rows), and a refused upload is marked;
+   * nothing here polls.
    */
   proofOf(r: Row): HTMLElement {
     return h(
@@ -216,32 +220,39 @@ class Console {
         const ref = refOf(r.fields[field]);
         if (!ref) return null;
         const url = this.proofUrls.get(ref.id);
-        const state = url ? "available" : r.attachments[ref.id] === "refused" ? "refused" : "pending";
-        if (!url && state === "pending") this.loadProof(ref);
+        const remote = r.attachments[ref.id] ?? "pending";
+        const state = url ? "available" : remote === "available" ? "loading" : remote;
+        if (!url && remote === "available") this.loadProof(ref);
         return h(
           "figure",
           { "data-kind": kind, "data-state": state, "data-id": ref.id, id: `proof-${r.entity}-${kind}` },
-          h("div", { class: "thumb" }, url ? h("img", { src: url, alt: `${kind} of ${r.entity}` }) : "…"),
-          h("figcaption", {}, `${kind} · ${state}`),
+          h(
+            "div",
+            { class: "thumb" },
+            url ? h("img", { src: url, alt: `${kind} of ${r.entity}` }) : remote === "refused" ? "✕" : "…",
+          ),
+          h("figcaption", {}, `${kind} · ${remote === "refused" ? "refused" : url ? "available" : "pending"}`),
         );
       }),
     );
+  }
+
+  /** "dlv-1001 photo" for an attachment id a row references. */
+  private proofName(id: string): string {
+    for (const row of this.rows.values()) {
+      for (const [field, kind] of PROOF_FIELDS) if (refOf(row.fields[field])?.id === id) return `${row.entity} ${kind}`;
+    }
+    return `${id.slice(0, 8)}…`;
   }
 
   private loadProof(ref: NonNullable<ReturnType<typeof refOf>>): void {
     if (this.proofLoading.has(ref.id)) return;
     this.proofLoading.add(ref.id);
     void attachmentUrl(this.client, ref).then((url) => {
-      this.proofLoading.delete(ref.id);
+      this.proofLoading.delete(ref.id); // failed (offline): the next render tries again
       if (url && !this.proofUrls.has(ref.id)) {
         this.proofUrls.set(ref.id, url);
-        this.feed.unshift({ at: Date.now(), text: `${ref.name ?? ref.id}: uploaded` });
         this.render();
-      } else if (!url && this.proofTimer === null) {
-        this.proofTimer = setTimeout(() => {
-          this.proofTimer = null;
-          this.render();
-        }, 2000);
       }
     });
   }
