@@ -35,9 +35,10 @@ from syncclient.state import optimistic_view
 from syncclient.transport.base import LiveParams, LiveTransport, LiveTransportFactory, Transport
 from syncclient.transport.http import HttpTransport
 from syncclient.transport.ws import connect_websocket
+from syncclient.unavailable import UnavailableEntities
 from syncproto.attachments import AttachmentStatus
 from syncproto.hlc import HybridClock, now_ms
-from syncproto.messages import Change, EntityView, Op, change_decoder, json_encoder
+from syncproto.messages import Change, EntityView, Op, Unavailable, change_decoder, json_encoder
 from syncproto.schema import Schema
 
 __all__ = ["MAX_CHANGE_BYTES", "SyncClient"]
@@ -96,8 +97,16 @@ class SyncClient:
         self._live = list(live_transports)
         self._interval = sync_interval
         self._backoff = backoff
+        self._unavailable = UnavailableEntities(
+            self.store, self.transport, self.events.emit, self.clock.observe, clock=lambda: wall_clock() / 1000
+        )
         self._roundtrip = RoundTrip(
-            self.store, self.events.emit, self.clock.observe, batch_size=batch_size, pull_limit=pull_limit
+            self.store,
+            self.events.emit,
+            self.clock.observe,
+            batch_size=batch_size,
+            pull_limit=pull_limit,
+            unavailable=self._unavailable,
         )
         self._sync_lock: asyncio.Lock | None = None
         self._background: BackgroundSync | None = None
@@ -186,6 +195,14 @@ class SyncClient:
 
     def clear_rejections(self, ids: Sequence[str] | None = None) -> None:
         self.store.clear_rejections(ids)
+
+    def unavailable(self) -> list[Unavailable]:
+        """Entities a pull named ``unavailable`` (the server could not read their stored state), not read back yet.
+
+        Each keeps what this replica holds of it meanwhile; sync rounds read them again
+        (``EntityUnavailable`` when first named, ``RemoteChange`` when back; PROTOCOL §4.4).
+        """
+        return self._unavailable.list()
 
     def attachment_status(self, attachment_id: str) -> AttachmentStatus | None:
         """``pending``, ``available`` or ``refused`` as last heard from the server; ``None`` if never heard.

@@ -1,4 +1,5 @@
-"""What a client tells the app: remote changes, conflicts, rejected changes, attachment statuses, connection state.
+"""What a client tells the app: remote changes, conflicts, rejected changes, attachment statuses, unavailable
+entities, connection state.
 
 Usage::
 
@@ -25,6 +26,7 @@ __all__ = [
     "AttachmentStatusChanged",
     "ConflictDetected",
     "ConnectionChanged",
+    "EntityUnavailable",
     "Event",
     "EventBus",
     "Handler",
@@ -88,6 +90,21 @@ class AttachmentStatusChanged:
 
 
 @dataclass(frozen=True)
+class EntityUnavailable:
+    """A pull went past this entity: its stored state failed the server's integrity check (PROTOCOL §4.4).
+
+    What this replica holds of it stays; the client reads it again after later
+    sync rounds (``SyncClient.unavailable()`` lists those still waiting), and a
+    ``RemoteChange`` follows when it is back (``deleted=True`` if it is gone).
+    """
+
+    collection: str
+    entity: str
+    code: str
+    """``data_integrity``."""
+
+
+@dataclass(frozen=True)
 class ConnectionChanged:
     """The background loop's link to the server."""
 
@@ -98,7 +115,9 @@ class ConnectionChanged:
     """Seconds until the next attempt (``offline`` only)."""
 
 
-Event = RemoteChange | ConflictDetected | RejectedChange | AttachmentStatusChanged | ConnectionChanged
+Event = (
+    RemoteChange | ConflictDetected | RejectedChange | AttachmentStatusChanged | EntityUnavailable | ConnectionChanged
+)
 Handler = Callable[[Event], object]
 
 

@@ -2,8 +2,9 @@
 
 It holds the outbox, the last pulled view of each entity (``EntityView`` JSON
 with its vv and, for text, the Yjs state), the cursor, the replica's counter,
-its last HLC stamp, rejected changes, and the last heard status of each
-attachment a pulled entity referenced (``attachment_status``).
+its last HLC stamp, rejected changes, the last heard status of each
+attachment a pulled entity referenced (``attachment_status``), and the entities
+a pull named ``unavailable`` (``unavailable``, committed with that page's cursor).
 
 Durability: WAL journal with ``synchronous=FULL``, so ``COMMIT`` returns only
 after the WAL is fsynced. ``enqueue`` takes the next counter and inserts the
@@ -31,7 +32,7 @@ from typing import cast
 import msgspec
 
 from syncclient.errors import ProtocolViolation
-from syncclient.events import AttachmentStatusChanged, Event, RejectedChange
+from syncclient.events import AttachmentStatusChanged, EntityUnavailable, Event, RejectedChange, RemoteChange
 from syncclient.state import events_for, merge_delta
 from syncproto import errors
 from syncproto.attachments import AttachmentStatus, refs_in_view
@@ -44,6 +45,7 @@ from syncproto.messages import (
     OutOfOrder,
     PushResult,
     Rejected,
+    Unavailable,
     change_decoder,
     json_encoder,
 )
@@ -77,6 +79,13 @@ CREATE TABLE IF NOT EXISTS entities (
 CREATE TABLE IF NOT EXISTS attachment_status (
     id TEXT PRIMARY KEY,  -- an attachment a pulled entity referenced
     status TEXT NOT NULL  -- pending, available or refused, as last heard (pull or status refresh)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unavailable (
+    collection TEXT NOT NULL,  -- an entity a pull named unavailable (PROTOCOL §4.4), not read back yet
+    entity TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    PRIMARY KEY (collection, entity)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejections (
     id TEXT PRIMARY KEY,
@@ -400,30 +409,93 @@ class LocalStore:
     # --- pull -----------------------------------------------------------------
 
     def apply_page(
-        self, changes: Sequence[EntityView], evictions: Sequence[Eviction], cursor: str | None
+        self,
+        changes: Sequence[EntityView],
+        evictions: Sequence[Eviction],
+        cursor: str | None,
+        unavailable: Sequence[Unavailable] = (),
     ) -> list[Event]:
-        """Merge one pulled page and store its cursor in the same transaction."""
+        """Merge one pulled page and store its cursor in the same transaction.
+
+        Entities the page names ``unavailable`` keep what this replica holds and join
+        the set ``unavailable()`` lists (an ``EntityUnavailable`` when first named);
+        an eviction takes an entity out of it.
+        """
         events: list[Event] = []
         with self.transaction():
             for delta in changes:
                 old = self.view(delta.collection, delta.entity)
                 new = merge_delta(old, delta)
-                self._db.execute(
-                    "INSERT OR REPLACE INTO entities (collection, entity, view) VALUES (?, ?, ?)",
-                    (delta.collection, delta.entity, json_encoder.encode(new)),
-                )
-                # Acked changes the server state now includes are no longer needed for reads.
-                self._db.execute(
-                    "DELETE FROM outbox WHERE acked = 1 AND collection = ? AND entity = ? AND n <= ?",
-                    (delta.collection, delta.entity, new.vv.get(self.replica, 0)),
-                )
+                self._put_view(new)
                 events.extend(events_for(old, delta, self.replica))
                 events.extend(self.set_attachment_statuses(delta.attachments or {}))
                 self._note_unknown_refs(delta)
             for ev in evictions:
                 self._db.execute("DELETE FROM entities WHERE collection = ? AND entity = ?", (ev.collection, ev.entity))
+                self._db.execute(
+                    "DELETE FROM unavailable WHERE collection = ? AND entity = ?", (ev.collection, ev.entity)
+                )
+            for u in unavailable:
+                known = self._db.execute(
+                    "SELECT 1 FROM unavailable WHERE collection = ? AND entity = ?", (u.collection, u.entity)
+                ).fetchone()
+                self._db.execute(
+                    "INSERT OR REPLACE INTO unavailable (collection, entity, seq, code) VALUES (?, ?, ?, ?)",
+                    (u.collection, u.entity, u.seq, u.code),
+                )
+                if known is None:
+                    events.append(EntityUnavailable(u.collection, u.entity, u.code))
             self._set_meta("cursor", cursor)
         return events
+
+    def _put_view(self, view: EntityView) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO entities (collection, entity, view) VALUES (?, ?, ?)",
+            (view.collection, view.entity, json_encoder.encode(view)),
+        )
+        # Acked changes the server state now includes are no longer needed for reads.
+        self._db.execute(
+            "DELETE FROM outbox WHERE acked = 1 AND collection = ? AND entity = ? AND n <= ?",
+            (view.collection, view.entity, view.vv.get(self.replica, 0)),
+        )
+
+    # --- unavailable entities ---------------------------------------------------
+
+    def unavailable(self) -> list[Unavailable]:
+        """Entities a pull named unavailable and not read back yet, by collection and entity."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT collection, entity, seq, code FROM unavailable ORDER BY collection, entity"
+            ).fetchall()
+        return [Unavailable(c, e, seq, code) for c, e, seq, code in rows]
+
+    def resolve_unavailable(self, item: Unavailable, view: EntityView | None) -> list[Event]:
+        """An unavailable entity read back: ``view`` (the whole state) replaces ours, ``None`` (404) drops it.
+
+        Either way it leaves the set. Nothing happens if it left meanwhile (a reset, an
+        eviction). Returns the events: always a ``RemoteChange`` (so the app can clear
+        its mark), plus ``ConflictDetected`` for sibling sets the view shows.
+        """
+        with self.transaction():
+            gone = self._db.execute(
+                "DELETE FROM unavailable WHERE collection = ? AND entity = ?", (item.collection, item.entity)
+            )
+            if gone.rowcount == 0:
+                return []
+            if view is None:
+                self._db.execute(
+                    "DELETE FROM entities WHERE collection = ? AND entity = ?", (item.collection, item.entity)
+                )
+                return [RemoteChange(item.collection, item.entity, (), True)]
+            # The whole state, as a pull from ``cursor: null`` sends it: replaced, not merged.
+            whole = msgspec.structs.replace(view, collection=item.collection, entity=item.entity)
+            old = self.view(item.collection, item.entity)
+            self._put_view(whole)
+            events = events_for(old, whole, self.replica)
+            events.extend(self.set_attachment_statuses(whole.attachments or {}))
+            if not any(isinstance(e, RemoteChange) for e in events):
+                events.insert(0, RemoteChange(item.collection, item.entity, tuple(sorted(whole.fields)), whole.deleted))
+            return events
 
     def drop_acked(self, up_to_seq: int) -> None:
         """After a complete pull: acked rows written before it began are in the pulled state."""
@@ -431,8 +503,9 @@ class LocalStore:
             self._db.execute("DELETE FROM outbox WHERE acked = 1 AND seq <= ?", (up_to_seq,))
 
     def reset(self) -> None:
-        """Forget synced state (views and cursor), never the outbox (PROTOCOL §4.4 ``reset``)."""
+        """Forget synced state (views, cursor, unavailable entities), never the outbox (PROTOCOL §4.4 ``reset``)."""
         with self.transaction():
             self._db.execute("DELETE FROM entities")
             self._db.execute("DELETE FROM attachment_status")
+            self._db.execute("DELETE FROM unavailable")
             self._set_meta("cursor", None)

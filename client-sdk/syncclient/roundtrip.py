@@ -1,4 +1,5 @@
-"""One sync round trip: push the outbox in batches, then pull to the end (PROTOCOL §4, §8).
+"""One sync round trip: push the outbox in batches, then pull to the end (PROTOCOL §4, §8), then read
+back entities a pull named ``unavailable`` when their time has come (``syncclient.unavailable``).
 
 Memory stays bounded by one batch and one page, however long the outbox is:
 rows are read from SQLite a batch at a time and every page is committed
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from syncclient.errors import ProtocolViolation, ServerError, SyncError
 from syncclient.events import Event
@@ -17,6 +19,9 @@ from syncclient.localstore import LocalStore
 from syncclient.transport.base import Transport
 from syncproto import errors
 from syncproto.messages import PullRequest, PushRequest
+
+if TYPE_CHECKING:
+    from syncclient.unavailable import UnavailableEntities
 
 __all__ = ["RoundTrip", "SyncStats"]
 
@@ -37,6 +42,7 @@ class SyncStats:
     renumbered: int = 0
     pages: int = 0
     pulled: int = 0
+    """Entities pulled (an unavailable entity read back with its whole state counts too)."""
     resets: int = 0
 
 
@@ -50,6 +56,7 @@ class RoundTrip:
         batch_size: int = 500,
         batch_bytes: int = 1 << 20,
         pull_limit: int = 1000,
+        unavailable: UnavailableEntities | None = None,
     ) -> None:
         self.store = store
         self.emit = emit
@@ -57,6 +64,7 @@ class RoundTrip:
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.pull_limit = pull_limit
+        self.unavailable = unavailable
 
     async def run(self, transport: Transport) -> SyncStats:
         stats = SyncStats()
@@ -68,6 +76,8 @@ class RoundTrip:
             self.store.reset()
             stats.resets += 1
         await self.pull(transport, stats)
+        if self.unavailable is not None:
+            stats.pulled += await self.unavailable.after_round()
         return stats
 
     async def push(self, transport: Transport, stats: SyncStats) -> bool:
@@ -128,7 +138,7 @@ class RoundTrip:
                 self.store.reset()
                 cursor = None
                 continue
-            events = self.store.apply_page(page.changes, page.evictions, page.cursor)
+            events = self.store.apply_page(page.changes, page.evictions, page.cursor, page.unavailable or ())
             stats.pages += 1
             stats.pulled += len(page.changes)
             for view in page.changes:

@@ -29,6 +29,7 @@ from syncproto.messages import (
     PullRequest,
     PushRequest,
     Rejected,
+    Unavailable,
     WsChanges,
     WsError,
     WsPing,
@@ -324,4 +325,25 @@ async def test_an_eviction_also_settles_a_pushed_change(monkeypatch: pytest.Monk
     while page.more:
         page = await t.pull(PullRequest(cursor=page.cursor))
     assert page.cursor == "c7"
+    await t.aclose()
+
+
+async def test_a_frames_unavailable_entities_reach_the_page_and_settle_a_pushed_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    t, socket = await opened(monkeypatch, welcome(), WsSynced("c0"))
+    change = Change("11111111-1111-4111-8111-111111111111", 1, "deliveries", "a", (1, 0), {}, [])
+    pushing = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
+    await socket.sent_count(2)
+    socket.feed(WsPushResult(socket.sent[-1].id, [Applied(change.id, 1, seq=7)]))
+    await pushing
+    # The server cannot read the pushed entity back: the frame names it instead of sending it.
+    bad = Unavailable("deliveries", "a", 7, "data_integrity")
+    socket.feed(WsChanges([view("b", 6)], "c7", unavailable=[bad]))
+    async with asyncio.timeout(5):  # no echo to wait for: the page ends the pull
+        page = await t.pull(PullRequest(cursor="c0"))
+    assert (page.unavailable, [v.entity for v in page.changes], page.cursor, page.more) == ([bad], ["b"], "c7", False)
+    socket.feed(WsChanges([view("c", 8)], "c8"))
+    page = await t.pull(PullRequest(cursor="c7"))
+    assert page.unavailable is msgspec.UNSET  # absent when the frame has none
     await t.aclose()

@@ -226,7 +226,9 @@ class WebSocketTransport:
                     self._synced = True
                     self._cursor = synced.cursor if synced.cursor is not None else self._cursor
                 more = bool(self._buffer) or not self._caught_up()
-                return PullResponse(frame.changes, self._cursor, more, evictions=frame.evictions)
+                page = PullResponse(frame.changes, self._cursor, more, evictions=frame.evictions)
+                page.unavailable = frame.unavailable
+                return page
             if self._caught_up():
                 return PullResponse(cursor=self._cursor, more=False)
             try:
@@ -259,6 +261,9 @@ class WebSocketTransport:
                 del self._echoes[key]
         for gone in frame.evictions:
             self._echoes.pop((gone.collection, gone.entity), None)
+        # A pushed entity the server cannot read comes back named, not as a view: no echo to wait for.
+        for bad in frame.unavailable or ():
+            self._echoes.pop((bad.collection, bad.entity), None)
 
     async def wait_for_changes(self, max_wait: float) -> bool:
         self._raise_if_failed()
