@@ -28,6 +28,20 @@ export const REMOTE_STATUSES: ReadonlySet<string> = new Set(["pending", "availab
 /** Most ids one `POST /v1/attachments/status` may ask about. */
 export const MAX_STATUS_IDS = 500;
 
+/**
+ * The answer of `POST /v1/attachments/status` (`AttachmentStatusResponse`): members a newer server may add, and
+ * statuses this version does not know, are left out. Throws a TypeError if it is not that shape at all.
+ */
+export function readAttachmentStatusResponse(v: unknown): { attachments: Record<string, RemoteStatus> } {
+  const found = (v as { attachments?: unknown } | null)?.attachments;
+  if (typeof found !== "object" || found === null || Array.isArray(found)) throw new TypeError("no attachments object");
+  const attachments: Record<string, RemoteStatus> = {};
+  for (const [id, status] of Object.entries(found)) {
+    if (REMOTE_STATUSES.has(status as string)) attachments[id] = status as RemoteStatus;
+  }
+  return { attachments };
+}
+
 const MEDIA_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/;
 const SHA256 = /^[0-9a-f]{64}$/;
 

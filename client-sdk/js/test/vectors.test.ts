@@ -3,6 +3,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 
+import { readAttachmentStatusResponse } from "../src/attachments-ref.js";
 import { applyPending } from "../src/optimistic.js";
 import { Collection, type CollectionSpec } from "../src/schema.js";
 import * as text from "../src/text.js";
@@ -72,6 +73,7 @@ const DECODED = new Set([
   "PushResponse",
   "ConflictPage",
   "ErrorResponse",
+  "AttachmentStatusResponse",
   "WsClientMessage",
   "WsServerMessage",
 ]);
@@ -108,6 +110,8 @@ function reencode(message: string, value: unknown): unknown {
       return readConflictPage(value);
     case "ErrorResponse":
       return readErrorResponse(value);
+    case "AttachmentStatusResponse":
+      return readAttachmentStatusResponse(value);
     case "WsClientMessage":
       // What this SDK sends: validated, then encoded as it goes on the socket.
       return parseJson(encodeWsClientMessage(validateWsClientMessage(value)));

@@ -1,5 +1,5 @@
 /** Protocol v1 over HTTP with `fetch`: `POST /v1/sync/push` and `/v1/sync/pull` (PROTOCOL §3-4). */
-import { REMOTE_STATUSES, type RemoteStatus } from "../attachments-ref.js";
+import { readAttachmentStatusResponse, type RemoteStatus } from "../attachments-ref.js";
 import { parseRetryAfter } from "../backoff.js";
 import { ServerError, TransportError } from "../errors.js";
 import type { TokenSource } from "../token.js";
@@ -48,8 +48,9 @@ export class HttpTransport implements Transport {
   }
 
   /** `POST /v1/attachments/status` (PROTOCOL §10.2): the status of each id (at most 500) this token may see. */
-  attachmentStatus(ids: string[]): Promise<Record<string, RemoteStatus>> {
-    return this.send("POST", "/v1/attachments/status", readStatusAnswer, JSON.stringify({ ids }));
+  async attachmentStatus(ids: string[]): Promise<Record<string, RemoteStatus>> {
+    const answer = await this.send("POST", "/v1/attachments/status", readAttachmentStatusResponse, JSON.stringify({ ids }));
+    return answer.attachments;
   }
 
   async close(): Promise<void> {}
@@ -86,15 +87,6 @@ export class HttpTransport implements Transport {
       throw new TransportError(`${method} ${path}: ${String(exc)}`);
     }
   }
-}
-
-/** `{"attachments": {id: status}}`; members a newer server may add, and unknown statuses, are left out. */
-function readStatusAnswer(v: unknown): Record<string, RemoteStatus> {
-  const found = (v as { attachments?: unknown } | null)?.attachments;
-  if (typeof found !== "object" || found === null || Array.isArray(found)) throw new TypeError("no attachments object");
-  const out: Record<string, RemoteStatus> = {};
-  for (const [id, status] of Object.entries(found)) if (REMOTE_STATUSES.has(status as string)) out[id] = status as RemoteStatus;
-  return out;
 }
 
 function serverError(response: Response, text: string): ServerError {
