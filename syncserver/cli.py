@@ -17,11 +17,11 @@ from syncserver.admin.tenants import InvalidTenantId, create_tenant
 from syncserver.attachments.cli import attachments as attachment_commands
 from syncserver.attachments.gc import AttachmentCollector
 from syncserver.auth.tokens import ROLES, TokenVerifier
+from syncserver.integrity import cli as integrity_cli
 from syncserver.keys import cli as keys_cli
 from syncserver.keys import devsecrets
 from syncserver.services import Services, open_services
 from syncserver.settings import Settings
-from syncserver.sync.rebuild import EntityRepair, RepairReport
 from syncstore.migrate import upgrade
 from syncstore.store import TenantExists
 
@@ -174,40 +174,9 @@ def gc(settings: Settings, tenant_id: str | None) -> None:
     console.print(f"collected {removed} tombstones, {deleted} attachments, {abandoned} abandoned uploads")
 
 
-@main.command()
-@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
-@click.option("--entity", default=None, metavar="COLLECTION/ID", help="Only this entity (with --tenant).")
-@click.pass_obj
-def repair(settings: Settings, tenant_id: str | None, entity: str | None) -> None:
-    """Rebuild entity states that fail their integrity check from the change log (the truth).
-
-    Devices told the entity was unavailable read it again; nothing new is logged. Exits 1 if an
-    entity could not be rebuilt (its own change rows fail their check)."""
-    only: tuple[str, str] | None = None
-    if entity is not None:
-        collection, sep, entity_id = entity.partition("/")
-        if not sep or not collection or not entity_id or tenant_id is None:
-            raise click.BadParameter("give --tenant and --entity COLLECTION/ID", param_hint="--entity")
-        only = (collection, entity_id)
-
-    async def run(s: Services) -> list[tuple[str, RepairReport]]:
-        fixer = EntityRepair(s.store, s.keyring, s.schema)
-        ids = [tenant_id] if tenant_id else [t.id for t in await s.store.list_tenants()]
-        return [(t, await fixer.repair(t, only)) for t in ids]
-
-    failed = 0
-    for tenant, report in _run(settings, run):
-        for collection, entity_id in report.repaired:
-            console.print(f"{tenant}: rebuilt {collection}/{entity_id} from the change log")
-        for (collection, entity_id), reason in report.failed:
-            console.print(f"[red]{tenant}: cannot rebuild {collection}/{entity_id}: {reason}[/red]")
-        console.print(f"{tenant}: checked {report.checked} entities, rebuilt {len(report.repaired)}")
-        failed += len(report.failed)
-    if failed:
-        raise SystemExit(1)
-
-
 main.add_command(admin_commands)
+main.add_command(integrity_cli.repair)
+main.add_command(integrity_cli.verify)
 main.add_command(attachment_commands)
 
 main.add_command(keys_cli.keys)

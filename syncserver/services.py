@@ -30,6 +30,7 @@ from syncserver.attachments.refs import AttachmentPushService
 from syncserver.attachments.status import AttachmentPullService
 from syncserver.attachments.uploads import UploadService
 from syncserver.fanout import Fanout, MemoryFanout
+from syncserver.integrity.verify import Verifier
 from syncserver.keys import devsecrets
 from syncserver.keys.keyring import TenantKeyring
 from syncserver.keys.operations import KeyOps
@@ -74,6 +75,7 @@ class Services:
     audit_log: AuditLog
     key_ops: KeyOps
     subjects: SubjectRequests
+    integrity: Verifier
     owns_store: bool = field(default=True)
 
     async def start(self) -> None:
@@ -136,6 +138,7 @@ def build_services(
         audit_log=audit_log,
         key_ops=KeyOps(store, keyring, provider, schema, attachments=attachment_keys),
         subjects=SubjectRequests(store, keyring, attachments=attachment_keys),
+        integrity=Verifier(store, keyring, schema),
         owns_store=owns_store,
     )
 

@@ -25,11 +25,13 @@ from syncstore.adminstore import (
 from syncstore.attachments import AttachmentRecord, AttachmentRefRecord, AttachmentState, AttachmentStore
 from syncstore.channels import AccessStore, EvictionRecord, ScopedEntity
 from syncstore.faulty import FaultyStore, InjectedFault
+from syncstore.integrity import IntegrityStore
 from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
 from syncstore.memory import MemoryStore
 from syncstore.memory_attachments import MemoryAttachmentStore
 from syncstore.records import (
     ChangeRecord,
+    CheckpointRecord,
     ConflictFilter,
     ConflictRecord,
     DeadLetterRecord,
@@ -38,6 +40,7 @@ from syncstore.records import (
     PushBatch,
     ReplicaRecord,
     TenantRecord,
+    VerificationRecord,
     WrappedKey,
 )
 from syncstore.sql import SqlStore
@@ -100,6 +103,7 @@ __all__ = [
     "AttachmentStore",
     "AuditRecord",
     "ChangeRecord",
+    "CheckpointRecord",
     "ConflictFilter",
     "ConflictOverride",
     "ConflictQuery",
@@ -112,6 +116,7 @@ __all__ = [
     "EvictionRecord",
     "FaultyStore",
     "InjectedFault",
+    "IntegrityStore",
     "KeyStore",
     "MembershipRecord",
     "MemoryAttachmentStore",
@@ -130,6 +135,7 @@ __all__ = [
     "TenantExists",
     "TenantNotFound",
     "TenantRecord",
+    "VerificationRecord",
     "WrappedKey",
     "attachment_store_for",
     "open_store",

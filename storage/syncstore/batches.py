@@ -39,6 +39,10 @@ def check_batch(session_last_seq: int, batch: PushBatch) -> None:
         if not row.joined_seq <= row.seq <= batch.last_seq:
             raise ValueError(f"channel row {row.channel} of {row.collection}/{row.entity_id} has bad seqs")
     _require_distinct("channel row", [(row.collection, row.entity_id, row.channel) for row in batch.memberships])
+    for checkpoint in batch.checkpoints:
+        if not session_last_seq < checkpoint.seq <= batch.last_seq:
+            raise ValueError(f"checkpoint seq {checkpoint.seq} is outside ({session_last_seq}, {batch.last_seq}]")
+    _require_distinct("checkpoint seq", [checkpoint.seq for checkpoint in batch.checkpoints])
 
 
 def latest_entities(batch: PushBatch) -> list[EntityRecord]:

@@ -25,15 +25,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from syncstore.adminstore import AdminStore
 from syncstore.channels import AccessStore
+from syncstore.integrity import IntegrityStore
 from syncstore.keystore import KeyStore
 from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
 from syncstore.store import EntityKey, PushSession, Store, StoreUnavailable
 
-INTERFACES: tuple[type, ...] = (Store, AdminStore, AccessStore, KeyStore)
+INTERFACES: tuple[type, ...] = (Store, AdminStore, AccessStore, KeyStore, IntegrityStore)
 
 if TYPE_CHECKING:
 
-    class _Interfaces(Store, AdminStore, AccessStore, KeyStore, Protocol):
+    class _Interfaces(Store, AdminStore, AccessStore, KeyStore, IntegrityStore, Protocol):
         """For the type checker: a FaultyStore has every method of the interfaces (forwarded below)."""
 
 else:
@@ -105,6 +106,14 @@ class _FaultySession:
     @last_seq.setter
     def last_seq(self, value: int) -> None:
         self._inner.last_seq = value
+
+    @property
+    def chain_head(self) -> bytes | None:
+        return self._inner.chain_head
+
+    @chain_head.setter
+    def chain_head(self, value: bytes | None) -> None:
+        self._inner.chain_head = value
 
     async def replicas(self, replica_ids: Sequence[str]) -> dict[str, ReplicaRecord]:
         return await self._inner.replicas(replica_ids)

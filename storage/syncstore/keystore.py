@@ -52,8 +52,8 @@ SEALED_COLUMN: Final[dict[SealedTable, str]] = {
 """The ciphertext column of each sealed table."""
 
 NAME_COLUMNS: Final[dict[SealedTable, tuple[str, ...]]] = {
-    "entities": ("collection", "entity_id"),
-    "changes": ("collection", "entity_id", "seq"),
+    "entities": ("collection", "entity_id", "seq", "chain"),
+    "changes": ("collection", "entity_id", "seq", "chain"),
     "conflicts": ("collection", "entity_id", "seq", "idx"),
     "dead_letters": ("replica_id", "n", "change_id"),
 }
@@ -68,7 +68,7 @@ class SealedRow(Struct, frozen=True, gc=False):
     table: str
     key: tuple[KeyPart, ...]
     """The row's primary key after ``tenant_id``, in column order: pass it back as ``after``."""
-    names: dict[str, KeyPart]
+    names: dict[str, KeyPart | bytes | None]
     """The ``NAME_COLUMNS`` of the table."""
     key_version: int
     blob: bytes

@@ -19,6 +19,7 @@ from syncstore.batches import check_batch
 from syncstore.facets import via
 from syncstore.memory_admin import MemoryAdmin
 from syncstore.memory_channels import MemoryChannels, purge_channel_rows
+from syncstore.memory_integrity import MemoryIntegrity
 from syncstore.memory_keys import MemoryKeys
 from syncstore.memory_state import MemoryState, TenantRows
 from syncstore.records import (
@@ -41,6 +42,7 @@ class MemoryPushSession:
     def __init__(self, tenant: TenantRows) -> None:
         self._tenant = tenant
         self.last_seq = tenant.record.last_seq
+        self.chain_head = tenant.record.chain_head
         self._finished = False
 
     async def replicas(self, replica_ids: Sequence[str]) -> dict[str, ReplicaRecord]:
@@ -86,8 +88,11 @@ class MemoryPushSession:
         tenant.replicas.update({r.replica_id: r for r in batch.replicas})
         for m in batch.memberships:
             tenant.channels.setdefault((m.collection, m.entity_id), {})[m.channel] = m
-        tenant.record = replace(tenant.record, last_seq=batch.last_seq)
+        tenant.checkpoints.update({c.seq: c for c in batch.checkpoints})
+        head = batch.chain_head if batch.chain_head is not None else tenant.record.chain_head
+        tenant.record = replace(tenant.record, last_seq=batch.last_seq, chain_head=head)
         self.last_seq = batch.last_seq
+        self.chain_head = head
 
     def _check_collisions(self, batch: PushBatch) -> None:
         tenant = self._tenant
@@ -117,6 +122,7 @@ class MemoryStore:
         self._keys = MemoryKeys(self._state)
         self._admin = MemoryAdmin(self._state)
         self._channels = MemoryChannels(self._state)
+        self._integrity = MemoryIntegrity(self._state)
 
     async def close(self) -> None:
         self._state.tenants.clear()
@@ -261,6 +267,12 @@ class MemoryStore:
     entity_channels = via("_channels", MemoryChannels.entity_channels)
     conflicts_in_channels = via("_channels", MemoryChannels.conflicts_in_channels)
     set_entity_channels = via("_channels", MemoryChannels.set_entity_channels)
+
+    # IntegrityStore
+    latest_changes = via("_integrity", MemoryIntegrity.latest_changes)
+    checkpoints = via("_integrity", MemoryIntegrity.checkpoints)
+    record_verification = via("_integrity", MemoryIntegrity.record_verification)
+    verifications = via("_integrity", MemoryIntegrity.verifications)
 
 
 def _matches(conflict: ConflictRecord, wanted: ConflictFilter) -> bool:

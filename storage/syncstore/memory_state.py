@@ -12,12 +12,14 @@ from syncstore.adminstore import AuditRecord, ConflictOverride
 from syncstore.locks import TenantLocks
 from syncstore.records import (
     ChangeRecord,
+    CheckpointRecord,
     ConflictRecord,
     DeadLetterRecord,
     EntityRecord,
     MembershipRecord,
     ReplicaRecord,
     TenantRecord,
+    VerificationRecord,
     WrappedKey,
 )
 from syncstore.store import EntityKey, TenantNotFound
@@ -38,6 +40,8 @@ class TenantRows:
     conflicts: dict[tuple[int, int], ConflictRecord] = field(default_factory=dict)
     dead_letters: dict[Dot, DeadLetterRecord] = field(default_factory=dict)
     channels: dict[EntityKey, dict[str, MembershipRecord]] = field(default_factory=dict)
+    checkpoints: dict[int, CheckpointRecord] = field(default_factory=dict)
+    verifications: list[VerificationRecord] = field(default_factory=list)
 
 
 @dataclass

@@ -21,6 +21,8 @@ class TenantRecord(Struct, frozen=True, gc=False):
     """The highest sequence number assigned in this tenant (0 = none)."""
     purged_seq: int
     """Tombstones up to this seq were collected; older cursors must reset."""
+    chain_head: bytes | None = None
+    """The hash-chain link of the change at ``last_seq`` (None before the tenant's first chained change)."""
 
 
 class WrappedKey(Struct, frozen=True, gc=False):
@@ -54,6 +56,8 @@ class EntityRecord(Struct, frozen=True, gc=False):
     """Encrypted, msgpack-encoded entity state."""
     vv: dict[str, int]
     updated_at: int
+    chain: bytes | None = None
+    """The chain link of the change at ``seq``, bound into the state's associated data (None: before the chain)."""
 
 
 class ChangeRecord(Struct, frozen=True, gc=False):
@@ -70,6 +74,8 @@ class ChangeRecord(Struct, frozen=True, gc=False):
     payload: bytes
     """Encrypted ops."""
     created_at: int
+    chain: bytes | None = None
+    """This change's link in the tenant's hash chain, bound into the payload's associated data."""
 
 
 class ConflictRecord(Struct, frozen=True, gc=False):
@@ -122,6 +128,29 @@ class MembershipRecord(Struct, frozen=True, gc=False):
     member: bool
 
 
+class CheckpointRecord(Struct, frozen=True, gc=False):
+    """A signed checkpoint of the change log's hash chain: the link at ``seq``, MAC'd under a tenant key."""
+
+    seq: int
+    head: bytes
+    key_version: int
+    mac: bytes
+    created_at: int
+
+
+class VerificationRecord(Struct, frozen=True, gc=False):
+    """The outcome of one ``syncserver verify`` run over a tenant."""
+
+    started_at: int
+    finished_at: int
+    from_seq: int
+    to_seq: int
+    changes: int
+    entities: int
+    problems: str
+    """JSON: a list of ``{"kind", "where", "detail"}``; ``[]`` when everything checked out."""
+
+
 @dataclass
 class PushBatch:
     """Everything one push writes, committed atomically by ``PushSession.commit``."""
@@ -134,6 +163,9 @@ class PushBatch:
     replicas: list[ReplicaRecord] = field(default_factory=list)
     memberships: list[MembershipRecord] = field(default_factory=list)
     """Channel rows of the changed entities, upserted by ``(collection, entity_id, channel)``."""
+    chain_head: bytes | None = None
+    """The chain link at ``last_seq`` after this batch (None: unchanged)."""
+    checkpoints: list[CheckpointRecord] = field(default_factory=list)
 
 
 class ConflictFilter(Struct, frozen=True, gc=False):

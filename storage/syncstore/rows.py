@@ -17,12 +17,14 @@ from sqlalchemy import RowMapping
 
 from syncstore.records import (
     ChangeRecord,
+    CheckpointRecord,
     ConflictRecord,
     DeadLetterRecord,
     EntityRecord,
     MembershipRecord,
     ReplicaRecord,
     TenantRecord,
+    VerificationRecord,
     WrappedKey,
 )
 
@@ -116,3 +118,19 @@ def membership_to_row(tenant_id: str, row: MembershipRecord) -> Row:
 
 def membership_from_row(row: RowMapping) -> MembershipRecord:
     return _from_row(row, MembershipRecord)
+
+
+def checkpoint_to_row(tenant_id: str, checkpoint: CheckpointRecord) -> Row:
+    return _to_row(tenant_id, checkpoint)
+
+
+def checkpoint_from_row(row: RowMapping) -> CheckpointRecord:
+    return _from_row(row, CheckpointRecord)
+
+
+def verification_to_row(tenant_id: str, record: VerificationRecord) -> Row:
+    return _to_row(tenant_id, record)
+
+
+def verification_from_row(row: RowMapping) -> VerificationRecord:
+    return _from_row(row, VerificationRecord)

@@ -40,6 +40,7 @@ from syncstore.records import (
 from syncstore.sql_admin import SqlAdmin
 from syncstore.sql_channels import SqlChannels, purge_channel_rows
 from syncstore.sql_database import UNREACHABLE, SqlDatabase
+from syncstore.sql_integrity import SqlIntegrity
 from syncstore.sql_keys import SqlKeys
 from syncstore.sql_session import SqlPushSession
 from syncstore.store import PushSession, StoreUnavailable, TenantExists
@@ -60,6 +61,7 @@ class SqlStore:
         self._keys = SqlKeys(self._db)
         self._admin = SqlAdmin(self._db)
         self._channels = SqlChannels(self._db)
+        self._integrity = SqlIntegrity(self._db)
 
     @classmethod
     def from_url(cls, url: str | URL, **engine_kwargs: Any) -> SqlStore:
@@ -124,7 +126,7 @@ class SqlStore:
     @asynccontextmanager
     async def _push_session(self, tenant_id: str) -> AsyncIterator[PushSession]:
         async with self._db.locked(tenant_id) as locked:
-            yield SqlPushSession(locked.conn, tenant_id, locked.last_seq)
+            yield SqlPushSession(locked.conn, tenant_id, locked.last_seq, locked.chain_head)
 
     async def pull(
         self, tenant_id: str, after_seq: int, limit: int, collections: Sequence[str] | None = None
@@ -263,6 +265,12 @@ class SqlStore:
     get_replica = via("_admin", SqlAdmin.get_replica)
     append_audit = via("_admin", SqlAdmin.append_audit)
     audit_log = via("_admin", SqlAdmin.audit_log)
+
+    # IntegrityStore
+    latest_changes = via("_integrity", SqlIntegrity.latest_changes)
+    checkpoints = via("_integrity", SqlIntegrity.checkpoints)
+    record_verification = via("_integrity", SqlIntegrity.record_verification)
+    verifications = via("_integrity", SqlIntegrity.verifications)
 
     # AccessStore
     pull_in_channels = via("_channels", SqlChannels.pull_in_channels)

@@ -39,6 +39,7 @@ class Locked(NamedTuple):
     conn: AsyncConnection
     last_seq: int
     purged_seq: int
+    chain_head: bytes | None
 
 
 class SqlDatabase:
@@ -77,12 +78,15 @@ class SqlDatabase:
         async with self.process_lock(tenant_id), self.connect(write=True) as conn:
             try:
                 query = (
-                    select(tenants.c.last_seq, tenants.c.purged_seq).where(tenants.c.id == tenant_id).with_for_update()
+                    select(tenants.c.last_seq, tenants.c.purged_seq, tenants.c.chain_head)
+                    .where(tenants.c.id == tenant_id)
+                    .with_for_update()
                 )
                 row = (await conn.execute(query)).one_or_none()
                 if row is None:
                     raise TenantNotFound(tenant_id)
-                yield Locked(conn, row.last_seq, row.purged_seq)
+                head = bytes(row.chain_head) if row.chain_head is not None else None
+                yield Locked(conn, row.last_seq, row.purged_seq, head)
             finally:
                 if conn.in_transaction():
                     await conn.rollback()

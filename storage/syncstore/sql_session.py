@@ -23,7 +23,16 @@ from syncstore import rows
 from syncstore.batches import check_batch, latest_entities, latest_replicas
 from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
 from syncstore.store import EntityKey
-from syncstore.tables import changes, conflicts, dead_letters, entities, entity_channels, replicas, tenants
+from syncstore.tables import (
+    chain_checkpoints,
+    changes,
+    conflicts,
+    dead_letters,
+    entities,
+    entity_channels,
+    replicas,
+    tenants,
+)
 
 CHUNK = 500
 """Ids per ``IN (...)`` query: far below SQLite's limit (999 before 3.32)."""
@@ -34,10 +43,11 @@ _T = TypeVar("_T")
 class SqlPushSession:
     """See ``PushSession``. Not safe to share between tasks."""
 
-    def __init__(self, conn: AsyncConnection, tenant_id: str, last_seq: int) -> None:
+    def __init__(self, conn: AsyncConnection, tenant_id: str, last_seq: int, chain_head: bytes | None) -> None:
         self._conn = conn
         self._tenant_id = tenant_id
         self.last_seq = last_seq
+        self.chain_head = chain_head
         self._finished = False
 
     async def replicas(self, replica_ids: Sequence[str]) -> dict[str, ReplicaRecord]:
@@ -127,12 +137,18 @@ class SqlPushSession:
             await self._upsert(entities, [rows.entity_to_row(tenant_id, e) for e in latest_entities(batch)])
             await self._upsert(replicas, [rows.replica_to_row(tenant_id, r) for r in latest_replicas(batch)])
             await self._upsert(entity_channels, [rows.membership_to_row(tenant_id, m) for m in batch.memberships])
+            await self._insert(chain_checkpoints, [rows.checkpoint_to_row(tenant_id, c) for c in batch.checkpoints])
         except IntegrityError as exc:
             # The transaction is aborted; push_session rolls it back on exit.
             raise ValueError(f"push batch collides with stored rows: {exc.orig}") from exc
-        await self._conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(last_seq=batch.last_seq))
+        values: dict[str, object] = {"last_seq": batch.last_seq}
+        if batch.chain_head is not None:
+            values["chain_head"] = batch.chain_head
+        await self._conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(values))
         await self._conn.commit()
         self.last_seq = batch.last_seq
+        if batch.chain_head is not None:
+            self.chain_head = batch.chain_head
 
     def _check_open(self) -> None:
         if self._finished:

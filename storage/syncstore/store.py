@@ -61,6 +61,8 @@ class PushSession(Protocol):
 
     last_seq: int
     """The tenant's highest committed seq when the lock was taken."""
+    chain_head: bytes | None
+    """The change log's hash-chain link at ``last_seq`` (None before the tenant's first chained change)."""
 
     async def replicas(self, replica_ids: Sequence[str]) -> dict[str, ReplicaRecord]:
         """High-water marks of the given replicas; unknown ones are absent."""

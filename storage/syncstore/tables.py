@@ -63,6 +63,8 @@ tenants = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("last_seq", BigInteger, nullable=False),
     Column("purged_seq", BigInteger, nullable=False),
+    # The change log's hash chain: the link of the change at last_seq (null before the first chained change).
+    Column("chain_head", LargeBinary, nullable=True),
     PrimaryKeyConstraint("id"),
 )
 
@@ -100,6 +102,8 @@ entities = Table(
     Column("state", LargeBinary, nullable=False),
     Column("vv", Text, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # The chain link of the change at ``seq`` (bound into the state's associated data); null before the chain.
+    Column("chain", LargeBinary, nullable=True),
     PrimaryKeyConstraint("tenant_id", "collection", "entity_id"),
     # pull: entities changed after a cursor, in seq order.
     Index("ix_entities_tenant_seq", "tenant_id", "seq"),
@@ -124,6 +128,8 @@ changes = Table(
     Column("key_version", Integer, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # This change's link in the tenant's hash chain (bound into the payload's associated data).
+    Column("chain", LargeBinary, nullable=True),
     PrimaryKeyConstraint("tenant_id", "seq"),
     # A dot (replica, counter) is applied at most once; also serves dot_change_id.
     UniqueConstraint("tenant_id", "replica_id", "n"),
@@ -270,3 +276,31 @@ attachment_refs = Table(
     Column("seen_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("tenant_id", "attachment_id", "collection", "entity_id"),
 )
+
+chain_checkpoints = Table(
+    "chain_checkpoints",
+    metadata,
+    _tenant_fk(),
+    Column("seq", BigInteger, nullable=False),
+    Column("head", LargeBinary, nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("mac", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "seq"),
+)
+"""Signed checkpoints of the change log's hash chain: (seq, head link), MAC under a tenant key."""
+
+verifications = Table(
+    "verifications",
+    metadata,
+    _tenant_fk(),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=False),
+    Column("from_seq", BigInteger, nullable=False),
+    Column("to_seq", BigInteger, nullable=False),
+    Column("changes", BigInteger, nullable=False),
+    Column("entities", BigInteger, nullable=False),
+    Column("problems", Text, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "started_at"),
+)
+"""Results of ``syncserver verify`` runs (problems as JSON), for the admin API and page."""

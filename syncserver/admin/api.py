@@ -26,6 +26,7 @@ from syncserver.admin.views import (
     DeadLetterPage,
     DeadLetterView,
     EntityHistory,
+    IntegrityStatus,
     OverrideRequest,
     OverrideResult,
     ReplayResult,
@@ -33,6 +34,7 @@ from syncserver.admin.views import (
 )
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.integrity.verify import Verifier, integrity_status
 from syncserver.transport.body import decode_body
 from syncserver.transport.body_schema import RawSchema, json_schema
 from syncserver.transport.openapi import (
@@ -247,3 +249,15 @@ class AdminController(Controller):
         limit: Limit = 100,
     ) -> AuditPage:
         return await audit_log.audit(request.user, target, before, limit)
+
+    @get(
+        "/integrity",
+        summary="The latest verification runs and the rows set aside lately",
+        description=(
+            "`verifications` are the latest `syncserver verify` runs over the tenant (newest first); "
+            "`set_aside` the rows that failed their integrity check in the process that answered."
+        ),
+        responses=error_responses(*AUTHENTICATED),
+    )
+    async def integrity(self, request: AdminRequest, integrity_verifier: NamedDependency[Verifier]) -> IntegrityStatus:
+        return await integrity_status(integrity_verifier, request.user.tenant)

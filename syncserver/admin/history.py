@@ -22,9 +22,10 @@ from syncserver.admin.views import DeadLetterView, EntityHistory, HistoryAttachm
 from syncserver.attachments.status import annotate
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.integrity import quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
-from syncserver.sync import payloads, quarantine
+from syncserver.sync import payloads
 from syncserver.sync.conflicts import conflict_id
 from syncserver.sync.pull import PullService
 from syncstore.adminstore import ConflictQuery, DeadLetterQuery
@@ -79,7 +80,9 @@ class EntityHistoryService:
         current = await self.store.get_entity(who.tenant, collection, entity)
         if not entries and not rejected and current is None:
             raise ApiError(404, errors.NOT_FOUND, f"no entity {collection}/{entity}")
-        views, unavailable = self.pull_service.views(cipher, [(current, 0)] if current is not None else [])
+        views, unavailable = await self.pull_service.checked_views(
+            who.tenant, cipher, [(current, 0)] if current is not None else []
+        )
         history = EntityHistory(
             collection=collection,
             entity=entity,
@@ -131,7 +134,7 @@ def _status(state: str | None) -> AttachmentStatus:
 def _ops_or_none(cipher: TenantCipher, tenant: str, r: ChangeRecord) -> list[Any] | None:
     """The change's ops as JSON, or None (logged and counted) when its stored record fails its check."""
     try:
-        ops = payloads.open_ops(cipher, r.collection, r.entity_id, r.seq, r.key_version, r.payload)
+        ops = payloads.open_ops(cipher, r)
     except DecryptionError as exc:
         quarantine.failed("changes", tenant, f"{r.collection}/{r.entity_id}@{r.seq}", exc)
         return None

@@ -184,4 +184,40 @@ class AuditPage(Struct, gc=False):
     next: int | None = None
 
 
+class IntegrityProblem(Struct, gc=False):
+    kind: str
+    """``missing``, ``payload``, ``link``, ``unchained``, ``checkpoint``, ``head``, ``entity`` or ``channel``."""
+    where: str
+    detail: str
+
+
+class VerificationView(Struct, gc=False):
+    """One ``syncserver verify`` run over the tenant."""
+
+    started_at: str
+    finished_at: str
+    from_seq: int
+    to_seq: int
+    changes: int
+    entities: int
+    ok: bool
+    problems: list[IntegrityProblem]
+
+
+class SetAsideRow(Struct, gc=False):
+    """A stored row this server process set aside because it failed its integrity check."""
+
+    at: str
+    table: str
+    row: str
+    reason: str
+
+
+class IntegrityStatus(Struct, gc=False):
+    verifications: list[VerificationView]
+    """The latest runs, newest first (at most 10)."""
+    set_aside: list[SetAsideRow]
+    """Rows set aside lately by the process that answered (newest first; not kept over a restart)."""
+
+
 override_request_decoder = msgspec.json.Decoder(OverrideRequest)

@@ -54,6 +54,7 @@ from syncserver.attachments.download import CACHE_CONTROL, AttachmentReader, ope
 from syncserver.attachments.uploads import UploadService
 from syncserver.auth.tokens import Principal, TokenVerifier
 from syncserver.errors import ApiError
+from syncserver.integrity.verify import Verifier, integrity_status
 from syncstore.adminstore import DeadLetterQuery
 from syncstore.attachments import AttachmentState
 from syncstore.store import TenantNotFound
@@ -316,6 +317,11 @@ async def attachment_replay(
     return Redirect("/admin/attachments", query_params={"done": f"{attachment_id} {done}"}, status_code=303)
 
 
+@get("/integrity", summary="Verification runs and rows set aside", include_in_schema=False)
+async def integrity(admin: NamedDependency[Principal], integrity_verifier: NamedDependency[Verifier]) -> Template:
+    return _page("integrity.html", admin=admin, status=await integrity_status(integrity_verifier, admin.tenant))
+
+
 @get("/dead-letters", summary="Dead letters", include_in_schema=False)
 async def dead_letters(
     admin: NamedDependency[Principal],
@@ -453,6 +459,7 @@ def admin_router(jwt_secret: str, *, secure_cookies: bool = False) -> Router:
             attachments,
             attachment_content,
             attachment_replay,
+            integrity,
             dead_letters,
             dead_letter,
             replay,

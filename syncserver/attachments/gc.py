@@ -69,7 +69,7 @@ class AttachmentCollector:
         while page := await self.store.pull(tenant, after, PAGE):
             cipher = await self.ciphers.cipher(tenant, {row.key_version for row in page})
             for row in page:
-                stored = payloads.open_entity(cipher, row.collection, row.entity_id, row.key_version, row.state)
+                stored = payloads.open_entity(cipher, row)
                 if is_deleted(stored.state, self.schema.get(row.collection).on_delete):
                     continue
                 for value in stored.state.fields.values():

@@ -88,7 +88,7 @@ def _advance(bar: Progress, task: TaskID, _: str, n: int) -> None:
     bar.advance(task, n)
 
 
-def _advance_table(bar: Progress, tasks: dict[str, TaskID], table: str, n: int) -> None:
+def advance_table(bar: Progress, tasks: dict[str, TaskID], table: str, n: int) -> None:
     bar.advance(tasks[table], n)
 
 
@@ -144,7 +144,7 @@ def keys_reencrypt(settings: Settings, tenant_id: str | None, batch_size: int, p
                     actor(),
                     batch_size=batch_size,
                     pause_s=pause_ms / 1000,
-                    progress=functools.partial(_advance_table, bar, tasks),
+                    progress=functools.partial(advance_table, bar, tasks),
                 )
                 remaining += result.remaining
                 if result.failed:

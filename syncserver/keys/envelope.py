@@ -15,6 +15,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 FORMAT = b"\x01"
 NONCE_BYTES = 12
+TAG_BYTES = 16
+
+BytesLike = bytes | bytearray | memoryview
+"""What large payloads (attachment chunks) travel as, so that slicing them copies nothing."""
 
 
 class DecryptionError(Exception):
@@ -32,10 +36,20 @@ def seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
     return FORMAT + nonce + aead.encrypt(nonce, plaintext, aad)
 
 
-def open_sealed(aead: AESGCM, blob: bytes, aad: bytes) -> bytes:
-    if len(blob) < 1 + NONCE_BYTES + 16 or blob[:1] != FORMAT:
+def seal_buffer(aead: AESGCM, plaintext: BytesLike, aad: bytes) -> bytearray:
+    """``seal`` into one buffer allocated once (large payloads: the concatenation would copy them again)."""
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = bytearray(1 + NONCE_BYTES + len(plaintext) + TAG_BYTES)
+    sealed[: 1 + NONCE_BYTES] = FORMAT + nonce
+    aead.encrypt_into(nonce, plaintext, aad, memoryview(sealed)[1 + NONCE_BYTES :])
+    return sealed
+
+
+def open_sealed(aead: AESGCM, blob: BytesLike, aad: bytes) -> bytes:
+    view = memoryview(blob)  # slices of a view are not copies (an attachment chunk is megabytes)
+    if len(view) < 1 + NONCE_BYTES + TAG_BYTES or view[:1] != FORMAT:
         raise DecryptionError("not a sealed payload of a known format")
     try:
-        return aead.decrypt(blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :], aad)
+        return aead.decrypt(view[1 : 1 + NONCE_BYTES], view[1 + NONCE_BYTES :], aad)
     except InvalidTag as exc:
         raise DecryptionError("ciphertext does not belong to this row, tenant or key version") from exc

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from syncserver.keys.envelope import DecryptionError, open_sealed, row_aad, seal
+from syncserver.keys.envelope import BytesLike, DecryptionError, open_sealed, row_aad, seal, seal_buffer
 from syncserver.keys.providers import KeyProvider
 from syncstore.records import WrappedKey
 from syncstore.store import Store, TenantNotFound
@@ -61,6 +61,12 @@ class TenantCipher:
             raise DecryptionError(f"key version {v} of this tenant is not available")
         return v, seal(self._keys[v], plaintext, row_aad(self.tenant, table, row, v))
 
+    def seal_buffer(self, table: str, row: str, plaintext: BytesLike, version: int) -> bytearray:
+        """``seal`` under ``version`` into one new buffer: for large payloads (attachment chunks), one copy fewer."""
+        if version not in self._keys:
+            raise DecryptionError(f"key version {version} of this tenant is not available")
+        return seal_buffer(self._keys[version], plaintext, row_aad(self.tenant, table, row, version))
+
     def mac(self, key_version: int, data: bytes) -> str:
         """A keyed hash (HMAC-SHA256, hex) under a key derived from this tenant's data key of ``key_version``.
 
@@ -71,7 +77,7 @@ class TenantCipher:
             raise DecryptionError(f"key version {key_version} of this tenant is not available")
         return hmac.new(key, data, hashlib.sha256).hexdigest()
 
-    def open(self, table: str, row: str, key_version: int, blob: bytes) -> bytes:
+    def open(self, table: str, row: str, key_version: int, blob: BytesLike) -> bytes:
         key = self._keys.get(key_version)
         if key is None:
             raise DecryptionError(f"key version {key_version} of this tenant is not available")

@@ -278,7 +278,7 @@ class KeyOps:
         after = 0
         while page := await self.store.pull(tenant, after, PAGE):
             for row in page:
-                stored = payloads.open_entity(cipher, row.collection, row.entity_id, row.key_version, row.state)
+                stored = payloads.open_entity(cipher, row)
                 try:
                     channels = entity_channels(self.schema.get(row.collection), stored.state)
                 except ChannelError:

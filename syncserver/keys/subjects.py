@@ -22,10 +22,11 @@ from msgspec import Struct
 from syncproto.hlc import iso
 from syncproto.messages import Op
 from syncserver.attachments.keyops import AttachmentKeys, ExportedAttachment
+from syncserver.integrity import quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import TenantCipher, TenantKeyring
 from syncserver.keys.operations import PAGE, audit
-from syncserver.sync import payloads, quarantine
+from syncserver.sync import payloads
 from syncstore.adminstore import AdminStore, DeadLetterQuery
 from syncstore.keystore import KeyStore
 from syncstore.store import Store, TenantNotFound
@@ -119,7 +120,7 @@ class SubjectRequests:
         while page := await self.keys.changes_by_user(tenant, sub, after, PAGE):
             for c in page:
                 try:
-                    ops = payloads.open_ops(cipher, c.collection, c.entity_id, c.seq, c.key_version, c.payload)
+                    ops = payloads.open_ops(cipher, c)
                 except DecryptionError as exc:
                     quarantine.failed("changes", tenant, f"{c.collection}/{c.entity_id}@{c.seq}", exc)
                     unavailable.append(f"changes/{c.seq}")

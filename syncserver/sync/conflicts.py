@@ -8,9 +8,10 @@ from syncproto.messages import ConflictPage, ConflictView
 from syncserver.auth.scopes import Scope
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.integrity import quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
-from syncserver.sync import payloads, quarantine
+from syncserver.sync import payloads
 from syncstore.channels import AccessStore
 from syncstore.records import ConflictFilter, ConflictRecord
 from syncstore.store import Store

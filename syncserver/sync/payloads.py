@@ -15,6 +15,7 @@ from msgspec import Struct
 from syncproto.merge import EntityState
 from syncproto.messages import ConflictValue, Op
 from syncserver.keys.keyring import TenantCipher
+from syncstore.records import ChangeRecord, EntityRecord
 
 
 class StoredEntity(Struct, gc=False):
@@ -40,12 +41,19 @@ _ops_dec = msgspec.msgpack.Decoder(StoredOps)
 _conflict_dec = msgspec.msgpack.Decoder(StoredConflict)
 
 
-def entity_row(collection: str, entity_id: str) -> str:
-    return f"{collection}/{entity_id}"
+def entity_row(collection: str, entity_id: str, seq: int = 0, chain: bytes | None = None) -> str:
+    """An entity state is bound to its seq and the chain link of the change that produced it; rows from
+    before the chain (``chain`` None) to their key only."""
+    if chain is None:
+        return f"{collection}/{entity_id}"
+    return f"{collection}/{entity_id}@{seq}#{chain.hex()}"
 
 
-def change_row(collection: str, entity_id: str, seq: int) -> str:
-    return f"{collection}/{entity_id}@{seq}"
+def change_row(collection: str, entity_id: str, seq: int, chain: bytes | None = None) -> str:
+    """A change's ops are bound to its seq and its own chain link (which commits to the previous one)."""
+    if chain is None:
+        return f"{collection}/{entity_id}@{seq}"
+    return f"{collection}/{entity_id}@{seq}#{chain.hex()}"
 
 
 def conflict_row(collection: str, entity_id: str, seq: int, idx: int) -> str:
@@ -56,20 +64,41 @@ def dead_letter_row(replica: str, n: int, change_id: str) -> str:
     return f"{replica}/{n}/{change_id}"
 
 
-def seal_entity(cipher: TenantCipher, collection: str, entity_id: str, stored: StoredEntity) -> tuple[int, bytes]:
-    return cipher.seal("entities", entity_row(collection, entity_id), _entity_enc.encode(stored))
+def seal_entity(
+    cipher: TenantCipher, collection: str, entity_id: str, stored: StoredEntity, seq: int, chain: bytes | None
+) -> tuple[int, bytes]:
+    return cipher.seal("entities", entity_row(collection, entity_id, seq, chain), _entity_enc.encode(stored))
 
 
-def open_entity(cipher: TenantCipher, collection: str, entity_id: str, version: int, blob: bytes) -> StoredEntity:
-    return _entity_dec.decode(cipher.open("entities", entity_row(collection, entity_id), version, blob))
+def open_entity(cipher: TenantCipher, row: EntityRecord) -> StoredEntity:
+    """The row's state; raises ``DecryptionError`` if it is not this row's (moved, altered, rolled back)."""
+    aad_row = entity_row(row.collection, row.entity_id, row.seq, row.chain)
+    return _entity_dec.decode(cipher.open("entities", aad_row, row.key_version, row.state))
 
 
-def seal_ops(cipher: TenantCipher, collection: str, entity_id: str, seq: int, ops: list[Op]) -> tuple[int, bytes]:
-    return cipher.seal("changes", change_row(collection, entity_id, seq), _entity_enc.encode(StoredOps(ops)))
+def encode_ops(ops: list[Op]) -> bytes:
+    """The plaintext a change's ops are sealed as (its SHA-256 goes into the chain link)."""
+    return _entity_enc.encode(StoredOps(ops))
 
 
-def open_ops(cipher: TenantCipher, collection: str, entity_id: str, seq: int, version: int, blob: bytes) -> list[Op]:
-    return _ops_dec.decode(cipher.open("changes", change_row(collection, entity_id, seq), version, blob)).ops
+def seal_ops(
+    cipher: TenantCipher, collection: str, entity_id: str, seq: int, chain: bytes | None, plaintext: bytes
+) -> tuple[int, bytes]:
+    return cipher.seal("changes", change_row(collection, entity_id, seq, chain), plaintext)
+
+
+def open_ops_plaintext(cipher: TenantCipher, row: ChangeRecord) -> bytes:
+    """The row's sealed ops as stored plaintext; raises ``DecryptionError`` if it is not this row's."""
+    aad_row = change_row(row.collection, row.entity_id, row.seq, row.chain)
+    return cipher.open("changes", aad_row, row.key_version, row.payload)
+
+
+def decode_ops(plaintext: bytes) -> list[Op]:
+    return _ops_dec.decode(plaintext).ops
+
+
+def open_ops(cipher: TenantCipher, row: ChangeRecord) -> list[Op]:
+    return decode_ops(open_ops_plaintext(cipher, row))
 
 
 def seal_conflict(
@@ -92,19 +121,30 @@ def open_dead_letter(cipher: TenantCipher, replica: str, n: int, change_id: str,
     return msgspec.msgpack.decode(cipher.open("dead_letters", dead_letter_row(replica, n, change_id), version, blob))
 
 
-def sealed_row_id(table: str, names: Mapping[str, str | int]) -> str:
+def sealed_row_id(table: str, names: Mapping[str, object]) -> str:
     """The AAD row id of a cell of ``table`` from its plaintext key columns (``syncstore.keystore.NAME_COLUMNS``).
 
     Re-encryption uses it to open and reseal any cell without knowing what it holds.
     """
     match table:
         case "entities":
-            return entity_row(str(names["collection"]), str(names["entity_id"]))
+            chain = names.get("chain")
+            return entity_row(str(names["collection"]), str(names["entity_id"]), _int(names["seq"]), _link(chain))
         case "changes":
-            return change_row(str(names["collection"]), str(names["entity_id"]), int(names["seq"]))
+            c, e, seq = str(names["collection"]), str(names["entity_id"]), _int(names["seq"])
+            return change_row(c, e, seq, _link(names.get("chain")))
         case "conflicts":
             c, e = str(names["collection"]), str(names["entity_id"])
-            return conflict_row(c, e, int(names["seq"]), int(names["idx"]))
+            return conflict_row(c, e, _int(names["seq"]), _int(names["idx"]))
         case "dead_letters":
-            return dead_letter_row(str(names["replica_id"]), int(names["n"]), str(names["change_id"]))
+            return dead_letter_row(str(names["replica_id"]), _int(names["n"]), str(names["change_id"]))
     raise ValueError(f"{table!r} is not a sealed table")
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int)
+    return value
+
+
+def _link(value: object) -> bytes | None:
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else None

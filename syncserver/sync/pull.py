@@ -20,16 +20,19 @@ from __future__ import annotations
 
 from syncproto import errors
 from syncproto.messages import EntityView, Eviction, PullRequest, PullResponse, Unavailable
-from syncproto.schema import Schema
+from syncproto.schema import Collection, Schema
 from syncproto.views import entity_view
-from syncserver.auth.scopes import Scope
+from syncserver.auth.scopes import ChannelError, Scope, entity_channels
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.integrity import quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
-from syncserver.sync import cursor, payloads, quarantine
+from syncserver.sync import cursor
+from syncserver.sync.payloads import StoredEntity
 from syncstore.channels import AccessStore, EvictionRecord, ScopedEntity
+from syncstore.integrity import EntityKey, IntegrityStore
 from syncstore.records import EntityRecord
 from syncstore.store import Store
 
@@ -40,6 +43,9 @@ class PullService:
             raise TypeError(f"{type(store).__name__} must implement AccessStore for scoped pulls")
         self.store = store
         self.access: AccessStore = store
+        if not isinstance(store, IntegrityStore):
+            raise TypeError(f"{type(store).__name__} must implement IntegrityStore for the read path's checks")
+        self.integrity: IntegrityStore = store
         self.ciphers = ciphers
         self.schema = schema
         self.limits = limits
@@ -59,7 +65,7 @@ class PullService:
         more = len(rows) > limit
         rows = rows[:limit]
         cipher = await self.ciphers.cipher(principal.tenant, {row.key_version for row in rows})
-        views, unavailable = self.views(cipher, [(row, after) for row in rows])
+        views, unavailable = await self.checked_views(principal.tenant, cipher, [(row, after) for row in rows])
         last = rows[-1].seq if rows else after
         response = PullResponse(changes=views, cursor=cursor.encode(principal.tenant, last), more=more)
         if unavailable:
@@ -87,7 +93,7 @@ class PullService:
                 wanted.append((item.record, 0 if item.joined_seq > after else after))
             elif isinstance(item, EvictionRecord):
                 evictions.append(Eviction(item.collection, item.entity_id, item.seq))
-        views, unavailable = self.views(cipher, wanted)
+        views, unavailable = await self.checked_views(tenant, cipher, wanted, Scope(channels))
         last = items[-1][0] if items else after
         if not more:
             last = max(last, head)
@@ -96,32 +102,75 @@ class PullService:
             response.unavailable = unavailable
         return response
 
-    def views(
-        self, cipher: TenantCipher, rows: list[tuple[EntityRecord, int]]
+    async def latest(self, tenant: str, rows: list[EntityRecord]) -> dict[EntityKey, tuple[int, bytes | None]]:
+        """What the change log says is current for these entity rows (one query), for ``quarantine.open_current``.
+
+        The log is read after the rows, so a push may have changed an entity in between: where the log is
+        ahead of a row, the row is read again, and if it moved on too the row was current when read (its
+        new version follows in a later page) and is accepted as it is. A row that stays behind the log is
+        a rolled-back one.
+        """
+        if not rows:
+            return {}
+        latest = await self.integrity.latest_changes(tenant, [(r.collection, r.entity_id) for r in rows])
+        for row in rows:
+            key = (row.collection, row.entity_id)
+            found = latest.get(key)
+            if found is not None and found[0] > row.seq:
+                now = await self.store.get_entity(tenant, row.collection, row.entity_id)
+                if now is not None and now.seq > row.seq:
+                    latest[key] = (row.seq, row.chain)
+        return latest
+
+    async def checked_views(
+        self, tenant: str, cipher: TenantCipher, rows: list[tuple[EntityRecord, int]], scope: Scope | None = None
     ) -> tuple[list[EntityView], list[Unavailable]]:
-        """``view`` of each ``(row, after)``; a row that fails its integrity check is set aside, not raised."""
+        """``views`` of the rows, each checked against the change log first."""
+        return self.views(cipher, rows, await self.latest(tenant, [row for row, _ in rows]), scope)
+
+    def views(
+        self,
+        cipher: TenantCipher,
+        rows: list[tuple[EntityRecord, int]],
+        latest: dict[EntityKey, tuple[int, bytes | None]],
+        scope: Scope | None = None,
+    ) -> tuple[list[EntityView], list[Unavailable]]:
+        """The view of each ``(row, after)`` (all fields when ``after`` is 0, else those changed after it).
+
+        A row that fails its integrity check, or is not what ``latest`` (the change log) says is current, is
+        set aside and named, not raised (see ``quarantine``). With a restricted ``scope`` (rows found through
+        channel rows), an entity whose own state does not put it in one of the scope's channels is left out
+        and counted: its channel row was not derived from it (an injected or stale row).
+        """
         views: list[EntityView] = []
         unavailable: list[Unavailable] = []
         for row, after in rows:
             try:
-                views.append(self.view(cipher, row, after))
+                stored = quarantine.open_current(cipher, row, latest.get((row.collection, row.entity_id)))
             except DecryptionError as exc:
                 unavailable.append(quarantine.unavailable_entity(cipher.tenant, row, exc))
+                continue
+            collection = self.schema.get(row.collection)
+            if scope is not None and not _in_scope(scope, collection, stored):
+                quarantine.foreign_channel_row(cipher.tenant, row)
+                continue
+            changed = None if after == 0 else [f for f, s in stored.field_seq.items() if s > after]
+            views.append(entity_view(stored.state, collection, row.entity_id, row.seq, changed))
         return views, unavailable
-
-    def view(self, cipher: TenantCipher, row: EntityRecord, after: int = 0) -> EntityView:
-        """The entity as a device with cursor ``after`` needs it (all fields when ``after`` is 0)."""
-        stored = payloads.open_entity(cipher, row.collection, row.entity_id, row.key_version, row.state)
-        changed = None if after == 0 else [f for f, s in stored.field_seq.items() if s > after]
-        collection = self.schema.get(row.collection)
-        return entity_view(stored.state, collection, row.entity_id, row.seq, changed)
 
     async def entity(self, principal: Principal, collection: str, entity_id: str) -> EntityView:
         row = await self.store.get_entity(principal.tenant, collection, entity_id)
         # Out of scope looks exactly like absent: a driver learns nothing about other drivers' entities.
         if row is None or not await self.visible(principal, collection, entity_id):
             raise ApiError(404, errors.NOT_FOUND, f"no entity {collection}/{entity_id}")
-        return self.view(await self.ciphers.cipher(principal.tenant, [row.key_version]), row)
+        cipher = await self.ciphers.cipher(principal.tenant, [row.key_version])
+        latest = await self.latest(principal.tenant, [row])
+        stored = quarantine.open_current(cipher, row, latest.get((collection, entity_id)))  # raises: 500 data_integrity
+        scope = Scope.of(principal)
+        if not scope.unrestricted and not _in_scope(scope, self.schema.get(collection), stored):
+            quarantine.foreign_channel_row(principal.tenant, row)
+            raise ApiError(404, errors.NOT_FOUND, f"no entity {collection}/{entity_id}")
+        return entity_view(stored.state, self.schema.get(collection), entity_id, row.seq, None)
 
     async def visible(self, principal: Principal, collection: str, entity_id: str) -> bool:
         """Whether ``principal`` may see the entity now (by its stored channel rows)."""
@@ -129,3 +178,11 @@ class PullService:
         if scope.unrestricted:
             return True
         return scope.allows(await self.access.entity_channels(principal.tenant, collection, entity_id))
+
+
+def _in_scope(scope: Scope, collection: Collection, stored: StoredEntity) -> bool:
+    """Whether the entity's own state puts it in one of ``scope``'s channels (channel rows are only an index)."""
+    try:
+        return scope.allows(entity_channels(collection, stored.state))
+    except ChannelError:
+        return False  # no storable channels: tenant-wide roles only

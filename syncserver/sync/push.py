@@ -48,12 +48,15 @@ from syncproto.values import MAX_VALUE_DEPTH, storable
 from syncserver.auth.scopes import ChannelError, Scope, entity_channels
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.integrity import chain, quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
-from syncserver.sync import payloads, quarantine
+from syncserver.sync import payloads
+from syncstore.integrity import IntegrityStore
 from syncstore.records import (
     ChangeRecord,
+    CheckpointRecord,
     ConflictRecord,
     DeadLetterRecord,
     EntityRecord,
@@ -89,6 +92,8 @@ class _Working:
     """Stored channel rows it is a member of, with the seq it joined each."""
     channels: frozenset[str] = frozenset()
     """The channels it is in now, after the changes of this push so far."""
+    chain: bytes | None = None
+    """The chain link of the change at ``seq`` (bound into the sealed state)."""
 
 
 class PushService:
@@ -111,6 +116,9 @@ class PushService:
         self.notify = notify
         self.clock = clock
         self.observe = observe
+        if not isinstance(store, IntegrityStore):
+            raise TypeError(f"{type(store).__name__} must implement IntegrityStore for the change log's chain")
+        self.integrity: IntegrityStore = store
 
     async def push(self, principal: Principal, request: PushRequest, *, server_side: bool = False) -> PushResponse:
         """Apply a replica's changes. Only ``server_side`` pushes (admin tools) may use a ``server:`` replica."""
@@ -153,6 +161,8 @@ class _PushRun:
         self.replica = replica
         self.now = svc.clock()
         self.seq = session.last_seq
+        self.head = session.chain_head or chain.genesis(who.tenant)
+        """The chain link at ``self.seq``: extended by every applied change."""
         self.hwm = 0
         self.owner = who.sub
         self.entities: dict[EntityKey, _Working] = {}
@@ -180,15 +190,18 @@ class _PushRun:
         versions = {row.key_version for row in rows.values()}
         if not self.cipher.has(versions):
             self.cipher = await self.svc.ciphers.cipher(self.who.tenant, versions)
+        latest = await self.svc.integrity.latest_changes(self.who.tenant, list(rows)) if rows else {}
         for key, row in rows.items():
             try:
-                stored = payloads.open_entity(self.cipher, key[0], key[1], row.key_version, row.state)
+                stored = quarantine.open_current(self.cipher, row, latest.get(key))
             except DecryptionError as exc:
                 quarantine.failed("entities", self.who.tenant, f"{key[0]}/{key[1]}", exc)
                 self.unavailable[key] = frozenset(members.get(key, {}))
                 continue
             joined = members.get(key, {})
-            self.entities[key] = _Working(stored, row.seq, False, joined=joined, channels=frozenset(joined))
+            self.entities[key] = _Working(
+                stored, row.seq, False, joined=joined, channels=frozenset(joined), chain=row.chain
+            )
 
     async def _one(self, change: Change) -> PushResult:
         if change.n <= self.hwm:
@@ -285,23 +298,24 @@ class _PushRun:
         work.stored = payloads.StoredEntity(outcome.state, field_seq)
         work.seq = seq
         work.dirty = True
-        version, payload = payloads.seal_ops(self.cipher, change.collection, change.entity, seq, change.ops)
-        self.changes.append(
-            ChangeRecord(
-                seq=seq,
-                change_id=change.id,
-                collection=change.collection,
-                entity_id=change.entity,
-                replica_id=self.replica,
-                n=change.n,
-                hlc=stamp,
-                user=self.who.sub,
-                context=dict(change.context),
-                key_version=version,
-                payload=payload,
-                created_at=self.now,
-            )
+        record = ChangeRecord(
+            seq=seq,
+            change_id=change.id,
+            collection=change.collection,
+            entity_id=change.entity,
+            replica_id=self.replica,
+            n=change.n,
+            hlc=stamp,
+            user=self.who.sub,
+            context=dict(change.context),
+            key_version=0,
+            payload=b"",
+            created_at=self.now,
         )
+        plaintext = payloads.encode_ops(change.ops)
+        self.head = work.chain = chain.link(self.head, record, plaintext)
+        version, payload = payloads.seal_ops(self.cipher, change.collection, change.entity, seq, self.head, plaintext)
+        self.changes.append(msgspec.structs.replace(record, key_version=version, payload=payload, chain=self.head))
         drafts = list(outcome.conflicts)
         for i, draft in enumerate(drafts):
             self._conflict(change, seq, i, draft)
@@ -379,7 +393,7 @@ class _PushRun:
             if not work.dirty:
                 continue
             memberships += _memberships(collection, entity_id, work)
-            version, blob = payloads.seal_entity(self.cipher, collection, entity_id, work.stored)
+            version, blob = payloads.seal_entity(self.cipher, collection, entity_id, work.stored, work.seq, work.chain)
             deleted = is_deleted(work.stored.state, self.svc.schema.get(collection).on_delete)
             entities.append(
                 EntityRecord(
@@ -391,6 +405,7 @@ class _PushRun:
                     state=blob,
                     vv=dict(work.stored.state.vv),
                     updated_at=self.now,
+                    chain=work.chain,
                 )
             )
         return PushBatch(
@@ -401,7 +416,14 @@ class _PushRun:
             dead_letters=self.dead,
             replicas=[ReplicaRecord(self.replica, self.owner, self.hwm)],
             memberships=memberships,
+            chain_head=self.head if self.applied else None,
+            checkpoints=self._checkpoints(),
         )
+
+    def _checkpoints(self) -> list[CheckpointRecord]:
+        if not self.applied or not chain.crosses_checkpoint(self.session.last_seq, self.seq):
+            return []
+        return [chain.sign_checkpoint(self.cipher, self.seq, self.head, self.now)]
 
 
 _UNENCODABLE = frozenset({errors.VALUE_OUT_OF_RANGE, errors.VALUE_TOO_DEEP, errors.INVALID_CHANGE})

@@ -66,8 +66,11 @@ ATTACHMENT_EXPORTS = {
 }
 
 
+INTEGRITY_EXPORTS = {"CheckpointRecord", "IntegrityStore", "VerificationRecord"}
+
+
 def test_exported_members_are_deliberate() -> None:
-    expected = EXPORTED | ADMIN_EXPORTS | ACCESS_AND_KEY_EXPORTS | ATTACHMENT_EXPORTS
+    expected = EXPORTED | ADMIN_EXPORTS | ACCESS_AND_KEY_EXPORTS | ATTACHMENT_EXPORTS | INTEGRITY_EXPORTS
     assert set(syncstore.__all__) == expected
     assert len(syncstore.__all__) == len(expected)
     for name in syncstore.__all__:

@@ -34,6 +34,8 @@ TABLES = {
     "entity_channels",
     "attachments",
     "attachment_refs",
+    "chain_checkpoints",
+    "verifications",
 }
 
 

@@ -19,9 +19,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text, update
 
 from syncserver.cli import main
+from syncserver.integrity.rebuild import EntityRepair
 from syncserver.services import Services
 from syncserver.settings import Settings
-from syncserver.sync.rebuild import EntityRepair
 from syncserver.testing import server_env
 from syncstore import SqlStore
 from syncstore.tables import entities

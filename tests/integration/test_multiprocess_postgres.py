@@ -86,4 +86,8 @@ async def test_two_processes_keep_seqs_gap_free_and_readers_see_each_change_once
     conninfo = pg_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo) as conn:
         logged = [r[0] for r in conn.execute("SELECT seq FROM changes WHERE tenant_id=%s ORDER BY seq", (tenant,))]
+        # The change log's hash chain stayed whole: both processes extended it under the tenant lock.
+        checkpoints = conn.execute("SELECT seq FROM chain_checkpoints WHERE tenant_id=%s", (tenant,)).fetchall()
     assert logged == list(range(1, total + 1))
+    assert [r[0] for r in checkpoints] == [1000]
+    cli(env, "verify", "--tenant", tenant)  # exits 1 (and cli raises) on any broken link

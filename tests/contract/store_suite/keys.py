@@ -83,7 +83,7 @@ async def test_sealed_rows_page_in_key_order_and_reseal_is_compare_and_set(store
 
     first = await s.sealed_rows(tenant, "changes", not_version=2, after=None, limit=2)
     assert [r.key for r in first] == [(1,), (2,)]
-    assert first[0].names == {"collection": "deliveries", "entity_id": "dlv-1", "seq": 1}
+    assert first[0].names == {"collection": "deliveries", "entity_id": "dlv-1", "seq": 1, "chain": None}
     rest = await s.sealed_rows(tenant, "changes", not_version=2, after=first[-1].key, limit=2)
     assert [r.key for r in rest] == [(3,)]
     assert await s.sealed_rows(tenant, "changes", not_version=1, after=None, limit=10) == []

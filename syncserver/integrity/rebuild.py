@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from syncproto.merge import EntityState, apply_change, is_deleted
 from syncproto.messages import Change
 from syncproto.schema import Schema
+from syncserver.integrity import quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers
-from syncserver.sync import payloads, quarantine
+from syncserver.sync import payloads
+from syncstore.integrity import IntegrityStore
 from syncstore.records import EntityRecord, PushBatch
 from syncstore.store import Store
 
@@ -50,16 +52,22 @@ class RepairReport:
 class EntityRepair:
     def __init__(self, store: Store, ciphers: Ciphers, schema: Schema, clock: Callable[[], int] | None = None) -> None:
         self.store = store
+        if not isinstance(store, IntegrityStore):
+            raise TypeError(f"{type(store).__name__} must implement IntegrityStore")
+        self.integrity: IntegrityStore = store
         self.ciphers = ciphers
         self.schema = schema
         self.clock = clock or (lambda: int(time.time() * 1000))
 
-    async def rebuild(self, tenant: str, collection: str, entity_id: str) -> tuple[int, payloads.StoredEntity]:
-        """The entity's seq and state, replayed from its applied changes."""
+    async def rebuild(
+        self, tenant: str, collection: str, entity_id: str
+    ) -> tuple[int, bytes | None, payloads.StoredEntity]:
+        """The entity's seq, the chain link of its latest change, and its state, replayed from its changes."""
         rules = self.schema.get(collection)
         state = EntityState()
         field_seq: dict[str, int] = {}
         seq = after = 0
+        link: bytes | None = None
         while True:
             rows = await self.store.changes(tenant, after, PAGE, collection=collection, entity_id=entity_id)
             if not rows:
@@ -67,7 +75,7 @@ class EntityRepair:
             cipher = await self.ciphers.cipher(tenant, {r.key_version for r in rows})
             for r in rows:
                 try:
-                    ops = payloads.open_ops(cipher, r.collection, r.entity_id, r.seq, r.key_version, r.payload)
+                    ops = payloads.open_ops(cipher, r)
                 except DecryptionError as exc:
                     quarantine.failed("changes", tenant, f"{collection}/{entity_id}@{r.seq}", exc)
                     raise RebuildError(f"change {r.seq} fails its integrity check") from exc
@@ -76,22 +84,23 @@ class EntityRepair:
                 state = outcome.state
                 for name in outcome.changed:
                     field_seq[name] = r.seq
-                seq = r.seq
+                seq, link = r.seq, r.chain
             after = rows[-1].seq
         if seq == 0:
             raise RebuildError("the change log holds no change of this entity")
-        return seq, payloads.StoredEntity(state, field_seq)
+        return seq, link, payloads.StoredEntity(state, field_seq)
 
     async def repair(self, tenant: str, only: EntityKey | None = None) -> RepairReport:
         """Check the tenant's entity rows (or one); rebuild and rewrite each that fails its check."""
         report = RepairReport()
         async for rows in self._pages(tenant, only):
             cipher = await self.ciphers.cipher(tenant, {r.key_version for r in rows})
+            latest = await self.integrity.latest_changes(tenant, [(r.collection, r.entity_id) for r in rows])
             for row in rows:
                 report.checked += 1
                 key = (row.collection, row.entity_id)
                 try:
-                    payloads.open_entity(cipher, key[0], key[1], row.key_version, row.state)
+                    quarantine.open_current(cipher, row, latest.get(key))
                     continue
                 except DecryptionError as exc:
                     quarantine.failed("entities", tenant, f"{key[0]}/{key[1]}", exc)
@@ -117,9 +126,9 @@ class EntityRepair:
     async def _rewrite(self, tenant: str, key: EntityKey) -> None:
         async with self.store.push_session(tenant) as session:
             # Under the lock: no push can change the entity between the replay and the write.
-            seq, stored = await self.rebuild(tenant, *key)
+            seq, link, stored = await self.rebuild(tenant, *key)
             cipher = await self.ciphers.cipher(tenant)
-            version, blob = payloads.seal_entity(cipher, key[0], key[1], stored)
+            version, blob = payloads.seal_entity(cipher, key[0], key[1], stored, seq, link)
             record = EntityRecord(
                 collection=key[0],
                 entity_id=key[1],
@@ -129,5 +138,6 @@ class EntityRepair:
                 state=blob,
                 vv=dict(stored.state.vv),
                 updated_at=self.clock(),
+                chain=link,
             )
             await session.commit(PushBatch(last_seq=session.last_seq, entities=[record]))

@@ -1,0 +1,45 @@
+"""The ``IntegrityStore`` interface: what checking the change log's hash chain needs from storage.
+
+The chain itself is written by pushes (``ChangeRecord.chain``, ``PushBatch.chain_head``
+and ``PushBatch.checkpoints``) under the tenant lock; these reads serve the read
+path's rollback check and ``syncserver verify``. ``SqlStore`` and ``MemoryStore``
+implement it through their parts ``SqlIntegrity`` and ``MemoryIntegrity``;
+``FaultyStore`` forwards it.
+
+Usage::
+
+    latest = await store.latest_changes("acme", [("deliveries", "dlv-1")])
+    # {("deliveries", "dlv-1"): (42, b"...link of seq 42...")}: no change of it above 42
+    marks = await store.checkpoints("acme", after_seq=0, limit=100)
+    await store.record_verification("acme", VerificationRecord(...))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from syncstore.records import CheckpointRecord, VerificationRecord
+
+EntityKey = tuple[str, str]
+
+
+@runtime_checkable
+class IntegrityStore(Protocol):
+    async def latest_changes(
+        self, tenant_id: str, keys: Sequence[EntityKey]
+    ) -> dict[EntityKey, tuple[int, bytes | None]]:
+        """Per entity, the seq of its latest change in the log and that change's chain link; absent if none."""
+        ...
+
+    async def checkpoints(self, tenant_id: str, after_seq: int, limit: int) -> list[CheckpointRecord]:
+        """Signed chain checkpoints with ``seq > after_seq``, in seq order."""
+        ...
+
+    async def record_verification(self, tenant_id: str, record: VerificationRecord) -> None:
+        """Keep the outcome of one verification run."""
+        ...
+
+    async def verifications(self, tenant_id: str, limit: int) -> list[VerificationRecord]:
+        """The latest verification runs, newest first."""
+        ...

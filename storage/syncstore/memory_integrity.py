@@ -1,0 +1,43 @@
+"""``MemoryIntegrity``: the ``IntegrityStore`` part of ``MemoryStore``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from syncstore.integrity import EntityKey
+from syncstore.memory_state import MemoryState
+from syncstore.records import CheckpointRecord, VerificationRecord
+
+
+class MemoryIntegrity:
+    def __init__(self, state: MemoryState) -> None:
+        self._state = state
+
+    async def latest_changes(
+        self, tenant_id: str, keys: Sequence[EntityKey]
+    ) -> dict[EntityKey, tuple[int, bytes | None]]:
+        tenant = self._state.tenants.get(tenant_id)
+        if tenant is None:
+            return {}
+        wanted = set(keys)
+        found: dict[EntityKey, tuple[int, bytes | None]] = {}
+        for seq, change in tenant.changes.items():
+            key = (change.collection, change.entity_id)
+            if key in wanted and seq > found.get(key, (0, None))[0]:
+                found[key] = (seq, change.chain)
+        return found
+
+    async def checkpoints(self, tenant_id: str, after_seq: int, limit: int) -> list[CheckpointRecord]:
+        tenant = self._state.tenants.get(tenant_id)
+        if tenant is None or limit <= 0:
+            return []
+        return [c for seq, c in sorted(tenant.checkpoints.items()) if seq > after_seq][:limit]
+
+    async def record_verification(self, tenant_id: str, record: VerificationRecord) -> None:
+        self._state.require(tenant_id).verifications.append(record)
+
+    async def verifications(self, tenant_id: str, limit: int) -> list[VerificationRecord]:
+        tenant = self._state.tenants.get(tenant_id)
+        if tenant is None:
+            return []
+        return sorted(tenant.verifications, key=lambda v: v.started_at, reverse=True)[:limit]

@@ -1,0 +1,70 @@
+"""``SqlIntegrity``: the ``IntegrityStore`` part of ``SqlStore``.
+
+``latest_changes`` is one query per chunk of entities: the highest seq per
+entity from ``ix_changes_tenant_entity_seq`` (an index-only range per entity),
+joined back to its row for the link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, tuple_
+
+from syncstore import rows
+from syncstore.integrity import EntityKey
+from syncstore.records import CheckpointRecord, VerificationRecord
+from syncstore.sql_database import SqlDatabase
+from syncstore.sql_session import CHUNK
+from syncstore.tables import chain_checkpoints, changes, verifications
+
+
+class SqlIntegrity:
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
+
+    async def latest_changes(
+        self, tenant_id: str, keys: Sequence[EntityKey]
+    ) -> dict[EntityKey, tuple[int, bytes | None]]:
+        found: dict[EntityKey, tuple[int, bytes | None]] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), CHUNK // 2):
+            chunk = unique[start : start + CHUNK // 2]
+            latest = (
+                select(changes.c.collection, changes.c.entity_id, func.max(changes.c.seq).label("seq"))
+                .where(changes.c.tenant_id == tenant_id, tuple_(changes.c.collection, changes.c.entity_id).in_(chunk))
+                .group_by(changes.c.collection, changes.c.entity_id)
+                .subquery()
+            )
+            query = select(latest.c.collection, latest.c.entity_id, latest.c.seq, changes.c.chain).join(
+                changes, (changes.c.tenant_id == tenant_id) & (changes.c.seq == latest.c.seq)
+            )
+            for row in await self._db.rows(query):
+                chain = bytes(row["chain"]) if row["chain"] is not None else None
+                found[(row["collection"], row["entity_id"])] = (int(row["seq"]), chain)
+        return found
+
+    async def checkpoints(self, tenant_id: str, after_seq: int, limit: int) -> list[CheckpointRecord]:
+        if limit <= 0:
+            return []
+        query = (
+            select(chain_checkpoints)
+            .where(chain_checkpoints.c.tenant_id == tenant_id, chain_checkpoints.c.seq > after_seq)
+            .order_by(chain_checkpoints.c.seq)
+            .limit(limit)
+        )
+        return [rows.checkpoint_from_row(row) for row in await self._db.rows(query)]
+
+    async def record_verification(self, tenant_id: str, record: VerificationRecord) -> None:
+        async with self._db.connect(write=True) as conn:
+            await conn.execute(verifications.insert().values(rows.verification_to_row(tenant_id, record)))
+            await conn.commit()
+
+    async def verifications(self, tenant_id: str, limit: int) -> list[VerificationRecord]:
+        query = (
+            select(verifications)
+            .where(verifications.c.tenant_id == tenant_id)
+            .order_by(verifications.c.started_at.desc())
+            .limit(limit)
+        )
+        return [rows.verification_from_row(row) for row in await self._db.rows(query)]
