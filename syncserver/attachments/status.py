@@ -42,10 +42,13 @@ from syncserver.sync.pull import PullService
 from syncserver.transport.body import decode_body
 from syncserver.transport.body_schema import operation
 from syncserver.transport.openapi import AUTHENTICATED, error_responses
-from syncstore.attachments import AttachmentStore
+from syncstore.attachments import AttachmentRefRecord, AttachmentStore
 from syncstore.store import Store
 
 _STATUS: dict[str, AttachmentStatus] = {"available": "available", "refused": "refused"}
+SCOPE_READ_LIMIT = 5000
+"""A driver whose channels hold at most this many entities (of the referencing collections) is answered
+with one read of its scope; a larger scope is checked entity by entity."""
 
 
 async def annotate(meta: AttachmentStore, tenant: str, views: list[EntityView]) -> None:
@@ -88,11 +91,43 @@ async def statuses(reader: AttachmentReader, principal: Principal, ids: Sequence
     driver only an id referenced by an entity in its channels now (the download rule).
     """
     states = await reader.meta.attachment_states(principal.tenant, ids)
-    if Scope.of(principal).unrestricted:
-        seen = set(states) | {r.attachment_id for r in await reader.meta.refs_of(principal.tenant, ids)}
+    refs = await reader.meta.refs_of(principal.tenant, ids)
+    scope = Scope.of(principal)
+    if scope.channels is None:
+        seen = set(states) | {r.attachment_id for r in refs}
     else:
-        seen = await reader.referenced_in_scope(principal, ids)
+        seen = await _referenced_in_channels(reader, principal, scope.channels, refs)
     return {i: _STATUS.get(states.get(i, ""), "pending") for i in sorted(seen)}
+
+
+async def _referenced_in_channels(
+    reader: AttachmentReader, principal: Principal, channels: frozenset[str], refs: list[AttachmentRefRecord]
+) -> set[str]:
+    """The ids an entity in ``channels`` references now: ``AttachmentReader.referenced_in_scope``, batched.
+
+    One read of the scope's entities (of the referencing collections) and one check of them against the
+    change log, as a driver's pull does, instead of one entity read per reference; a scope of more than
+    ``SCOPE_READ_LIMIT`` entities is checked entity by entity.
+    """
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for ref in refs:
+        wanted.setdefault((ref.collection, ref.entity_id), set()).add(ref.attachment_id)
+    if not wanted:
+        return set()
+    pull, tenant = reader.pull, principal.tenant
+    collections = sorted({c for c, _ in wanted})
+    in_scope = await pull.access.pull_in_channels(tenant, sorted(channels), 0, SCOPE_READ_LIMIT + 1, collections)
+    if len(in_scope) > SCOPE_READ_LIMIT:
+        return await reader.referenced_in_scope(principal, sorted({r.attachment_id for r in refs}))
+    rows = [(f.record, 0) for f in in_scope if (f.record.collection, f.record.entity_id) in wanted]
+    if not rows:
+        return set()
+    cipher = await pull.ciphers.cipher(tenant, {row.key_version for row, _ in rows})
+    views, _ = await pull.checked_views(tenant, cipher, rows, Scope(channels))  # unreadable ones are left out
+    found: set[str] = set()
+    for view in views:
+        found |= wanted[(view.collection, view.entity)] & {r.id for r in refs_in_view(view)}
+    return found
 
 
 class AttachmentStatusController(Controller):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from syncserver.attachments import status
 from tests.integration.attachment_client import create, ref_for, upload
 from tests.integration.conftest import Server, change, make_settings, start
 
@@ -65,7 +66,11 @@ async def test_an_upload_turns_pending_into_available_without_any_entity_change(
     assert changes == [], "the status is not a change in the log"
 
 
-async def test_a_driver_sees_only_ids_referenced_in_its_channels(app_server: Server) -> None:
+@pytest.mark.parametrize("scope_read_limit", [5000, 0], ids=["one-scope-read", "entity-by-entity"])
+async def test_a_driver_sees_only_ids_referenced_in_its_channels(
+    app_server: Server, scope_read_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status, "SCOPE_READ_LIMIT", scope_read_limit)
     s = app_server
     tenant = await s.tenant()
     d1 = s.headers(tenant, "driver-1", "driver", ("driver:1",))
