@@ -32,6 +32,10 @@ class IntegrityStore(Protocol):
         """Per entity, the seq of its latest change in the log and that change's chain link; absent if none."""
         ...
 
+    async def member_channels(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:
+        """The channels each entity's channel rows make it a member of now; entities in none are absent."""
+        ...
+
     async def checkpoints(self, tenant_id: str, after_seq: int, limit: int) -> list[CheckpointRecord]:
         """Signed chain checkpoints with ``seq > after_seq``, in seq order."""
         ...

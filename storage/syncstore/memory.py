@@ -271,6 +271,7 @@ class MemoryStore:
     # IntegrityStore
     latest_changes = via("_integrity", MemoryIntegrity.latest_changes)
     checkpoints = via("_integrity", MemoryIntegrity.checkpoints)
+    member_channels = via("_integrity", MemoryIntegrity.member_channels)
     record_verification = via("_integrity", MemoryIntegrity.record_verification)
     verifications = via("_integrity", MemoryIntegrity.verifications)
 

@@ -27,6 +27,17 @@ class MemoryIntegrity:
                 found[key] = (seq, change.chain)
         return found
 
+    async def member_channels(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:
+        tenant = self._state.tenants.get(tenant_id)
+        if tenant is None:
+            return {}
+        found: dict[EntityKey, set[str]] = {}
+        for key in keys:
+            members = {c for c, m in tenant.channels.get(key, {}).items() if m.member}
+            if members:
+                found[key] = members
+        return found
+
     async def checkpoints(self, tenant_id: str, after_seq: int, limit: int) -> list[CheckpointRecord]:
         tenant = self._state.tenants.get(tenant_id)
         if tenant is None or limit <= 0:

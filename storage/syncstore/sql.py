@@ -269,6 +269,7 @@ class SqlStore:
     # IntegrityStore
     latest_changes = via("_integrity", SqlIntegrity.latest_changes)
     checkpoints = via("_integrity", SqlIntegrity.checkpoints)
+    member_channels = via("_integrity", SqlIntegrity.member_channels)
     record_verification = via("_integrity", SqlIntegrity.record_verification)
     verifications = via("_integrity", SqlIntegrity.verifications)
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select, true, tuple_
 
 from syncstore import rows
 from syncstore.integrity import EntityKey
 from syncstore.records import CheckpointRecord, VerificationRecord
 from syncstore.sql_database import SqlDatabase
 from syncstore.sql_session import CHUNK
-from syncstore.tables import chain_checkpoints, changes, verifications
+from syncstore.tables import chain_checkpoints, changes, entity_channels, verifications
 
 
 class SqlIntegrity:
@@ -42,6 +42,20 @@ class SqlIntegrity:
             for row in await self._db.rows(query):
                 chain = bytes(row["chain"]) if row["chain"] is not None else None
                 found[(row["collection"], row["entity_id"])] = (int(row["seq"]), chain)
+        return found
+
+    async def member_channels(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:
+        found: dict[EntityKey, set[str]] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), CHUNK // 2):
+            chunk = unique[start : start + CHUNK // 2]
+            query = select(entity_channels.c.collection, entity_channels.c.entity_id, entity_channels.c.channel).where(
+                entity_channels.c.tenant_id == tenant_id,
+                tuple_(entity_channels.c.collection, entity_channels.c.entity_id).in_(chunk),
+                entity_channels.c.member == true(),
+            )
+            for row in await self._db.rows(query):
+                found.setdefault((row["collection"], row["entity_id"]), set()).add(row["channel"])
         return found
 
     async def checkpoints(self, tenant_id: str, after_seq: int, limit: int) -> list[CheckpointRecord]:

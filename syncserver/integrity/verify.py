@@ -38,7 +38,7 @@ from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.sync import payloads
 from syncstore.channels import AccessStore
-from syncstore.integrity import IntegrityStore
+from syncstore.integrity import EntityKey, IntegrityStore
 from syncstore.records import CheckpointRecord, VerificationRecord
 from syncstore.store import Store, TenantNotFound
 
@@ -114,10 +114,12 @@ class Verifier:
         if record is None:
             raise TenantNotFound(tenant)
         report = Report(tenant, from_seq, record.last_seq)
-        last_link = await self._walk_log(report, record.last_seq, progress)
+        # Each entity's latest change, as the walk saw it (the whole log only when it starts at the beginning).
+        latest: dict[EntityKey, tuple[int, bytes | None]] | None = {} if from_seq == 0 else None
+        last_link = await self._walk_log(report, record.last_seq, progress, latest)
         if record.last_seq >= from_seq and last_link != record.chain_head and report.changes:
             report.problems.append(Problem("head", "tenants", "the tenant's chain head is not the log's last link"))
-        await self._check_entities(report, progress)
+        await self._check_entities(report, progress, latest)
         await self.integrity.record_verification(
             tenant,
             VerificationRecord(
@@ -132,7 +134,13 @@ class Verifier:
         )
         return report
 
-    async def _walk_log(self, report: Report, head: int, progress: Progress | None) -> bytes | None:
+    async def _walk_log(
+        self,
+        report: Report,
+        head: int,
+        progress: Progress | None,
+        latest: dict[EntityKey, tuple[int, bytes | None]] | None,
+    ) -> bytes | None:
         tenant = report.tenant
         prev: bytes | None = None  # None: no linked change seen yet
         expected = report.from_seq + 1
@@ -154,6 +162,8 @@ class Verifier:
                     report.problems.append(Problem("missing", f"seqs {expected}-{r.seq - 1}", "absent from the log"))
                 expected = r.seq + 1
                 report.changes += 1
+                if latest is not None:
+                    latest[(r.collection, r.entity_id)] = (r.seq, r.chain)
                 if r.chain is None:
                     if prev is None:
                         report.legacy += 1
@@ -205,13 +215,17 @@ class Verifier:
         elif checkpoint.head != link:
             report.problems.append(Problem("checkpoint", where, "its head is not the log's link at its seq"))
 
-    async def _check_entities(self, report: Report, progress: Progress | None) -> None:
+    async def _check_entities(
+        self, report: Report, progress: Progress | None, walked: dict[EntityKey, tuple[int, bytes | None]] | None
+    ) -> None:
         tenant = report.tenant
         after = 0
         while rows := await self.store.pull(tenant, after, PAGE):
             after = rows[-1].seq
             cipher = await self.ciphers.cipher(tenant, {r.key_version for r in rows})
-            latest = await self.integrity.latest_changes(tenant, [(r.collection, r.entity_id) for r in rows])
+            keys = [(r.collection, r.entity_id) for r in rows]
+            latest = walked if walked is not None else await self.integrity.latest_changes(tenant, keys)
+            members = await self.integrity.member_channels(tenant, keys)
             for row in rows:
                 report.entities += 1
                 where = f"{row.collection}/{row.entity_id}"
@@ -224,7 +238,7 @@ class Verifier:
                     wanted = entity_channels(self.schema.get(row.collection), stored.state)
                 except ChannelError:
                     wanted = frozenset()
-                stored_channels = set(await self.access.entity_channels(tenant, row.collection, row.entity_id))
+                stored_channels = members.get((row.collection, row.entity_id), set())
                 if stored_channels != set(wanted):
                     detail = f"channel rows {sorted(stored_channels)}; its state puts it in {sorted(wanted)}"
                     report.problems.append(Problem("channel", where, detail))
