@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -283,5 +284,48 @@ def test_admin_sees_a_delivery_photo_and_a_refused_signature_in_the_browser(
             expect(page.get_by_role("status")).to_contain_text(f"{signed.id} re-admitted")
             expect(page.locator("#uploading tbody tr", has_text=signed.id)).to_contain_text("0 of")
             assert not blocked, blocked
+        finally:
+            browser.close()
+
+
+def test_admin_sees_a_damaged_entity_set_aside_and_the_verification_runs(
+    site: tuple[str, dict[str, str]], shots: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, env = site
+    verifier = TokenVerifier(env["SYNC_JWT_SECRET"], "syncserver", "sync")
+    boss = verifier.issue("acme", "dispatch-1", "dispatcher")
+    admin = verifier.issue("acme", "ops@acme", "admin")
+    changes = [change(i, f"dlv-{i}", [set_status("pending")], NOW + i) for i in (1, 2, 3)]
+    assert [r["status"] for r in push(base, boss, "web-1", changes)] == ["applied"] * 3
+    cli(env, "verify", "--tenant", "acme")  # clean: exit 0
+    with sqlite3.connect(tmp_path / "sync.db") as db:
+        (state,) = db.execute("SELECT state FROM entities WHERE entity_id = 'dlv-2'").fetchone()
+        damaged = bytearray(state)
+        damaged[len(damaged) // 2] ^= 0x01
+        db.execute("UPDATE entities SET state = ? WHERE entity_id = 'dlv-2'", (bytes(damaged),))
+    body = pull(base, boss, None)
+    assert [u["entity"] for u in body["unavailable"]] == ["dlv-2"]
+    with pytest.raises(RuntimeError, match="verify"):
+        cli(env, "verify", "--tenant", "acme")  # exit 1: the damaged row
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 760})
+            page.set_default_timeout(10_000)
+            page.goto(f"{base}/admin/integrity")
+            page.get_by_label("Admin token").fill(admin)
+            page.get_by_role("button", name="Sign in").click()
+            page.goto(f"{base}/admin/integrity")
+            expect(page.get_by_role("heading", name="Integrity", exact=True)).to_be_visible()
+            expect(page.locator("#set-aside tbody tr").first).to_contain_text("deliveries/dlv-2")
+            runs = page.locator("#verifications tbody tr")
+            expect(runs).to_have_count(2)
+            expect(runs.nth(0).locator(".badge")).to_have_text("1 problem")
+            expect(runs.nth(0)).to_contain_text("deliveries/dlv-2")
+            expect(runs.nth(1).locator(".badge")).to_have_text("ok")
+            page.screenshot(path=str(shots / "admin-integrity.png"), full_page=True)
         finally:
             browser.close()
