@@ -8,8 +8,8 @@ implement it through their parts ``SqlIntegrity`` and ``MemoryIntegrity``;
 
 Usage::
 
-    latest = await store.latest_changes("acme", [("deliveries", "dlv-1")])
-    # {("deliveries", "dlv-1"): (42, b"...link of seq 42...")}: no change of it above 42
+    latest = await store.latest_seqs("acme", [("deliveries", "dlv-1")])
+    # {("deliveries", "dlv-1"): 42}: no change of it above 42
     marks = await store.checkpoints("acme", after_seq=0, limit=100)
     await store.record_verification("acme", VerificationRecord(...))
 """
@@ -26,10 +26,9 @@ EntityKey = tuple[str, str]
 
 @runtime_checkable
 class IntegrityStore(Protocol):
-    async def latest_changes(
-        self, tenant_id: str, keys: Sequence[EntityKey]
-    ) -> dict[EntityKey, tuple[int, bytes | None]]:
-        """Per entity, the seq of its latest change in the log and that change's chain link; absent if none."""
+    async def latest_seqs(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, int]:
+        """Per entity that has a row, the seq of its latest change in the log; absent if it has no row or no
+        change."""
         ...
 
     async def member_channels(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:

@@ -269,7 +269,7 @@ class MemoryStore:
     set_entity_channels = via("_channels", MemoryChannels.set_entity_channels)
 
     # IntegrityStore
-    latest_changes = via("_integrity", MemoryIntegrity.latest_changes)
+    latest_seqs = via("_integrity", MemoryIntegrity.latest_seqs)
     checkpoints = via("_integrity", MemoryIntegrity.checkpoints)
     member_channels = via("_integrity", MemoryIntegrity.member_channels)
     record_verification = via("_integrity", MemoryIntegrity.record_verification)

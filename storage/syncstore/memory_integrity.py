@@ -13,18 +13,16 @@ class MemoryIntegrity:
     def __init__(self, state: MemoryState) -> None:
         self._state = state
 
-    async def latest_changes(
-        self, tenant_id: str, keys: Sequence[EntityKey]
-    ) -> dict[EntityKey, tuple[int, bytes | None]]:
+    async def latest_seqs(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, int]:
         tenant = self._state.tenants.get(tenant_id)
         if tenant is None:
             return {}
-        wanted = set(keys)
-        found: dict[EntityKey, tuple[int, bytes | None]] = {}
+        wanted = {key for key in keys if key in tenant.entities}
+        found: dict[EntityKey, int] = {}
         for seq, change in tenant.changes.items():
             key = (change.collection, change.entity_id)
-            if key in wanted and seq > found.get(key, (0, None))[0]:
-                found[key] = (seq, change.chain)
+            if key in wanted and seq > found.get(key, 0):
+                found[key] = seq
         return found
 
     async def member_channels(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:

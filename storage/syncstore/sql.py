@@ -267,7 +267,7 @@ class SqlStore:
     audit_log = via("_admin", SqlAdmin.audit_log)
 
     # IntegrityStore
-    latest_changes = via("_integrity", SqlIntegrity.latest_changes)
+    latest_seqs = via("_integrity", SqlIntegrity.latest_seqs)
     checkpoints = via("_integrity", SqlIntegrity.checkpoints)
     member_channels = via("_integrity", SqlIntegrity.member_channels)
     record_verification = via("_integrity", SqlIntegrity.record_verification)

@@ -54,7 +54,7 @@ class SqlPushSession:
         """High-water marks of the given replicas; unknown ones are absent."""
         self._check_open()
         found: dict[str, ReplicaRecord] = {}
-        for chunk in _chunks(sorted(set(replica_ids))):
+        for chunk in chunks(sorted(set(replica_ids))):
             query = select(replicas).where(replicas.c.tenant_id == self._tenant_id, replicas.c.replica_id.in_(chunk))
             for row in (await self._conn.execute(query)).mappings():
                 found[row["replica_id"]] = rows.replica_from_row(row)
@@ -71,7 +71,7 @@ class SqlPushSession:
             by_collection[collection].add(entity_id)
         found: dict[EntityKey, EntityRecord] = {}
         for collection, ids in by_collection.items():
-            for chunk in _chunks(sorted(ids)):
+            for chunk in chunks(sorted(ids)):
                 query = select(entities).where(
                     entities.c.tenant_id == self._tenant_id,
                     entities.c.collection == collection,
@@ -106,7 +106,7 @@ class SqlPushSession:
             by_collection[collection].add(entity_id)
         found: dict[EntityKey, dict[str, int]] = {}
         for collection, ids in by_collection.items():
-            for chunk in _chunks(sorted(ids)):
+            for chunk in chunks(sorted(ids)):
                 query = select(
                     entity_channels.c.entity_id, entity_channels.c.channel, entity_channels.c.joined_seq
                 ).where(
@@ -194,6 +194,6 @@ def _write_sql(dialect: Dialect, table: Table, upsert: bool) -> str:
     return sql
 
 
-def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+def chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), CHUNK):
         yield items[start : start + CHUNK]

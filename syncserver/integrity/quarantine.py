@@ -47,18 +47,18 @@ class NotCurrent(DecryptionError):
     """An entity row that opens but is not what the change log says is current (a rollback or an injected row)."""
 
 
-def open_current(cipher: TenantCipher, row: EntityRecord, latest: tuple[int, bytes | None] | None) -> StoredEntity:
-    """The row's state, checked against ``latest`` (its latest change's seq and chain link, from the log).
+def open_current(cipher: TenantCipher, row: EntityRecord, latest: int | None) -> StoredEntity:
+    """The row's state, checked against ``latest``, the seq of its latest change in the log.
 
-    Raises ``DecryptionError`` if the ciphertext is not this row's, and ``NotCurrent`` if the row is older than
-    the log (a restore of the entities table, a row written back) or has no change in the log at all.
+    Raises ``DecryptionError`` if the ciphertext is not this row's (its associated data binds the row's seq and
+    the chain link of the change that produced it), and ``NotCurrent`` if the row is older than the log (a
+    restore of the entities table, a row written back with its old seq) or has no change in the log at all.
     """
     stored = payloads.open_entity(cipher, row)
     if latest is None:
         raise NotCurrent("the change log holds no change of this entity")
-    seq, link = latest
-    if seq != row.seq or link != row.chain:
-        raise NotCurrent(f"the row is at seq {row.seq}, the change log's latest change of it at {seq}")
+    if latest != row.seq:
+        raise NotCurrent(f"the row is at seq {row.seq}, the change log's latest change of it at {latest}")
     return stored
 
 

@@ -115,7 +115,7 @@ class Verifier:
             raise TenantNotFound(tenant)
         report = Report(tenant, from_seq, record.last_seq)
         # Each entity's latest change, as the walk saw it (the whole log only when it starts at the beginning).
-        latest: dict[EntityKey, tuple[int, bytes | None]] | None = {} if from_seq == 0 else None
+        latest: dict[EntityKey, int] | None = {} if from_seq == 0 else None
         last_link = await self._walk_log(report, record.last_seq, progress, latest)
         if record.last_seq >= from_seq and last_link != record.chain_head and report.changes:
             report.problems.append(Problem("head", "tenants", "the tenant's chain head is not the log's last link"))
@@ -139,7 +139,7 @@ class Verifier:
         report: Report,
         head: int,
         progress: Progress | None,
-        latest: dict[EntityKey, tuple[int, bytes | None]] | None,
+        latest: dict[EntityKey, int] | None,
     ) -> bytes | None:
         tenant = report.tenant
         prev: bytes | None = None  # None: no linked change seen yet
@@ -163,7 +163,7 @@ class Verifier:
                 expected = r.seq + 1
                 report.changes += 1
                 if latest is not None:
-                    latest[(r.collection, r.entity_id)] = (r.seq, r.chain)
+                    latest[(r.collection, r.entity_id)] = r.seq
                 if r.chain is None:
                     if prev is None:
                         report.legacy += 1
@@ -216,7 +216,7 @@ class Verifier:
             report.problems.append(Problem("checkpoint", where, "its head is not the log's link at its seq"))
 
     async def _check_entities(
-        self, report: Report, progress: Progress | None, walked: dict[EntityKey, tuple[int, bytes | None]] | None
+        self, report: Report, progress: Progress | None, walked: dict[EntityKey, int] | None
     ) -> None:
         tenant = report.tenant
         after = 0
@@ -224,7 +224,7 @@ class Verifier:
             after = rows[-1].seq
             cipher = await self.ciphers.cipher(tenant, {r.key_version for r in rows})
             keys = [(r.collection, r.entity_id) for r in rows]
-            latest = walked if walked is not None else await self.integrity.latest_changes(tenant, keys)
+            latest = walked if walked is not None else await self.integrity.latest_seqs(tenant, keys)
             members = await self.integrity.member_channels(tenant, keys)
             for row in rows:
                 report.entities += 1

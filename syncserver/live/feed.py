@@ -34,7 +34,7 @@ class Page:
         rows: list[EntityRecord],
         more: bool,
         cipher: TenantCipher,
-        latest: dict[EntityKey, tuple[int, bytes | None]],
+        latest: dict[EntityKey, int],
     ) -> None:
         self.after = after
         self.latest = latest

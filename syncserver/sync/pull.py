@@ -102,7 +102,7 @@ class PullService:
             response.unavailable = unavailable
         return response
 
-    async def latest(self, tenant: str, rows: list[EntityRecord]) -> dict[EntityKey, tuple[int, bytes | None]]:
+    async def latest(self, tenant: str, rows: list[EntityRecord]) -> dict[EntityKey, int]:
         """What the change log says is current for these entity rows (one query), for ``quarantine.open_current``.
 
         The log is read after the rows, so a push may have changed an entity in between: where the log is
@@ -112,14 +112,14 @@ class PullService:
         """
         if not rows:
             return {}
-        latest = await self.integrity.latest_changes(tenant, [(r.collection, r.entity_id) for r in rows])
+        latest = await self.integrity.latest_seqs(tenant, [(r.collection, r.entity_id) for r in rows])
         for row in rows:
             key = (row.collection, row.entity_id)
             found = latest.get(key)
-            if found is not None and found[0] > row.seq:
+            if found is not None and found > row.seq:
                 now = await self.store.get_entity(tenant, row.collection, row.entity_id)
                 if now is not None and now.seq > row.seq:
-                    latest[key] = (row.seq, row.chain)
+                    latest[key] = row.seq
         return latest
 
     async def checked_views(
@@ -132,7 +132,7 @@ class PullService:
         self,
         cipher: TenantCipher,
         rows: list[tuple[EntityRecord, int]],
-        latest: dict[EntityKey, tuple[int, bytes | None]],
+        latest: dict[EntityKey, int],
         scope: Scope | None = None,
     ) -> tuple[list[EntityView], list[Unavailable]]:
         """The view of each ``(row, after)`` (all fields when ``after`` is 0, else those changed after it).

@@ -190,7 +190,7 @@ class _PushRun:
         versions = {row.key_version for row in rows.values()}
         if not self.cipher.has(versions):
             self.cipher = await self.svc.ciphers.cipher(self.who.tenant, versions)
-        latest = await self.svc.integrity.latest_changes(self.who.tenant, list(rows)) if rows else {}
+        latest = await self.svc.integrity.latest_seqs(self.who.tenant, list(rows)) if rows else {}
         for key, row in rows.items():
             try:
                 stored = quarantine.open_current(self.cipher, row, latest.get(key))
