@@ -131,7 +131,7 @@ def build_services(
         attachment_reader=AttachmentReader(meta, blobs, pull),
         attachment_keys=attachment_keys,
         live=LiveHub(store, pull, settings.live),
-        conflicts=ConflictService(store, keyring),
+        conflicts=ConflictService(store, keyring, pull.state_visible),
         conflict_admin=ConflictAdmin(admin_store, keyring, pull, server_changes, audit_log),
         entity_history=EntityHistoryService(admin_store, keyring, pull, attachments=meta),
         dead_letter_admin=DeadLetterAdmin(admin_store, keyring, server_changes, audit_log),

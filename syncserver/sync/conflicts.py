@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from syncproto import errors
 from syncproto.hlc import iso
 from syncproto.messages import ConflictPage, ConflictView
@@ -15,6 +17,8 @@ from syncserver.sync import payloads
 from syncstore.channels import AccessStore
 from syncstore.records import ConflictFilter, ConflictRecord
 from syncstore.store import Store
+
+StateVisible = Callable[[Principal, str, str], Awaitable[bool]]
 
 
 def conflict_id(seq: int, idx: int) -> str:
@@ -30,7 +34,10 @@ def parse_conflict_id(value: str) -> tuple[int, int]:
 
 
 class ConflictService:
-    def __init__(self, store: Store, ciphers: Ciphers) -> None:
+    def __init__(self, store: Store, ciphers: Ciphers, state_visible: StateVisible | None = None) -> None:
+        """``state_visible`` confirms, from an entity's decrypted state, what its channel rows say a restricted
+        principal may see (``PullService.state_visible``): the rows are an index, not the authority."""
+        self.state_visible = state_visible
         if not isinstance(store, AccessStore):
             raise TypeError(f"{type(store).__name__} must implement AccessStore for scoped reads")
         self.store = store
@@ -46,16 +53,24 @@ class ConflictService:
             rows = await self.access.conflicts_in_channels(
                 principal.tenant, sorted(scope.channels), start, limit + 1, filters
             )
-        cipher = await self.ciphers.cipher(principal.tenant, {r.key_version for r in rows[:limit]})
+        nxt = conflict_id(rows[limit - 1].seq, rows[limit - 1].idx) if len(rows) > limit else None
+        shown = rows[:limit]
+        if scope.channels is not None and self.state_visible is not None:
+            seen: dict[tuple[str, str], bool] = {}
+            for r in shown:
+                key = (r.collection, r.entity_id)
+                if key not in seen:
+                    seen[key] = await self.state_visible(principal, *key)
+            shown = [r for r in shown if seen[(r.collection, r.entity_id)]]
+        cipher = await self.ciphers.cipher(principal.tenant, {r.key_version for r in shown})
         page: list[ConflictView] = []
         unavailable: list[str] = []
-        for r in rows[:limit]:
+        for r in shown:
             view = self.view_or_none(cipher, r)
             if view is None:
                 unavailable.append(conflict_id(r.seq, r.idx))
             else:
                 page.append(view)
-        nxt = conflict_id(rows[limit - 1].seq, rows[limit - 1].idx) if len(rows) > limit else None
         result = ConflictPage(page, nxt)
         if unavailable:
             result.unavailable = unavailable
@@ -72,7 +87,9 @@ class ConflictService:
         scope = Scope.of(principal)
         if scope.unrestricted:
             return True
-        return scope.allows(await self.access.entity_channels(principal.tenant, row.collection, row.entity_id))
+        if not scope.allows(await self.access.entity_channels(principal.tenant, row.collection, row.entity_id)):
+            return False
+        return self.state_visible is None or await self.state_visible(principal, row.collection, row.entity_id)
 
     @staticmethod
     def view_or_none(cipher: TenantCipher, row: ConflictRecord) -> ConflictView | None:

@@ -172,6 +172,15 @@ class PullService:
             raise ApiError(404, errors.NOT_FOUND, f"no entity {collection}/{entity_id}")
         return entity_view(stored.state, self.schema.get(collection), entity_id, row.seq, None)
 
+    async def state_visible(self, principal: Principal, collection: str, entity_id: str) -> bool:
+        """Whether ``principal`` may see the entity by its channel rows and its own decrypted state, current per
+        the change log (an entity that fails its check is not shown to a restricted principal)."""
+        try:
+            await self.entity(principal, collection, entity_id)
+        except (ApiError, DecryptionError):
+            return False
+        return True
+
     async def visible(self, principal: Principal, collection: str, entity_id: str) -> bool:
         """Whether ``principal`` may see the entity now (by its stored channel rows)."""
         scope = Scope.of(principal)

@@ -171,7 +171,7 @@ async def test_a_rolled_back_entity_row_is_found_by_verify_and_on_every_read(sql
     assert r.json()["fields"]["address"]["value"] == "2 Side St"
 
 
-@pytest.mark.parametrize("tamper", ["flip", "swap", "version"])
+@pytest.mark.parametrize("tamper", ["flip", "swap", "version", "other-tenant"])
 async def test_a_tampered_entity_row_is_found(sql: Server, tamper: str) -> None:
     server = sql
     tenant, boss, _, _ = await seed(server)
@@ -184,8 +184,13 @@ async def test_a_tampered_entity_row_is_found(sql: Server, tamper: str) -> None:
         other = (entities.c.tenant_id == tenant) & (entities.c.entity_id == "dlv-b")
         theirs = await one(server, select(entities.c.state, entities.c.seq, entities.c.chain).where(other))
         await run_sql(server, update(entities).where(where).values(state=theirs.state))
-    else:
+    elif tamper == "version":
         await run_sql(server, update(entities).where(where).values(key_version=2))
+    else:
+        other, *_ = await seed(server)  # the same entity, seq and link shape, in another tenant
+        theirs = (entities.c.tenant_id == other) & (entities.c.entity_id == "dlv-a")
+        row = await one(server, select(entities.c.state, entities.c.seq, entities.c.chain).where(theirs))
+        await run_sql(server, update(entities).where(where).values(state=row.state, seq=row.seq, chain=row.chain))
     report = await verify(server, tenant)
     assert [(p.kind, p.where) for p in report.problems] == [("entity", "deliveries/dlv-a")]
     assert [u["entity"] for u in (await pull(server, boss))["unavailable"]] == ["dlv-a"]
@@ -233,7 +238,11 @@ async def test_a_change_row_rolled_back_to_another_rows_content_is_found(sql: Se
 
 async def test_an_injected_channel_row_shows_another_drivers_entity_to_nobody(sql: Server) -> None:
     server = sql
-    tenant, _, a, _ = await seed(server)
+    tenant, boss, a, _ = await seed(server)
+    # A concurrent write to dlv-b: a conflict on driver b's delivery.
+    await server.push(boss, "web-2", [change(1, "dlv-b", [set_("status", "delivered")])])
+    conflict = (await server.client.get("/v1/conflicts", headers=boss)).json()["conflicts"][0]
+    assert conflict["entity"] == "dlv-b"
     await run_sql(
         server,
         insert(entity_channels).values(
@@ -249,6 +258,8 @@ async def test_an_injected_channel_row_shows_another_drivers_entity_to_nobody(sq
     assert [e["entity"] for e in (await pull(server, a))["changes"]] == ["dlv-a"]
     r = await server.client.get("/v1/entities/deliveries/dlv-b", headers=a)
     assert r.status_code == 404
+    assert (await server.client.get("/v1/conflicts", headers=a)).json()["conflicts"] == []
+    assert (await server.client.get(f"/v1/conflicts/{conflict['id']}", headers=a)).status_code == 404
     report = await verify(server, tenant)
     assert [(p.kind, p.where) for p in report.problems] == [("channel", "deliveries/dlv-b")]
 
