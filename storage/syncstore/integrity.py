@@ -1,15 +1,16 @@
 """The ``IntegrityStore`` interface: what checking the change log's hash chain needs from storage.
 
 The chain itself is written by pushes (``ChangeRecord.chain``, ``PushBatch.chain_head``
-and ``PushBatch.checkpoints``) under the tenant lock; these reads serve the read
-path's rollback check and ``syncserver verify``. ``SqlStore`` and ``MemoryStore``
+and ``PushBatch.checkpoints``) under the tenant lock, and every read of an entity
+row carries what the log says of it (``EntityRecord.latest_seq``); these reads
+serve ``syncserver verify``. ``SqlStore`` and ``MemoryStore``
 implement it through their parts ``SqlIntegrity`` and ``MemoryIntegrity``;
 ``FaultyStore`` forwards it.
 
 Usage::
 
-    latest = await store.latest_seqs("acme", [("deliveries", "dlv-1")])
-    # {("deliveries", "dlv-1"): 42}: no change of it above 42
+    members = await store.member_channels("acme", [("deliveries", "dlv-1")])
+    # {("deliveries", "dlv-1"): {"driver:17", "depot:dxb"}}
     marks = await store.checkpoints("acme", after_seq=0, limit=100)
     await store.record_verification("acme", VerificationRecord(...))
 """
@@ -26,11 +27,6 @@ EntityKey = tuple[str, str]
 
 @runtime_checkable
 class IntegrityStore(Protocol):
-    async def latest_seqs(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, int]:
-        """Per entity that has a row, the seq of its latest change in the log; absent if it has no row or no
-        change."""
-        ...
-
     async def member_channels(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:
         """The channels each entity's channel rows make it a member of now; entities in none are absent."""
         ...

@@ -21,7 +21,7 @@ from syncstore.memory_admin import MemoryAdmin
 from syncstore.memory_channels import MemoryChannels, purge_channel_rows
 from syncstore.memory_integrity import MemoryIntegrity
 from syncstore.memory_keys import MemoryKeys
-from syncstore.memory_state import MemoryState, TenantRows
+from syncstore.memory_state import MemoryState, TenantRows, as_read
 from syncstore.records import (
     ChangeRecord,
     ConflictFilter,
@@ -53,7 +53,7 @@ class MemoryPushSession:
     async def entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, EntityRecord]:
         self._check_open()
         known = self._tenant.entities
-        return {key: known[key] for key in keys if key in known}
+        return {key: as_read(self._tenant, known[key]) for key in keys if key in known}
 
     async def dot_change_id(self, replica_id: str, n: int) -> str | None:
         self._check_open()
@@ -82,9 +82,11 @@ class MemoryPushSession:
         for change in batch.changes:
             tenant.changes[change.seq] = change
             tenant.change_ids[(change.replica_id, change.n)] = change.change_id
+            key = (change.collection, change.entity_id)
+            tenant.latest[key] = max(tenant.latest.get(key, 0), change.seq)
         tenant.conflicts.update({(c.seq, c.idx): c for c in batch.conflicts})
         tenant.dead_letters.update({(d.replica_id, d.n): d for d in batch.dead_letters})
-        tenant.entities.update({(e.collection, e.entity_id): e for e in batch.entities})
+        tenant.entities.update({(e.collection, e.entity_id): replace(e, latest_seq=None) for e in batch.entities})
         tenant.replicas.update({r.replica_id: r for r in batch.replicas})
         for m in batch.memberships:
             tenant.channels.setdefault((m.collection, m.entity_id), {})[m.channel] = m
@@ -170,11 +172,12 @@ class MemoryStore:
             e for e in tenant.entities.values() if e.seq > after_seq and (wanted is None or e.collection in wanted)
         ]
         found.sort(key=lambda e: (e.seq, e.collection, e.entity_id))
-        return found[:limit]
+        return [as_read(tenant, e) for e in found[:limit]]
 
     async def get_entity(self, tenant_id: str, collection: str, entity_id: str) -> EntityRecord | None:
         tenant = self._state.tenants.get(tenant_id)
-        return tenant.entities.get((collection, entity_id)) if tenant else None
+        found = tenant.entities.get((collection, entity_id)) if tenant else None
+        return as_read(tenant, found) if tenant is not None and found is not None else None
 
     async def changes(
         self,
@@ -269,7 +272,6 @@ class MemoryStore:
     set_entity_channels = via("_channels", MemoryChannels.set_entity_channels)
 
     # IntegrityStore
-    latest_seqs = via("_integrity", MemoryIntegrity.latest_seqs)
     checkpoints = via("_integrity", MemoryIntegrity.checkpoints)
     member_channels = via("_integrity", MemoryIntegrity.member_channels)
     record_verification = via("_integrity", MemoryIntegrity.record_verification)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from msgspec.structs import replace
 
 from syncstore.channels import EvictionRecord, ScopedEntity
-from syncstore.memory_state import MemoryState, TenantRows
+from syncstore.memory_state import MemoryState, TenantRows, as_read
 from syncstore.records import ConflictFilter, ConflictRecord, MembershipRecord
 
 
@@ -38,7 +38,7 @@ class MemoryChannels:
             joined = [m.joined_seq for c, m in rows.items() if c in wanted and m.member]
             entity = tenant.entities.get(key)
             if joined and entity is not None and entity.seq > after_seq and _in(entity.collection, collections):
-                found.append(ScopedEntity(entity, min(joined)))
+                found.append(ScopedEntity(as_read(tenant, entity), min(joined)))
         found.sort(key=lambda s: (s.record.seq, s.record.collection, s.record.entity_id))
         return found[:limit]
 

@@ -13,18 +13,6 @@ class MemoryIntegrity:
     def __init__(self, state: MemoryState) -> None:
         self._state = state
 
-    async def latest_seqs(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, int]:
-        tenant = self._state.tenants.get(tenant_id)
-        if tenant is None:
-            return {}
-        wanted = {key for key in keys if key in tenant.entities}
-        found: dict[EntityKey, int] = {}
-        for seq, change in tenant.changes.items():
-            key = (change.collection, change.entity_id)
-            if key in wanted and seq > found.get(key, 0):
-                found[key] = seq
-        return found
-
     async def member_channels(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:
         tenant = self._state.tenants.get(tenant_id)
         if tenant is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from msgspec.structs import replace
+
 from syncstore.adminstore import AuditRecord, ConflictOverride
 from syncstore.locks import TenantLocks
 from syncstore.records import (
@@ -41,6 +43,8 @@ class TenantRows:
     dead_letters: dict[Dot, DeadLetterRecord] = field(default_factory=dict)
     channels: dict[EntityKey, dict[str, MembershipRecord]] = field(default_factory=dict)
     checkpoints: dict[int, CheckpointRecord] = field(default_factory=dict)
+    latest: dict[EntityKey, int] = field(default_factory=dict)
+    """Each entity's latest change seq in ``changes`` (what SQL reads from its index)."""
     verifications: list[VerificationRecord] = field(default_factory=list)
 
 
@@ -60,3 +64,8 @@ class MemoryState:
         if tenant is None:
             raise TenantNotFound(tenant_id)
         return tenant
+
+
+def as_read(tenant: TenantRows, record: EntityRecord) -> EntityRecord:
+    """The row as a read returns it: with ``latest_seq`` from the change log, as the SQL reads do."""
+    return replace(record, latest_seq=tenant.latest.get((record.collection, record.entity_id)))

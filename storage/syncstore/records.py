@@ -58,6 +58,10 @@ class EntityRecord(Struct, frozen=True, gc=False):
     updated_at: int
     chain: bytes | None = None
     """The chain link of the change at ``seq``, bound into the state's associated data (None: before the chain)."""
+    latest_seq: int | None = None
+    """Not a column: what the change log says, filled by every read of the row (in the same statement): the seq
+    of the entity's latest change, None if it has none. The read path sets aside a row whose ``seq`` differs
+    (a rolled-back row). Ignored by writes."""
 
 
 class ChangeRecord(Struct, frozen=True, gc=False):

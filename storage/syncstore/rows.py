@@ -76,7 +76,9 @@ def replica_from_row(row: RowMapping) -> ReplicaRecord:
 
 
 def entity_to_row(tenant_id: str, entity: EntityRecord) -> Row:
-    return _to_row(tenant_id, entity, vv=encode_counters(entity.vv))
+    row = _to_row(tenant_id, entity, vv=encode_counters(entity.vv))
+    del row["latest_seq"]  # read from the change log, never stored
+    return row
 
 
 def entity_from_row(row: RowMapping) -> EntityRecord:

@@ -44,7 +44,7 @@ from syncstore.sql_integrity import SqlIntegrity
 from syncstore.sql_keys import SqlKeys
 from syncstore.sql_session import SqlPushSession
 from syncstore.store import PushSession, StoreUnavailable, TenantExists
-from syncstore.tables import changes, conflicts, dead_letters, entities, tenant_keys, tenants
+from syncstore.tables import changes, conflicts, dead_letters, entities, latest_seq_column, tenant_keys, tenants
 
 
 class SqlStore:
@@ -137,7 +137,9 @@ class SqlStore:
         """
         if limit <= 0 or (collections is not None and not collections):
             return []
-        query = select(entities).where(entities.c.tenant_id == tenant_id, entities.c.seq > after_seq)
+        query = select(entities, latest_seq_column()).where(
+            entities.c.tenant_id == tenant_id, entities.c.seq > after_seq
+        )
         if collections is not None:
             query = query.where(entities.c.collection.in_(sorted(set(collections))))
         # seq is unique per entity write; the other keys only make ties deterministic.
@@ -146,7 +148,7 @@ class SqlStore:
 
     async def get_entity(self, tenant_id: str, collection: str, entity_id: str) -> EntityRecord | None:
         """The entity's current row, tombstones included."""
-        query = select(entities).where(
+        query = select(entities, latest_seq_column()).where(
             entities.c.tenant_id == tenant_id, entities.c.collection == collection, entities.c.entity_id == entity_id
         )
         found = await self._db.rows(query)
@@ -267,7 +269,6 @@ class SqlStore:
     audit_log = via("_admin", SqlAdmin.audit_log)
 
     # IntegrityStore
-    latest_seqs = via("_integrity", SqlIntegrity.latest_seqs)
     checkpoints = via("_integrity", SqlIntegrity.checkpoints)
     member_channels = via("_integrity", SqlIntegrity.member_channels)
     record_verification = via("_integrity", SqlIntegrity.record_verification)

@@ -20,7 +20,7 @@ from syncstore.channels import EvictionRecord, ScopedEntity
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
 from syncstore.sql_database import SqlDatabase
 from syncstore.sql_session import CHUNK
-from syncstore.tables import conflicts, entities, entity_channels
+from syncstore.tables import conflicts, entities, entity_channels, latest_seq_column
 
 ec = entity_channels
 
@@ -207,7 +207,7 @@ class SqlChannels:
         found: dict[tuple[str, str], EntityRecord] = {}
         for collection, ids in by_collection.items():
             for start in range(0, len(ids), CHUNK):
-                query = select(entities).where(
+                query = select(entities, latest_seq_column()).where(
                     entities.c.tenant_id == tenant_id,
                     entities.c.collection == collection,
                     entities.c.entity_id.in_(ids[start : start + CHUNK]),

@@ -1,40 +1,26 @@
 """``SqlIntegrity``: the ``IntegrityStore`` part of ``SqlStore``.
 
-``latest_seqs`` is one query per chunk of entity rows: the highest seq of each
-from ``ix_changes_tenant_entity_seq`` (one index-only seek per entity).
+Every read of ``entities`` adds ``tables.latest_seq_column()``: the highest seq
+of each entity in ``ix_changes_tenant_entity_seq`` (one index-only seek per row).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import Select, select, true, tuple_
+from sqlalchemy import select, true, tuple_
 
 from syncstore import rows
 from syncstore.integrity import EntityKey
 from syncstore.records import CheckpointRecord, VerificationRecord
 from syncstore.sql_database import SqlDatabase
-from syncstore.sql_session import CHUNK, chunks
-from syncstore.tables import chain_checkpoints, changes, entities, entity_channels, verifications
+from syncstore.sql_session import CHUNK
+from syncstore.tables import chain_checkpoints, entity_channels, verifications
 
 
 class SqlIntegrity:
     def __init__(self, db: SqlDatabase) -> None:
         self._db = db
-
-    async def latest_seqs(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, int]:
-        found: dict[EntityKey, int] = {}
-        by_collection: defaultdict[str, set[str]] = defaultdict(set)
-        for collection, entity_id in keys:
-            by_collection[collection].add(entity_id)
-        for collection, ids in by_collection.items():
-            for chunk in chunks(sorted(ids)):
-                for row in await self._db.rows(_latest_query(tenant_id, collection, chunk)):
-                    if row["seq"] is not None:
-                        found[(collection, row["entity_id"])] = int(row["seq"])
-        return found
 
     async def member_channels(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:
         found: dict[EntityKey, set[str]] = {}
@@ -74,24 +60,3 @@ class SqlIntegrity:
             .limit(limit)
         )
         return [rows.verification_from_row(row) for row in await self._db.rows(query)]
-
-
-def _latest_query(tenant_id: str, collection: str, ids: Sequence[str]) -> Select[Any]:
-    """Per entity row of ``ids``, the seq of its latest change: one index-only seek each (the newest entry of
-    ``ix_changes_tenant_entity_seq``), not a scan of its history. An entity without a row is not asked for:
-    the read path only checks rows it read."""
-    c = changes.alias("c")
-    newest = (
-        select(c.c.seq)
-        .where(
-            c.c.tenant_id == entities.c.tenant_id,
-            c.c.collection == entities.c.collection,
-            c.c.entity_id == entities.c.entity_id,
-        )
-        .order_by(c.c.seq.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    return select(entities.c.entity_id, newest.label("seq")).where(
-        entities.c.tenant_id == tenant_id, entities.c.collection == collection, entities.c.entity_id.in_(ids)
-    )

@@ -30,6 +30,7 @@ from syncstore.tables import (
     dead_letters,
     entities,
     entity_channels,
+    latest_seq_column,
     replicas,
     tenants,
 )
@@ -72,7 +73,7 @@ class SqlPushSession:
         found: dict[EntityKey, EntityRecord] = {}
         for collection, ids in by_collection.items():
             for chunk in chunks(sorted(ids)):
-                query = select(entities).where(
+                query = select(entities, latest_seq_column()).where(
                     entities.c.tenant_id == self._tenant_id,
                     entities.c.collection == collection,
                     entities.c.entity_id.in_(chunk),

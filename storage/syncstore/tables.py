@@ -16,6 +16,8 @@ Pitfalls:
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Label,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -30,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    select,
 )
 
 ID = 128
@@ -304,3 +308,21 @@ verifications = Table(
     PrimaryKeyConstraint("tenant_id", "started_at"),
 )
 """Results of ``syncserver verify`` runs (problems as JSON), for the admin API and page."""
+
+
+def latest_seq_column() -> Label[Any]:
+    """A column for ``select(entities, ...)``: the seq of each entity's latest change in the log, read in the same
+    statement as the row (one snapshot), by one index-only seek in ``ix_changes_tenant_entity_seq``."""
+    c = changes.alias("c")
+    return (
+        select(c.c.seq)
+        .where(
+            c.c.tenant_id == entities.c.tenant_id,
+            c.c.collection == entities.c.collection,
+            c.c.entity_id == entities.c.entity_id,
+        )
+        .order_by(c.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("latest_seq")
+    )

@@ -80,9 +80,7 @@ class EntityHistoryService:
         current = await self.store.get_entity(who.tenant, collection, entity)
         if not entries and not rejected and current is None:
             raise ApiError(404, errors.NOT_FOUND, f"no entity {collection}/{entity}")
-        views, unavailable = await self.pull_service.checked_views(
-            who.tenant, cipher, [(current, 0)] if current is not None else []
-        )
+        views, unavailable = self.pull_service.views(cipher, [(current, 0)] if current is not None else [])
         history = EntityHistory(
             collection=collection,
             entity=entity,

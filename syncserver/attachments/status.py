@@ -123,7 +123,7 @@ async def _referenced_in_channels(
     if not rows:
         return set()
     cipher = await pull.ciphers.cipher(tenant, {row.key_version for row, _ in rows})
-    views, _ = await pull.checked_views(tenant, cipher, rows, Scope(channels))  # unreadable ones are left out
+    views, _ = pull.views(cipher, rows, Scope(channels))  # unreadable ones are left out
     found: set[str] = set()
     for view in views:
         found |= wanted[(view.collection, view.entity)] & {r.id for r in refs_in_view(view)}

@@ -47,14 +47,17 @@ class NotCurrent(DecryptionError):
     """An entity row that opens but is not what the change log says is current (a rollback or an injected row)."""
 
 
-def open_current(cipher: TenantCipher, row: EntityRecord, latest: int | None) -> StoredEntity:
-    """The row's state, checked against ``latest``, the seq of its latest change in the log.
+def open_current(cipher: TenantCipher, row: EntityRecord, latest: int | None = None) -> StoredEntity:
+    """The row's state, checked against the seq of its latest change in the log: ``latest`` if given, else what
+    the read of the row brought along (``row.latest_seq``).
 
     Raises ``DecryptionError`` if the ciphertext is not this row's (its associated data binds the row's seq and
     the chain link of the change that produced it), and ``NotCurrent`` if the row is older than the log (a
     restore of the entities table, a row written back with its old seq) or has no change in the log at all.
     """
     stored = payloads.open_entity(cipher, row)
+    if latest is None:
+        latest = row.latest_seq
     if latest is None:
         raise NotCurrent("the change log holds no change of this entity")
     if latest != row.seq:

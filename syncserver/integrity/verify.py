@@ -224,13 +224,13 @@ class Verifier:
             after = rows[-1].seq
             cipher = await self.ciphers.cipher(tenant, {r.key_version for r in rows})
             keys = [(r.collection, r.entity_id) for r in rows]
-            latest = walked if walked is not None else await self.integrity.latest_seqs(tenant, keys)
             members = await self.integrity.member_channels(tenant, keys)
             for row in rows:
                 report.entities += 1
                 where = f"{row.collection}/{row.entity_id}"
                 try:
-                    stored = quarantine.open_current(cipher, row, latest.get((row.collection, row.entity_id)))
+                    known = walked.get((row.collection, row.entity_id)) if walked is not None else None
+                    stored = quarantine.open_current(cipher, row, known)
                 except DecryptionError as exc:
                     report.problems.append(Problem("entity", where, str(exc)))
                     continue

@@ -16,7 +16,6 @@ from syncserver.keys.keyring import TenantCipher
 from syncserver.live.connection import Connection, Frame, encode, log
 from syncserver.sync import cursor
 from syncserver.sync.pull import PullService
-from syncstore.integrity import EntityKey
 from syncstore.records import EntityRecord
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 class Page:
     """Entities the feed read in one go: every entity whose latest seq is in ``(after, upto]``."""
 
-    __slots__ = ("_frames", "_views", "after", "cipher", "latest", "more", "rows", "stamp_ms", "upto")
+    __slots__ = ("_frames", "_views", "after", "cipher", "more", "rows", "stamp_ms", "upto")
 
     def __init__(
         self,
@@ -34,11 +33,8 @@ class Page:
         rows: list[EntityRecord],
         more: bool,
         cipher: TenantCipher,
-        latest: dict[EntityKey, int],
     ) -> None:
         self.after = after
-        self.latest = latest
-        """What the change log said is current for these rows when the page was read."""
         self.upto = rows[-1].seq
         self.rows = rows
         self.more = more
@@ -57,7 +53,7 @@ class Page:
         failed their integrity check (cached)."""
         views = self._views.get(after)
         if views is None:
-            views = pull.views(self.cipher, [(row, after) for row in self.rows if row.seq > after], self.latest)
+            views = pull.views(self.cipher, [(row, after) for row in self.rows if row.seq > after])
             self._views[after] = views
         return views
 
@@ -158,8 +154,7 @@ class Feed:
         if not rows:
             return False
         cipher = await self.hub.pull.ciphers.cipher(self.tenant)
-        latest = await self.hub.pull.latest(self.tenant, rows[:limit])
-        page = Page(after, rows[:limit], len(rows) > limit, cipher, latest)
+        page = Page(after, rows[:limit], len(rows) > limit, cipher)
         for older in self.pages:  # live connections have what they need; laggards rebuild on demand
             older.forget()
         self.pages.append(page)

@@ -32,7 +32,6 @@ from syncserver.settings import Limits
 from syncserver.sync import cursor
 from syncserver.sync.payloads import StoredEntity
 from syncstore.channels import AccessStore, EvictionRecord, ScopedEntity
-from syncstore.integrity import EntityKey, IntegrityStore
 from syncstore.records import EntityRecord
 from syncstore.store import Store
 
@@ -43,9 +42,6 @@ class PullService:
             raise TypeError(f"{type(store).__name__} must implement AccessStore for scoped pulls")
         self.store = store
         self.access: AccessStore = store
-        if not isinstance(store, IntegrityStore):
-            raise TypeError(f"{type(store).__name__} must implement IntegrityStore for the read path's checks")
-        self.integrity: IntegrityStore = store
         self.ciphers = ciphers
         self.schema = schema
         self.limits = limits
@@ -65,7 +61,7 @@ class PullService:
         more = len(rows) > limit
         rows = rows[:limit]
         cipher = await self.ciphers.cipher(principal.tenant, {row.key_version for row in rows})
-        views, unavailable = await self.checked_views(principal.tenant, cipher, [(row, after) for row in rows])
+        views, unavailable = self.views(cipher, [(row, after) for row in rows])
         last = rows[-1].seq if rows else after
         response = PullResponse(changes=views, cursor=cursor.encode(principal.tenant, last), more=more)
         if unavailable:
@@ -93,7 +89,7 @@ class PullService:
                 wanted.append((item.record, 0 if item.joined_seq > after else after))
             elif isinstance(item, EvictionRecord):
                 evictions.append(Eviction(item.collection, item.entity_id, item.seq))
-        views, unavailable = await self.checked_views(tenant, cipher, wanted, Scope(channels))
+        views, unavailable = self.views(cipher, wanted, Scope(channels))
         last = items[-1][0] if items else after
         if not more:
             last = max(last, head)
@@ -102,43 +98,14 @@ class PullService:
             response.unavailable = unavailable
         return response
 
-    async def latest(self, tenant: str, rows: list[EntityRecord]) -> dict[EntityKey, int]:
-        """What the change log says is current for these entity rows (one query), for ``quarantine.open_current``.
-
-        The log is read after the rows, so a push may have changed an entity in between: where the log is
-        ahead of a row, the row is read again, and if it moved on too the row was current when read (its
-        new version follows in a later page) and is accepted as it is. A row that stays behind the log is
-        a rolled-back one.
-        """
-        if not rows:
-            return {}
-        latest = await self.integrity.latest_seqs(tenant, [(r.collection, r.entity_id) for r in rows])
-        for row in rows:
-            key = (row.collection, row.entity_id)
-            found = latest.get(key)
-            if found is not None and found > row.seq:
-                now = await self.store.get_entity(tenant, row.collection, row.entity_id)
-                if now is not None and now.seq > row.seq:
-                    latest[key] = row.seq
-        return latest
-
-    async def checked_views(
-        self, tenant: str, cipher: TenantCipher, rows: list[tuple[EntityRecord, int]], scope: Scope | None = None
-    ) -> tuple[list[EntityView], list[Unavailable]]:
-        """``views`` of the rows, each checked against the change log first."""
-        return self.views(cipher, rows, await self.latest(tenant, [row for row, _ in rows]), scope)
-
     def views(
-        self,
-        cipher: TenantCipher,
-        rows: list[tuple[EntityRecord, int]],
-        latest: dict[EntityKey, int],
-        scope: Scope | None = None,
+        self, cipher: TenantCipher, rows: list[tuple[EntityRecord, int]], scope: Scope | None = None
     ) -> tuple[list[EntityView], list[Unavailable]]:
         """The view of each ``(row, after)`` (all fields when ``after`` is 0, else those changed after it).
 
-        A row that fails its integrity check, or is not what ``latest`` (the change log) says is current, is
-        set aside and named, not raised (see ``quarantine``). With a restricted ``scope`` (rows found through
+        A row that fails its integrity check, or is not what the change log says is current (its read brought
+        the seq of the entity's latest change along, ``row.latest_seq``), is set aside and named, not raised
+        (see ``quarantine``). With a restricted ``scope`` (rows found through
         channel rows), an entity whose own state does not put it in one of the scope's channels is left out
         and counted: its channel row was not derived from it (an injected or stale row).
         """
@@ -146,7 +113,7 @@ class PullService:
         unavailable: list[Unavailable] = []
         for row, after in rows:
             try:
-                stored = quarantine.open_current(cipher, row, latest.get((row.collection, row.entity_id)))
+                stored = quarantine.open_current(cipher, row)
             except DecryptionError as exc:
                 unavailable.append(quarantine.unavailable_entity(cipher.tenant, row, exc))
                 continue
@@ -164,8 +131,7 @@ class PullService:
         if row is None or not await self.visible(principal, collection, entity_id):
             raise ApiError(404, errors.NOT_FOUND, f"no entity {collection}/{entity_id}")
         cipher = await self.ciphers.cipher(principal.tenant, [row.key_version])
-        latest = await self.latest(principal.tenant, [row])
-        stored = quarantine.open_current(cipher, row, latest.get((collection, entity_id)))  # raises: 500 data_integrity
+        stored = quarantine.open_current(cipher, row)  # raises: 500 data_integrity
         scope = Scope.of(principal)
         if not scope.unrestricted and not _in_scope(scope, self.schema.get(collection), stored):
             quarantine.foreign_channel_row(principal.tenant, row)

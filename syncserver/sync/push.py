@@ -190,10 +190,9 @@ class _PushRun:
         versions = {row.key_version for row in rows.values()}
         if not self.cipher.has(versions):
             self.cipher = await self.svc.ciphers.cipher(self.who.tenant, versions)
-        latest = await self.svc.integrity.latest_seqs(self.who.tenant, list(rows)) if rows else {}
         for key, row in rows.items():
             try:
-                stored = quarantine.open_current(self.cipher, row, latest.get(key))
+                stored = quarantine.open_current(self.cipher, row)
             except DecryptionError as exc:
                 quarantine.failed("entities", self.who.tenant, f"{key[0]}/{key[1]}", exc)
                 self.unavailable[key] = frozenset(members.get(key, {}))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import overload
+
+import msgspec
 
 from syncstore import (
     ChangeRecord,
@@ -143,3 +146,17 @@ def changes_batch(
         entities=[entity(f"e-{s}", s, collection=collection) for s in seqs],
         replicas=[replica(replica_id, hwm=first_seq + count - 1)],
     )
+
+
+@overload
+def as_stored(read: EntityRecord | None) -> EntityRecord | None: ...
+@overload
+def as_stored(read: list[EntityRecord]) -> list[EntityRecord]: ...
+def as_stored(read: EntityRecord | list[EntityRecord] | None) -> EntityRecord | list[EntityRecord] | None:
+    """Entity rows as written: without ``latest_seq``, which reads bring from the change log (the integrity suite
+    checks it)."""
+    if read is None:
+        return None
+    if isinstance(read, list):
+        return [msgspec.structs.replace(r, latest_seq=None) for r in read]
+    return msgspec.structs.replace(read, latest_seq=None)

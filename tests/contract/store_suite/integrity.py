@@ -52,15 +52,30 @@ async def test_the_chain_head_is_kept_with_last_seq_and_read_under_the_lock(stor
     assert got.chain == link(2)
 
 
-async def test_latest_seqs_names_each_entitys_last_change(store: Store, tenant: str) -> None:
+async def test_every_read_of_an_entity_row_brings_its_latest_change_seq(store: Store, tenant: str) -> None:
     await commit(store, tenant, 1, "dlv-1")
     await commit(store, tenant, 2, "dlv-2")
     await commit(store, tenant, 3, "dlv-1")
-    keys = [("deliveries", "dlv-1"), ("deliveries", "dlv-2"), ("deliveries", "nope"), ("other", "dlv-1")]
-    assert await integrity(store).latest_seqs(tenant, keys) == {("deliveries", "dlv-1"): 3, ("deliveries", "dlv-2"): 2}
-    assert await integrity(store).latest_seqs("no-such-tenant", keys) == {}
-    many = [("deliveries", f"e-{i}") for i in range(700)] + [("deliveries", "dlv-2")]
-    assert await integrity(store).latest_seqs(tenant, many) == {("deliveries", "dlv-2"): 2}
+    got = await store.get_entity(tenant, "deliveries", "dlv-1")
+    assert got is not None
+    assert (got.seq, got.latest_seq) == (3, 3)
+    assert [(e.entity_id, e.latest_seq) for e in await store.pull(tenant, 0, 10)] == [("dlv-2", 2), ("dlv-1", 3)]
+    async with store.push_session(tenant) as session:
+        loaded = await session.entities([("deliveries", "dlv-1"), ("deliveries", "dlv-2")])
+    assert {k: e.latest_seq for k, e in loaded.items()} == {("deliveries", "dlv-1"): 3, ("deliveries", "dlv-2"): 2}
+    # The field is read from the change log, never stored: a row written with another value reads back the log's.
+    async with store.push_session(tenant) as session:
+        odd = msgspec.structs.replace(entity("dlv-2", 2), chain=link(2), latest_seq=99)
+        await session.commit(PushBatch(last_seq=3, entities=[odd], replicas=[replica(hwm=3)]))
+    again = await store.get_entity(tenant, "deliveries", "dlv-2")
+    assert again is not None
+    assert again.latest_seq == 2
+    # A row without any change in the log reads None.
+    async with store.push_session(tenant) as session:
+        await session.commit(PushBatch(last_seq=3, entities=[entity("orphan", 3)], replicas=[replica(hwm=3)]))
+    orphan = await store.get_entity(tenant, "deliveries", "orphan")
+    assert orphan is not None
+    assert orphan.latest_seq is None
 
 
 async def test_member_channels_reads_current_memberships_only(store: Store, tenant: str) -> None:

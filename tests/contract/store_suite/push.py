@@ -6,7 +6,7 @@ import pytest
 
 from syncstore import FaultyStore, InjectedFault, PushBatch, Store
 from tests.contract import factories
-from tests.contract.factories import change, conflict, dead_letter, entity, replica
+from tests.contract.factories import as_stored, change, conflict, dead_letter, entity, replica
 
 
 def full_batch() -> PushBatch:
@@ -54,14 +54,15 @@ async def test_commit_writes_every_row_and_last_seq(store: Store, tenant: str) -
 
     assert await last_seq(store, tenant) == 2
     assert await store.changes(tenant, 0, 100) == batch.changes
-    assert await store.pull(tenant, 0, 100) == batch.entities
-    assert await store.get_entity(tenant, "deliveries", "dlv-1") == batch.entities[0]
+    assert as_stored(await store.pull(tenant, 0, 100)) == batch.entities
+    assert as_stored(await store.get_entity(tenant, "deliveries", "dlv-1")) == batch.entities[0]
     assert await store.conflicts(tenant, None, 100) == batch.conflicts
     assert await store.get_conflict(tenant, 2, 0) == batch.conflicts[0]
     assert await store.dead_letters(tenant, 100) == batch.dead_letters
     async with store.push_session(tenant) as session:
         assert await session.replicas(["phone", "unknown"]) == {"phone": replica("phone", hwm=3)}
-        assert await session.entities([("deliveries", "dlv-1")]) == {("deliveries", "dlv-1"): batch.entities[0]}
+        loaded = await session.entities([("deliveries", "dlv-1")])
+        assert {k: as_stored(v) for k, v in loaded.items()} == {("deliveries", "dlv-1"): batch.entities[0]}
 
 
 async def test_commit_of_only_dead_letters_keeps_last_seq(store: Store, tenant: str) -> None:
@@ -187,8 +188,8 @@ async def test_entity_upsert_replaces_the_row(store: Store, tenant: str) -> None
     async with store.push_session(tenant) as session:
         await session.commit(PushBatch(last_seq=2, changes=[change(2)], entities=[replaced]))
 
-    assert await store.get_entity(tenant, "deliveries", "dlv-1") == replaced
-    assert await store.pull(tenant, 0, 10) == [replaced]
+    assert as_stored(await store.get_entity(tenant, "deliveries", "dlv-1")) == replaced
+    assert as_stored(await store.pull(tenant, 0, 10)) == [replaced]
 
 
 async def test_same_entity_twice_in_a_batch_keeps_the_last(store: Store, tenant: str) -> None:
@@ -196,7 +197,7 @@ async def test_same_entity_twice_in_a_batch_keeps_the_last(store: Store, tenant:
     async with store.push_session(tenant) as session:
         await session.commit(batch)
 
-    assert await store.get_entity(tenant, "deliveries", "dlv-1") == entity("dlv-1", 2)
+    assert as_stored(await store.get_entity(tenant, "deliveries", "dlv-1")) == entity("dlv-1", 2)
 
 
 async def test_session_lookups_skip_unknown_and_include_deleted(store: Store, tenant: str) -> None:
@@ -224,7 +225,7 @@ async def test_session_lookups_of_many_keys(store: Store, tenant: str) -> None:
     async with store.push_session(tenant) as session:
         found = await session.entities([*wanted, ("deliveries", "missing")])
         assert len(found) == 1300
-        assert found[("parcels", "e-1300")] == more.entities[-1]
+        assert as_stored(found[("parcels", "e-1300")]) == more.entities[-1]
         assert await session.replicas(["phone", "tablet"]) == {
             "phone": replica("phone", hwm=700),
             "tablet": replica("tablet", hwm=1300),
