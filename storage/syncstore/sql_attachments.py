@@ -70,8 +70,9 @@ class SqlAttachmentStore:
         try:
             async with self._write() as conn:
                 await conn.execute(insert(attachments).values(_to_row(record)))
+            return record  # stored as given: no read back
         except IntegrityError:
-            pass  # created by an earlier (retried) request: hand back what is stored
+            pass  # created by an earlier (retried) request, or no such tenant: hand back what is stored
         stored = await self.get_attachment(record.tenant_id, record.id)
         if stored is None:  # the tenant does not exist (foreign key)
             raise LookupError(f"no tenant {record.tenant_id!r}")

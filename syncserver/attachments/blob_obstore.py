@@ -21,16 +21,21 @@ class ObstoreBlobStore:
     def store(self) -> Any:
         return self._store
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         try:
             await obstore.put_async(self.store, key, data, use_multipart=False)
         except OSError as exc:
             raise BlobStoreUnavailable(str(exc)) from exc
 
-    async def get(self, key: str) -> bytes:
+    async def sync(self, keys: Sequence[str]) -> None:
+        """Nothing to do: S3 has the object durably when its PUT returns (the filesystem store overrides this)."""
+        return None
+
+    async def get(self, key: str) -> memoryview:
         try:
             result = await obstore.get_async(self.store, key)
-            return bytes(await result.bytes_async())
+            # A view of obstore's buffer: copying a chunk into ``bytes`` cost as much as reading it.
+            return memoryview(await result.bytes_async())
         except (NotFoundError, FileNotFoundError) as exc:
             raise BlobNotFound(key) from exc
 

@@ -10,6 +10,7 @@ Usage::
 
     blobs = FilesystemBlobStore(Path(".sync/blobs"))
     await blobs.put("acme/a1/v1/00000000", sealed)
+    await blobs.sync(["acme/a1/v1/00000000"])  # now it survives a power cut
     assert await blobs.get("acme/a1/v1/00000000") == sealed
     assert await blobs.list("acme/a1/") == ["acme/a1/v1/00000000"]
     await blobs.delete(["acme/a1/v1/00000000"])
@@ -19,8 +20,13 @@ Pitfalls:
 * ``put`` is atomic (readers see the old object or the new one, never a
   prefix), but not necessarily durable against power loss: obstore's local
   store does not fsync. A crash of the process (kill -9) loses nothing that
-  ``put`` returned; S3 is durable when the PUT returns.
-* ``get`` of a missing key raises ``BlobNotFound``; ``delete`` of one is not an error.
+  ``put`` returned. ``sync(keys)`` makes objects durable: the filesystem
+  fsyncs their files and directories, S3 is durable when the PUT returns (a
+  no-op). Callers put every object of one step, then sync them once, then
+  record the step (an upload's committed offset).
+* ``get`` returns the object's bytes as a read-only buffer (``bytes`` or a
+  ``memoryview`` over the store's own copy, no second copy); ``bytes(...)`` it to
+  keep a plain copy. A missing key raises ``BlobNotFound``; ``delete`` of one is not an error.
 * ``list`` is by key prefix, not by directory: ``"acme/a1"`` also matches
   ``"acme/a10/…"``. End prefixes with ``/``.
 * Keys are ``/``-separated, without a leading ``/``; segments are ids (no
@@ -45,12 +51,16 @@ class BlobStoreUnavailable(Exception):
 class BlobStore(Protocol):
     """Small named objects. See the module docs."""
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` under ``key``, replacing any object there, atomically."""
         ...
 
-    async def get(self, key: str) -> bytes:
-        """The object's bytes; ``BlobNotFound`` if there is none."""
+    async def sync(self, keys: Sequence[str]) -> None:
+        """Make these objects (already ``put``) durable against power loss, with their names."""
+        ...
+
+    async def get(self, key: str) -> bytes | memoryview:
+        """The object's bytes (a read-only buffer, not copied); ``BlobNotFound`` if there is none."""
         ...
 
     async def delete(self, keys: Sequence[str]) -> None:

@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from syncserver.attachments.blobstore import BlobNotFound, BlobStore
-from syncserver.keys.envelope import DecryptionError
+from syncserver.keys.envelope import OVERHEAD, BytesLike, DecryptionError
 from syncserver.keys.keyring import TenantCipher
 
 TABLE = "attachment"
@@ -51,23 +51,35 @@ def _row(owner: str, index: int, last: bool) -> str:
     return f"{owner}/{index}/{'last' if last else 'more'}"
 
 
-def seal_chunk(cipher: TenantCipher, owner: str, index: int, last: bool, data: bytes, key_version: int) -> bytes:
+def seal_chunk(
+    cipher: TenantCipher, owner: str, index: int, last: bool, data: BytesLike, key_version: int
+) -> bytearray:
     # Chunks of one blob share its key version, even if the tenant's key rotated during the upload.
-    return cipher.seal(TABLE, _row(owner, index, last), data, key_version)[1]
+    return cipher.seal_buffer(TABLE, _row(owner, index, last), data, key_version)
 
 
-def open_chunk(cipher: TenantCipher, owner: str, index: int, last: bool, blob: bytes, key_version: int) -> bytes:
+def open_chunk(cipher: TenantCipher, owner: str, index: int, last: bool, blob: BytesLike, key_version: int) -> bytes:
     try:
         return cipher.open(TABLE, _row(owner, index, last), key_version, blob)
     except DecryptionError as exc:
         raise ChunkError(f"chunk {index} of attachment {owner} does not open") from exc
 
 
-def seal_tail(cipher: TenantCipher, owner: str, offset: int, data: bytes, key_version: int) -> bytes:
-    return cipher.seal(TABLE, f"{owner}/tail/{offset}", data, key_version)[1]
+def open_chunk_into(
+    cipher: TenantCipher, owner: str, index: int, last: bool, blob: BytesLike, key_version: int, out: memoryview
+) -> None:
+    """``open_chunk`` into ``out``, exactly the chunk's plaintext length (on ``ChunkError`` discard ``out``)."""
+    try:
+        cipher.open_into(TABLE, _row(owner, index, last), key_version, blob, out)
+    except DecryptionError as exc:
+        raise ChunkError(f"chunk {index} of attachment {owner} does not open") from exc
 
 
-def open_tail(cipher: TenantCipher, owner: str, offset: int, blob: bytes, key_version: int) -> bytes:
+def seal_tail(cipher: TenantCipher, owner: str, offset: int, data: BytesLike, key_version: int) -> bytearray:
+    return cipher.seal_buffer(TABLE, f"{owner}/tail/{offset}", data, key_version)
+
+
+def open_tail(cipher: TenantCipher, owner: str, offset: int, blob: BytesLike, key_version: int) -> bytes:
     try:
         return cipher.open(TABLE, f"{owner}/tail/{offset}", key_version, blob)
     except DecryptionError as exc:
@@ -92,33 +104,48 @@ class SealedBlob:
     async def read_chunk(self, index: int) -> bytes:
         return self._open(index, await self._get(index))
 
-    async def _get(self, index: int) -> bytes:
+    async def _get(self, index: int) -> BytesLike:
         try:
             return await self.blobs.get(chunk_key(self.tenant, self.owner, self.key_version, index))
         except BlobNotFound as exc:
             raise ChunkError(f"chunk {index} of attachment {self.owner} is missing") from exc
 
-    async def read_all(self, start: int = 0, end: int | None = None) -> list[bytes]:
-        """Plaintext of ``[start, end)`` as pieces, its chunks fetched concurrently (for small ranges)."""
+    async def read_all(self, start: int = 0, end: int | None = None) -> bytearray:
+        """Plaintext of ``[start, end)`` in one buffer, its chunks fetched concurrently (for small ranges).
+
+        Each whole chunk is decrypted in place into the buffer: no buffer per chunk, no join.
+        """
         stop = self.size if end is None else end
         first = start // self.chunk
         last = max(first, min(self.count, -(-stop // self.chunk)) - 1)
         blobs = await asyncio.gather(*(self._get(i) for i in range(first, last + 1)))
-        pieces = []
+        out = bytearray(max(0, stop - start))
+        view = memoryview(out)
         for index, blob in zip(range(first, last + 1), blobs, strict=True):
-            base = index * self.chunk
-            piece = self._open(index, blob)[max(0, start - base) : max(0, stop - base)]
-            if piece:
-                pieces.append(piece)
-        return pieces
+            base, length = index * self.chunk, self._length(index)
+            lo, hi = max(start, base), min(stop, base + length)
+            if (lo, hi) == (base, base + length):
+                self._open_into(index, blob, view[lo - start : hi - start])
+            elif hi > lo:
+                view[lo - start : hi - start] = self._open(index, blob)[lo - base : hi - base]
+            else:
+                self._open(index, blob)  # authenticated even when none of it is wanted
+        return out
 
-    def _open(self, index: int, blob: bytes) -> bytes:
+    def _length(self, index: int) -> int:
+        return self.size - index * self.chunk if index == self.count - 1 else self.chunk
+
+    def _open(self, index: int, blob: BytesLike) -> bytes:
         last = index == self.count - 1
         data = open_chunk(self.cipher, self.owner, index, last, blob, self.key_version)
-        expected = self.size - index * self.chunk if last else self.chunk
-        if len(data) != expected:
+        if len(data) != self._length(index):
             raise ChunkError(f"chunk {index} of attachment {self.owner} has the wrong length")
         return data
+
+    def _open_into(self, index: int, blob: BytesLike, out: memoryview) -> None:
+        if memoryview(blob).nbytes - OVERHEAD != len(out):
+            raise ChunkError(f"chunk {index} of attachment {self.owner} has the wrong length")
+        open_chunk_into(self.cipher, self.owner, index, index == self.count - 1, blob, self.key_version, out)
 
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Plaintext bytes ``[start, end)`` (``end`` defaults to the size)."""

@@ -16,8 +16,10 @@ class AttachmentSettings:
     """Largest attachment accepted (tus ``Tus-Max-Size``); larger ones are refused (``attachment_too_large``)."""
     media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES
     """Allowed media types; ``*`` patterns allowed (``image/*``); others are refused (``media_type_not_allowed``)."""
-    chunk_bytes: int = 256 * 1024
-    """Plaintext bytes per sealed chunk: the unit of encryption, of object writes and of memory per upload."""
+    chunk_bytes: int = 1024 * 1024
+    """Plaintext bytes per sealed chunk: the unit of encryption, of object writes and of memory per upload.
+
+    Each row records the size it was stored with, so changing this never affects stored attachments."""
     upload_expiry_s: int = 24 * 3600
     """An unfinished upload is abandoned this long after its last PATCH (tus expiration); GC removes it."""
     retention_s: int = 30 * 24 * 3600

@@ -43,6 +43,7 @@ from syncserver.attachments.chunks import ChunkError, SealedBlob
 from syncserver.attachments.settings import AttachmentSettings
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
+from syncserver.keys.envelope import BytesLike
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncstore.attachments import AttachmentRecord, AttachmentStore
 
@@ -206,6 +207,20 @@ class UploadService:
         cipher = await self.ciphers.cipher(row.tenant_id, [row.key_version])
         hashing = await self._hashing_at(row, cipher)
         writer = _ChunkWriter(self.blobs, cipher, row, await self._tail(row, cipher))
+        try:
+            return await self._append(row, offset, body, checksum, hashing, writer)
+        finally:
+            await writer.abandon()
+
+    async def _append(
+        self,
+        row: AttachmentRecord,
+        offset: int,
+        body: AsyncIterator[bytes],
+        checksum: tuple[str, bytes] | None,
+        hashing: _Hashing,
+        writer: _ChunkWriter,
+    ) -> AttachmentRecord:
         check = hashlib.new(checksum[0]) if checksum is not None else None
         received = 0
         complete = True
@@ -233,15 +248,24 @@ class UploadService:
         await writer.flush(final=new_offset == row.size)
         advanced = replace(row, upload_offset=new_offset, updated_at=self.clock())
         advanced = replace(advanced, expires_at=advanced.updated_at + self.settings.upload_expiry_s * 1000)
+        # Durable before the offset says so: a 204 means the bytes survive a power cut (one sync per PATCH).
+        if new_offset == row.size:
+            # The last PATCH moves the row from its offset straight to complete: one write, not two. The
+            # dedup lookup reads while the disk syncs.
+            same, _ = await asyncio.gather(self.meta.find_blob(row.tenant_id, row.mac), self.blobs.sync(writer.written))
+            return await self._finish(row, advanced, writer.cipher, hashing.sha256.digest(), same)
+        await self.blobs.sync(writer.written)
         if not await self.meta.update_attachment(row, advanced):
             self._hashing.pop(key, None)
             raise ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
-        if offset % row.chunk_bytes:
-            await self.blobs.delete([chunks.tail_key(row.tenant_id, row.id, row.key_version, offset)])
+        await self._drop_tail(row)
         self._hashing[key] = _Hashing(new_offset, hashing.sha256)
-        if new_offset == row.size:
-            return await self._finish(advanced, cipher, hashing.sha256.digest())
         return advanced
+
+    async def _drop_tail(self, row: AttachmentRecord) -> None:
+        """Delete the tail the PATCH from ``row``'s offset started from (now sealed into chunks or a new tail)."""
+        if row.upload_offset % row.chunk_bytes:
+            await self.blobs.delete([chunks.tail_key(row.tenant_id, row.id, row.key_version, row.upload_offset)])
 
     async def _tail(self, row: AttachmentRecord, cipher: TenantCipher) -> bytes:
         if row.upload_offset % row.chunk_bytes == 0:
@@ -277,29 +301,46 @@ class UploadService:
     async def _finish_empty(self, row: AttachmentRecord, cipher: TenantCipher) -> AttachmentRecord:
         writer = _ChunkWriter(self.blobs, cipher, row, b"")
         await writer.flush(final=True)
-        return await self._finish(row, cipher, hashlib.sha256().digest())
+        await self.blobs.sync(writer.written)
+        same = await self.meta.find_blob(row.tenant_id, row.mac)
+        return await self._finish(row, row, cipher, hashlib.sha256().digest(), same)
 
-    async def _finish(self, row: AttachmentRecord, cipher: TenantCipher, digest: bytes) -> AttachmentRecord:
+    async def _finish(
+        self,
+        row: AttachmentRecord,
+        received: AttachmentRecord,
+        cipher: TenantCipher,
+        digest: bytes,
+        same: AttachmentRecord | None,
+    ) -> AttachmentRecord:
+        """Complete (or refuse) the upload whose bytes are all stored and synced.
+
+        ``row`` is the row as stored, ``received`` the same at full size, ``same`` an available blob with
+        the declared content (``find_blob``). One compare-and-set from ``row``: a crash before it leaves
+        the upload where ``row`` says, and the device's retried PATCH writes the same objects again.
+        """
         self._hashing.pop((row.tenant_id, row.id), None)
         now = self.clock()
         if cipher.mac(row.mac_version, digest) != row.mac:
-            await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, row.id)))
             refused = replace(
-                row,
+                received,
                 state="refused",
                 code=errors.ATTACHMENT_HASH_MISMATCH,
                 message="the uploaded bytes do not match the declared SHA-256",
                 updated_at=now,
             )
-            await self.meta.update_attachment(row, refused)
-            metrics.UPLOADS_FAILED.labels(errors.ATTACHMENT_HASH_MISMATCH).inc()
-            log.info("attachment upload refused", extra={"attachment": row.id, "code": errors.ATTACHMENT_HASH_MISMATCH})
-            self._raise_if_refused(refused)
-        same = await self.meta.find_blob(row.tenant_id, row.mac)
+            if await self.meta.update_attachment(row, refused):
+                await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, row.id)))
+                metrics.UPLOADS_FAILED.labels(errors.ATTACHMENT_HASH_MISMATCH).inc()
+                log.info(
+                    "attachment upload refused", extra={"attachment": row.id, "code": errors.ATTACHMENT_HASH_MISMATCH}
+                )
+                self._raise_if_refused(refused)
+            raise ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
         if same is not None and same.id != row.id:
             # Equal content is stored once per tenant: use the existing objects, drop ours.
             done = replace(
-                row,
+                received,
                 state="available",
                 blob_owner=same.id,
                 key_version=same.key_version,
@@ -309,9 +350,10 @@ class UploadService:
             if await self.meta.update_attachment(row, done):
                 await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, row.id)))
                 return done
-        done = replace(row, state="available", blob_owner=row.id, updated_at=now)
+        done = replace(received, state="available", blob_owner=row.id, updated_at=now)
         if not await self.meta.update_attachment(row, done):
             raise ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
+        await self._drop_tail(row)
         metrics.BYTES_STORED.inc(row.size)
         return done
 
@@ -371,7 +413,11 @@ def _integrity(attachment_id: str) -> ApiError:
 
 
 class _ChunkWriter:
-    """Buffers at most one chunk of plaintext and seals whole chunks as they fill."""
+    """Buffers at most one chunk of plaintext and seals whole chunks as they fill; remembers what it wrote.
+
+    The buffer is allocated once per PATCH, at most a chunk (less for a small file), and filled in
+    place: growing a ``bytearray`` piece by piece copies the chunk again at every reallocation.
+    """
 
     def __init__(self, blobs: BlobStore, cipher: TenantCipher, row: AttachmentRecord, tail: bytes) -> None:
         self.blobs = blobs
@@ -380,29 +426,68 @@ class _ChunkWriter:
         self.size = row.chunk_bytes
         self.count = chunks.chunk_count(row.size, row.chunk_bytes)
         self.index = row.upload_offset // row.chunk_bytes
-        self.buffer = bytearray(tail)
+        self.buffer = bytearray(max(len(tail), min(self.size, row.size - self.index * self.size)))
+        self.buffer[: len(tail)] = tail
+        self.filled = len(tail)
+        self.written: list[str] = []
+        """Keys of the objects put so far, for one ``BlobStore.sync`` before the offset moves."""
+        self._putting: asyncio.Task[None] | None = None
+
+    @property
+    def buffered(self) -> memoryview:
+        return memoryview(self.buffer)[: self.filled]
 
     async def write(self, piece: bytes) -> None:
-        self.buffer += piece
-        while len(self.buffer) >= self.size and self.index < self.count:
-            await self._seal(bytes(self.buffer[: self.size]))
-            del self.buffer[: self.size]
+        view = memoryview(piece)
+        while view:
+            if not self.filled and len(view) >= self.size and self.index < self.count:
+                await self._seal(view[: self.size])  # a whole chunk straight from the body, not copied
+                view = view[self.size :]
+                continue
+            take = len(view) if self.index >= self.count else min(len(view), self.size - self.filled)
+            # Past the last chunk only if the size check upstream failed; the slice then grows the buffer.
+            self.buffer[self.filled : self.filled + take] = view[:take]
+            self.filled += take
+            view = view[take:]
+            if self.filled == self.size and self.index < self.count:
+                await self._seal(self.buffered)  # sealed into a buffer of its own: this one is free again
+                self.filled = 0
 
     async def flush(self, *, final: bool) -> None:
         """Seal what is buffered: as the last chunk when the upload is complete, else as the tail."""
         row = self.row
         if final:
-            if self.buffer or self.index < self.count:
-                await self._seal(bytes(self.buffer))
-            self.buffer.clear()
-        elif self.buffer:
-            offset = self.index * self.size + len(self.buffer)
-            sealed = chunks.seal_tail(self.cipher, row.id, offset, bytes(self.buffer), row.key_version)
-            await self.blobs.put(chunks.tail_key(row.tenant_id, row.id, row.key_version, offset), sealed)
+            if self.filled or self.index < self.count:
+                await self._seal(self.buffered)
+            self.filled = 0
+        elif self.filled:
+            offset = self.index * self.size + self.filled
+            sealed = chunks.seal_tail(self.cipher, row.id, offset, self.buffered, row.key_version)
+            await self._put(chunks.tail_key(row.tenant_id, row.id, row.key_version, offset), sealed)
+        await self._settle()
 
-    async def _seal(self, data: bytes) -> None:
+    async def abandon(self) -> None:
+        """Let a put still running after a failed request end (its object lies past the committed offset)."""
+        putting, self._putting = self._putting, None
+        if putting is not None:
+            await asyncio.wait([putting])
+            if not putting.cancelled():
+                putting.exception()  # the request already failed for its own reason; this one is retrieved
+
+    async def _seal(self, data: BytesLike) -> None:
         row = self.row
         last = self.index == self.count - 1
         sealed = chunks.seal_chunk(self.cipher, row.id, self.index, last, data, row.key_version)
-        await self.blobs.put(chunks.chunk_key(row.tenant_id, row.id, row.key_version, self.index), sealed)
+        await self._put(chunks.chunk_key(row.tenant_id, row.id, row.key_version, self.index), sealed)
         self.index += 1
+
+    async def _put(self, key: str, sealed: bytearray) -> None:
+        # One put in flight while the next chunk arrives: memory is two sealed chunks at most.
+        await self._settle()
+        self._putting = asyncio.ensure_future(self.blobs.put(key, sealed))
+        self.written.append(key)
+
+    async def _settle(self) -> None:
+        putting, self._putting = self._putting, None
+        if putting is not None:
+            await putting

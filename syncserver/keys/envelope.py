@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 FORMAT = b"\x01"
 NONCE_BYTES = 12
 TAG_BYTES = 16
+OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES
+"""Bytes a sealed payload has beyond its plaintext."""
 
 BytesLike = bytes | bytearray | memoryview
 """What large payloads (attachment chunks) travel as, so that slicing them copies nothing."""
@@ -43,6 +45,20 @@ def seal_buffer(aead: AESGCM, plaintext: BytesLike, aad: bytes) -> bytearray:
     sealed[: 1 + NONCE_BYTES] = FORMAT + nonce
     aead.encrypt_into(nonce, plaintext, aad, memoryview(sealed)[1 + NONCE_BYTES :])
     return sealed
+
+
+def open_sealed_into(aead: AESGCM, blob: BytesLike, aad: bytes, out: memoryview) -> None:
+    """``open_sealed`` into ``out``, which must be exactly the plaintext's length (no buffer of its own).
+
+    On ``DecryptionError`` ``out`` holds unauthenticated bytes: the caller must discard it.
+    """
+    view = memoryview(blob)
+    if len(view) != 1 + NONCE_BYTES + len(out) + TAG_BYTES or view[:1] != FORMAT:
+        raise DecryptionError("not a sealed payload of a known format and the expected length")
+    try:
+        aead.decrypt_into(view[1 : 1 + NONCE_BYTES], view[1 + NONCE_BYTES :], aad, out)
+    except InvalidTag as exc:
+        raise DecryptionError("ciphertext does not belong to this row, tenant or key version") from exc
 
 
 def open_sealed(aead: AESGCM, blob: BytesLike, aad: bytes) -> bytes:

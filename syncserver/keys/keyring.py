@@ -24,7 +24,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from syncserver.keys.envelope import BytesLike, DecryptionError, open_sealed, row_aad, seal, seal_buffer
+from syncserver.keys.envelope import (
+    BytesLike,
+    DecryptionError,
+    open_sealed,
+    open_sealed_into,
+    row_aad,
+    seal,
+    seal_buffer,
+)
 from syncserver.keys.providers import KeyProvider
 from syncstore.records import WrappedKey
 from syncstore.store import Store, TenantNotFound
@@ -82,6 +90,13 @@ class TenantCipher:
         if key is None:
             raise DecryptionError(f"key version {key_version} of this tenant is not available")
         return open_sealed(key, blob, row_aad(self.tenant, table, row, key_version))
+
+    def open_into(self, table: str, row: str, key_version: int, blob: BytesLike, out: memoryview) -> None:
+        """``open`` into ``out`` (exactly the plaintext's length); on ``DecryptionError`` discard ``out``."""
+        key = self._keys.get(key_version)
+        if key is None:
+            raise DecryptionError(f"key version {key_version} of this tenant is not available")
+        open_sealed_into(key, blob, row_aad(self.tenant, table, row, key_version), out)
 
 
 def _mac_key(data_key: bytes) -> bytes:

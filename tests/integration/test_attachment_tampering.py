@@ -10,15 +10,19 @@ from pathlib import Path
 import pytest
 
 from syncproto.attachments import AttachmentRef
+from syncserver.attachments.settings import AttachmentSettings
 from tests.integration.attachment_client import ref_for, upload
 from tests.integration.conftest import Server, make_settings, start
 
+CHUNK = 256 * 1024
 SIZE = 600_000  # three chunks of 256 KiB: 262144 + 262144 + 75712
 
 
 @pytest.fixture
 async def fs_server(tmp_path: Path) -> AsyncIterator[Server]:
-    async for s in start(make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}")):
+    # Several chunks per file, whatever the default chunk size: the tests move chunks around.
+    files = AttachmentSettings(chunk_bytes=CHUNK)
+    async for s in start(make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}", attachments=files)):
         yield s
 
 
