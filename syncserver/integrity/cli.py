@@ -41,6 +41,8 @@ def repair(settings: Settings, tenant_id: str | None, entity: str | None) -> Non
     for tenant, report in run_services(settings, run):
         for collection, entity_id in report.repaired:
             console.print(f"{tenant}: rebuilt {collection}/{entity_id} from the change log")
+        for collection, entity_id in report.channels:
+            console.print(f"{tenant}: rewrote the channel rows of {collection}/{entity_id} from its state")
         for (collection, entity_id), reason in report.failed:
             console.print(f"[red]{tenant}: cannot rebuild {collection}/{entity_id}: {reason}[/red]")
         console.print(f"{tenant}: checked {report.checked} entities, rebuilt {len(report.repaired)}")

@@ -9,10 +9,11 @@ the tenant's write lock and keeps the entity's seq (the seq of its latest
 change), so no device sees a new change: a device that was told the entity is
 ``unavailable`` reads it again (PROTOCOL.md §4.4) and gets the rebuilt state.
 
-Limits: channel rows are not rewritten (they are plaintext and checked
-separately); the replay uses today's collection rules, which are those the
-pushes were merged with unless the schema's rules changed since; an entity
-whose own change rows fail to open cannot be rebuilt and is reported.
+Channel rows (an index for pulls) that differ from what an entity's state makes
+are rewritten from the state (``AccessStore.set_entity_channels``). Limits: the
+replay uses today's collection rules, which are those the pushes were merged
+with unless the schema's rules changed since; an entity whose own change rows
+fail to open cannot be rebuilt and is reported.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from dataclasses import dataclass, field
 from syncproto.merge import EntityState, apply_change, is_deleted
 from syncproto.messages import Change
 from syncproto.schema import Schema
+from syncserver.auth.scopes import ChannelError, entity_channels
 from syncserver.integrity import quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers
 from syncserver.sync import payloads
+from syncstore.channels import AccessStore
 from syncstore.integrity import IntegrityStore
 from syncstore.records import EntityRecord, PushBatch
 from syncstore.store import Store
@@ -47,6 +50,8 @@ class RepairReport:
     repaired: list[EntityKey] = field(default_factory=list)
     failed: list[tuple[EntityKey, str]] = field(default_factory=list)
     """Entities that fail their check and could not be rebuilt, with the reason."""
+    channels: list[EntityKey] = field(default_factory=list)
+    """Entities whose channel rows differed from what their state makes them (rewritten from the state)."""
 
 
 class EntityRepair:
@@ -55,6 +60,9 @@ class EntityRepair:
         if not isinstance(store, IntegrityStore):
             raise TypeError(f"{type(store).__name__} must implement IntegrityStore")
         self.integrity: IntegrityStore = store
+        if not isinstance(store, AccessStore):
+            raise TypeError(f"{type(store).__name__} must implement AccessStore")
+        self.access: AccessStore = store
         self.ciphers = ciphers
         self.schema = schema
         self.clock = clock or (lambda: int(time.time() * 1000))
@@ -91,7 +99,8 @@ class EntityRepair:
         return seq, link, payloads.StoredEntity(state, field_seq)
 
     async def repair(self, tenant: str, only: EntityKey | None = None) -> RepairReport:
-        """Check the tenant's entity rows (or one); rebuild and rewrite each that fails its check."""
+        """Check the tenant's entity rows (or one); rebuild and rewrite each that fails its check, then rewrite
+        channel rows that differ from what the entities' states make (an injected or stale row)."""
         report = RepairReport()
         async for rows in self._pages(tenant, only):
             cipher = await self.ciphers.cipher(tenant, {r.key_version for r in rows})
@@ -109,6 +118,7 @@ class EntityRepair:
                     report.failed.append((key, str(exc)))
                     continue
                 report.repaired.append(key)
+            await self._channels(tenant, rows, report)
         return report
 
     async def _pages(self, tenant: str, only: EntityKey | None) -> AsyncIterator[list[EntityRecord]]:
@@ -121,6 +131,30 @@ class EntityRepair:
         while rows := await self.store.pull(tenant, after, PAGE):
             yield rows  # a rewrite keeps the entity's seq: paging by seq is not disturbed
             after = rows[-1].seq
+
+    async def _channels(self, tenant: str, rows: list[EntityRecord], report: RepairReport) -> None:
+        """Rewrite the channel rows of entities whose rows differ from what their (now sound) state makes."""
+        members = await self.integrity.member_channels(tenant, [(r.collection, r.entity_id) for r in rows])
+        fresh = {(r.collection, r.entity_id): r for r in rows}
+        rewritten = {key for key in report.repaired if key in fresh}
+        if rewritten:  # read again: rebuilt rows have a new state
+            for key in rewritten:
+                row = await self.store.get_entity(tenant, *key)
+                if row is not None:
+                    fresh[key] = row
+        cipher = await self.ciphers.cipher(tenant, {r.key_version for r in fresh.values()})
+        for key, row in fresh.items():
+            try:
+                stored = quarantine.open_current(cipher, row)
+            except DecryptionError:
+                continue  # could not be rebuilt: reported already
+            try:
+                wanted = entity_channels(self.schema.get(row.collection), stored.state)
+            except ChannelError:
+                wanted = frozenset()
+            differs = set(wanted) != members.get(key, set())
+            if differs and await self.access.set_entity_channels(tenant, key[0], key[1], row.seq, sorted(wanted)):
+                report.channels.append(key)
 
     async def _rewrite(self, tenant: str, key: EntityKey) -> None:
         async with self.store.push_session(tenant) as session:

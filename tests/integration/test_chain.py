@@ -262,6 +262,11 @@ async def test_an_injected_channel_row_shows_another_drivers_entity_to_nobody(sq
     assert (await server.client.get(f"/v1/conflicts/{conflict['id']}", headers=a)).status_code == 404
     report = await verify(server, tenant)
     assert [(p.kind, p.where) for p in report.problems] == [("channel", "deliveries/dlv-b")]
+    # repair rewrites the channel rows from the state: verify is clean again.
+    s = services_of(server)
+    fixed = await EntityRepair(s.store, s.keyring, s.schema).repair(tenant)
+    assert (fixed.repaired, fixed.channels) == ([], [("deliveries", "dlv-b")])
+    assert (await verify(server, tenant)).problems == []
 
 
 async def test_a_truncated_tail_is_found_by_its_checkpoint(sql: Server) -> None:
