@@ -12,10 +12,21 @@ and, per change:
 Everything the push writes is committed in one transaction, then subscribers
 are notified. A crash before commit loses nothing the client was told about:
 the client was told nothing, and will resend.
+
+**Group commit.** Pushes to one tenant that arrive while its lock is held wait
+in a queue; the next holder takes every waiting push (each replica at most once
+per group, at most ``GROUP_MAX_CHANGES`` changes) and applies them one after
+another, in arrival order, in one transaction: one lock, one commit, one fsync
+for the group. Each push still gets exactly the results it would have got alone
+(later pushes see earlier ones' changes, seqs are consecutive), and none is
+answered before the group's commit. A push refused as a whole (a replica of
+another user) fails alone; a failed commit fails the group, and every device
+resends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -116,6 +127,10 @@ class PushService:
         self.notify = notify
         self.clock = clock
         self.observe = observe
+        self._queues: dict[str, list[_Waiting]] = {}
+        """Pushes waiting for their tenant's next group, in arrival order."""
+        self._draining: dict[str, asyncio.Task[None]] = {}
+        """The task committing each tenant's groups while any push waits."""
         if not isinstance(store, IntegrityStore):
             raise TypeError(f"{type(store).__name__} must implement IntegrityStore for the change log's chain")
         self.integrity: IntegrityStore = store
@@ -134,48 +149,116 @@ class PushService:
                 errors.TOO_MANY_CHANGES,
                 f"a push may carry at most {self.limits.max_changes_per_push} changes; split it",
             )
-        cipher = await self.ciphers.cipher(principal.tenant)
-        async with self.store.push_session(principal.tenant) as session:
-            run = _PushRun(self, session, cipher, principal, request.replica)
-            results = await run.process(request.changes)
-            batch = run.batch()
+        waiting = _Waiting(principal, request, asyncio.get_running_loop().create_future())
+        queue = self._queues.setdefault(principal.tenant, [])
+        queue.append(waiting)
+        if principal.tenant not in self._draining:
+            self._draining[principal.tenant] = asyncio.create_task(
+                self._drain(principal.tenant), name=f"push-group-{principal.tenant}"
+            )
+        return PushResponse(await asyncio.shield(waiting.done))
+
+    async def _drain(self, tenant: str) -> None:
+        """Commit the tenant's waiting pushes, group after group, until none waits."""
+        try:
+            while queue := self._queues.get(tenant):
+                group = _take_group(queue)
+                if not queue:
+                    del self._queues[tenant]
+                try:
+                    await self._commit_group(tenant, group)
+                except BaseException as exc:  # the group's transaction is rolled back: every push of it fails
+                    for waiting in group:
+                        if not waiting.done.done():
+                            waiting.done.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            del self._draining[tenant]
+
+    async def _commit_group(self, tenant: str, group: list[_Waiting]) -> None:
+        cipher = await self.ciphers.cipher(tenant)
+        runs: list[tuple[_Waiting, _PushRun, list[PushResult]]] = []
+        async with self.store.push_session(tenant) as session:
+            prior: _PushRun | None = None
+            for waiting in group:
+                run = _PushRun(self, session, cipher, waiting.principal, waiting.request.replica, prior)
+                first_conflict = len(run.conflicts)
+                try:
+                    results = await run.process(waiting.request.changes)
+                except ApiError as exc:  # refused as a whole before it changed anything (see process)
+                    waiting.done.set_exception(exc)
+                    continue
+                run.conflicts_from = first_conflict
+                runs.append((waiting, run, results))
+                prior = run
+            if prior is None:
+                return
+            batch = prior.batch([run for _, run, _ in runs])
             await session.commit(batch)
-            last_seq = run.seq
-        if self.observe is not None:
-            self.observe(batch, results)
-        if self.notify is not None and run.applied:
-            await self.notify(principal.tenant, last_seq)
-        return PushResponse(results)
+        for waiting, run, results in runs:
+            if self.observe is not None:
+                conflicts = batch.conflicts[run.conflicts_from : run.conflicts_from + run.conflicts_added]
+                self.observe(PushBatch(last_seq=run.seq, conflicts=conflicts), results)
+            if not waiting.done.done():
+                waiting.done.set_result(results)
+        if self.notify is not None and any(run.applied for _, run, _ in runs):
+            await self.notify(tenant, prior.seq)
 
 
 class _PushRun:
     """The state of one push inside the tenant lock."""
 
     def __init__(
-        self, svc: PushService, session: PushSession, cipher: TenantCipher, who: Principal, replica: str
+        self,
+        svc: PushService,
+        session: PushSession,
+        cipher: TenantCipher,
+        who: Principal,
+        replica: str,
+        prior: _PushRun | None = None,
     ) -> None:
+        """A push's run; after ``prior`` (an earlier push of the same group) it goes on from where that one
+        left the group's shared state: seq, chain head, working entities and the rows to write."""
         self.svc = svc
         self.session = session
-        self.cipher = cipher
         self.who = who
         self.replica = replica
-        self.now = svc.clock()
-        self.seq = session.last_seq
-        self.head = session.chain_head or chain.genesis(who.tenant)
-        """The chain link at ``self.seq``: extended by every applied change."""
         self.hwm = 0
         self.owner = who.sub
-        self.entities: dict[EntityKey, _Working] = {}
-        self.unavailable: dict[EntityKey, frozenset[str]] = {}
-        """Entities whose stored state failed its integrity check: changes to them are rejected, not merged."""
-        self.changes: list[ChangeRecord] = []
-        self.conflicts: list[ConflictRecord] = []
-        self.dead: list[DeadLetterRecord] = []
         self.ids_in_batch: dict[int, str] = {}
         self.applied = 0
         self.scope = Scope.of(who)
+        self.conflicts_from = 0
+        if prior is None:
+            self.cipher = cipher
+            self.now = svc.clock()
+            self.seq = session.last_seq
+            self.head = session.chain_head or chain.genesis(who.tenant)
+            self.entities: dict[EntityKey, _Working] = {}
+            self.unavailable: dict[EntityKey, frozenset[str]] = {}
+            self.changes: list[ChangeRecord] = []
+            self.conflicts: list[ConflictRecord] = []
+            self.dead: list[DeadLetterRecord] = []
+        else:
+            self.cipher = prior.cipher
+            self.now = prior.now
+            self.seq = prior.seq
+            self.head = prior.head
+            self.entities = prior.entities
+            self.unavailable = prior.unavailable
+            self.changes = prior.changes
+            self.conflicts = prior.conflicts
+            self.dead = prior.dead
+        # self.head: the chain link at self.seq, extended by every applied change;
+        # self.unavailable: entities whose stored state failed its integrity check (changes to them are rejected).
+
+    @property
+    def conflicts_added(self) -> int:
+        return len(self.conflicts) - self.conflicts_from
 
     async def process(self, changes: list[Change]) -> list[PushResult]:
+        """Each change's result. Raises ``ApiError`` only before anything changed (a replica of another user)."""
         known = (await self.session.replicas([self.replica])).get(self.replica)
         if known is not None:
             if known.owner != self.who.sub:
@@ -185,7 +268,11 @@ class _PushRun:
         return [await self._one(c) for c in changes]
 
     async def _load(self, keys: list[EntityKey]) -> None:
-        rows = await self.session.entities(list(dict.fromkeys(keys)))
+        # An entity an earlier push of the group loaded (and maybe changed) is already here, as it is now.
+        wanted = [k for k in dict.fromkeys(keys) if k not in self.entities and k not in self.unavailable]
+        if not wanted:
+            return
+        rows = await self.session.entities(wanted)
         members = await self.session.channel_members(list(rows)) if rows else {}
         versions = {row.key_version for row in rows.values()}
         if not self.cipher.has(versions):
@@ -385,7 +472,8 @@ class _PushRun:
             )
         )
 
-    def batch(self) -> PushBatch:
+    def batch(self, runs: list[_PushRun]) -> PushBatch:
+        """Everything the group's ``runs`` (this one the last) write, as one batch."""
         entities = []
         memberships: list[MembershipRecord] = []
         for (collection, entity_id), work in self.entities.items():
@@ -413,14 +501,14 @@ class _PushRun:
             changes=self.changes,
             conflicts=self.conflicts,
             dead_letters=self.dead,
-            replicas=[ReplicaRecord(self.replica, self.owner, self.hwm)],
+            replicas=[ReplicaRecord(run.replica, run.owner, run.hwm) for run in runs],
             memberships=memberships,
-            chain_head=self.head if self.applied else None,
+            chain_head=self.head if self.seq > self.session.last_seq else None,
             checkpoints=self._checkpoints(),
         )
 
     def _checkpoints(self) -> list[CheckpointRecord]:
-        if not self.applied or not chain.crosses_checkpoint(self.session.last_seq, self.seq):
+        if not chain.crosses_checkpoint(self.session.last_seq, self.seq):
             return []
         return [chain.sign_checkpoint(self.cipher, self.seq, self.head, self.now)]
 
@@ -456,3 +544,35 @@ def _memberships(collection: str, entity_id: str, work: _Working) -> list[Member
         if c not in work.channels
     ]
     return rows
+
+
+@dataclass
+class _Waiting:
+    """A push waiting for its tenant's next group."""
+
+    principal: Principal
+    request: PushRequest
+    done: asyncio.Future[list[PushResult]]
+
+
+GROUP_MAX_CHANGES = 5000
+"""A group stops growing once it holds this many changes (at least one push always goes in)."""
+
+
+def _take_group(queue: list[_Waiting]) -> list[_Waiting]:
+    """Remove and return the next group: waiting pushes in arrival order, one per replica (a second push of a
+    replica waits for the next group, so it sees the first one's counter), up to ``GROUP_MAX_CHANGES``."""
+    group: list[_Waiting] = []
+    later: list[_Waiting] = []
+    replicas: set[str] = set()
+    changes = 0
+    for waiting in queue:
+        full = bool(group) and changes + len(waiting.request.changes) > GROUP_MAX_CHANGES
+        if full or waiting.request.replica in replicas:
+            later.append(waiting)
+            continue
+        group.append(waiting)
+        replicas.add(waiting.request.replica)
+        changes += len(waiting.request.changes)
+    queue[:] = later
+    return group
