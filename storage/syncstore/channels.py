@@ -24,6 +24,10 @@ Pitfalls:
   the channels, with the smallest ``joined_seq``: an entity that joined the
   device's scope after its cursor must be sent whole, not as a delta.
 * Channel lists are small (a token's ``ch`` claim); they go into ``IN (...)``.
+* ``pull_in_channels`` must read channel rows and entity rows in one snapshot
+  (SQL: one statement): read apart, a push committing in between leaves them at
+  different seqs, and an entity dropped for that while the cursor moves past it
+  is a change the device never sees.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ page, where its new channel rows (or its eviction) describe it.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, false, func, literal, select, true, tuple_, update
@@ -19,7 +18,6 @@ from syncstore import rows
 from syncstore.channels import EvictionRecord, ScopedEntity
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
 from syncstore.sql_database import SqlDatabase
-from syncstore.sql_session import CHUNK
 from syncstore.tables import conflicts, entities, entity_channels, latest_seq_column
 
 ec = entity_channels
@@ -43,27 +41,34 @@ class SqlChannels:
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted or (collections is not None and not collections):
             return []
-        query = select(ec.c.collection, ec.c.entity_id, ec.c.seq, ec.c.joined_seq).where(
-            *_in_channels(tenant_id, wanted, collections), ec.c.member == true(), ec.c.seq > after_seq
+        # Channel rows and entity rows in one statement, so one snapshot: read apart, a push committing in
+        # between moved the entity past its channel row's seq, and the entity fell out of this page while the
+        # cursor went past it (a device then never saw that change).
+        joined_entities = ec.join(
+            entities,
+            (entities.c.tenant_id == ec.c.tenant_id)
+            & (entities.c.collection == ec.c.collection)
+            & (entities.c.entity_id == ec.c.entity_id),
+        )
+        query = (
+            select(entities, latest_seq_column(), ec.c.seq.label("member_seq"), ec.c.joined_seq)
+            .select_from(joined_entities)
+            .where(*_in_channels(tenant_id, wanted, collections), ec.c.member == true(), ec.c.seq > after_seq)
         )
         # An entity has at most one row per channel, all with its current seq: this
         # many rows hold at least ``limit`` distinct entities when there are that many.
         query = query.order_by(ec.c.seq, ec.c.collection, ec.c.entity_id).limit(limit * len(wanted))
-        keyed: dict[tuple[str, str], tuple[int, int]] = {}
+        keyed: dict[tuple[str, str], tuple[EntityRecord, int]] = {}
         for row in await self._db.rows(query):
             key = (row["collection"], row["entity_id"])
-            seq, joined = row["seq"], row["joined_seq"]
-            _, earlier = keyed.get(key, (seq, joined))
-            keyed[key] = (seq, min(joined, earlier))
+            joined = row["joined_seq"]
+            record, earlier = keyed.get(key, (None, joined))
+            keyed[key] = (record if record is not None else rows.entity_from_row(row), min(joined, earlier))
             if len(keyed) > limit:
                 del keyed[key]
                 break
-        found = await self._entities(tenant_id, list(keyed))
-        return [
-            ScopedEntity(found[key], joined)
-            for key, (seq, joined) in keyed.items()
-            if key in found and found[key].seq == seq
-        ]
+        # A channel row carries its entity's current seq (both are written by the same commit).
+        return [ScopedEntity(record, joined) for record, joined in keyed.values()]
 
     async def evictions(
         self,
@@ -199,23 +204,6 @@ class SqlChannels:
                     await conn.execute(ec.insert(), missing)
             await conn.commit()
             return True
-
-    async def _entities(self, tenant_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], EntityRecord]:
-        by_collection: defaultdict[str, list[str]] = defaultdict(list)
-        for collection, entity_id in keys:
-            by_collection[collection].append(entity_id)
-        found: dict[tuple[str, str], EntityRecord] = {}
-        for collection, ids in by_collection.items():
-            for start in range(0, len(ids), CHUNK):
-                query = select(entities, latest_seq_column()).where(
-                    entities.c.tenant_id == tenant_id,
-                    entities.c.collection == collection,
-                    entities.c.entity_id.in_(ids[start : start + CHUNK]),
-                )
-                for row in await self._db.rows(query):
-                    record = rows.entity_from_row(row)
-                    found[(record.collection, record.entity_id)] = record
-        return found
 
 
 def _in_channels(tenant_id: str, channels: list[str], collections: Sequence[str] | None) -> list[ColumnElement[bool]]:

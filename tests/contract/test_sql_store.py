@@ -21,6 +21,7 @@ from syncstore.tables import entities, replicas
 from tests.contract import factories
 from tests.contract.backends import sqlite_url
 from tests.contract.factories import NOW
+from tests.contract.store_suite.access import member, write
 
 
 @asynccontextmanager
@@ -206,3 +207,29 @@ async def test_postgres_never_prepares_statements(migrated_pg_url: str) -> None:
     finally:
         await engine.dispose()
     assert prepared == 0
+
+
+async def test_a_push_between_reads_never_drops_an_entity_from_a_scoped_pull(sql_url: str) -> None:
+    """A driver's pull page must hold every entity changed after its cursor, even when a push commits while the
+    page is read: read apart, channel rows and entity rows disagreed on the seq and the entity was dropped while
+    the cursor moved past it, so the device never saw that change."""
+    async with opened(sql_url) as store:
+        tenant = factories.new_tenant_id()
+        await store.create_tenant(tenant, factories.key(tenant), NOW)
+        for seq in (1, 2):
+            await write(store, tenant, seq, "dlv-1", [member("dlv-1", "driver:a", seq, 1)])
+        real_rows = store._db.rows
+        reads = 0
+
+        async def rows_then_push(query: Any) -> Any:
+            nonlocal reads
+            found = await real_rows(query)
+            reads += 1
+            if reads == 1:  # another device's push commits right after the page's first read
+                await write(store, tenant, 3, "dlv-1", [member("dlv-1", "driver:a", 3, 1)])
+            return found
+
+        store._db.rows = rows_then_push  # type: ignore[method-assign]
+        page = await store.pull_in_channels(tenant, ["driver:a"], 1, 10)
+        store._db.rows = real_rows  # type: ignore[method-assign]
+        assert [(p.record.entity_id, p.record.seq) for p in page] in ([("dlv-1", 2)], [("dlv-1", 3)])
