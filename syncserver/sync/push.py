@@ -189,7 +189,7 @@ class PushService:
                 except ApiError as exc:  # refused as a whole before it changed anything (see process)
                     waiting.done.set_exception(exc)
                     continue
-                run.conflicts_from = first_conflict
+                run.conflicts_found = (first_conflict, len(run.conflicts))
                 runs.append((waiting, run, results))
                 prior = run
             if prior is None:
@@ -198,7 +198,7 @@ class PushService:
             await session.commit(batch)
         for waiting, run, results in runs:
             if self.observe is not None:
-                conflicts = batch.conflicts[run.conflicts_from : run.conflicts_from + run.conflicts_added]
+                conflicts = batch.conflicts[slice(*run.conflicts_found)]
                 self.observe(PushBatch(last_seq=run.seq, conflicts=conflicts), results)
             if not waiting.done.done():
                 waiting.done.set_result(results)
@@ -229,7 +229,8 @@ class _PushRun:
         self.ids_in_batch: dict[int, str] = {}
         self.applied = 0
         self.scope = Scope.of(who)
-        self.conflicts_from = 0
+        self.conflicts_found = (0, 0)
+        """Where this push's conflicts are in the group's list (for its metrics)."""
         if prior is None:
             self.cipher = cipher
             self.now = svc.clock()
@@ -252,10 +253,6 @@ class _PushRun:
             self.dead = prior.dead
         # self.head: the chain link at self.seq, extended by every applied change;
         # self.unavailable: entities whose stored state failed its integrity check (changes to them are rejected).
-
-    @property
-    def conflicts_added(self) -> int:
-        return len(self.conflicts) - self.conflicts_from
 
     async def process(self, changes: list[Change]) -> list[PushResult]:
         """Each change's result. Raises ``ApiError`` only before anything changed (a replica of another user)."""

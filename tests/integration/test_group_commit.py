@@ -200,3 +200,18 @@ async def _view(svc: Services, tenant: str, entity: str) -> Any:
     except ApiError:
         return None
     return {name: msgspec.to_builtins(field) for name, field in view.fields.items()}
+
+
+async def test_metrics_see_each_push_of_a_group_with_its_own_conflicts(svc: Services) -> None:
+    tenant = await new_tenant(svc)
+    seen: list[tuple[int, int]] = []
+    svc.push.observe = lambda batch, results: seen.append((len(results), len(batch.conflicts)))
+    pushes = [
+        PushRequest(f"phone-{i}", [change(1, "dlv-1", [SetOp("status", s)], hlc=i + 1)])
+        for i, s in enumerate(["pending", "failed", "delivered"])
+    ]
+    await asyncio.gather(*(svc.push.push(boss(tenant), p) for p in pushes))
+    assert len(seen) == 3
+    assert [n for n, _ in seen] == [1, 1, 1]
+    # The first write finds nothing; each later concurrent one records one conflict of its own.
+    assert [c for _, c in seen] == [0, 1, 1]
