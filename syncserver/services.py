@@ -84,11 +84,13 @@ class Services:
         await self.live.start(self.fanout)
 
     async def stop(self) -> None:
+        await self.push.drained()  # pushes being committed still notify subscribers
         await self.live.stop()
         await self.fanout.stop()
 
     async def close(self) -> None:
-        """Release the blob store, and the store when it was opened here."""
+        """Finish the pushes being committed, then release the blob store, and the store when it was opened here."""
+        await self.push.drained()
         await self.blobs.close()
         if self.owns_store:
             await self.store.close()

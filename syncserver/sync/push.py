@@ -158,6 +158,11 @@ class PushService:
             )
         return PushResponse(await asyncio.shield(waiting.done))
 
+    async def drained(self) -> None:
+        """Wait until every waiting push is committed (or failed): before the store closes."""
+        while self._draining:
+            await asyncio.gather(*self._draining.values(), return_exceptions=True)
+
     async def _drain(self, tenant: str) -> None:
         """Commit the tenant's waiting pushes, group after group, until none waits."""
         try:
@@ -177,8 +182,23 @@ class PushService:
             del self._draining[tenant]
 
     async def _commit_group(self, tenant: str, group: list[_Waiting]) -> None:
-        cipher = await self.ciphers.cipher(tenant)
         runs: list[tuple[_Waiting, _PushRun, list[PushResult]]] = []
+        refused: list[tuple[_Waiting, ApiError]] = []
+        try:
+            await self._apply_group(tenant, group, runs, refused)
+        finally:
+            for waiting, exc in refused:  # answered once the lock is released, like the others
+                if not waiting.done.done():
+                    waiting.done.set_exception(exc)
+
+    async def _apply_group(
+        self,
+        tenant: str,
+        group: list[_Waiting],
+        runs: list[tuple[_Waiting, _PushRun, list[PushResult]]],
+        refused: list[tuple[_Waiting, ApiError]],
+    ) -> None:
+        cipher = await self.ciphers.cipher(tenant)
         async with self.store.push_session(tenant) as session:
             prior: _PushRun | None = None
             for waiting in group:
@@ -187,7 +207,7 @@ class PushService:
                 try:
                     results = await run.process(waiting.request.changes)
                 except ApiError as exc:  # refused as a whole before it changed anything (see process)
-                    waiting.done.set_exception(exc)
+                    refused.append((waiting, exc))
                     continue
                 run.conflicts_found = (first_conflict, len(run.conflicts))
                 runs.append((waiting, run, results))
