@@ -37,7 +37,6 @@ from syncserver.integrity import chain, quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.sync import payloads
-from syncstore.channels import AccessStore
 from syncstore.integrity import EntityKey, IntegrityStore
 from syncstore.records import CheckpointRecord, VerificationRecord
 from syncstore.store import Store, TenantNotFound
@@ -99,11 +98,10 @@ async def integrity_status(verifier: Verifier, tenant: str) -> IntegrityStatus:
 
 class Verifier:
     def __init__(self, store: Store, ciphers: Ciphers, schema: Schema, clock: Callable[[], int] | None = None) -> None:
-        if not isinstance(store, IntegrityStore) or not isinstance(store, AccessStore):
-            raise TypeError(f"{type(store).__name__} must implement IntegrityStore and AccessStore")
+        if not isinstance(store, IntegrityStore):
+            raise TypeError(f"{type(store).__name__} must implement IntegrityStore")
         self.store = store
         self.integrity: IntegrityStore = store
-        self.access: AccessStore = store
         self.ciphers = ciphers
         self.schema = schema
         self.clock = clock or (lambda: int(time.time() * 1000))
