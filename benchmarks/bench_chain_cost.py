@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import secrets
 import tempfile
 import time
 import uuid
@@ -36,18 +34,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 
+from benchmarks.inprocess import tenant_services
 from benchmarks.results import RESULTS_DIR, machine
 from syncproto.messages import Applied, Change, PullRequest, PushRequest, SetOp
-from syncserver.admin.tenants import create_tenant
-from syncserver.auth.tokens import Principal
 from syncserver.integrity import chain
-from syncserver.services import open_services
-from syncserver.settings import Settings
 from syncstore import SqlStore
 from syncstore.tables import entities as entities_t
 from syncstore.tables import latest_seq_column
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCH = 500
 T = TypeVar("T")
 
@@ -68,17 +62,8 @@ class Stopwatch:
 
 
 async def run(entities: int, updates: int, url: str, data_dir: Path) -> dict[str, Any]:
-    settings = Settings(
-        database_url=url,
-        data_dir=data_dir,
-        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-        jwt_secret=secrets.token_urlsafe(32),
-        collections_file=ROOT / "config" / "collections.toml",
-    )
-    async with open_services(settings) as s:
-        tenant = f"bench-{uuid.uuid4().hex[:8]}"
-        await create_tenant(s.store, s.keyring, tenant)
-        who = Principal(tenant, "loader", "dispatcher")
+    async with tenant_services(url, data_dir) as (s, who):
+        tenant = who.tenant
         links = Stopwatch()
         chain.link = links.sync(chain.link)  # type: ignore[method-assign]
         total = entities * (1 + updates)

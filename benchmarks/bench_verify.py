@@ -15,41 +15,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import secrets
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.inprocess import tenant_services
 from benchmarks.results import RESULTS_DIR, machine
 from syncproto.messages import Applied, Change, PushRequest, SetOp
-from syncserver.admin.tenants import create_tenant
-from syncserver.auth.tokens import Principal
 from syncserver.integrity.verify import Verifier
-from syncserver.services import open_services
-from syncserver.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCH = 500
 REPLICAS = 100
 ENTITIES = 20_000
 
 
 async def run(changes: int, url: str, data_dir: Path) -> dict[str, Any]:
-    settings = Settings(
-        database_url=url,
-        data_dir=data_dir,
-        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-        jwt_secret=secrets.token_urlsafe(32),
-        collections_file=ROOT / "config" / "collections.toml",
-    )
-    async with open_services(settings) as s:
-        tenant = f"bench-{uuid.uuid4().hex[:8]}"
-        await create_tenant(s.store, s.keyring, tenant)
-        who = Principal(tenant, "loader", "dispatcher")
+    async with tenant_services(url, data_dir) as (s, who):
+        tenant = who.tenant
         counters = [0] * REPLICAS
         t0 = time.perf_counter()
         for start in range(0, changes, BATCH):
