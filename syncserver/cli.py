@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -15,27 +14,18 @@ from rich.table import Table
 from syncserver.admin.cli import admin as admin_commands
 from syncserver.admin.tenants import InvalidTenantId, create_tenant
 from syncserver.attachments.cli import attachments as attachment_commands
-from syncserver.attachments.gc import AttachmentCollector
 from syncserver.auth.tokens import ROLES, TokenVerifier
 from syncserver.integrity import cli as integrity_cli
 from syncserver.keys import cli as keys_cli
 from syncserver.keys import devsecrets
-from syncserver.services import Services, open_services
+from syncserver.keys.cli import run_services
+from syncserver.services import Services
 from syncserver.settings import Settings
 from syncstore.migrate import upgrade
 from syncstore.store import TenantExists
 
-T = TypeVar("T")
 console = Console(stderr=True)
 DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _run(settings: Settings, fn: Callable[[Services], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with open_services(settings) as services:
-            return await fn(services)
-
-    return asyncio.run(main())
 
 
 def parse_duration(value: str) -> int:
@@ -66,7 +56,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     devsecrets.master_key_b64(settings)
     devsecrets.jwt_secret(settings)
     if settings.migrate_on_start:
-        _run(settings, lambda services: asyncio.sleep(0))
+        run_services(settings, lambda services: asyncio.sleep(0))
         os.environ["SYNC_MIGRATE_ON_START"] = "0"  # workers must not race to migrate
     host = host or settings.host
     port = port or settings.port
@@ -116,7 +106,7 @@ def tenant() -> None:
 def tenant_create(settings: Settings, tenant_id: str) -> None:
     """Create a tenant and its first data key."""
     try:
-        record = _run(settings, lambda s: create_tenant(s.store, s.keyring, tenant_id))
+        record = run_services(settings, lambda s: create_tenant(s.store, s.keyring, tenant_id))
     except TenantExists:
         raise click.ClickException(f"tenant {tenant_id!r} already exists") from None
     except InvalidTenantId as exc:
@@ -128,7 +118,7 @@ def tenant_create(settings: Settings, tenant_id: str) -> None:
 @click.pass_obj
 def tenant_list(settings: Settings) -> None:
     """List tenants."""
-    tenants = _run(settings, lambda s: s.store.list_tenants())
+    tenants = run_services(settings, lambda s: s.store.list_tenants())
     table = Table("tenant", "created", "last seq", "purged through")
     for t in tenants:
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.created_at / 1000))
@@ -166,11 +156,10 @@ def gc(settings: Settings, tenant_id: str | None) -> None:
     async def collect(s: Services) -> tuple[int, int, int]:
         ids = [tenant_id] if tenant_id else [t.id for t in await s.store.list_tenants()]
         removed = sum([await s.store.purge_tombstones(t, cutoff) for t in ids])
-        collector = AttachmentCollector(s.store, s.keyring, s.schema, s.uploads)
-        results = [await collector.collect(t, now) for t in ids]
+        results = [await s.attachment_gc.collect(t, now) for t in ids]
         return removed, sum(r.deleted for r in results), sum(r.abandoned for r in results)
 
-    removed, deleted, abandoned = _run(settings, collect)
+    removed, deleted, abandoned = run_services(settings, collect)
     console.print(f"collected {removed} tombstones, {deleted} attachments, {abandoned} abandoned uploads")
 
 

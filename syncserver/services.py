@@ -25,11 +25,13 @@ from syncserver.admin.store import admin_backend
 from syncserver.attachments.backends import open_blob_store
 from syncserver.attachments.blobstore import BlobStore
 from syncserver.attachments.download import AttachmentReader
+from syncserver.attachments.gc import AttachmentCollector
 from syncserver.attachments.keyops import AttachmentKeys
 from syncserver.attachments.refs import AttachmentPushService
 from syncserver.attachments.status import AttachmentPullService
 from syncserver.attachments.uploads import UploadService
 from syncserver.fanout import Fanout, MemoryFanout
+from syncserver.integrity.rebuild import EntityRepair
 from syncserver.integrity.verify import Verifier
 from syncserver.keys import devsecrets
 from syncserver.keys.keyring import TenantKeyring
@@ -76,6 +78,8 @@ class Services:
     key_ops: KeyOps
     subjects: SubjectRequests
     integrity: Verifier
+    repair: EntityRepair
+    attachment_gc: AttachmentCollector
     owns_store: bool = field(default=True)
 
     async def start(self) -> None:
@@ -115,6 +119,7 @@ def build_services(
         meta, store, keyring, schema, settings.limits, settings.max_clock_skew_ms, notify=fanout.publish
     )
     pull = AttachmentPullService(meta, store, keyring, schema, settings.limits)
+    uploads = UploadService(meta, blobs, keyring, settings.attachments)
     attachment_keys = AttachmentKeys(meta, blobs)
     admin_store = admin_backend(store)
     audit_log = AuditLog(admin_store)
@@ -129,7 +134,7 @@ def build_services(
         blobs=blobs,
         push=push,
         pull=pull,
-        uploads=UploadService(meta, blobs, keyring, settings.attachments),
+        uploads=uploads,
         attachment_reader=AttachmentReader(meta, blobs, pull),
         attachment_keys=attachment_keys,
         live=LiveHub(store, pull, settings.live),
@@ -141,6 +146,8 @@ def build_services(
         key_ops=KeyOps(store, keyring, provider, schema, attachments=attachment_keys),
         subjects=SubjectRequests(store, keyring, attachments=attachment_keys),
         integrity=Verifier(store, keyring, schema),
+        repair=EntityRepair(store, keyring, schema),
+        attachment_gc=AttachmentCollector(store, keyring, schema, uploads),
         owns_store=owns_store,
     )
 

@@ -33,7 +33,7 @@ from syncclient.backoff import Backoff
 from syncclient.errors import ServerError, SyncError
 from syncclient.events import Event
 from syncclient.localstore import LocalStore
-from syncclient.transport.base import StatusTransport, Transport
+from syncclient.transport.interface import StatusTransport, Transport
 from syncproto.attachments import MAX_STATUS_IDS
 
 __all__ = ["StatusRefresh"]

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from syncclient.backoff import Backoff
 from syncclient.errors import ServerError, SyncError
 from syncclient.events import ConnectionChanged, Event
-from syncclient.transport.base import LiveTransport, TokenRefreshable, Transport
+from syncclient.transport.interface import LiveTransport, TokenRefreshable, Transport
 
 __all__ = ["BackgroundSync"]
 

@@ -32,8 +32,8 @@ from syncclient.events import AttachmentStatusChanged, Event, EventBus, Handler,
 from syncclient.localstore import LocalStore
 from syncclient.roundtrip import RoundTrip, SyncStats
 from syncclient.state import optimistic_view
-from syncclient.transport.base import LiveParams, LiveTransport, LiveTransportFactory, Transport
 from syncclient.transport.http import HttpTransport
+from syncclient.transport.interface import LiveParams, LiveTransport, LiveTransportFactory, Transport
 from syncclient.transport.ws import connect_websocket
 from syncclient.unavailable import UnavailableEntities
 from syncproto.attachments import AttachmentStatus

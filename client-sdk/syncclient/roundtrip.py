@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from syncclient.errors import ProtocolViolation, ServerError, SyncError
 from syncclient.events import Event
 from syncclient.localstore import LocalStore
-from syncclient.transport.base import Transport
+from syncclient.transport.interface import Transport
 from syncproto import errors
 from syncproto.messages import PullRequest, PushRequest
 

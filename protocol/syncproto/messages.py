@@ -31,6 +31,8 @@ from msgspec import Meta, Struct
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+SERVER_REPLICA_PREFIX = "server:"
+"""Replica ids the server's own changes use (PROTOCOL.md §1); a push from one is ``replica_forbidden``."""
 
 # Identifiers: printable, no whitespace or path separators that could confuse
 # logs, cursors or AAD strings. Lengths are the protocol maxima; a server MAY

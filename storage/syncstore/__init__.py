@@ -23,7 +23,7 @@ from syncstore.adminstore import (
     DeadLetterQuery,
 )
 from syncstore.attachments import AttachmentRecord, AttachmentRefRecord, AttachmentState, AttachmentStore
-from syncstore.channels import AccessStore, EvictionRecord, ScopedEntity
+from syncstore.channels import ChannelStore, EvictionRecord, ScopedEntity
 from syncstore.faulty import FaultyStore, InjectedFault
 from syncstore.integrity import IntegrityStore
 from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
@@ -95,7 +95,6 @@ __all__ = [
     "MEMORY_URL",
     "SEALED_TABLES",
     "TRANSIENT_ERRORS",
-    "AccessStore",
     "AdminStore",
     "AttachmentRecord",
     "AttachmentRefRecord",
@@ -103,6 +102,7 @@ __all__ = [
     "AttachmentStore",
     "AuditRecord",
     "ChangeRecord",
+    "ChannelStore",
     "CheckpointRecord",
     "ConflictFilter",
     "ConflictOverride",

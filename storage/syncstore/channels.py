@@ -1,4 +1,4 @@
-"""The ``AccessStore`` interface: reads filtered by channel membership (partial replication).
+"""The ``ChannelStore`` interface: reads filtered by channel membership (partial replication).
 
 The server decides which channels an entity belongs to (from its collection's
 channel templates and its field values) and writes one plaintext row per
@@ -57,7 +57,7 @@ class EvictionRecord(Struct, frozen=True, gc=False):
 
 
 @runtime_checkable
-class AccessStore(Protocol):
+class ChannelStore(Protocol):
     """Channel-scoped reads. See the module docs."""
 
     async def pull_in_channels(

@@ -10,7 +10,7 @@ The second form is the lost acknowledgement: the push is durable but the
 server never learned it, so the client retries and must be told "duplicate".
 
 A small delegating proxy: every call of the store interfaces (``Store``,
-``AdminStore``, ``AccessStore``, ``KeyStore``) goes to ``inner`` unchanged,
+``AdminStore``, ``ChannelStore``, ``KeyStore``) goes to ``inner`` unchanged,
 except ``ping`` and a push session's ``commit``, which fail when armed. The
 forwarding methods are generated from the interfaces, so a method added to an
 interface is forwarded without a line here.
@@ -24,17 +24,17 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from syncstore.adminstore import AdminStore
-from syncstore.channels import AccessStore
+from syncstore.channels import ChannelStore
 from syncstore.integrity import IntegrityStore
 from syncstore.keystore import KeyStore
 from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
 from syncstore.store import EntityKey, PushSession, Store, StoreUnavailable
 
-INTERFACES: tuple[type, ...] = (Store, AdminStore, AccessStore, KeyStore, IntegrityStore)
+INTERFACES: tuple[type, ...] = (Store, AdminStore, ChannelStore, KeyStore, IntegrityStore)
 
 if TYPE_CHECKING:
 
-    class _Interfaces(Store, AdminStore, AccessStore, KeyStore, IntegrityStore, Protocol):
+    class _Interfaces(Store, AdminStore, ChannelStore, KeyStore, IntegrityStore, Protocol):
         """For the type checker: a FaultyStore has every method of the interfaces (forwarded below)."""
 
 else:

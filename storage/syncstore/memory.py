@@ -264,7 +264,7 @@ class MemoryStore:
     append_audit = via("_admin", MemoryAdmin.append_audit)
     audit_log = via("_admin", MemoryAdmin.audit_log)
 
-    # AccessStore
+    # ChannelStore
     pull_in_channels = via("_channels", MemoryChannels.pull_in_channels)
     evictions = via("_channels", MemoryChannels.evictions)
     entity_channels = via("_channels", MemoryChannels.entity_channels)

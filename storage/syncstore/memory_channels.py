@@ -1,4 +1,4 @@
-"""``MemoryChannels``: the ``AccessStore`` part of ``MemoryStore`` (see ``channels.py``).
+"""``MemoryChannels``: the ``ChannelStore`` part of ``MemoryStore`` (see ``channels.py``).
 
 Channel rows live in each tenant's ``channels`` map (written by the push
 session's commit); these reads scan them, which is fine for tests.
@@ -16,7 +16,7 @@ from syncstore.records import ConflictFilter, ConflictRecord, MembershipRecord
 
 
 class MemoryChannels:
-    """The ``AccessStore`` part of ``MemoryStore``, over the store's shared ``MemoryState``."""
+    """The ``ChannelStore`` part of ``MemoryStore``, over the store's shared ``MemoryState``."""
 
     def __init__(self, state: MemoryState) -> None:
         self._state = state

@@ -274,7 +274,7 @@ class SqlStore:
     record_verification = via("_integrity", SqlIntegrity.record_verification)
     verifications = via("_integrity", SqlIntegrity.verifications)
 
-    # AccessStore
+    # ChannelStore
     pull_in_channels = via("_channels", SqlChannels.pull_in_channels)
     evictions = via("_channels", SqlChannels.evictions)
     entity_channels = via("_channels", SqlChannels.entity_channels)

@@ -1,4 +1,4 @@
-"""``SqlChannels``: the ``AccessStore`` part of ``SqlStore`` (see ``channels.py``).
+"""``SqlChannels``: the ``ChannelStore`` part of ``SqlStore`` (see ``channels.py``).
 
 A scoped pull scans ``ix_entity_channels_tenant_channel_seq`` for the token's
 channels after the cursor, then fetches the entity rows by primary key. The two
@@ -24,7 +24,7 @@ ec = entity_channels
 
 
 class SqlChannels:
-    """The ``AccessStore`` part of ``SqlStore``, over the store's shared ``SqlDatabase``."""
+    """The ``ChannelStore`` part of ``SqlStore``, over the store's shared ``SqlDatabase``."""
 
     def __init__(self, db: SqlDatabase) -> None:
         self._db = db
@@ -37,7 +37,7 @@ class SqlChannels:
         limit: int,
         collections: Sequence[str] | None = None,
     ) -> list[ScopedEntity]:
-        """See ``AccessStore.pull_in_channels``."""
+        """See ``ChannelStore.pull_in_channels``."""
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted or (collections is not None and not collections):
             return []
@@ -78,7 +78,7 @@ class SqlChannels:
         limit: int,
         collections: Sequence[str] | None = None,
     ) -> list[EvictionRecord]:
-        """See ``AccessStore.evictions``."""
+        """See ``ChannelStore.evictions``."""
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted or (collections is not None and not collections):
             return []
@@ -110,7 +110,7 @@ class SqlChannels:
         return [EvictionRecord(r["collection"], r["entity_id"], r["seq"]) for r in await self._db.rows(query)]
 
     async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
-        """See ``AccessStore.entity_channels``."""
+        """See ``ChannelStore.entity_channels``."""
         query = select(ec.c.channel, ec.c.joined_seq).where(
             ec.c.tenant_id == tenant_id,
             ec.c.collection == collection,
@@ -127,7 +127,7 @@ class SqlChannels:
         limit: int,
         filters: ConflictFilter | None = None,
     ) -> list[ConflictRecord]:
-        """See ``AccessStore.conflicts_in_channels``: keyset pagination, like ``Store.conflicts``."""
+        """See ``ChannelStore.conflicts_in_channels``: keyset pagination, like ``Store.conflicts``."""
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted:
             return []
@@ -156,7 +156,7 @@ class SqlChannels:
     async def set_entity_channels(
         self, tenant_id: str, collection: str, entity_id: str, expected_seq: int, channels: Sequence[str]
     ) -> bool:
-        """See ``AccessStore.set_entity_channels``."""
+        """See ``ChannelStore.set_entity_channels``."""
         key = (ec.c.tenant_id == tenant_id, ec.c.collection == collection, ec.c.entity_id == entity_id)
         async with self._db.locked(tenant_id) as locked:
             conn = locked.conn

@@ -14,7 +14,7 @@ import msgspec
 
 from syncproto import errors
 from syncproto.hlc import iso
-from syncproto.messages import Applied, Change, DeleteOp, FieldView, Op, Rejected, SetOp
+from syncproto.messages import SERVER_REPLICA_PREFIX, Applied, Change, DeleteOp, FieldView, Op, Rejected, SetOp
 from syncserver.admin.audit import AuditLog, Clock, now_ms
 from syncserver.admin.server_changes import ServerChanges
 from syncserver.admin.store import AdminBackend
@@ -31,7 +31,6 @@ from syncserver.errors import ApiError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.sync.conflicts import ConflictService, conflict_id, parse_conflict_id
 from syncserver.sync.pull import PullService
-from syncserver.sync.push import SERVER_REPLICA_PREFIX
 from syncstore.adminstore import ConflictOverride, ConflictQuery
 from syncstore.records import ConflictRecord
 

@@ -14,7 +14,7 @@ import msgspec
 
 from syncproto import errors
 from syncproto.hlc import iso
-from syncproto.messages import Applied, Change, ErrorBody, Rejected
+from syncproto.messages import SERVER_REPLICA_PREFIX, Applied, Change, ErrorBody, Rejected
 from syncserver.admin.audit import AuditLog
 from syncserver.admin.server_changes import ServerChanges, dead_letter_id
 from syncserver.admin.store import AdminBackend
@@ -23,7 +23,6 @@ from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.sync import payloads
-from syncserver.sync.push import SERVER_REPLICA_PREFIX
 from syncstore.adminstore import DeadLetterKey, DeadLetterQuery
 from syncstore.records import DeadLetterRecord
 

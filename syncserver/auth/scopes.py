@@ -23,7 +23,7 @@
 
 ``can_see`` is the check for one entity whose merged state you hold (the live
 channel uses it per delivered entity); ``Scope.allows`` checks a set of
-channels, for instance the ones ``AccessStore.entity_channels`` returns.
+channels, for instance the ones ``ChannelStore.entity_channels`` returns.
 
 Usage::
 

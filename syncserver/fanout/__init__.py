@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from syncserver.fanout.base import Fanout, FanoutListener
+from syncserver.fanout.interface import Fanout, FanoutListener
 from syncserver.fanout.memory import MemoryFanout
 
 __all__ = ["Fanout", "FanoutListener", "MemoryFanout"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from syncserver.fanout.base import FanoutListener
+from syncserver.fanout.interface import FanoutListener
 
 
 class Listeners:

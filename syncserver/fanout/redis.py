@@ -31,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
-from syncserver.fanout.base import FanoutListener
+from syncserver.fanout.interface import FanoutListener
 from syncserver.fanout.memory import Listeners
 
 log = logging.getLogger("syncserver.fanout")

@@ -7,8 +7,8 @@ import functools
 import click
 from rich.console import Console
 
-from syncserver.integrity.rebuild import EntityRepair, RepairReport
-from syncserver.integrity.verify import Report, Verifier
+from syncserver.integrity.rebuild import RepairReport
+from syncserver.integrity.verify import Report
 from syncserver.keys.cli import advance_table, progress_bar, run_services
 from syncserver.services import Services
 from syncserver.settings import Settings
@@ -33,9 +33,8 @@ def repair(settings: Settings, tenant_id: str | None, entity: str | None) -> Non
         only = (collection, entity_id)
 
     async def run(s: Services) -> list[tuple[str, RepairReport]]:
-        fixer = EntityRepair(s.store, s.keyring, s.schema)
         ids = [tenant_id] if tenant_id else [t.id for t in await s.store.list_tenants()]
-        return [(t, await fixer.repair(t, only)) for t in ids]
+        return [(t, await s.repair.repair(t, only)) for t in ids]
 
     failed = 0
     for tenant, report in run_services(settings, run):
@@ -61,7 +60,6 @@ def verify(settings: Settings, tenant_id: str | None, from_seq: int) -> None:
     Exits 1 if anything is. Each run is kept for the admin API and page."""
 
     async def run(s: Services) -> list[Report]:
-        verifier = Verifier(s.store, s.keyring, s.schema)
         ids = [tenant_id] if tenant_id else [t.id for t in await s.store.list_tenants()]
         reports = []
         with progress_bar() as bar:
@@ -73,7 +71,7 @@ def verify(settings: Settings, tenant_id: str | None, from_seq: int) -> None:
                     "entities": bar.add_task(f"{tid}: entities", total=None),
                 }
                 step = functools.partial(advance_table, bar, tasks)
-                reports.append(await verifier.verify(tid, from_seq, progress=step))
+                reports.append(await s.integrity.verify(tid, from_seq, progress=step))
         return reports
 
     broken = 0

@@ -10,7 +10,7 @@ change), so no device sees a new change: a device that was told the entity is
 ``unavailable`` reads it again (PROTOCOL.md §4.4) and gets the rebuilt state.
 
 Channel rows (an index for pulls) that differ from what an entity's state makes
-are rewritten from the state (``AccessStore.set_entity_channels``). Limits: the
+are rewritten from the state (``ChannelStore.set_entity_channels``). Limits: the
 replay uses today's collection rules, which are those the pushes were merged
 with unless the schema's rules changed since; an entity whose own change rows
 fail to open cannot be rebuilt and is reported.
@@ -30,7 +30,7 @@ from syncserver.integrity import quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers
 from syncserver.sync import payloads
-from syncstore.channels import AccessStore
+from syncstore.channels import ChannelStore
 from syncstore.integrity import IntegrityStore
 from syncstore.records import EntityRecord, PushBatch
 from syncstore.store import Store
@@ -60,9 +60,9 @@ class EntityRepair:
         if not isinstance(store, IntegrityStore):
             raise TypeError(f"{type(store).__name__} must implement IntegrityStore")
         self.integrity: IntegrityStore = store
-        if not isinstance(store, AccessStore):
-            raise TypeError(f"{type(store).__name__} must implement AccessStore")
-        self.access: AccessStore = store
+        if not isinstance(store, ChannelStore):
+            raise TypeError(f"{type(store).__name__} must implement ChannelStore")
+        self.access: ChannelStore = store
         self.ciphers = ciphers
         self.schema = schema
         self.clock = clock or (lambda: int(time.time() * 1000))

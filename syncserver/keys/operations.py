@@ -40,7 +40,7 @@ from syncserver.keys.keyring import TenantCipher, TenantKeyring, wrap_aad
 from syncserver.keys.providers import KeyProvider, KeyProviderError
 from syncserver.sync import payloads
 from syncstore.adminstore import AdminStore, AuditRecord
-from syncstore.channels import AccessStore
+from syncstore.channels import ChannelStore
 from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
 from syncstore.store import Store, TenantNotFound
 
@@ -94,7 +94,7 @@ class MasterRotateResult(Struct, gc=False):
 
 
 class KeyOps:
-    """Key lifecycle over a store that is also a ``KeyStore``, ``AccessStore`` and ``AdminStore``."""
+    """Key lifecycle over a store that is also a ``KeyStore``, ``ChannelStore`` and ``AdminStore``."""
 
     def __init__(
         self,
@@ -105,12 +105,12 @@ class KeyOps:
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         attachments: AttachmentKeys | None = None,
     ) -> None:
-        if not (isinstance(store, KeyStore) and isinstance(store, AdminStore) and isinstance(store, AccessStore)):
-            raise TypeError(f"{type(store).__name__} must implement KeyStore, AccessStore and AdminStore")
+        if not (isinstance(store, KeyStore) and isinstance(store, AdminStore) and isinstance(store, ChannelStore)):
+            raise TypeError(f"{type(store).__name__} must implement KeyStore, ChannelStore and AdminStore")
         self.store = store
         self.keys: KeyStore = store
         self.audit_log: AdminStore = store
-        self.access: AccessStore = store
+        self.access: ChannelStore = store
         self.keyring = keyring
         self.provider = provider
         self.schema = schema

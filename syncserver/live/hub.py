@@ -15,7 +15,7 @@ from syncproto.messages import (
     WsReset,
     WsSynced,
 )
-from syncserver.fanout.base import Fanout
+from syncserver.fanout.interface import Fanout
 from syncserver.live.admission import Admission
 from syncserver.live.connection import (
     CLOSE_GOING_AWAY,

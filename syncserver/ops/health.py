@@ -15,7 +15,7 @@ from litestar import Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
-from syncserver.fanout.base import Fanout
+from syncserver.fanout.interface import Fanout
 from syncserver.keys.providers import KeyProvider, KeyProviderError
 from syncstore.store import Store, StoreUnavailable
 

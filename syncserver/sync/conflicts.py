@@ -14,7 +14,7 @@ from syncserver.integrity import quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.sync import payloads
-from syncstore.channels import AccessStore
+from syncstore.channels import ChannelStore
 from syncstore.records import ConflictFilter, ConflictRecord
 from syncstore.store import Store
 
@@ -38,10 +38,10 @@ class ConflictService:
         """``state_visible`` confirms, from an entity's decrypted state, what its channel rows say a restricted
         principal may see (``PullService.state_visible``): the rows are an index, not the authority."""
         self.state_visible = state_visible
-        if not isinstance(store, AccessStore):
-            raise TypeError(f"{type(store).__name__} must implement AccessStore for scoped reads")
+        if not isinstance(store, ChannelStore):
+            raise TypeError(f"{type(store).__name__} must implement ChannelStore for scoped reads")
         self.store = store
-        self.access: AccessStore = store
+        self.access: ChannelStore = store
         self.ciphers = ciphers
 
     async def list(self, principal: Principal, filters: ConflictFilter, after: str | None, limit: int) -> ConflictPage:

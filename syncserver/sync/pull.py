@@ -5,7 +5,7 @@ push commits under the tenant lock, when a reader sees seq N every seq below N
 is already committed, so paging by seq never skips a change.
 
 A driver (a restricted ``Scope``) pulls through the channel rows
-(``AccessStore``): only entities in its channels, each sent whole if it entered
+(``ChannelStore``): only entities in its channels, each sent whole if it entered
 the driver's scope after the cursor, and an ``Eviction`` for each entity that
 left it. Entities and evictions form one stream in seq order, cut at ``limit``.
 When nothing more is pending, the cursor moves to the tenant's last seq read
@@ -31,17 +31,17 @@ from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
 from syncserver.sync import cursor
 from syncserver.sync.payloads import StoredEntity
-from syncstore.channels import AccessStore, EvictionRecord, ScopedEntity
+from syncstore.channels import ChannelStore, EvictionRecord, ScopedEntity
 from syncstore.records import EntityRecord
 from syncstore.store import Store
 
 
 class PullService:
     def __init__(self, store: Store, ciphers: Ciphers, schema: Schema, limits: Limits) -> None:
-        if not isinstance(store, AccessStore):
-            raise TypeError(f"{type(store).__name__} must implement AccessStore for scoped pulls")
+        if not isinstance(store, ChannelStore):
+            raise TypeError(f"{type(store).__name__} must implement ChannelStore for scoped pulls")
         self.store = store
-        self.access: AccessStore = store
+        self.access: ChannelStore = store
         self.ciphers = ciphers
         self.schema = schema
         self.limits = limits

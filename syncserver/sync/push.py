@@ -38,6 +38,7 @@ from syncproto import errors
 from syncproto.hlc import clamp
 from syncproto.merge import ChangeRejected, ConflictDraft, EntityState, apply_change, check_bounds, is_deleted
 from syncproto.messages import (
+    SERVER_REPLICA_PREFIX,
     AddOp,
     AppendOp,
     Applied,
@@ -81,10 +82,6 @@ EntityKey = tuple[str, str]
 FORBIDDEN_MESSAGE = "the entity is not, or would not be, in one of the channels of your token"
 UNAVAILABLE_MESSAGE = "the entity's stored state failed its integrity check; the change is kept for replay after repair"
 _msgpack = msgspec.msgpack.Encoder()
-
-
-SERVER_REPLICA_PREFIX = "server:"
-"""Replica ids the server writes as (admin overrides, dead-letter replays); devices may not push as them."""
 
 Notify = Callable[[str, int], Awaitable[None]]
 Observe = Callable[[PushBatch, list[PushResult]], None]

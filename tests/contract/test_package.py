@@ -43,7 +43,7 @@ EXPORTED = {
 }
 ADMIN_EXPORTS = {"AdminStore", "AuditRecord", "ConflictOverride", "ConflictQuery", "DeadLetterKey", "DeadLetterQuery"}
 ACCESS_AND_KEY_EXPORTS = {
-    "AccessStore",
+    "ChannelStore",
     "EvictionRecord",
     "KeyStore",
     "MembershipRecord",

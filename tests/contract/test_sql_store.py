@@ -21,7 +21,7 @@ from syncstore.tables import entities, replicas
 from tests.contract import factories
 from tests.contract.backends import sqlite_url
 from tests.contract.factories import NOW
-from tests.contract.store_suite.access import member, write
+from tests.contract.store_suite.channels import member, write
 
 
 @asynccontextmanager

@@ -107,8 +107,13 @@ async def test_a_reader_that_never_reads_keeps_memory_bounded_and_then_gets_ever
                 batch = changes("loader", i * 500 + 1, 500, value)
                 await push(http, base, "loader", batch)
                 written |= {c["entity"] for c in batch}
-            await asyncio.sleep(0.5)  # let the feed offer the last pages
-            stats = (await http.get(base + "/metrics")).text
+            # Once the queue has overflowed the connection lags: later pages are not queued until it drains.
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                stats = (await http.get(base + "/metrics")).text
+                if metric(stats, "sync_websocket_overflows_total") >= 1 or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             grown = metric(stats, "process_resident_memory_bytes") - before
 
             assert metric(stats, "sync_websocket_overflows_total") >= 1, "the queue never filled: test too weak"

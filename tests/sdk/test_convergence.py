@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from syncclient import SyncClient, TransportError
-from syncclient.transport.base import Transport
+from syncclient.transport.interface import Transport
 from syncproto.messages import EntityView, PullRequest, PullResponse, PushRequest, PushResponse
 from tests.sdk.conftest import SCHEMA, InProcServer, inproc_server
 

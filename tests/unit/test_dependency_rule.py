@@ -83,3 +83,22 @@ def test_server_subpackage_does_not_import_the_layers_that_call_it(sub: str) -> 
     found = server_imports(sub)
     forbidden = {name: files for name, files in found.items() if name in SERVER_RULES[sub]}
     assert not forbidden, f"syncserver.{sub} must not import {sorted(forbidden)}: {forbidden}"
+
+
+# Only the doors that push and the services that make server changes import push: pull, conflicts, the admin
+# read paths and key operations read through ``keys.keyring.Ciphers`` and ``syncproto`` instead.
+PUSHERS = {
+    "syncserver/admin/server_changes.py",
+    "syncserver/attachments/refs.py",
+    "syncserver/transport/http.py",
+    "syncserver/transport/ws.py",
+}
+
+
+def test_only_the_pushers_import_push() -> None:
+    importers = set()
+    for path in (ROOT / "syncserver").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "syncserver.sync.push":
+                importers.add(str(path.relative_to(ROOT)))
+    assert importers - {"syncserver/sync/push.py"} == PUSHERS

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from syncclient.transport.base import (
+from syncclient.transport.http import HttpTransport
+from syncclient.transport.interface import (
     LiveParams,
     LiveTransport,
     LiveTransportFactory,
@@ -10,7 +11,6 @@ from syncclient.transport.base import (
     TokenRefreshable,
     Transport,
 )
-from syncclient.transport.http import HttpTransport
 from syncclient.transport.mock import MockHandler, MockTransport
 from syncclient.transport.ws import WebSocketTransport, connect_websocket
 

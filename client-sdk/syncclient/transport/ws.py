@@ -43,7 +43,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from syncclient.errors import ProtocolViolation, ServerError, SyncError, TransportError
-from syncclient.transport.base import LiveParams
+from syncclient.transport.interface import LiveParams
 from syncproto import errors
 from syncproto.messages import (
     PROTOCOL_VERSION,

@@ -30,7 +30,7 @@ from types import ModuleType
 import pytest
 
 from syncstore import Store
-from tests.contract.store_suite import access, admin, attachments, integrity, isolation, keys, push, reads, tenants
+from tests.contract.store_suite import admin, attachments, channels, integrity, isolation, keys, push, reads, tenants
 
 StoreFactory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Store]]
 """Opens a store for one test (its schema ready, its tenants the test's own to create) and closes it on exit.
@@ -39,8 +39,8 @@ Called outside the event loop (so it may migrate a database with its own loop);
 the context manager it returns is entered in the test's loop.
 """
 
-MODULES: tuple[ModuleType, ...] = (tenants, push, reads, isolation, admin, access, keys, attachments, integrity)
-"""The parts of the contract: ``Store``, then ``AdminStore``, ``AccessStore``, ``KeyStore``, ``AttachmentStore``,
+MODULES: tuple[ModuleType, ...] = (tenants, push, reads, isolation, admin, channels, keys, attachments, integrity)
+"""The parts of the contract: ``Store``, then ``AdminStore``, ``ChannelStore``, ``KeyStore``, ``AttachmentStore``,
 ``IntegrityStore``."""
 
 

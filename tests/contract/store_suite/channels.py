@@ -1,14 +1,14 @@
-"""The AccessStore contract, on every backend: channel rows, scoped pulls, evictions, scoped conflicts."""
+"""The ChannelStore contract, on every backend: channel rows, scoped pulls, evictions, scoped conflicts."""
 
 from __future__ import annotations
 
-from syncstore import AccessStore, ConflictFilter, MembershipRecord, PushBatch, Store
+from syncstore import ChannelStore, ConflictFilter, MembershipRecord, PushBatch, Store
 from tests.contract import factories
 from tests.contract.factories import change, conflict, entity, replica
 
 
-def access(store: Store) -> AccessStore:
-    assert isinstance(store, AccessStore), f"{type(store).__name__} must implement AccessStore"
+def access(store: Store) -> ChannelStore:
+    assert isinstance(store, ChannelStore), f"{type(store).__name__} must implement ChannelStore"
     return store
 
 
