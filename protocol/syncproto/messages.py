@@ -41,6 +41,8 @@ Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@
 FieldName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")]
 ChangeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 """Any text but NUL (which PostgreSQL text columns cannot hold)."""
+Cursor = Annotated[str, Meta(min_length=1, max_length=512)]
+"""A pull cursor: opaque, echoed as the server issued it (never empty); ``null`` means from the beginning."""
 Counter = Annotated[int, Meta(ge=1)]
 Seq = Annotated[int, Meta(ge=0)]
 Hlc = tuple[Annotated[int, Meta(ge=0)], Annotated[int, Meta(ge=0)]]
@@ -163,7 +165,7 @@ class PushResponse(Struct, gc=False):
 
 
 class PullRequest(Struct, gc=False, forbid_unknown_fields=True):
-    cursor: str | None = None
+    cursor: Cursor | None = None
     limit: Annotated[int, Meta(ge=1, le=10_000)] = 1000
     collections: list[Id] | None = None
 
@@ -300,7 +302,7 @@ class WsHello(Struct, gc=False, tag="hello", tag_field="type"):
 
     versions: list[int]
     replica: Id | None = None
-    cursor: str | None = None
+    cursor: Cursor | None = None
     collections: list[Id] | None = None
     encoding: WsEncoding = "json"
 

@@ -84,6 +84,36 @@ async def test_a_counter_overflow_is_rejected_alone_and_the_queue_moves_on(serve
     ]
 
 
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_a_counter_overflow_is_rejected_alone_over_websocket_and_the_queue_moves_on(
+    server: Server, encoding: str
+) -> None:
+    tenant = await server.tenant()
+    h = server.headers(tenant, "driver-1")
+    frames = [
+        [change(1, "dlv-1", [inc(INT64_MAX)]), change(2, "dlv-1", [inc(INT64_MAX)])],
+        [change(3, "dlv-1", [inc(-5)]), change(4, "dlv-1", [inc(6)])],
+        [change(5, "dlv-1", [inc(5)])],
+    ]
+    with connected(await server.client.websocket_connect(WS, headers=h), encoding) as peer:
+        peer.hello()
+        peer.catch_up()
+        answers = []
+        for i, changes in enumerate(frames):
+            peer.send({"type": "push", "id": f"p-{i}", "replica": "phone-1", "changes": changes})
+            result = peer.recv_type("push_result")
+            assert result["id"] == f"p-{i}"
+            answers.append(statuses(result["results"]))
+        peer.send({"type": "ping", "id": "still-here"})
+        assert peer.recv_type("pong") == {"type": "pong", "id": "still-here"}
+    assert answers == [["applied", "value_out_of_range"], ["applied", "value_out_of_range"], ["applied"]]
+    assert (await entity(server, h, "dlv-1"))["fields"]["cod_cents"]["value"] == INT64_MAX
+    assert await dead_letters(server, tenant) == [
+        ("phone-1", 2, "value_out_of_range"),
+        ("phone-1", 4, "value_out_of_range"),
+    ]
+
+
 async def test_a_counter_stays_within_int64_downwards_and_each_replicas_totals_within_64_bits(server: Server) -> None:
     tenant = await server.tenant()
     h = server.headers(tenant, "driver-1")
@@ -300,6 +330,28 @@ async def test_a_driver_cannot_publish_an_entity_into_another_drivers_channel(se
     assert seen_by_d2 == []
     seen_by_boss, _ = await server.pull_all(boss)
     assert [(e["entity"], e["fields"]["driver_id"]["value"]) for e in seen_by_boss] == [("dlv-own", "d1")]
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_a_driver_cannot_publish_into_another_drivers_channel_over_websocket(
+    server: Server, encoding: str
+) -> None:
+    tenant = await server.tenant()
+    d1 = server.headers(tenant, "d1", "driver", ("driver:d1",))
+    d2 = server.headers(tenant, "d2", "driver", ("driver:d2",))
+    changes = [
+        change(1, "dlv-both", [set_("driver_id", ["d1", "d2"]), set_("status", "pending")]),
+        change(2, "dlv-own", [set_("driver_id", "d1"), set_("status", "pending")]),
+    ]
+    with connected(await server.client.websocket_connect(WS, headers=d1), encoding) as peer:
+        peer.hello()
+        peer.catch_up()
+        peer.send({"type": "push", "id": "p-1", "replica": "phone-d1", "changes": changes})
+        result = peer.recv_type("push_result")
+    assert statuses(result["results"]) == ["forbidden", "applied"]
+    assert await dead_letters(server, tenant) == [("phone-d1", 1, "forbidden")]
+    seen_by_d2, _ = await server.pull_all(d2)
+    assert seen_by_d2 == []
 
 
 async def test_channels_a_driver_holds_or_the_entity_had_may_stay_and_dispatchers_publish_anywhere(

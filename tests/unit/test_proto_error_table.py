@@ -24,3 +24,10 @@ def test_request_statuses_match_the_protocol_table() -> None:
 def test_change_codes_match_the_protocol_table() -> None:
     documented = {code for code, (_, scope) in table().items() if "change" in scope}
     assert documented == errors.CHANGE_CODES
+
+
+def test_every_code_row_is_inside_a_table() -> None:
+    """A row after a paragraph with no header renders as text, not as part of the table."""
+    lines = PROTOCOL.read_text().splitlines()
+    loose = [line for i, line in enumerate(lines) if ROW.match(line) and not lines[i - 1].startswith("|")]
+    assert not loose, f"rows outside a table in PROTOCOL.md: {loose}"

@@ -178,7 +178,7 @@ export function validatePullRequest(v: unknown): PullRequest {
   const o = object(v, "$");
   strict(o, "$", [], ["cursor", "limit", "collections"]);
   const cursor = o["cursor"] ?? null;
-  if (cursor !== null) str(cursor, "$.cursor");
+  if (cursor !== null) str(cursor, "$.cursor", 1, 512);
   const limit = "limit" in o ? int(o["limit"], "$.limit", 1, 10_000) : 1000;
   let collections: string[] | null = null;
   if (o["collections"] != null) {
@@ -422,7 +422,7 @@ export function validateWsClientMessage(v: unknown): WsClientMessage {
         type,
         versions,
         replica: member(o, "replica", "$", (x, path) => nullable(x, path, id), null),
-        cursor: member(o, "cursor", "$", nullableStr, null),
+        cursor: member(o, "cursor", "$", (x, path) => nullable(x, path, (c, p) => str(c, p, 1, 512)), null),
         collections: member(o, "collections", "$", (x, path) => nullable(x, path, ids), null),
         encoding: member(o, "encoding", "$", encoding, "json"),
       };
