@@ -31,6 +31,8 @@ import { Signal } from "./signal.js";
 
 /** Background Sync tag the service worker helper (`registerOutboxSync`) listens for. */
 export const BACKGROUND_SYNC_TAG = "syncclient-outbox";
+/** How long `requestBackgroundSync` waits for an active service worker before it falls back to an `online` listener. */
+const SERVICE_WORKER_READY_MS = 5_000;
 /** Largest encoded change we queue: it must fit a push body (server default 4 MiB) with room to spare. */
 export const MAX_CHANGE_BYTES = 1 << 20;
 
@@ -602,21 +604,29 @@ export class SyncClient {
   /**
    * Ask the browser to flush the outbox when the network returns, even if the page is
    * closed: registers the Background Sync tag that `registerOutboxSync` (in the service
-   * worker) handles. Where Background Sync is missing it falls back to an `online`
-   * listener that syncs while the page is open.
+   * worker) handles. Where Background Sync is missing or refused, or no service worker
+   * is active within 5 s, it falls back to an `online` listener that syncs while the
+   * page is open.
    */
   async requestBackgroundSync(): Promise<"background-sync" | "online-event"> {
     type SyncRegistration = { sync?: { register(tag: string): Promise<void> } };
     const nav = (globalThis as { navigator?: { serviceWorker?: { ready: Promise<SyncRegistration> } } }).navigator;
     if (nav?.serviceWorker && "SyncManager" in globalThis) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        const registration = await nav.serviceWorker.ready;
-        if (registration.sync) {
+        // `ready` never settles on a page with no service worker (none registered, or its install failed).
+        const noWorker = new Promise<null>((resolve) => {
+          timer = setTimeout(() => resolve(null), SERVICE_WORKER_READY_MS);
+        });
+        const registration = await Promise.race([nav.serviceWorker.ready, noWorker]);
+        if (registration?.sync) {
           await registration.sync.register(BACKGROUND_SYNC_TAG);
           return "background-sync";
         }
       } catch {
         // permission denied or no active worker: the page-side fallback below
+      } finally {
+        clearTimeout(timer);
       }
     }
     const g = globalThis as { addEventListener?: (t: string, f: () => void, o?: object) => void };

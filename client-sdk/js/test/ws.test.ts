@@ -1,9 +1,10 @@
 /** The WebSocket transport (PROTOCOL §9) against a scripted socket: credential, handshake, stream, push, closes. */
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 
 import { ProtocolViolation, ServerError, TransportError } from "../src/errors.js";
 import type { WsClientMessage, WsServerMessage } from "../src/types.js";
 import { closeError, connectWebSocket, wsUrl, type WebSocketLike } from "../src/transport/ws.js";
+import { advanceUntil, useFakeClock } from "./fake-clock.js";
 import { until } from "./fake-server.js";
 
 /** A socket whose server side the test plays: `sent` holds what the client sent, `serve` answers. */
@@ -187,5 +188,36 @@ describe("the WebSocket transport", () => {
     expect(closeError(4403, "forbidden")).toMatchObject({ status: 403 });
     expect(closeError(4400, "invalid_cursor")).toBeInstanceOf(ServerError);
     expect(wsUrl("http://127.0.0.1:8000")).toBe("ws://127.0.0.1:8000/v1/sync/ws");
+  });
+});
+
+describe("a silent server (PROTOCOL §9.5)", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("is gone after twice its heartbeat plus 5 s without a frame; any frame restarts that clock", async () => {
+    useFakeClock();
+    const pending = connectWebSocket({ url: "http://h", token: "t", replica: "web-1", cursor: null, WebSocket: ScriptedSocket });
+    await advanceUntil(() => (ScriptedSocket.last?.sent.length ?? 0) > 0, 1_000);
+    const socket = ScriptedSocket.last!;
+    socket.serve({ ...welcome, heartbeat_ms: 100 }); // silence beyond 2 * 100 + 5000 ms ends the session
+    const transport = await pending;
+    let failure: unknown = null;
+    transport.waitForChanges(600_000).then(
+      () => (failure = "resolved"),
+      (exc: unknown) => (failure = exc),
+    );
+
+    await vi.advanceTimersByTimeAsync(3_000);
+    socket.serve({ type: "ping", id: "h-1" }); // a heartbeat: alive
+    expect(socket.sent.at(-1)).toEqual({ type: "pong", id: "h-1" });
+    await vi.advanceTimersByTimeAsync(5_199);
+    expect(failure).toBeNull();
+    expect(socket.readyState).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(failure).toBeInstanceOf(TransportError);
+    expect(String(failure)).toMatch(/silent for 5200 ms/);
+    expect(socket.readyState).toBe(3); // the client closed it
   });
 });
