@@ -55,14 +55,19 @@ def encode(message: WsServerMessage, encoding: WsEncoding) -> Data:
 
 
 class Frame:
-    """One outgoing message. ``seq`` is set on change frames: the seq their cursor points at.
-    ``stamp_ms`` on live frames: when the newest of their changes was pushed (for the lag metric)."""
+    """One outgoing message. ``seq`` is set on change frames: the seq their cursor points at, and ``since``
+    where that cursor says the device was last whole (``cursor.Position``; equal to ``seq`` unless more
+    pages follow). ``stamp_ms`` on live frames: when the newest of their changes was pushed (for the lag
+    metric)."""
 
-    __slots__ = ("data", "seq", "size", "stamp_ms")
+    __slots__ = ("data", "seq", "since", "size", "stamp_ms")
 
-    def __init__(self, data: Data, seq: int | None = None, stamp_ms: int | None = None) -> None:
+    def __init__(
+        self, data: Data, seq: int | None = None, stamp_ms: int | None = None, since: int | None = None
+    ) -> None:
         self.data = data
         self.seq = seq
+        self.since = seq if since is None else since
         self.size = len(data)
         self.stamp_ms = stamp_ms
 
@@ -73,6 +78,9 @@ class Connection:
     ``position``: changes up to this seq are queued or sent. ``handed``: up to this
     seq the writer has taken them for the socket. An overflow rewinds ``position``
     to ``handed``, so a dropped frame is read again from the log, never lost.
+    ``since`` and ``handed_since``: where the device was last whole at each of
+    them (``cursor.Position``): an entity first met on a later page carries every
+    field changed after it.
 
     The transport plugs in ``start_writer`` (called when frames wait and no writer
     runs; the writer calls ``pop``/``sent`` until ``pop`` returns None) and
@@ -94,6 +102,7 @@ class Connection:
         "encoding",
         "expires_at",
         "handed",
+        "handed_since",
         "has_cursor",
         "lagging",
         "last_ping",
@@ -108,6 +117,7 @@ class Connection:
         "scope",
         "settings",
         "shared",
+        "since",
         "start_writer",
         "tenant",
     )
@@ -121,6 +131,7 @@ class Connection:
         *,
         encoding: WsEncoding = "json",
         position: int = 0,
+        since: int | None = None,
         has_cursor: bool = False,
         collections: list[str] | None = None,
         scope: ScopeFilter | None = None,
@@ -131,6 +142,7 @@ class Connection:
         self.encoding: WsEncoding = encoding
         self.position = position
         self.handed = position
+        self.since = self.handed_since = position if since is None else since
         self.has_cursor = has_cursor
         self.collections = collections
         self._collection_set = frozenset(collections) if collections is not None else None
@@ -173,7 +185,9 @@ class Connection:
         return self._collection_set is None or collection in self._collection_set
 
     def cursor(self) -> str | None:
-        return cursor.encode(self.tenant, self.position) if self.position or self.has_cursor else None
+        if not self.position and not self.has_cursor:
+            return None
+        return cursor.encode(self.tenant, self.position, self.since)
 
     # --- the send queue ---------------------------------------------------
 
@@ -251,6 +265,7 @@ class Connection:
         if frame.seq is not None:
             self._changes -= 1
             self.handed = frame.seq
+            self.handed_since = frame.seq if frame.since is None else frame.since
         self._sending = True
         self._progressed()
         return frame
@@ -276,6 +291,7 @@ class Connection:
         if frame.seq is not None:
             self._changes += 1
             self.position = frame.seq
+            self.since = frame.seq if frame.since is None else frame.since
         if len(self._queue) > self.max_queue_len:
             self.max_queue_len = len(self._queue)
             global _high_water
@@ -289,7 +305,7 @@ class Connection:
         self._bytes = sum(f.size for f in self._queue)
         self._changes = 0
         self._progressed()
-        self.position = self.handed
+        self.position, self.since = self.handed, self.handed_since
         self.live = False
         self.lagging = True
         OVERFLOWS.inc()

@@ -40,40 +40,46 @@ class Page:
         self.more = more
         self.cipher = cipher
         self.stamp_ms = max(row.updated_at for row in rows)
-        self._views: dict[int, tuple[list[EntityView], list[Unavailable]]] = {}
-        self._frames: dict[tuple[int, str], Frame] = {}
+        self._views: dict[tuple[int, int], tuple[list[EntityView], list[Unavailable]]] = {}
+        self._frames: dict[tuple[int, int, str], Frame] = {}
 
     def forget(self) -> None:
         """Drop the decoded views and encoded frames; they are rebuilt from the rows if asked for again."""
         self._views.clear()
         self._frames.clear()
 
-    def views(self, pull: PullService, after: int) -> tuple[list[EntityView], list[Unavailable]]:
-        """The entities changed after ``after``, with only their fields changed after it, and the rows that
-        failed their integrity check (cached)."""
-        views = self._views.get(after)
+    def views(self, pull: PullService, after: int, since: int) -> tuple[list[EntityView], list[Unavailable]]:
+        """The entities changed after ``after``, with their fields changed after ``since`` (where the device was
+        last whole, ``cursor.Position``), and the rows that failed their integrity check (cached)."""
+        views = self._views.get((after, since))
         if views is None:
-            views = pull.views(self.cipher, [(row, after) for row in self.rows if row.seq > after])
-            self._views[after] = views
+            views = pull.views(self.cipher, [(row, since) for row in self.rows if row.seq > after])
+            self._views[(after, since)] = views
         return views
+
+    def since_after(self, conn: Connection) -> int:
+        """Where ``conn`` is whole once it has this page: its ``since`` while more pages follow, else ``upto``."""
+        return conn.since if self.more else self.upto
 
     def frame(self, pull: PullService, conn: Connection) -> Frame | None:
         """This page for ``conn`` (from its position), or None when its filters leave nothing."""
-        after = conn.position
-        views, unavailable = self.views(pull, after)
-        next_cursor = cursor.encode(conn.tenant, self.upto)
+        after, since = conn.position, conn.since
+        views, unavailable = self.views(pull, after, since)
+        whole = self.since_after(conn)
+        next_cursor = cursor.encode(conn.tenant, self.upto, whole)
         if conn.filtered:
             mine = [v for v in views if conn.wants(v)]
             # Without a view a per-entity scope filter cannot decide: only a collection filter applies.
             bad = [u for u in unavailable if conn.scope is None and conn.wants_collection(u.collection)]
             if not mine and not bad:
                 return None
-            return Frame(encode(_changes(mine, next_cursor, self.more, bad), conn.encoding), self.upto, self.stamp_ms)
-        key = (after, conn.encoding)
+            data = encode(_changes(mine, next_cursor, self.more, bad), conn.encoding)
+            return Frame(data, self.upto, self.stamp_ms, since=whole)
+        key = (after, since, conn.encoding)
         shared = self._frames.get(key)
         if shared is None:  # one frame object for every connection at this cursor: frames are never mutated
             data = encode(_changes(views, next_cursor, self.more, unavailable), conn.encoding)
-            shared = self._frames[key] = Frame(data, self.upto, self.stamp_ms)
+            shared = self._frames[key] = Frame(data, self.upto, self.stamp_ms, since=whole)
         return shared
 
 
@@ -180,6 +186,6 @@ class Feed:
             return
         frame = page.frame(self.hub.pull, conn)
         if frame is None:
-            conn.position = page.upto
+            conn.position, conn.since = page.upto, page.since_after(conn)
         elif not conn.offer(frame):  # overflowed: ``on_overflow`` started its catch-up
             log.info("live connection of %s/%s lags; it will resume from the log", conn.tenant, conn.principal.sub)

@@ -132,7 +132,7 @@ class LiveHub:
                     continue
                 frame = page.frame(self.pull, conn)
                 if frame is None:
-                    conn.position = page.upto
+                    conn.position, conn.since = page.upto, page.since_after(conn)
                 else:
                     await conn.put(frame)
         except asyncio.CancelledError:
@@ -155,23 +155,24 @@ class LiveHub:
         response = await self.pull.pull(conn.principal, request)
         if response.reset:
             conn.control(WsReset())
-            conn.position = conn.handed = 0
+            conn.position = conn.handed = conn.since = conn.handed_since = 0
             conn.has_cursor = False
             return
-        last = cursor.decode(conn.tenant, response.cursor)
+        last, since = cursor.decode_position(conn.tenant, response.cursor)
         # Without more pages the pull has seen every commit up to ``head``, matching or not.
         position = last if response.more else max(last, head)
+        whole = since if response.more else position
         conn.has_cursor = True
         views = [v for v in response.changes if conn.scope is None or conn.scope(conn.principal, v)]
         # Without a view a per-entity scope filter cannot decide on an unavailable entity: it is left out.
         unavailable = response.unavailable if response.unavailable and conn.scope is None else []
         if not views and not response.evictions and not unavailable:
-            conn.position = position
+            conn.position, conn.since = position, whole
             return
-        message = WsChanges(views, cursor.encode(conn.tenant, position), response.more, response.evictions)
+        message = WsChanges(views, cursor.encode(conn.tenant, position, whole), response.more, response.evictions)
         if unavailable:
             message.unavailable = unavailable
-        await conn.put(Frame(encode(message, conn.encoding), position))
+        await conn.put(Frame(encode(message, conn.encoding), position, since=whole))
 
     # --- heartbeats, token expiry, periodic resync -------------------------
 

@@ -47,30 +47,39 @@ class PullService:
         self.limits = limits
 
     async def pull(self, principal: Principal, request: PullRequest) -> PullResponse:
-        after = cursor.decode(principal.tenant, request.cursor)
+        after, since = cursor.decode_position(principal.tenant, request.cursor)
         tenant = await self.store.get_tenant(principal.tenant)
         if tenant is None:
             raise ApiError(401, errors.TENANT_UNKNOWN, "the token's tenant does not exist")
-        if request.cursor is not None and after < tenant.purged_seq:
+        if request.cursor is not None and since < tenant.purged_seq:
             return PullResponse(reset=True)
         limit = min(request.limit, self.limits.max_pull_limit)
         scope = Scope.of(principal)
         if scope.channels is not None:
-            return await self._scoped(principal.tenant, scope.channels, request, after, limit, tenant.last_seq)
+            return await self._scoped(principal.tenant, scope.channels, request, (after, since), limit, tenant.last_seq)
         rows = await self.store.pull(principal.tenant, after, limit + 1, request.collections)
         more = len(rows) > limit
         rows = rows[:limit]
         cipher = await self.ciphers.cipher(principal.tenant, {row.key_version for row in rows})
-        views, unavailable = self.views(cipher, [(row, after) for row in rows])
+        # An entity met on this page may have changed before ``after`` too: the device was last whole at ``since``.
+        views, unavailable = self.views(cipher, [(row, since) for row in rows])
         last = rows[-1].seq if rows else after
-        response = PullResponse(changes=views, cursor=cursor.encode(principal.tenant, last), more=more)
+        next_cursor = cursor.encode(principal.tenant, last, since if more else None)
+        response = PullResponse(changes=views, cursor=next_cursor, more=more)
         if unavailable:
             response.unavailable = unavailable
         return response
 
     async def _scoped(
-        self, tenant: str, channels: frozenset[str], request: PullRequest, after: int, limit: int, head: int
+        self,
+        tenant: str,
+        channels: frozenset[str],
+        request: PullRequest,
+        position: tuple[int, int],
+        limit: int,
+        head: int,
     ) -> PullResponse:
+        after, since = position
         chs = sorted(channels)
         found = await self.access.pull_in_channels(tenant, chs, after, limit + 1, request.collections)
         # A device pulling from the start holds nothing to evict.
@@ -85,15 +94,16 @@ class PullService:
         evictions: list[Eviction] = []
         for _, _, item in items:
             if isinstance(item, ScopedEntity):
-                # Entered the scope after the cursor: the device has none of it yet.
-                wanted.append((item.record, 0 if item.joined_seq > after else after))
+                # Entered the scope after the device was last whole: it has none of it yet.
+                wanted.append((item.record, 0 if item.joined_seq > since else since))
             elif isinstance(item, EvictionRecord):
                 evictions.append(Eviction(item.collection, item.entity_id, item.seq))
         views, unavailable = self.views(cipher, wanted, Scope(channels))
         last = items[-1][0] if items else after
         if not more:
             last = max(last, head)
-        response = PullResponse(changes=views, cursor=cursor.encode(tenant, last), more=more, evictions=evictions)
+        next_cursor = cursor.encode(tenant, last, since if more else None)
+        response = PullResponse(changes=views, cursor=next_cursor, more=more, evictions=evictions)
         if unavailable:
             response.unavailable = unavailable
         return response

@@ -254,7 +254,7 @@ class Session:
                 f"no shared protocol version: the server speaks {list(SUPPORTED_VERSIONS)}",
             )
         try:
-            position = cursor.decode(principal.tenant, hello.cursor)
+            position, since = cursor.decode_position(principal.tenant, hello.cursor)
         except ApiError as exc:
             raise Refused(Close.INVALID, exc.code, exc.message) from exc
         live = self.settings.live
@@ -263,6 +263,7 @@ class Session:
             live,
             encoding=hello.encoding,
             position=position,
+            since=since,
             has_cursor=hello.cursor is not None,
             collections=hello.collections,
             scope=self.hub.scope,
