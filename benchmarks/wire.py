@@ -121,7 +121,10 @@ class SyncClient:
             self.push(body)
         return time.perf_counter() - t0
 
-    def pull_to_end(self, cursor: str | None = None, limit: int = 1000, on_page: OnPage | None = None) -> PullEnd:
+    def pull_to_end(
+        self, cursor: str | None = None, limit: int = 1000, on_page: OnPage | None = None, up_to: int | None = None
+    ) -> PullEnd:
+        """Pull page by page until ``more`` is false, or until at least ``up_to`` entities have arrived."""
         count = requests = 0
         while True:
             r = self.http.post(
@@ -134,7 +137,7 @@ class SyncClient:
             if on_page is not None:
                 on_page(page["changes"])
             cursor = page["cursor"]
-            if not page["more"]:
+            if not page["more"] or (up_to is not None and count >= up_to):
                 return PullEnd(cursor, count, requests)
 
     def conflicts(self, kind: str | None = None, page_size: int = 500) -> list[Json]:

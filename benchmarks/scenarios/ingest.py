@@ -36,12 +36,19 @@ def _batches(spec: object) -> list[int]:
     return [int(b) for b in str(spec).split(",") if b.strip()]
 
 
-def _ours(client: SyncClient, result: Result, prefix: str, n: int, batch: int) -> float:
+def creates_then_updates(client: SyncClient, prefix: str, n: int, batch: int) -> tuple[float, float]:
+    """Push ``n`` new deliveries, then an update of each, from replica ``dev-<prefix>``; seconds of each half.
+
+    Bodies are encoded before the clock starts; every result must be ``applied``.
+    """
     replica = f"dev-{prefix}"
     create_bodies = push_bodies(replica, workload.creates(prefix, n), batch)
     update_bodies = push_bodies(replica, workload.updates(replica, prefix, n, n + 1), batch)
-    t_create = client.push_all(create_bodies)
-    t_update = client.push_all(update_bodies)
+    return client.push_all(create_bodies), client.push_all(update_bodies)
+
+
+def _ours(client: SyncClient, result: Result, prefix: str, n: int, batch: int) -> float:
+    t_create, t_update = creates_then_updates(client, prefix, n, batch)
     result.add(f"ours create @{batch}", n / t_create, "changes/s")
     result.add(f"ours update @{batch}", n / t_update, "changes/s")
     rate = 2 * n / (t_create + t_update)
@@ -121,8 +128,15 @@ def _check(
     batches: list[int],
 ) -> None:
     """Every push result was already checked as applied; here the merged state must show the updates."""
-    last = f"r{reps - 1}b{batches[-1]}"
-    view = client.entity(workload.COLLECTION, workload.entity_id(last, n - 1))
+    check_last_entity(client, result, f"r{reps - 1}b{batches[-1]}", n)
+    if pouch is not None:
+        info = pouch.http.get(f"/{db}").json()
+        result.check("pouchdb doc count", n * reps * len(batches), info["doc_count"])
+
+
+def check_last_entity(client: SyncClient, result: Result, prefix: str, n: int) -> None:
+    """The last delivery of :func:`creates_then_updates` shows its creation and its update, and nothing else."""
+    view = client.entity(workload.COLLECTION, workload.entity_id(prefix, n - 1))
     fields = {name: f["value"] for name, f in view["fields"].items()}
     expected = {
         "status": "delivered",
@@ -131,7 +145,4 @@ def _check(
         "scanned": [f"parcel-{n - 1}"],
     }
     result.check("merged state of the last entity", expected, fields)
-    result.check("entity version vector", {f"dev-{last}": 2 * n}, view["vv"])
-    if pouch is not None:
-        info = pouch.http.get(f"/{db}").json()
-        result.check("pouchdb doc count", n * reps * len(batches), info["doc_count"])
+    result.check("entity version vector", {f"dev-{prefix}": 2 * n}, view["vv"])

@@ -21,7 +21,7 @@ from benchmarks.raw import RawTable
 from benchmarks.results import Result
 from benchmarks.runner import Context, order
 from benchmarks.server import OurServer, our_server
-from benchmarks.wire import Json, SyncClient, push_bodies
+from benchmarks.wire import Json, OnPage, PullEnd, SyncClient, push_bodies
 
 DEFAULTS = {"entities": 20_000, "page": 1000, "reps": 3}
 QUICK = {"entities": 2_000, "page": 1000, "reps": 2}
@@ -75,13 +75,25 @@ def run(ctx: Context, result: Result) -> None:
             ctx.progress.advance(task)
 
 
+def fresh_pull(
+    server: OurServer, tenant: str, device: str, page: int, on_page: OnPage | None = None, up_to: int | None = None
+) -> tuple[float, PullEnd]:
+    """A fresh device of a tenant-wide user (a dispatcher: new token, new connection, no cursor) pulls.
+
+    It pulls to the end, or stops after the page that brings it to ``up_to`` entities; returns the
+    seconds the pull took (the connection is opened before the clock starts) and where it ended.
+    """
+    with SyncClient(server.base, server.headers(tenant, device, "dispatcher")) as client:
+        t0 = time.perf_counter()
+        end = client.pull_to_end(None, page, on_page=on_page, up_to=up_to)
+        return time.perf_counter() - t0, end
+
+
 def _pull_ours(server: OurServer, tenant: str, rep: int, m: int, page: int, result: Result) -> float:
     last: list[Json] = []
-    # A fresh device of a tenant-wide user (a dispatcher): new token, new connection, no cursor.
-    with SyncClient(server.base, server.headers(tenant, f"fresh-{rep}", "dispatcher")) as client:
-        t0 = time.perf_counter()
-        end = client.pull_to_end(None, page, on_page=lambda items: last.__setitem__(slice(None), items[-1:]))
-        seconds = time.perf_counter() - t0
+    seconds, end = fresh_pull(
+        server, tenant, f"fresh-{rep}", page, on_page=lambda items: last.__setitem__(slice(None), items[-1:])
+    )
     result.check("entities pulled", m, end.entities)
     fields = {k: v["value"] for k, v in last[0]["fields"].items()}
     result.check(

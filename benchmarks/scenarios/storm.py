@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import uvloop
 
+from benchmarks.backends import Backend
 from benchmarks.results import Result
 from benchmarks.runner import Context
 from benchmarks.server import OurServer, our_server
@@ -157,7 +158,9 @@ def _visible(server: OurServer, dev: Device, page: int) -> set[str]:
     return seen
 
 
-def _check(server: OurServer, tenant: str, devices: list[Device], k: int, page: int, result: Result) -> None:
+def _check(
+    server: OurServer, tenant: str, devices: list[Device], k: int, page: int, result: Result, label: str = ""
+) -> None:
     """Every device holds the head version of everything it may see; every delivery has its expected state.
 
     What a driver may see depends on whether pulls are scoped to the token's
@@ -174,9 +177,9 @@ def _check(server: OurServer, tenant: str, devices: list[Device], k: int, page: 
     for dev in samples:
         visible = _visible(server, dev, page)
         detail = f"{len(visible)} visible, {len(dev.seen)} pulled"
-        result.check(f"{dev.replica} pulled exactly what it may see", True, visible == set(dev.seen), detail)
+        result.check(f"{label}{dev.replica} pulled exactly what it may see", True, visible == set(dev.seen), detail)
         sizes.add(len(visible))
-    result.check("devices in the sample see as many entities", 1, len(sizes))
+    result.check(f"{label}devices in the sample see as many entities", 1, len(sizes))
     result.params["entities_visible_per_device"] = sizes.pop()
     expected = result.params["entities_visible_per_device"]
     behind = sum(
@@ -184,7 +187,7 @@ def _check(server: OurServer, tenant: str, devices: list[Device], k: int, page: 
         for dev in devices
         if len(dev.seen) != expected or dev.entity not in dev.seen or any(head.get(e) != s for e, s in dev.seen.items())
     )
-    result.check("devices converged on the server's head", 0, behind, f"of {len(devices)} devices")
+    result.check(f"{label}devices converged on the server's head", 0, behind, f"of {len(devices)} devices")
     wrong = 0
     for i, dev in enumerate(devices):
         view = final.get(dev.entity)
@@ -192,7 +195,64 @@ def _check(server: OurServer, tenant: str, devices: list[Device], k: int, page: 
         vv = view["vv"] if view else {}
         if fields != _expected(i, k) or vv != {DISPATCH: i + 1, dev.replica: k}:
             wrong += 1
-    result.check("deliveries with the expected merged state", 0, wrong, f"of {len(devices)} deliveries")
+    result.check(f"{label}deliveries with the expected merged state", 0, wrong, f"of {len(devices)} deliveries")
+
+
+@dataclass
+class StormRun:
+    """One storm on a fresh server process, with the server's memory around it."""
+
+    storm: Storm
+    rss_before: int
+    peak_rss: int
+
+
+def reconnect_storm(
+    backend: Backend, d: int, k: int, batch: int, page: int, result: Result, log_name: str, label: str = ""
+) -> StormRun:
+    """Seed, then storm ``d`` devices x ``k`` changes on a fresh server process, and check the end state.
+
+    A fresh server per storm, so ``VmHWM`` is this storm's peak. ``label`` prefixes the check names,
+    so several storms can be checked in one result.
+    """
+    with our_server(backend, log_name) as server:
+        tenant = server.tenant("storm")
+        cursor = _seed(server, tenant, d, page)
+        devices = [
+            Device(
+                f"phone-{i}",
+                f"driver-{i}",
+                _entity(i),
+                server.headers(tenant, f"driver-{i}", "driver", (f"driver:driver-{i}",)),
+                _outbox(i, k, batch),
+                cursor=cursor,
+            )
+            for i in range(d)
+        ]
+        rss_before = server.rss_bytes()
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            storm = runner.run(_storm(server.base, devices, page))
+        peak = server.peak_rss_bytes()
+        _check(server, tenant, devices, k, page, result, label)
+    return StormRun(storm, rss_before, peak)
+
+
+def record(result: Result, run: StormRun, d: int, k: int, rep: int, prefix: str = "") -> None:
+    """Add one storm's figures to ``result``, each name after ``prefix``."""
+    storm = run.storm
+    lat = sorted(storm.latencies_ms)
+    result.add(f"{prefix}drained and pulled to the end", storm.total_s, "s")
+    result.add(f"{prefix}drained (last push acknowledged)", storm.drained_s, "s")
+    result.add(f"{prefix}every device pushed and pulled once", storm.first_round_s, "s")
+    result.add(f"{prefix}push p50", statistics.median(lat), "ms")
+    result.add(f"{prefix}push p99", lat[min(len(lat) - 1, int(0.99 * len(lat)))], "ms")
+    result.add(f"{prefix}push throughput while draining", d * k / storm.drained_s, "changes/s")
+    result.add(f"{prefix}server RSS before the storm", run.rss_before / 2**20, "MiB")
+    result.add(f"{prefix}peak server RSS", run.peak_rss / 2**20, "MiB")
+    result.add(f"{prefix}entity views pulled by all devices", storm.pulled, "entities")
+    result.add(f"{prefix}requests retried (429, 5xx, network)", storm.retries.total, "requests")
+    if storm.retries.total:
+        result.notes.append(f"{prefix}repetition {rep + 1}: devices retried {storm.retries.by_status} (status: count)")
 
 
 def run(ctx: Context, result: Result) -> None:
@@ -200,41 +260,10 @@ def run(ctx: Context, result: Result) -> None:
     batch, page = int(ctx.params["push_batch"]), int(ctx.params["page"])
     task = ctx.progress.add_task(f"storm {d:,} devices x {k} changes", total=ctx.reps)
     for rep in range(ctx.reps):
-        # A fresh server process per repetition, so VmHWM is this storm's peak.
-        with our_server(ctx.backend, f"server-{rep}.log") as server:
-            tenant = server.tenant("storm")
-            cursor = _seed(server, tenant, d, page)
-            devices = [
-                Device(
-                    f"phone-{i}",
-                    f"driver-{i}",
-                    _entity(i),
-                    server.headers(tenant, f"driver-{i}", "driver", (f"driver:driver-{i}",)),
-                    _outbox(i, k, batch),
-                    cursor=cursor,
-                )
-                for i in range(d)
-            ]
-            rss_before = server.rss_bytes()
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                storm = runner.run(_storm(server.base, devices, page))
-            peak = server.peak_rss_bytes()
-            _check(server, tenant, devices, k, page, result)
-        lat = sorted(storm.latencies_ms)
-        result.add("drained and pulled to the end", storm.total_s, "s")
-        result.add("drained (last push acknowledged)", storm.drained_s, "s")
-        result.add("every device pushed and pulled once", storm.first_round_s, "s")
-        result.add("push p50", statistics.median(lat), "ms")
-        result.add("push p99", lat[min(len(lat) - 1, int(0.99 * len(lat)))], "ms")
-        result.add("push throughput while draining", d * k / storm.drained_s, "changes/s")
-        result.add("server RSS before the storm", rss_before / 2**20, "MiB")
-        result.add("peak server RSS", peak / 2**20, "MiB")
-        result.add("entity views pulled by all devices", storm.pulled, "entities")
-        result.add("requests retried (429, 5xx, network)", storm.retries.total, "requests")
-        if storm.retries.total:
-            result.notes.append(f"repetition {rep + 1}: devices retried {storm.retries.by_status} (status: count)")
+        storm = reconnect_storm(ctx.backend, d, k, batch, page, result, f"server-{rep}.log")
+        record(result, storm, d, k, rep)
         result.series.setdefault("push latency (ms), every push of every repetition", []).extend(
-            round(x, 3) for x in storm.latencies_ms
+            round(x, 3) for x in storm.storm.latencies_ms
         )
         ctx.progress.advance(task)
     if result.params.get("entities_visible_per_device", 0) > 1:
