@@ -1,8 +1,13 @@
-"""One PNG per result: medians with min-max whiskers per unit, the ratios, and any raw samples."""
+"""One PNG per result: medians with min-max whiskers per unit, the ratios, and any raw samples.
+
+A scenario that measures a figure against a parameter (the scaling run) draws lines instead:
+:func:`lines`, one panel per :class:`Curves`.
+"""
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +16,7 @@ matplotlib.use("Agg")  # no display: files only
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from benchmarks.report import fmt
 from benchmarks.results import Result
@@ -40,6 +46,16 @@ def _bars(
         ax.annotate(f"  {fmt(m)}", (max(v), y), va="center", fontsize=7)
 
 
+def _save(fig: Figure, result: Result, path: Path) -> Path:
+    """Title the figure with the run (scenario, backend, mode, CPUs), write it, and free it."""
+    mode = "quick" if result.quick else "full"
+    fig.suptitle(f"{result.scenario} on {result.backend} ({mode}, {result.machine.get('cpus')} CPUs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot(result: Result, path: Path) -> Path:
     by_unit: dict[str, list[str]] = {}
     for name in result.figures:
@@ -64,9 +80,46 @@ def plot(result: Result, path: Path) -> Path:
         ax.hist(samples, bins=50, color="tab:orange")
         ax.set_xlabel(name)
         ax.set_ylabel("count")
-    mode = "quick" if result.quick else "full"
-    fig.suptitle(f"{result.scenario} on {result.backend} ({mode}, {result.machine.get('cpus')} CPUs)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, result, path)
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One panel of :func:`lines`: for each label, the figure names measured at each of ``xs``."""
+
+    xlabel: str
+    ylabel: str
+    xs: list[float]
+    curves: dict[str, list[str]]
+    logx: bool = False
+    logy: bool = False
+
+
+def lines(result: Result, path: Path, panels: list[Curves]) -> Path:
+    """Medians with min-max whiskers against a parameter, one panel per :class:`Curves`; missing points are skipped."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.4 * len(panels) + 1), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        for label, names in panel.curves.items():
+            points = [(x, result.figures[n]) for x, n in zip(panel.xs, names, strict=True) if result.figures.get(n)]
+            if not points:
+                continue
+            xs = [x for x, _ in points]
+            medians = [statistics.median(v) for _, v in points]
+            low = [m - min(v) for m, (_, v) in zip(medians, points, strict=True)]
+            high = [max(v) - m for m, (_, v) in zip(medians, points, strict=True)]
+            ax.errorbar(xs, medians, yerr=[low, high], marker="o", capsize=3, label=label)
+            for x, m in zip(xs, medians, strict=True):
+                ax.annotate(f" {fmt(m)}", (x, m), fontsize=7)
+        if panel.logx:
+            ax.set_xscale("log")
+        if panel.logy:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_xticks(panel.xs, [fmt(x) for x in panel.xs])
+        ax.minorticks_off()
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, result, path)

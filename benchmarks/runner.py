@@ -58,6 +58,8 @@ class Scenario:
     quick_time_limit_s: int = 300
     needs: str | None = None
     """Why the scenario cannot run yet (a missing feature); it is skipped with this message."""
+    plot: Callable[[Result, Path], Path] = plots.plot
+    """Draws the result's PNG; the default is one bar panel per unit (:func:`benchmarks.plots.plot`)."""
 
     def params(self, quick: bool, overrides: Mapping[str, Any]) -> Params:
         params = {**self.defaults, **(self.quick if quick else {})}
@@ -227,7 +229,7 @@ def run_scenario(scenario: Scenario, options: Options) -> Outcome:
         status = 1
     result.elapsed_s = time.perf_counter() - t0
     result.machine["load_avg_at_end"] = list(os.getloadavg())
-    _finish(result, options, status)
+    _finish(result, options, status, scenario.plot)
     if status == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         return "passed"
@@ -239,7 +241,7 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
-def _finish(result: Result, options: Options, status: int) -> None:
+def _finish(result: Result, options: Options, status: int, plot: Callable[[Result, Path], Path]) -> None:
     from benchmarks.report import print_result
 
     if not result.figures and not result.checks:
@@ -247,7 +249,7 @@ def _finish(result: Result, options: Options, status: int) -> None:
     path = result.write(options.results_dir)
     written = [_shown(path)]
     if options.plot and result.figures:
-        written.append(_shown(plots.plot(result, path.with_suffix(".png"))))
+        written.append(_shown(plot(result, path.with_suffix(".png"))))
     console.print("wrote " + ", ".join(written))
     print_result(result, console)
     for reason in result.skipped:
