@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from benchmarks.runner import Scenario
-from benchmarks.scenarios import attachments, conflicts, fanout, footprint, idle, ingest, pull, storm, text
+from benchmarks.scenarios import (
+    attachments,
+    conflicts,
+    fanout,
+    footprint,
+    idle,
+    ingest,
+    pull,
+    scaling,
+    storm,
+    text,
+)
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -53,6 +64,17 @@ SCENARIOS: dict[str, Scenario] = {
             attachments.run,
             attachments.DEFAULTS,
             attachments.QUICK,
+        ),
+        Scenario(
+            "scaling",
+            10,
+            "Scaling: ingest and pull at 10k, 100k and 1M stored entities; storms of 100 to 3,000 devices",
+            "changes/s",
+            scaling.run,
+            scaling.DEFAULTS,
+            scaling.QUICK,
+            time_limit_s=3600,
+            plot=scaling.plot,
         ),
     )
 }

@@ -19,7 +19,7 @@ from benchmarks.scenarios.text import TRACES
 from tests import services
 
 ROOT = Path(__file__).resolve().parents[2]
-MEASURED = ["ingest", "pull", "storm", "fanout", "conflicts", "idle", "footprint", "text"]
+MEASURED = ["ingest", "pull", "storm", "fanout", "conflicts", "idle", "footprint", "scaling", "text"]
 TIMEOUT_S = 600
 
 
