@@ -121,5 +121,6 @@ def lines(result: Result, path: Path, panels: list[Curves]) -> Path:
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a run stopped early may have no point to draw
+            ax.legend(fontsize=8)
     return _save(fig, result, path)
