@@ -1,5 +1,11 @@
 """How each encrypted column is serialized (msgpack) and sealed, and under which AAD row id.
 
+Every plaintext is framed (``compact.frame``: zstd against a built-in dictionary when it saves
+bytes) before it is sealed, and unframed after it is opened; rows written before the frame
+existed read as they always did. Entity states are stored in the compact encoding
+(``compact.encode_entity``). The change log's integrity chain hashes the ops' canonical msgpack
+(``encode_ops``), never the framed bytes, so compression changes no chain link.
+
 Row ids in the AAD are built only from the row's own plaintext key columns, so
 the server can always recompute them, and moving a blob to any other row fails.
 """
@@ -15,6 +21,7 @@ from msgspec import Struct
 from syncproto.merge import EntityState
 from syncproto.messages import ConflictValue, Op
 from syncserver.keys.keyring import TenantCipher
+from syncserver.sync import compact
 from syncstore.records import ChangeRecord, EntityRecord
 
 
@@ -36,7 +43,7 @@ class StoredConflict(Struct, gc=False):
 
 
 _entity_enc = msgspec.msgpack.Encoder()
-_entity_dec = msgspec.msgpack.Decoder(StoredEntity)
+_legacy_entity_dec = msgspec.msgpack.Decoder(StoredEntity)
 _ops_dec = msgspec.msgpack.Decoder(StoredOps)
 _conflict_dec = msgspec.msgpack.Decoder(StoredConflict)
 
@@ -67,13 +74,27 @@ def dead_letter_row(replica: str, n: int, change_id: str) -> str:
 def seal_entity(
     cipher: TenantCipher, collection: str, entity_id: str, stored: StoredEntity, seq: int, chain: bytes | None
 ) -> tuple[int, bytes]:
-    return cipher.seal("entities", entity_row(collection, entity_id, seq, chain), _entity_enc.encode(stored))
+    return cipher.seal("entities", entity_row(collection, entity_id, seq, chain), encode_entity(stored))
 
 
 def open_entity(cipher: TenantCipher, row: EntityRecord) -> StoredEntity:
     """The row's state; raises ``DecryptionError`` if it is not this row's (moved, altered, rolled back)."""
     aad_row = entity_row(row.collection, row.entity_id, row.seq, row.chain)
-    return _entity_dec.decode(cipher.open("entities", aad_row, row.key_version, row.state))
+    return decode_entity(cipher.open("entities", aad_row, row.key_version, row.state))
+
+
+def encode_entity(stored: StoredEntity) -> bytes:
+    """The framed plaintext an entity state is sealed as."""
+    return compact.frame(compact.encode_entity(stored.state, stored.field_seq))
+
+
+def decode_entity(plaintext: bytes) -> StoredEntity:
+    """An entity state from its sealed plaintext, framed (compact) or legacy (msgpack of ``StoredEntity``)."""
+    framed, body = compact.unframe(plaintext)
+    if not framed:
+        return _legacy_entity_dec.decode(body)
+    state, field_seq = compact.decode_entity(body)
+    return StoredEntity(state, field_seq)
 
 
 def encode_ops(ops: list[Op]) -> bytes:
@@ -84,13 +105,17 @@ def encode_ops(ops: list[Op]) -> bytes:
 def seal_ops(
     cipher: TenantCipher, collection: str, entity_id: str, seq: int, chain: bytes | None, plaintext: bytes
 ) -> tuple[int, bytes]:
-    return cipher.seal("changes", change_row(collection, entity_id, seq, chain), plaintext)
+    """Seal ``plaintext`` (``encode_ops``) framed, usually compressed."""
+    return cipher.seal("changes", change_row(collection, entity_id, seq, chain), compact.frame(plaintext))
 
 
 def open_ops_plaintext(cipher: TenantCipher, row: ChangeRecord) -> bytes:
-    """The row's sealed ops as stored plaintext; raises ``DecryptionError`` if it is not this row's."""
+    """The row's ops as ``encode_ops`` made them (what the chain hashes), unframed and decompressed.
+
+    Raises ``DecryptionError`` if it is not this row's.
+    """
     aad_row = change_row(row.collection, row.entity_id, row.seq, row.chain)
-    return cipher.open("changes", aad_row, row.key_version, row.payload)
+    return compact.unframe(cipher.open("changes", aad_row, row.key_version, row.payload))[1]
 
 
 def decode_ops(plaintext: bytes) -> list[Op]:
@@ -104,21 +129,25 @@ def open_ops(cipher: TenantCipher, row: ChangeRecord) -> list[Op]:
 def seal_conflict(
     cipher: TenantCipher, collection: str, entity_id: str, seq: int, idx: int, body: StoredConflict
 ) -> tuple[int, bytes]:
-    return cipher.seal("conflicts", conflict_row(collection, entity_id, seq, idx), _entity_enc.encode(body))
+    plaintext = compact.frame(_entity_enc.encode(body))
+    return cipher.seal("conflicts", conflict_row(collection, entity_id, seq, idx), plaintext)
 
 
 def open_conflict(
     cipher: TenantCipher, collection: str, entity_id: str, seq: int, idx: int, version: int, blob: bytes
 ) -> StoredConflict:
-    return _conflict_dec.decode(cipher.open("conflicts", conflict_row(collection, entity_id, seq, idx), version, blob))
+    plaintext = cipher.open("conflicts", conflict_row(collection, entity_id, seq, idx), version, blob)
+    return _conflict_dec.decode(compact.unframe(plaintext)[1])
 
 
 def seal_dead_letter(cipher: TenantCipher, replica: str, n: int, change_id: str, raw: Any) -> tuple[int, bytes]:
-    return cipher.seal("dead_letters", dead_letter_row(replica, n, change_id), _entity_enc.encode(raw))
+    plaintext = compact.frame(_entity_enc.encode(raw))
+    return cipher.seal("dead_letters", dead_letter_row(replica, n, change_id), plaintext)
 
 
 def open_dead_letter(cipher: TenantCipher, replica: str, n: int, change_id: str, version: int, blob: bytes) -> Any:
-    return msgspec.msgpack.decode(cipher.open("dead_letters", dead_letter_row(replica, n, change_id), version, blob))
+    plaintext = cipher.open("dead_letters", dead_letter_row(replica, n, change_id), version, blob)
+    return msgspec.msgpack.decode(compact.unframe(plaintext)[1])
 
 
 def sealed_row_id(table: str, names: Mapping[str, object]) -> str:
