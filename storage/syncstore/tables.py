@@ -34,6 +34,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     select,
+    true,
 )
 
 ID = 128
@@ -111,8 +112,16 @@ entities = Table(
     PrimaryKeyConstraint("tenant_id", "collection", "entity_id"),
     # pull: entities changed after a cursor, in seq order.
     Index("ix_entities_tenant_seq", "tenant_id", "seq"),
-    # purge_tombstones: deleted entities older than a cutoff.
-    Index("ix_entities_tenant_tombstones", "tenant_id", "deleted", "updated_at"),
+)
+
+# purge_tombstones: deleted entities older than a cutoff. Partial: live entities, the vast majority, have no
+# entry (migration 0006_footprint). The query's ``deleted = true`` term is what lets the planner use it.
+Index(
+    "ix_entities_tenant_tombstones",
+    entities.c.tenant_id,
+    entities.c.updated_at,
+    sqlite_where=entities.c.deleted == true(),
+    postgresql_where=entities.c.deleted == true(),
 )
 
 changes = Table(
@@ -235,6 +244,8 @@ entity_channels = Table(
     PrimaryKeyConstraint("tenant_id", "collection", "entity_id", "channel"),
     # Scoped pull and evictions: a channel's rows changed after a cursor.
     Index("ix_entity_channels_tenant_channel_seq", "tenant_id", "channel", "seq"),
+    # SQLite: the rows live in the primary key's b-tree, with no second copy of the key (0006_footprint).
+    sqlite_with_rowid=False,
 )
 
 # Data-subject export: every change one user made, in seq order.
