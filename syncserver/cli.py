@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from typing import Any
@@ -21,6 +22,8 @@ from syncserver.keys import devsecrets
 from syncserver.keys.cli import run_services
 from syncserver.services import Services
 from syncserver.settings import Settings
+from syncserver.sync.compaction import CompactResult, PayloadCompactor
+from syncstore.keystore import KeyStore
 from syncstore.migrate import upgrade
 from syncstore.store import TenantExists
 
@@ -161,6 +164,45 @@ def gc(settings: Settings, tenant_id: str | None) -> None:
 
     removed, deleted, abandoned = run_services(settings, collect)
     console.print(f"collected {removed} tombstones, {deleted} attachments, {abandoned} abandoned uploads")
+
+
+@main.command()
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
+@click.option("--batch-size", default=500, show_default=True, help="Rows per transaction.")
+@click.option("--restart", is_flag=True, help="Ignore the saved position and scan every row again.")
+@click.pass_obj
+def compact(settings: Settings, tenant_id: str | None, batch_size: int, restart: bool) -> None:
+    """Rewrite rows stored before compact payloads (ADR 0029) in the compact, compressed format.
+
+    Online and resumable: interrupt it and run it again; the position is kept under SYNC_DATA_DIR/compact.
+    Rows written by this release are left as they are."""
+
+    async def run(s: Services) -> list[CompactResult]:
+        if not isinstance(s.store, KeyStore):
+            raise click.ClickException("this store keeps no sealed rows to compact")
+        compactor = PayloadCompactor(s.store, s.keyring, settings.data_dir / "compact")
+        ids = [tenant_id] if tenant_id else [t.id for t in await s.store.list_tenants()]
+        results = []
+        with keys_cli.progress_bar() as bar:
+            for t in ids:
+                totals = await compactor.rows_to_scan(t)
+                tasks = {table: bar.add_task(f"{t} {table}", total=n) for table, n in totals.items()}
+                step = functools.partial(keys_cli.advance_table, bar, tasks)
+                results.append(await compactor.compact(t, batch_size=batch_size, restart=restart, progress=step))
+        return results
+
+    results = _run(settings, run)
+    failed = 0
+    for r in results:
+        saved = r.bytes_before - r.bytes_after
+        console.print(
+            f"{r.tenant}: {r.rewritten} rows rewritten ({saved:,} bytes of ciphertext fewer), "
+            f"{r.already} already compact, {r.skipped} changed meanwhile, {r.failed} did not open"
+        )
+        failed += r.failed
+    if failed:
+        console.print(f"[red]{failed} rows did not open or decode: run `syncserver verify`[/]")
+        raise SystemExit(1)
 
 
 main.add_command(admin_commands)
