@@ -30,6 +30,7 @@ import zstandard
 from syncproto.crdt import AWSet, Counter, FieldState, Log, LogEntry, Register, Sibling, TextState
 from syncproto.merge import EntityState, Mark
 from syncproto.vv import Dot
+from syncserver.keys.envelope import DecryptionError
 
 MAGIC = 0xC1
 RAW = 0x01
@@ -61,8 +62,11 @@ _compress_1 = zstandard.ZstdCompressor(
 _decompress_1 = zstandard.ZstdDecompressor(dict_data=_dict_1)
 
 
-class FrameError(ValueError):
-    """A sealed plaintext names a frame format this release does not know, or does not decompress."""
+class FrameError(DecryptionError):
+    """A sealed plaintext names a frame format this release does not know, or does not decompress.
+
+    A ``DecryptionError``: every read path already treats a cell it cannot open as damaged (quarantined,
+    reported by ``verify``, rebuilt by ``repair``) instead of failing the request."""
 
 
 def frame(body: bytes) -> bytes:

@@ -120,7 +120,7 @@ class PayloadCompactor:
                     result.already += 1
                     continue
                 blob = _reseal(cipher, table, row_id, row.key_version, plaintext)
-            except (DecryptionError, compact.FrameError, msgspec.DecodeError):
+            except (DecryptionError, msgspec.DecodeError):
                 result.failed += 1
                 continue
             updates.append(Resealed(row.key, row.key_version, row.blob, row.key_version, blob))
