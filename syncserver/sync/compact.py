@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 import zstandard
+from msgspec import Struct
 
 from syncproto.crdt import AWSet, Counter, FieldState, Log, LogEntry, Register, Sibling, TextState
 from syncproto.merge import EntityState, Mark
@@ -111,12 +112,88 @@ def unframe(plaintext: bytes) -> tuple[bool, bytes]:
 #   live, tomb [[r, n, [wall, counter], u], ...]   update and delete marks
 #   other_seq  {name: seq}           field_seq entries of names without a field state
 #
-# It is built from tuples rather than Structs: decoding it into the merge types is on every pull and
-# push, and a typed decode into mirror Structs followed by conversion cost twice as much (ADR 0029).
+# The Structs below encode to exactly that layout (``array_like``, the field kind as an integer tag).
+# They are ``gc=False`` like the merge types: a state is decoded on every push and pull, and objects
+# the garbage collector does not track add nothing to its work. The layout is frozen with the frame
+# formats that carry it (a test pins the bytes of one state).
 
 REGISTER, COUNTER, SET, TEXT, LOG = range(5)
+
+
+class CSibling(Struct, gc=False, array_like=True):
+    value: Any
+    replica: int
+    n: int
+    hlc: tuple[int, int]
+    user: int
+
+
+class CMark(Struct, gc=False, array_like=True):
+    replica: int
+    n: int
+    hlc: tuple[int, int]
+    user: int
+
+
+class CCount(Struct, gc=False, array_like=True):
+    replica: int
+    n: int
+    increments: int
+    decrements: int
+
+
+class CLogEntry(Struct, gc=False, array_like=True):
+    hlc: tuple[int, int]
+    replica: int
+    n: int
+    i: int
+    value: Any
+
+
+class CRegister(Struct, gc=False, array_like=True, tag=REGISTER):
+    name: str
+    seq: int | None
+    siblings: list[CSibling]
+
+
+class CCounter(Struct, gc=False, array_like=True, tag=COUNTER):
+    name: str
+    seq: int | None
+    entries: list[CCount]
+
+
+class CSet(Struct, gc=False, array_like=True, tag=SET):
+    name: str
+    seq: int | None
+    elements: dict[str, list[int]]
+
+
+class CText(Struct, gc=False, array_like=True, tag=TEXT):
+    name: str
+    seq: int | None
+    update: bytes
+
+
+class CLog(Struct, gc=False, array_like=True, tag=LOG):
+    name: str
+    seq: int | None
+    entries: list[CLogEntry]
+
+
+CField = CRegister | CCounter | CSet | CText | CLog
+
+
+class CompactEntity(Struct, gc=False, array_like=True):
+    table: list[str]
+    vv: list[int]
+    fields: list[CField]
+    live: list[CMark]
+    tomb: list[CMark]
+    other_seq: dict[str, int]
+
+
 _enc = msgspec.msgpack.Encoder()
-_dec = msgspec.msgpack.Decoder()
+_dec = msgspec.msgpack.Decoder(CompactEntity)
 
 
 def encode_entity(state: EntityState, field_seq: dict[str, int]) -> bytes:
@@ -125,42 +202,44 @@ def encode_entity(state: EntityState, field_seq: dict[str, int]) -> bytes:
     vv: list[int] = []
     for replica, n in state.vv.items():
         vv += (ix.setdefault(replica, len(ix)), n)
-    fields = []
-    for name, fs in state.fields.items():
-        kind, body = _ENCODE[type(fs)](fs, ix)
-        fields.append((kind, name, field_seq.get(name), body))
-    live = [(ix.setdefault(m.replica, len(ix)), m.n, m.hlc, ix.setdefault(m.user, len(ix))) for m in state.live]
-    tomb = [(ix.setdefault(m.replica, len(ix)), m.n, m.hlc, ix.setdefault(m.user, len(ix))) for m in state.tomb]
+    fields = [_ENCODE[type(fs)](name, field_seq.get(name), fs, ix) for name, fs in state.fields.items()]
+    live = [CMark(ix.setdefault(m.replica, len(ix)), m.n, m.hlc, ix.setdefault(m.user, len(ix))) for m in state.live]
+    tomb = [CMark(ix.setdefault(m.replica, len(ix)), m.n, m.hlc, ix.setdefault(m.user, len(ix))) for m in state.tomb]
     other = {k: v for k, v in field_seq.items() if k not in state.fields}
-    return _enc.encode((list(ix), vv, fields, live, tomb, other))
+    return _enc.encode(CompactEntity(list(ix), vv, fields, live, tomb, other))
 
 
-def _register(fs: Register, ix: dict[str, int]) -> tuple[int, Any]:
-    return REGISTER, [
-        (s.value, ix.setdefault(s.replica, len(ix)), s.n, s.hlc, ix.setdefault(s.user, len(ix))) for s in fs.siblings
-    ]
+def _register(name: str, seq: int | None, fs: Register, ix: dict[str, int]) -> CField:
+    return CRegister(
+        name,
+        seq,
+        [
+            CSibling(s.value, ix.setdefault(s.replica, len(ix)), s.n, s.hlc, ix.setdefault(s.user, len(ix)))
+            for s in fs.siblings
+        ],
+    )
 
 
-def _counter(fs: Counter, ix: dict[str, int]) -> tuple[int, Any]:
-    return COUNTER, [(ix.setdefault(r, len(ix)), n, inc, dec) for r, (n, inc, dec) in fs.entries.items()]
+def _counter(name: str, seq: int | None, fs: Counter, ix: dict[str, int]) -> CField:
+    return CCounter(name, seq, [CCount(ix.setdefault(r, len(ix)), *entry) for r, entry in fs.entries.items()])
 
 
-def _set(fs: AWSet, ix: dict[str, int]) -> tuple[int, Any]:
+def _set(name: str, seq: int | None, fs: AWSet, ix: dict[str, int]) -> CField:
     elements = {}
     for key, dots in fs.elements.items():
         flat: list[int] = []
         for d in dots:
             flat += (ix.setdefault(d.replica, len(ix)), d.n)
         elements[key] = flat
-    return SET, elements
+    return CSet(name, seq, elements)
 
 
-def _text(fs: TextState, ix: dict[str, int]) -> tuple[int, Any]:
-    return TEXT, fs.update
+def _text(name: str, seq: int | None, fs: TextState, ix: dict[str, int]) -> CField:
+    return CText(name, seq, fs.update)
 
 
-def _log(fs: Log, ix: dict[str, int]) -> tuple[int, Any]:
-    return LOG, [(e.hlc, ix.setdefault(e.replica, len(ix)), e.n, e.i, e.value) for e in fs.entries]
+def _log(name: str, seq: int | None, fs: Log, ix: dict[str, int]) -> CField:
+    return CLog(name, seq, [CLogEntry(e.hlc, ix.setdefault(e.replica, len(ix)), e.n, e.i, e.value) for e in fs.entries])
 
 
 _ENCODE: dict[type, Any] = {Register: _register, Counter: _counter, AWSet: _set, TextState: _text, Log: _log}
@@ -169,43 +248,45 @@ _ENCODE: dict[type, Any] = {Register: _register, Counter: _counter, AWSet: _set,
 def decode_entity(body: bytes) -> tuple[EntityState, dict[str, int]]:
     """The entity state and per-field change seqs of a compact body."""
     try:
-        t, vv, raw_fields, live, tomb, other = _dec.decode(body)
+        c = _dec.decode(body)
+        t = c.table
         fields: dict[str, FieldState] = {}
         field_seq: dict[str, int] = {}
-        for kind, name, seq, b in raw_fields:
-            fields[name] = _DECODE[kind](b, t)
-            if seq is not None:
-                field_seq[name] = seq
-        field_seq.update(other)
+        for f in c.fields:
+            fields[f.name] = _DECODE[type(f)](f, t)
+            if f.seq is not None:
+                field_seq[f.name] = f.seq
+        field_seq.update(c.other_seq)
+        vv = c.vv
         state = EntityState(
             {t[vv[i]]: vv[i + 1] for i in range(0, len(vv), 2)},
             fields,
-            [Mark(t[r], n, (h[0], h[1]), t[u]) for r, n, h, u in live],
-            [Mark(t[r], n, (h[0], h[1]), t[u]) for r, n, h, u in tomb],
+            [Mark(t[m.replica], m.n, m.hlc, t[m.user]) for m in c.live],
+            [Mark(t[m.replica], m.n, m.hlc, t[m.user]) for m in c.tomb],
         )
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
+    except (ValueError, IndexError) as exc:  # msgspec.DecodeError is a ValueError
         raise FrameError(f"not a compact entity body: {exc!r}") from exc
     return state, field_seq
 
 
-def _d_register(b: Any, t: list[str]) -> FieldState:
-    return Register([Sibling(v, t[r], n, (h[0], h[1]), t[u]) for v, r, n, h, u in b])
+def _d_register(f: CRegister, t: list[str]) -> FieldState:
+    return Register([Sibling(s.value, t[s.replica], s.n, s.hlc, t[s.user]) for s in f.siblings])
 
 
-def _d_counter(b: Any, t: list[str]) -> FieldState:
-    return Counter({t[r]: (n, inc, dec) for r, n, inc, dec in b})
+def _d_counter(f: CCounter, t: list[str]) -> FieldState:
+    return Counter({t[e.replica]: (e.n, e.increments, e.decrements) for e in f.entries})
 
 
-def _d_set(b: Any, t: list[str]) -> FieldState:
-    return AWSet({k: [Dot(t[fl[i]], fl[i + 1]) for i in range(0, len(fl), 2)] for k, fl in b.items()})
+def _d_set(f: CSet, t: list[str]) -> FieldState:
+    return AWSet({k: [Dot(t[fl[i]], fl[i + 1]) for i in range(0, len(fl), 2)] for k, fl in f.elements.items()})
 
 
-def _d_text(b: Any, t: list[str]) -> FieldState:
-    return TextState(b)
+def _d_text(f: CText, t: list[str]) -> FieldState:
+    return TextState(f.update)
 
 
-def _d_log(b: Any, t: list[str]) -> FieldState:
-    return Log([LogEntry((h[0], h[1]), t[r], n, i, v) for h, r, n, i, v in b])
+def _d_log(f: CLog, t: list[str]) -> FieldState:
+    return Log([LogEntry(e.hlc, t[e.replica], e.n, e.i, e.value) for e in f.entries])
 
 
-_DECODE = (_d_register, _d_counter, _d_set, _d_text, _d_log)
+_DECODE: dict[type, Any] = {CRegister: _d_register, CCounter: _d_counter, CSet: _d_set, CText: _d_text, CLog: _d_log}

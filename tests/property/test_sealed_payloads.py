@@ -105,6 +105,26 @@ def test_every_field_kind_round_trips_and_shares_one_name_table() -> None:
     assert payloads.decode_entity(payloads.encode_entity(stored)) == stored
 
 
+def test_the_compact_layout_is_frozen() -> None:
+    # Rows in this layout exist on disk: a change to the Structs that changes these bytes needs a new format.
+    hlc = (1_765_000_000_000, 2)
+    state = EntityState(
+        {"p": 3},
+        {"status": Register([Sibling("done", "p", 3, hlc, "u")]), "cod": Counter({"p": (2, 5, 1)})},
+        [Mark("p", 3, hlc, "u")],
+        [],
+    )
+    body = compact.encode_entity(state, {"status": 3, "cod": 2, "gone": 1})
+    assert msgspec.msgpack.decode(body) == [
+        ["p", "u"],
+        [0, 3],
+        [[0, "status", 3, [["done", 0, 3, [1_765_000_000_000, 2], 1]]], [1, "cod", 2, [[0, 2, 5, 1]]]],
+        [[0, 3, [1_765_000_000_000, 2], 1]],
+        [],
+        {"gone": 1},
+    ]
+
+
 def test_rows_written_before_the_frame_still_read() -> None:
     hlc = (1_765_000_000_000, 0)
     stored = payloads.StoredEntity(
