@@ -191,7 +191,7 @@ def compact(settings: Settings, tenant_id: str | None, batch_size: int, restart:
                 results.append(await compactor.compact(t, batch_size=batch_size, restart=restart, progress=step))
         return results
 
-    results = _run(settings, run)
+    results = run_services(settings, run)
     failed = 0
     for r in results:
         saved = r.bytes_before - r.bytes_after

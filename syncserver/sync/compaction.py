@@ -1,4 +1,4 @@
-"""Convert a tenant's sealed rows written before ADR 0029 to the compact, compressed payloads, in place.
+"""Convert a tenant's sealed rows written before ADR 0029 to framed, compressed payloads, in place.
 
     compactor = PayloadCompactor(store, keyring, marks=Path(".sync/compact"))
     result = await compactor.compact("acme", batch_size=500)

@@ -2,8 +2,7 @@
 
 Every plaintext is framed (``compact.frame``: zstd against a built-in dictionary when it saves
 bytes) before it is sealed, and unframed after it is opened; rows written before the frame
-existed read as they always did. Entity states are stored in the compact encoding
-(``compact.encode_entity``). The change log's integrity chain hashes the ops' canonical msgpack
+existed read as they always did. The change log's integrity chain hashes the ops' canonical msgpack
 (``encode_ops``), never the framed bytes, so compression changes no chain link.
 
 Row ids in the AAD are built only from the row's own plaintext key columns, so
@@ -43,7 +42,7 @@ class StoredConflict(Struct, gc=False):
 
 
 _entity_enc = msgspec.msgpack.Encoder()
-_legacy_entity_dec = msgspec.msgpack.Decoder(StoredEntity)
+_entity_dec = msgspec.msgpack.Decoder(StoredEntity)
 _ops_dec = msgspec.msgpack.Decoder(StoredOps)
 _conflict_dec = msgspec.msgpack.Decoder(StoredConflict)
 
@@ -85,16 +84,18 @@ def open_entity(cipher: TenantCipher, row: EntityRecord) -> StoredEntity:
 
 def encode_entity(stored: StoredEntity) -> bytes:
     """The framed plaintext an entity state is sealed as."""
-    return compact.frame(compact.encode_entity(stored.state, stored.field_seq))
+    return compact.frame(_entity_enc.encode(stored))
 
 
 def decode_entity(plaintext: bytes) -> StoredEntity:
-    """An entity state from its sealed plaintext, framed (compact) or legacy (msgpack of ``StoredEntity``)."""
-    framed, body = compact.unframe(plaintext)
-    if not framed:
-        return _legacy_entity_dec.decode(body)
-    state, field_seq = compact.decode_entity(body)
-    return StoredEntity(state, field_seq)
+    """An entity state from its sealed plaintext, framed or written before the frame (msgpack either way).
+
+    An authenticated plaintext that does not decode is a ``FrameError`` (a ``DecryptionError``): read paths
+    quarantine the row as they do any cell that does not open."""
+    try:
+        return _entity_dec.decode(compact.unframe(plaintext)[1])
+    except msgspec.DecodeError as exc:
+        raise compact.FrameError(f"an entity state that does not decode: {exc}") from exc
 
 
 def encode_ops(ops: list[Op]) -> bytes:
