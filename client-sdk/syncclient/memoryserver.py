@@ -197,8 +197,8 @@ class MemoryServer:
     # --- pull -------------------------------------------------------------------
 
     def pull(self, request: PullRequest) -> PullResponse:
-        after = _decode_cursor(request.cursor)
-        if request.cursor is not None and after < self.purged_seq:
+        after, since = _decode_cursor(request.cursor)
+        if request.cursor is not None and since < self.purged_seq:
             return PullResponse(reset=True)
         wanted: Sequence[str] | None = request.collections
         rows = sorted(
@@ -212,9 +212,11 @@ class MemoryServer:
         limit = min(request.limit, self.max_pull_limit)
         more = len(rows) > limit
         rows = rows[:limit]
-        views = [self._view(key, e, after) for _, key, e in rows]
+        # An entity met on a later page may have changed before ``after`` too: the device was whole at ``since``.
+        views = [self._view(key, e, since) for _, key, e in rows]
         last = rows[-1][0] if rows else after
-        return PullResponse(changes=views, cursor=f"{_CURSOR_PREFIX}{last}", more=more)
+        cursor = f"{_CURSOR_PREFIX}{last}" + (f".{since}" if more and since < last else "")
+        return PullResponse(changes=views, cursor=cursor, more=more)
 
     def _view(self, key: tuple[str, str], e: _Entity, after: int) -> EntityView:
         changed = None if after == 0 else [f for f, s in e.field_seq.items() if s > after]
@@ -232,10 +234,12 @@ class MemoryServer:
         self.purged_seq = self.seq
 
 
-def _decode_cursor(cursor: str | None) -> int:
+def _decode_cursor(cursor: str | None) -> tuple[int, int]:
+    """``(seq, since)``: where the next page starts, and where the device was last whole (as the server's)."""
     if cursor is None:
-        return 0
+        return 0, 0
     raw = cursor.removeprefix(_CURSOR_PREFIX)
-    if cursor == raw or not raw.isdigit():
+    seq, _, since = raw.partition(".")
+    if cursor == raw or not seq.isdigit() or not (since or seq).isdigit() or int(since or seq) > int(seq):
         raise ServerError(400, errors.INVALID_CURSOR, "not a cursor of this server")
-    return int(raw)
+    return int(seq), int(since or seq)

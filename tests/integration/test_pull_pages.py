@@ -1,5 +1,5 @@
 """A pull over several pages gives every entity whole: an entity first met on a later page carries the
-fields it had before the page's cursor (PROTOCOL.md §4.3, cursors).
+fields it had before the page's cursor (PROTOCOL.md §4.4).
 
 Pages are ordered by each entity's latest change. An entity created early and updated late is met on a
 later page, after the device already holds a cursor past its creation: its older fields must still come.

@@ -202,3 +202,23 @@ def test_the_memory_server_refuses_a_replica_of_another_user() -> None:
     with pytest.raises(ServerError) as info:
         server.as_user("driver-2")(push)
     assert info.value.code == errors.REPLICA_FORBIDDEN
+
+
+async def test_a_fresh_client_pulling_in_pages_gets_every_field_from_a_memory_server(tmp_path: Path) -> None:
+    """Entities created early and changed late are met on later pages and still bring their older fields."""
+    server = MemoryServer(SCHEMA)
+    server.max_pull_limit = 2
+    a = mock_client(tmp_path, "phone-a", server)
+    for i in range(6):
+        a.collection("deliveries").set(f"dlv-{i}", status="pending")
+        a.collection("deliveries").inc(f"dlv-{i}", "cod_cents", 100)
+    await a.sync()
+    for i in range(3):
+        a.collection("deliveries").set(f"dlv-{i}", status="delivered")
+    await a.sync()
+    b = mock_client(tmp_path, "web-1", server)
+    await b.sync()
+    assert b.collection("deliveries").list() == a.collection("deliveries").list()
+    assert b.collection("deliveries").get("dlv-0") == {"status": "delivered", "cod_cents": 100}
+    await a.aclose()
+    await b.aclose()
