@@ -10,8 +10,9 @@ scenario would report if the server cost nothing beyond it (raw read ÷ it):
 * ``loopback TCP``: a Python thread sends the bytes (with an HTTP header) over 127.0.0.1 and the
   client receives them into a buffer and hashes them: no HTTP stack, no server work;
 * ``uvicorn + httpx``: ``GET`` of the same bytes from a bare ASGI app (no routing, no auth, no
-  storage) on uvicorn with uvloop and httptools, read by streaming with httpx and hashed, as the
-  scenario does.
+  storage) on uvicorn with uvloop and httptools, read by streaming with httpx and hashed;
+* ``uvicorn + lean``: the same app read with the scenario's client (``benchmarks.lean_http``:
+  ``http.client``, hashed in 256 KiB pieces as they arrive).
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from benchmarks.lean_http import LeanHttp
 from syncserver.testing import ROOT, free_port
 
 MiB = 1024 * 1024
@@ -106,30 +109,42 @@ def loopback(n: int) -> float:
         listener.close()
 
 
-def uvicorn_httpx(n: int) -> float:
+@contextmanager
+def bare_uvicorn() -> Iterator[str]:
+    """The bare ASGI app on uvicorn (uvloop, httptools); yields its base URL once it answers."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "benchmarks.attachments_floor:app", "--port", str(port)]
     argv += ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
     server = subprocess.Popen(argv, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            for _ in range(100):
-                try:
-                    http.get("/")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-
-            def one() -> None:
-                sha = hashlib.sha256()
-                with http.stream("GET", "/") as r:
-                    for piece in r.iter_raw():
-                        sha.update(piece)
-
-            return per_photo(n, one)
+        for _ in range(100):
+            try:
+                httpx.get(base + "/")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def uvicorn_httpx(n: int) -> float:
+    with bare_uvicorn() as base, httpx.Client(base_url=base, timeout=30) as http:
+
+        def one() -> None:
+            sha = hashlib.sha256()
+            with http.stream("GET", "/") as r:
+                for piece in r.iter_raw():
+                    sha.update(piece)
+
+        return per_photo(n, one)
+
+
+def uvicorn_lean(n: int) -> float:
+    with bare_uvicorn() as base, LeanHttp(base, timeout=30) as http:
+        return per_photo(n, lambda: http.get_sha256("/", {}))
 
 
 def main() -> None:
@@ -138,7 +153,12 @@ def main() -> None:
     n = parser.parse_args().photos
     base = raw_read(n)
     print(f"{'raw read':<18} {base * 1000:6.2f} ms/photo")
-    floors = {"AES-256-GCM open": aes_open, "loopback TCP": loopback, "uvicorn + httpx": uvicorn_httpx}
+    floors = {
+        "AES-256-GCM open": aes_open,
+        "loopback TCP": loopback,
+        "uvicorn + httpx": uvicorn_httpx,
+        "uvicorn + lean": uvicorn_lean,
+    }
     for name, measure in floors.items():
         took = measure(n)
         print(f"{name:<18} {took * 1000:6.2f} ms/photo   raw read ÷ this = {base / took:.2f}x")

@@ -14,9 +14,11 @@ durable store), ``cache/<id>`` (uploaded or downloaded files, at most
 per attachment to upload).
 
 The upload speaks tus 1.0 over the SDK's own ``httpx`` client (see ADR 0014):
-create (idempotent: the URL is the attachment id), ``HEAD`` for the offset
-after any interruption, then ``PATCH`` chunks with a ``sha1``
-``Upload-Checksum``. A refused upload (``attachment_too_large``,
+create (idempotent: the URL is the attachment id) carrying the first chunk
+(creation-with-upload: a photo of one chunk takes one request), ``HEAD`` for
+the offset after any interruption, then ``PATCH`` chunks; every body has a
+``sha1`` ``Upload-Checksum``. A creation this process already sent is resumed
+without data, so a resumed upload does not send its first chunk twice. A refused upload (``attachment_too_large``,
 ``media_type_not_allowed``, ``attachment_hash_mismatch``) is marked ``refused``
 with its code and the queue goes on with the next one; nothing blocks behind it.
 
@@ -100,6 +102,8 @@ class Attachments:
         self.chunk_size = chunk_size
         self.cache_bytes = cache_bytes
         self.on_progress = on_progress
+        self._created: set[str] = set()
+        """Uploads whose creation the server answered in this process: resumed without data."""
         self._backoff = backoff or Backoff()
         for sub in ("files", "cache", "tmp"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -188,22 +192,30 @@ class Attachments:
         metadata = {"id": attachment_id, "sha256": sha256, "media_type": media_type}
         meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in metadata.items())
         headers = {"Upload-Length": str(size), "Upload-Metadata": meta}
-        created = await self._request("POST", UPLOADS, headers, expect=(201,), upload=attachment_id)
-        if isinstance(created, UploadState):
-            return created
-        offset = int(created.headers["upload-offset"])
         url = f"{UPLOADS}/{attachment_id}"
         path = self.dir / "files" / attachment_id
         with path.open("rb") as f:
+            first = None
+            if attachment_id not in self._created and size:
+                first = f.read(self.chunk_size)
+                headers.update(_body_headers(first))
+            created = await self._request("POST", UPLOADS, headers, first, expect=(201, 460), upload=attachment_id)
+            if isinstance(created, UploadState):
+                return created
+            self._created.add(attachment_id)
+            if created.status_code == 201:
+                offset = int(created.headers["upload-offset"])
+                if first and self.on_progress is not None:
+                    self.on_progress(attachment_id, offset, size)
+            else:  # the first chunk arrived damaged: the upload exists, ask where it is
+                head = await self._request("HEAD", url, {}, expect=(200,), upload=attachment_id)
+                if isinstance(head, UploadState):
+                    return head
+                offset = int(head.headers["upload-offset"])
             while offset < size:
                 f.seek(offset)
                 chunk = f.read(self.chunk_size)
-                digest = base64.b64encode(hashlib.sha1(chunk).digest()).decode()  # noqa: S324 - tus checksum
-                headers = {
-                    "Upload-Offset": str(offset),
-                    "Content-Type": "application/offset+octet-stream",
-                    "Upload-Checksum": f"sha1 {digest}",
-                }
+                headers = {"Upload-Offset": str(offset), **_body_headers(chunk)}
                 answer = await self._request("PATCH", url, headers, chunk, expect=(204, 409, 460), upload=attachment_id)
                 if isinstance(answer, UploadState):
                     return answer
@@ -384,6 +396,12 @@ def _sha256_of(path: Path) -> str:
         while piece := f.read(_COPY):
             sha.update(piece)
     return sha.hexdigest()
+
+
+def _body_headers(body: bytes) -> dict[str, str]:
+    """The headers of a tus request carrying upload bytes: content type and a ``sha1`` checksum."""
+    digest = base64.b64encode(hashlib.sha1(body).digest()).decode()  # noqa: S324 - tus checksum
+    return {"Content-Type": "application/offset+octet-stream", "Upload-Checksum": f"sha1 {digest}"}
 
 
 def _error(response: httpx.Response) -> tuple[str, str]:

@@ -82,7 +82,21 @@ def entity_to_row(tenant_id: str, entity: EntityRecord) -> Row:
 
 
 def entity_from_row(row: RowMapping) -> EntityRecord:
-    return _from_row(row, EntityRecord, vv=decode_counters(row["vv"]))
+    """Built field by field: every pull page makes a thousand of these, and the generic ``_from_row`` (a dict
+    of every column, then ``msgspec.convert``) cost a fifth of a pull's server time."""
+    chain = row["chain"]
+    return EntityRecord(
+        collection=row["collection"],
+        entity_id=row["entity_id"],
+        seq=row["seq"],
+        deleted=bool(row["deleted"]),
+        key_version=row["key_version"],
+        state=bytes(row["state"]),
+        vv=decode_counters(row["vv"]),
+        updated_at=row["updated_at"],
+        chain=None if chain is None else bytes(chain),
+        latest_seq=row["latest_seq"],
+    )
 
 
 def change_to_row(tenant_id: str, change: ChangeRecord) -> Row:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, insert, select, update
+from sqlalchemy import RowMapping, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -20,6 +20,10 @@ from syncstore.attachments import AttachmentRecord, AttachmentRefRecord, Attachm
 from syncstore.engine import WRITE
 from syncstore.tables import attachment_refs, attachments
 
+_ONE = select(attachments).where(
+    attachments.c.tenant_id == bindparam("tenant_id"), attachments.c.id == bindparam("attachment_id")
+)
+"""One attachment row: built once, so each download skips building the statement (SQLAlchemy caches its SQL)."""
 _FIELDS = [c for c in AttachmentRecord.__struct_fields__ if c not in ("upload_offset",)]
 
 
@@ -50,13 +54,12 @@ class SqlAttachmentStore:
                 if conn.in_transaction():
                     await conn.rollback()
 
-    async def _rows(self, query: Any) -> Sequence[RowMapping]:
+    async def _rows(self, query: Any, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
         async with self._engine.connect() as conn:
-            return (await conn.execute(query)).mappings().all()
+            return (await conn.execute(query, params)).mappings().all()
 
     async def get_attachment(self, tenant_id: str, attachment_id: str) -> AttachmentRecord | None:
-        a = attachments.c
-        found = await self._rows(select(attachments).where(a.tenant_id == tenant_id, a.id == attachment_id))
+        found = await self._rows(_ONE, {"tenant_id": tenant_id, "attachment_id": attachment_id})
         return _from_row(found[0]) if found else None
 
     async def attachment_states(self, tenant_id: str, ids: Sequence[str]) -> dict[str, AttachmentState]:

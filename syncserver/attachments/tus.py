@@ -1,4 +1,4 @@
-"""tus 1.0 resumable uploads: core, creation, checksum, termination and expiration.
+"""tus 1.0 resumable uploads: core, creation, creation-with-upload, checksum, termination and expiration.
 
 Routes (every one needs the bearer token, like any route; uploads are per tenant and user):
 
@@ -6,7 +6,11 @@ Routes (every one needs the bearer token, like any route; uploads are per tenant
 * ``POST /v1/attachments/uploads`` - creation. ``Upload-Length`` is required (no deferred length);
   ``Upload-Metadata`` carries the attachment reference: ``id``, ``sha256`` (hex) and ``media_type``
   (or tus's conventional ``filetype``). The upload URL is ``/v1/attachments/uploads/<id>``: the
-  device chose the id offline, so a retried creation finds the same upload.
+  device chose the id offline, so a retried creation finds the same upload. With
+  ``Content-Type: application/offset+octet-stream`` the request may carry the first bytes (tus
+  creation-with-upload, checksummed like a PATCH): one request instead of two per small file, one
+  round trip less on a phone's slow link. A retried creation whose upload already has bytes keeps
+  them and ignores the body; ``Upload-Offset`` says where to resume.
 * ``HEAD …/<id>`` - ``Upload-Offset``: where to resume after any interruption.
 * ``PATCH …/<id>`` - ``Content-Type: application/offset+octet-stream`` at ``Upload-Offset``; an
   ``Upload-Checksum`` (``sha1``, ``sha256`` or ``md5``) that does not match gives 460 and nothing
@@ -43,9 +47,10 @@ from syncserver.transport.openapi import AUTHENTICATED, error_responses
 from syncstore.attachments import AttachmentRecord
 
 TUS_VERSION = "1.0.0"
-EXTENSIONS = "creation,checksum,termination,expiration"
+EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
 CHECKSUMS = {"sha1": "sha1", "sha256": "sha256", "md5": "md5"}
 UPLOADS = "/v1/attachments/uploads"
+OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 _INT = re.compile(r"^[0-9]{1,19}$")
 DISCOVERY = {"Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS, "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)}
 
@@ -113,6 +118,10 @@ def _location(row: AttachmentRecord) -> str:
     return f"{UPLOADS}/{row.id}"
 
 
+def _content_type(request: TusRequest) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def _checksum(request: TusRequest) -> tuple[str, bytes] | None:
     raw = request.headers.get("upload-checksum")
     if raw is None:
@@ -176,8 +185,26 @@ class TusOperation(Operation):
         return []
 
 
+def _binary_body(required: bool) -> RequestBody:
+    binary = Schema(type="string", format="binary")  # type: ignore[arg-type]
+    return RequestBody(content={OFFSET_OCTET_STREAM: OpenAPIMediaType(schema=binary)}, required=required)
+
+
+_CHECKSUM_HEADER = _header(
+    "Upload-Checksum",
+    Schema(type="string", pattern=r"^(sha1|sha256|md5) [A-Za-z0-9+/]+={0,2}$"),  # type: ignore[arg-type]
+    "`algorithm base64(digest)` of this request's body (sha1, sha256 or md5).",
+    required=False,
+)
+
+
 @dataclass
 class TusCreateOperation(TusOperation):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "Options" not in (self.operation_id or ""):
+            self.request_body = _binary_body(required=False)  # creation-with-upload
+
     def tus_headers(self) -> list[Parameter]:
         return [
             _header("Upload-Length", _OFFSET, "The file's size in bytes."),
@@ -186,6 +213,7 @@ class TusCreateOperation(TusOperation):
                 Schema(type="string"),  # type: ignore[arg-type]
                 "Comma-separated `key base64(value)` pairs: id, sha256, media_type (or filetype), name.",
             ),
+            _CHECKSUM_HEADER,
         ]
 
 
@@ -194,19 +222,12 @@ class TusAppendOperation(TusOperation):
     def __post_init__(self) -> None:
         super().__post_init__()
         if "Options" not in (self.operation_id or ""):
-            binary = Schema(type="string", format="binary")  # type: ignore[arg-type]
-            content = {"application/offset+octet-stream": OpenAPIMediaType(schema=binary)}
-            self.request_body = RequestBody(content=content, required=True)
+            self.request_body = _binary_body(required=True)
 
     def tus_headers(self) -> list[Parameter]:
         return [
             _header("Upload-Offset", _OFFSET, "Where these bytes go: the server's current offset."),
-            _header(
-                "Upload-Checksum",
-                Schema(type="string", pattern=r"^(sha1|sha256|md5) [A-Za-z0-9+/]+={0,2}$"),  # type: ignore[arg-type]
-                "`algorithm base64(digest)` of this request's body (sha1, sha256 or md5).",
-                required=False,
-            ),
+            _CHECKSUM_HEADER,
         ]
 
 
@@ -217,9 +238,10 @@ class TusController(Controller):
     @route(
         "/",
         http_method=[HttpMethod.POST, HttpMethod.OPTIONS],
-        summary="Create an upload (tus creation); OPTIONS: tus discovery",
+        summary="Create an upload (tus creation, creation-with-upload); OPTIONS: tus discovery",
         status_code=201,
-        responses=error_responses(400, 409, 412, 413, 415, *AUTHENTICATED),
+        responses=error_responses(400, 409, 412, 413, 415, 460, *AUTHENTICATED),
+        request_max_body_size=2**62,  # bounded by the upload's declared length instead
         operation_class=TusCreateOperation,
     )
     async def create(self, request: TusRequest, upload_service: NamedDependency[UploadService]) -> Response[None]:
@@ -234,7 +256,14 @@ class TusController(Controller):
         declared = declared_from(
             parse_metadata(request.headers.get("upload-metadata")), _int_header(request, "upload-length")
         )
+        with_data = _content_type(request) == OFFSET_OCTET_STREAM
+        checksum = _checksum(request) if with_data else None
         row = await upload_service.create(request.user, declared)
+        if with_data and row.state == "uploading" and row.upload_offset == 0:
+            try:
+                row = await upload_service.receive(request.user, row.id, 0, _body(request), checksum)
+            except ClientGone:
+                return Response(None, status_code=400, headers=_tus())  # nobody is listening
         headers = {"Location": _location(row), "Upload-Offset": str(row.upload_offset), **_expires(row)}
         return Response(None, status_code=201, headers=_tus(headers))
 
@@ -276,7 +305,7 @@ class TusController(Controller):
         if request.method == HttpMethod.OPTIONS:
             return Response(None, status_code=204, headers=_tus({**DISCOVERY, "Allow": "DELETE, HEAD, OPTIONS, PATCH"}))
         _check_version(request)
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/offset+octet-stream":
+        if _content_type(request) != OFFSET_OCTET_STREAM:
             raise ApiError(415, errors.INVALID_REQUEST, "Content-Type must be application/offset+octet-stream", _tus())
         offset = _int_header(request, "upload-offset")
         checksum = _checksum(request)

@@ -112,6 +112,8 @@ class PublicKeys:
         self._by_kid: dict[str, VerificationKey] = {}
         self._mtime: int | None = None
         self._lock = threading.Lock()
+        self.generation = 0
+        """Bumped at every reload: tokens verified under an older key set are verified again."""
         if jwks_path is not None:
             self._reload()
 
@@ -159,3 +161,4 @@ class PublicKeys:
                 raise KeyConfigError(f"cannot read the JWKS file {self._jwks_path}: {exc.strerror}") from exc
             self._by_kid = load_jwks(text)
             self._mtime = mtime
+            self.generation += 1

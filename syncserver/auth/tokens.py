@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jwt
+from cachetools import TTLCache
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.base import DefineMiddleware
@@ -25,6 +26,9 @@ from syncserver.settings import Settings
 
 Role = Literal["driver", "dispatcher", "admin"]
 HMAC_ALGORITHMS: tuple[str, ...] = ("HS256",)
+VERIFIED_CACHE_SIZE = 10_000
+VERIFIED_CACHE_TTL_S = 300.0
+"""How many verified tokens are remembered, and for how long at most (each is still refused once it expires)."""
 ROLES: tuple[Role, ...] = ("driver", "dispatcher", "admin")
 
 
@@ -59,8 +63,35 @@ class TokenVerifier:
     algorithms: tuple[str, ...] = HMAC_ALGORITHMS
     """Algorithms allowed with ``secret``."""
     public_keys: PublicKeys | None = None
+    _verified: TTLCache[str, tuple[Principal, float, int]] = field(
+        default_factory=lambda: TTLCache(maxsize=VERIFIED_CACHE_SIZE, ttl=VERIFIED_CACHE_TTL_S),
+        init=False,
+        repr=False,
+        compare=False,
+    )
+    """Tokens whose signature and claims were checked, with their ``exp`` and the key set's generation: a
+    device sends the same token on every request, and checking its signature again cost about as much as
+    a small download's database read."""
 
     def verify(self, token: str) -> Principal:
+        """The principal a valid token names; ``token_expired`` or ``unauthorized`` otherwise.
+
+        A token verified before (the same bytes, under the same key set) skips the signature and claim
+        checks, but not its expiry.
+        """
+        generation = self.public_keys.generation if self.public_keys is not None else 0
+        cached = self._verified.get(token)
+        if cached is not None and cached[2] == generation:
+            principal, expires, _ = cached
+            if time.time() > expires + self.leeway_s:
+                self._verified.pop(token, None)
+                raise ApiError(401, errors.TOKEN_EXPIRED, "the token has expired")
+            return principal
+        principal, expires = self._verify(token)
+        self._verified[token] = (principal, expires, generation)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         key, algorithm = self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -76,7 +107,7 @@ class TokenVerifier:
             raise ApiError(401, errors.TOKEN_EXPIRED, "the token has expired") from exc
         except jwt.PyJWTError as exc:
             raise ApiError(401, errors.UNAUTHORIZED, f"the token is not valid: {type(exc).__name__}") from exc
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), float(claims["exp"])
 
     def _key_for(self, token: str) -> tuple[Any, str]:
         """The key the header selects and the algorithm it claims, if that algorithm is allowed for that key."""

@@ -27,9 +27,16 @@ def metadata(ref: AttachmentRef) -> str:
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in pairs.items())
 
 
-async def create(client: Any, headers: dict[str, str], ref: AttachmentRef) -> Any:
+async def create(
+    client: Any, headers: dict[str, str], ref: AttachmentRef, data: bytes | None = None, checksum: str | None = None
+) -> Any:
+    """tus creation; with ``data``, creation-with-upload (the first bytes in the same request)."""
     h = {**headers, **TUS, "Upload-Length": str(ref.size), "Upload-Metadata": metadata(ref)}
-    return await client.post(UPLOADS, headers=h)
+    if data is not None:
+        h["Content-Type"] = "application/offset+octet-stream"
+    if checksum is not None:
+        h["Upload-Checksum"] = checksum
+    return await client.post(UPLOADS, headers=h, content=data)
 
 
 async def patch(

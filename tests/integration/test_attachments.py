@@ -175,7 +175,8 @@ async def test_options_tells_the_tus_version_extensions_limits_and_checksums(app
     r = await s.client.options("/v1/attachments/uploads", headers=s.headers(tenant, "d"))
     assert r.status_code == 204
     assert r.headers["tus-version"] == "1.0.0"
-    assert set(r.headers["tus-extension"].split(",")) == {"creation", "checksum", "termination", "expiration"}
+    extensions = {"creation", "creation-with-upload", "checksum", "termination", "expiration"}
+    assert set(r.headers["tus-extension"].split(",")) == extensions
     assert "sha1" in r.headers["tus-checksum-algorithm"].split(",")
     assert int(r.headers["tus-max-size"]) == s.settings.attachments.max_bytes
 
@@ -202,3 +203,61 @@ async def test_a_malformed_upload_creation_is_refused_with_a_stable_code(app_ser
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+async def test_creation_with_upload_takes_the_first_bytes_in_the_creating_request(app_server: Server) -> None:
+    """tus creation-with-upload: one request for a small photo, or the first part of a larger one."""
+    s = app_server
+    tenant = await s.tenant()
+    h = s.headers(tenant, "disp")
+
+    whole = photo(300_000)
+    ref = ref_for(whole)
+    r = await create(s.client, h, ref, whole, sha1_header(whole))
+    assert r.status_code == 201, r.text
+    assert r.headers["Upload-Offset"] == str(len(whole))
+    assert "Upload-Expires" not in r.headers  # complete: nothing left to expire
+    got = await s.client.get(f"/v1/attachments/{ref.id}", headers=h)
+    assert got.status_code == 200
+    assert got.content == whole
+
+    data = photo(500_000)
+    ref = ref_for(data)
+    r = await create(s.client, h, ref, data[:200_000])
+    assert (r.status_code, r.headers["Upload-Offset"]) == (201, "200000")
+    assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=h)).status_code == 404  # not complete
+    # A retried creation (the answer was lost) keeps what arrived and ignores its body.
+    r = await create(s.client, h, ref, data[:300_000])
+    assert (r.status_code, r.headers["Upload-Offset"]) == (201, "200000")
+    r = await patch(s.client, h, ref.id, 200_000, data[200_000:])
+    assert (r.status_code, r.headers["Upload-Offset"]) == (204, str(len(data)))
+    assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=h)).content == data
+
+
+async def test_creation_with_a_damaged_body_is_created_with_nothing_kept(app_server: Server) -> None:
+    s = app_server
+    tenant = await s.tenant()
+    h = s.headers(tenant, "disp")
+    data = photo(300_000)
+    ref = ref_for(data)
+    r = await create(s.client, h, ref, data, sha1_header(b"something else"))
+    assert r.status_code == 460
+    assert r.json()["error"]["code"] == "checksum_mismatch"
+    head = await s.client.head(f"/v1/attachments/uploads/{ref.id}", headers={**h, **TUS})
+    assert (head.status_code, head.headers["Upload-Offset"]) == (200, "0")
+    # The device resends; the bytes now match.
+    r = await create(s.client, h, ref, data, sha1_header(data))
+    assert (r.status_code, r.headers["Upload-Offset"]) == (201, str(len(data)))
+    assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=h)).content == data
+
+
+async def test_creation_with_more_bytes_than_declared_is_refused_and_keeps_nothing(app_server: Server) -> None:
+    s = app_server
+    tenant = await s.tenant()
+    h = s.headers(tenant, "disp")
+    data = photo(1000)
+    ref = ref_for(data)
+    r = await create(s.client, h, ref, data + b"extra")
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "body_too_large")
+    head = await s.client.head(f"/v1/attachments/uploads/{ref.id}", headers={**h, **TUS})
+    assert head.headers["Upload-Offset"] == "0"

@@ -96,13 +96,15 @@ async def test_a_refused_upload_is_marked_and_the_next_one_still_goes_through(se
 
 
 class FlakyTransport(httpx.AsyncBaseTransport):
-    """Fails the n-th PATCH with a network error, and counts the bytes PATCHed."""
+    """Fails the n-th PATCH with a network error, and counts the upload bytes sent (creation and PATCHes)."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, fail_patch: int) -> None:
         self.inner = inner
         self.fail_patch = fail_patch
         self.patches = 0
         self.patched_bytes = 0
+        self.created_with: list[int] = []
+        """The body size of each creation request."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "PATCH":
@@ -110,6 +112,8 @@ class FlakyTransport(httpx.AsyncBaseTransport):
             if self.patches == self.fail_patch:
                 raise httpx.ReadError("connection reset")
             self.patched_bytes += len(request.content)
+        if request.method == "POST" and request.url.path.endswith("/uploads"):
+            self.created_with.append(len(request.content))
         return await self.inner.handle_async_request(request)
 
 
@@ -125,7 +129,10 @@ async def test_an_interrupted_upload_resumes_where_the_server_stopped(server: In
     assert files.pending() == [ref.id]
     states = await files.upload_pending()
     assert states[0].state == "uploaded"
-    assert flaky.patched_bytes == len(data)  # nothing sent twice: the second run resumed at the server's offset
+    # The first chunk went with the creation; the resumed creation carried nothing.
+    assert flaky.created_with == [64 * 1024, 0]
+    # Nothing sent twice: the second run resumed at the server's offset.
+    assert flaky.created_with[0] + flaky.patched_bytes == len(data)
     reader = server.client("web-1")
     down = files_of(server, reader, "r")
     assert (await down.fetch(ref)).read_bytes() == data

@@ -196,3 +196,44 @@ def test_key_files_we_refuse(tmp_path: Path, rsa_key: rsa.RSAPrivateKey, ec_key:
     with pytest.raises(KeyConfigError, match="signing"):
         load_jwks(json.dumps({"keys": [jwk(rsa_key, "r", use="enc")]}))
     assert "key" not in repr(load_pem(pem(rsa_key))).lower().replace("verificationkey", "")
+
+
+def test_a_verified_token_is_remembered_but_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(SECRET, ISS, AUD, leeway_s=0)
+    token = jwt.encode(claims(exp=int(time.time()) + 60), SECRET, algorithm="HS256")
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        decoded.append(args[0])
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    assert verifier.verify(token).sub == "d-17"
+    assert verifier.verify(token).sub == "d-17"
+    assert decoded == [token]  # the second request skipped the signature check
+    # Another token (even for the same user) is checked on its own.
+    other = jwt.encode(claims(exp=int(time.time()) + 61), SECRET, algorithm="HS256")
+    assert verifier.verify(other).sub == "d-17"
+    assert decoded == [token, other]
+    # Past its exp, the remembered token is refused like any expired one.
+    later = time.time() + 120
+    monkeypatch.setattr("syncserver.auth.tokens.time.time", lambda: later)
+    refused(verifier, token, "token_expired")
+
+
+def test_a_remembered_token_is_verified_again_after_the_jwks_changes(
+    tmp_path: Path, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk(ec_key, "old")]}))
+    verifier = TokenVerifier(None, ISS, AUD, public_keys=PublicKeys(jwks_path=path))
+    old_token = jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "old"})
+    assert verifier.verify(old_token).sub == "d-17"
+    # The operator retires "old" and publishes "new"; a token with the new kid makes the server reload.
+    new_key = ec.generate_private_key(ec.SECP256R1())
+    path.write_text(json.dumps({"keys": [jwk(new_key, "new")]}))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert verifier.verify(jwt.encode(claims(), new_key, algorithm="ES256", headers={"kid": "new"})).sub == "d-17"
+    refused(verifier, old_token)

@@ -2,7 +2,8 @@
  * HTTP stacks for tus-js-client. A service worker has no XMLHttpRequest (tus-js-client's
  * browser default), so `FetchHttpStack` sends its requests with `fetch`; upload progress is
  * then reported per chunk, when each PATCH completes. `ChecksumHttpStack` wraps either one
- * and adds tus's `Upload-Checksum` (SHA-1, WebCrypto) to every PATCH, so the server refuses
+ * and adds tus's `Upload-Checksum` (SHA-1, WebCrypto) to every request carrying bytes (PATCH, and
+ * the creation that carries the first chunk), so the server refuses
  * a chunk damaged on the way (460 `checksum_mismatch`) instead of storing it.
  */
 import type { HttpRequest, HttpResponse, HttpStack } from "tus-js-client";
@@ -97,13 +98,14 @@ class FetchResponse implements HttpResponse {
   }
 }
 
-/** Adds `Upload-Checksum: sha1 <base64>` to the PATCH requests of `inner`. */
+/** Adds `Upload-Checksum: sha1 <base64>` to the requests of `inner` that carry upload bytes (PATCH, and a
+ * POST with creation-with-upload). */
 export class ChecksumHttpStack implements HttpStack {
   constructor(private readonly inner: HttpStack) {}
 
   createRequest(method: string, url: string): HttpRequest {
     const request = this.inner.createRequest(method, url);
-    return method === "PATCH" ? new ChecksummedRequest(request) : request;
+    return method === "PATCH" || method === "POST" ? new ChecksummedRequest(request) : request;
   }
 
   getName(): string {

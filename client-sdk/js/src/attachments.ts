@@ -405,6 +405,10 @@ export class Attachments {
         uploadSize: row.ref.size,
         metadata: { id: row.ref.id, sha256: row.ref.sha256, media_type: row.ref.media_type },
         chunkSize: this.options.chunkSize ?? 1 << 20,
+        // The first chunk rides on the creation (tus creation-with-upload): a signature or a photo of one
+        // chunk is one request, one round trip less on a slow mobile link. A resumed upload (uploadUrl
+        // kept) asks HEAD instead and sends nothing twice.
+        uploadDataDuringCreation: true,
         retryDelays: null, // the queue retries with its own backoff, and goes on with the next file meanwhile
         storeFingerprintForResuming: false, // we keep the URL ourselves, in IndexedDB with the bytes
         httpStack: this.httpStack,

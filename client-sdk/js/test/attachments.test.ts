@@ -78,15 +78,28 @@ describe("upload", () => {
     const [done] = await client.attachments.uploadPending();
     expect(done).toMatchObject({ id: ref.id, state: "uploaded", sent: 2500, total: 2500 });
     expect(server.uploads.get(ref.id)?.bytes).toEqual(data);
+    // The first chunk rides on the creation (creation-with-upload, checksummed like a PATCH).
     expect(server.requests).toEqual([
       "POST /v1/attachments/uploads",
-      ...Array<string>(3).fill(`PATCH /v1/attachments/uploads/${ref.id}`),
+      ...Array<string>(2).fill(`PATCH /v1/attachments/uploads/${ref.id}`),
     ]);
     const progress = seen.filter((e) => e.type === "attachment_progress").map((e) => [e.state, e.sent]);
     expect(progress).toEqual([["queued", 0], ["uploading", 0], ["uploading", 1000], ["uploading", 2000], ["uploading", 2500], ["uploaded", 2500]]);
     // The local copy now serves reads from the cache, without a download.
     expect(new Uint8Array(await (await client.attachments.fetch(ref)).arrayBuffer())).toEqual(data);
     expect(server.requests.filter((r) => r.startsWith("GET"))).toEqual([]);
+    await client.close();
+  });
+
+  it("sends a file of one chunk (a signature) in the creating request alone", async () => {
+    const server = new FakeTus();
+    const client = await open(server);
+    const data = bytes(700, 3);
+    const ref = await client.attachments.attach("deliveries", "dlv-1", "pod_signature", new Blob([data]), { mediaType: "image/png" });
+    const [done] = await client.attachments.uploadPending();
+    expect(done).toMatchObject({ id: ref.id, state: "uploaded", sent: 700, total: 700 });
+    expect(server.requests).toEqual(["POST /v1/attachments/uploads"]);
+    expect(server.uploads.get(ref.id)?.bytes).toEqual(data);
     await client.close();
   });
 
