@@ -56,13 +56,18 @@ def open_current(cipher: TenantCipher, row: EntityRecord, latest: int | None = N
     restore of the entities table, a row written back with its old seq) or has no change in the log at all.
     """
     stored = payloads.open_entity(cipher, row)
+    check_current(row, latest)
+    return stored
+
+
+def check_current(row: EntityRecord, latest: int | None = None) -> None:
+    """``NotCurrent`` unless the row's seq is its latest change's in the log (``latest``, else ``row.latest_seq``)."""
     if latest is None:
         latest = row.latest_seq
     if latest is None:
         raise NotCurrent("the change log holds no change of this entity")
     if latest != row.seq:
         raise NotCurrent(f"the row is at seq {row.seq}, the change log's latest change of it at {latest}")
-    return stored
 
 
 class Failure(Struct, frozen=True, gc=False):

@@ -31,6 +31,7 @@ from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
 from syncserver.sync import cursor
 from syncserver.sync.payloads import StoredEntity
+from syncserver.sync.view_cache import OpenedEntity, ViewCache, opened
 from syncstore.channels import ChannelStore, EvictionRecord, ScopedEntity
 from syncstore.records import EntityRecord
 from syncstore.store import Store
@@ -45,6 +46,7 @@ class PullService:
         self.ciphers = ciphers
         self.schema = schema
         self.limits = limits
+        self.view_cache = ViewCache()
 
     async def pull(self, principal: Principal, request: PullRequest) -> PullResponse:
         after, since = cursor.decode_position(principal.tenant, request.cursor)
@@ -123,17 +125,29 @@ class PullService:
         unavailable: list[Unavailable] = []
         for row, after in rows:
             try:
-                stored = quarantine.open_current(cipher, row)
+                entry = self.open(cipher, row)
             except DecryptionError as exc:
                 unavailable.append(quarantine.unavailable_entity(cipher.tenant, row, exc))
                 continue
-            collection = self.schema.get(row.collection)
-            if scope is not None and not _in_scope(scope, collection, stored):
+            if scope is not None and not (entry.channels is not None and scope.allows(entry.channels)):
                 quarantine.foreign_channel_row(cipher.tenant, row)
                 continue
-            changed = None if after == 0 else [f for f, s in stored.field_seq.items() if s > after]
-            views.append(entity_view(stored.state, collection, row.entity_id, row.seq, changed))
+            views.append(entry.view_for(after))
         return views, unavailable
+
+    def open(self, cipher: TenantCipher, row: EntityRecord) -> OpenedEntity:
+        """What pulls need of the row's state, opened once per entity version (``view_cache``).
+
+        Raises ``DecryptionError`` (``NotCurrent`` included) like ``quarantine.open_current``: the check against
+        the change log runs on every call, the cache holds only rows that opened.
+        """
+        quarantine.check_current(row)
+        entry = self.view_cache.get(cipher.tenant, row)
+        if entry is None:
+            stored = quarantine.open_current(cipher, row)
+            entry = opened(stored, self.schema.get(row.collection), row)
+            self.view_cache.put(cipher.tenant, row, entry)
+        return entry
 
     async def entity(self, principal: Principal, collection: str, entity_id: str) -> EntityView:
         row = await self.store.get_entity(principal.tenant, collection, entity_id)

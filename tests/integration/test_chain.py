@@ -175,6 +175,27 @@ async def test_a_rolled_back_entity_row_is_found_by_verify_and_on_every_read(sql
 async def test_a_tampered_entity_row_is_found(sql: Server, tamper: str) -> None:
     server = sql
     tenant, boss, _, _ = await seed(server)
+    await tamper_with(server, tenant, tamper)
+    report = await verify(server, tenant)
+    assert [(p.kind, p.where) for p in report.problems] == [("entity", "deliveries/dlv-a")]
+    assert [u["entity"] for u in (await pull(server, boss))["unavailable"]] == ["dlv-a"]
+
+
+@pytest.mark.parametrize("tamper", ["flip", "swap", "version", "other-tenant"])
+async def test_a_row_tampered_after_devices_pulled_it_is_still_found(sql: Server, tamper: str) -> None:
+    """Pulls share opened entity versions (``view_cache``); a row changed since at the same seq is not one of them."""
+    server = sql
+    tenant, boss, _, _ = await seed(server)
+    before = await pull(server, boss)
+    assert "unavailable" not in before
+    await tamper_with(server, tenant, tamper)
+    other_device = server.headers(tenant, "boss-2")
+    assert [u["entity"] for u in (await pull(server, other_device))["unavailable"]] == ["dlv-a"]
+    assert "dlv-a" not in [c["entity"] for c in (await pull(server, other_device))["changes"]]
+
+
+async def tamper_with(server: Server, tenant: str, tamper: str) -> None:
+    """Change dlv-a's entity row with SQL: a flipped byte, another entity's or tenant's state, a key version."""
     where = (entities.c.tenant_id == tenant) & (entities.c.entity_id == "dlv-a")
     if tamper == "flip":
         state = bytearray((await one(server, select(entities.c.state).where(where))).state)
@@ -191,9 +212,6 @@ async def test_a_tampered_entity_row_is_found(sql: Server, tamper: str) -> None:
         theirs = (entities.c.tenant_id == other) & (entities.c.entity_id == "dlv-a")
         row = await one(server, select(entities.c.state, entities.c.seq, entities.c.chain).where(theirs))
         await run_sql(server, update(entities).where(where).values(state=row.state, seq=row.seq, chain=row.chain))
-    report = await verify(server, tenant)
-    assert [(p.kind, p.where) for p in report.problems] == [("entity", "deliveries/dlv-a")]
-    assert [u["entity"] for u in (await pull(server, boss))["unavailable"]] == ["dlv-a"]
 
 
 async def test_a_deleted_or_altered_change_row_breaks_the_chain(sql: Server) -> None:

@@ -1,0 +1,93 @@
+"""Entity views shared by every device that pulls the same entity at the same version.
+
+When a thousand drivers come back at once they pull the same recent entities,
+and each pull used to decrypt, decompress and decode every state and work out
+every field's winning value again, once per device and entity. This cache
+keeps, per entity version, what a pull needs from the opened state: the full
+view, the per-field change seqs (for a device that lacks only some fields) and
+the entity's channels (for drivers' pulls).
+
+Integrity is unchanged. The key holds everything the ciphertext's
+authentication covers (tenant, collection, entity, seq, chain link, key
+version) and the ciphertext bytes themselves, so a hit stands for a row that
+opened before with exactly these bytes: a row edited in the database since
+then (even at the same seq) is a miss, is opened, and fails as before. The
+check against the change log (``row.latest_seq``) is made on every read,
+before the cache. Rows that fail are never kept.
+
+Each caller gets its own shallow copy of a view (``attachments`` is set per
+response); the field views inside are shared and never changed. Entries expire
+after ``TTL_S``, so plaintext does not outlive a tenant's erasure by much more
+than the unwrapped keys do (``SYNC_KEY_CACHE_TTL_S``, 300 s), and at most
+``ENTRIES`` are kept (about 3 KB each for a delivery).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cachetools import TTLCache
+from msgspec.structs import replace
+
+from syncproto.messages import EntityView
+from syncproto.schema import Collection
+from syncproto.views import entity_view
+from syncserver.auth.scopes import ChannelError, entity_channels
+from syncserver.sync.payloads import StoredEntity
+from syncstore.records import EntityRecord
+
+ENTRIES = 8192
+TTL_S = 60.0
+
+_Key = tuple[str, str, str, int, bytes | None, int, bytes]
+
+
+@dataclass(frozen=True)
+class OpenedEntity:
+    """What pulls need of one entity version, computed once."""
+
+    view: EntityView
+    """The full view (every field)."""
+    field_seq: dict[str, int]
+    channels: frozenset[str] | None
+    """The channels its state puts it in; None if it has none a driver could hold (``ChannelError``)."""
+
+    def view_for(self, after: int) -> EntityView:
+        """A copy of the view: all fields when ``after`` is 0, else those changed after ``after``."""
+        if after == 0:
+            return replace(self.view)
+        full = self.view.fields  # empty for a deleted entity, as ``entity_view`` leaves it
+        changed = sorted(f for f, s in self.field_seq.items() if s > after and f in full)
+        return replace(self.view, fields={name: full[name] for name in changed})
+
+
+def opened(stored: StoredEntity, collection: Collection, row: EntityRecord) -> OpenedEntity:
+    view = entity_view(stored.state, collection, row.entity_id, row.seq, None)
+    try:
+        channels: frozenset[str] | None = frozenset(entity_channels(collection, stored.state))
+    except ChannelError:
+        channels = None
+    return OpenedEntity(view, dict(stored.field_seq), channels)
+
+
+class ViewCache:
+    """Opened entity versions by their authenticated identity and ciphertext. See the module docs."""
+
+    def __init__(self, entries: int = ENTRIES, ttl_s: float = TTL_S) -> None:
+        self._entries: TTLCache[_Key, OpenedEntity] = TTLCache(maxsize=entries, ttl=ttl_s)
+
+    @staticmethod
+    def key(tenant: str, row: EntityRecord) -> _Key:
+        return (tenant, row.collection, row.entity_id, row.seq, row.chain, row.key_version, row.state)
+
+    def get(self, tenant: str, row: EntityRecord) -> OpenedEntity | None:
+        return self._entries.get(self.key(tenant, row))
+
+    def put(self, tenant: str, row: EntityRecord, entry: OpenedEntity) -> None:
+        self._entries[self.key(tenant, row)] = entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,70 @@
+"""Devices pulling the same entity versions share one opening of each (``syncserver.sync.view_cache``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from syncserver.sync import payloads
+from syncserver.sync.pull import PullService
+from syncserver.sync.view_cache import ViewCache
+from syncstore.records import EntityRecord
+from tests.integration.conftest import Server, change
+
+
+def set_(field: str, value: Any) -> dict[str, Any]:
+    return {"op": "set", "field": field, "value": value}
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The entities whose sealed state was opened (decrypted and decoded), in order."""
+    seen: list[str] = []
+    real = payloads.open_entity
+
+    def counting(cipher: Any, row: EntityRecord) -> Any:
+        seen.append(row.entity_id)
+        return real(cipher, row)
+
+    monkeypatch.setattr(payloads, "open_entity", counting)
+    return seen
+
+
+async def test_devices_pulling_the_same_versions_open_each_once(sqlite_server: Server, opened: list[str]) -> None:
+    s = sqlite_server
+    tenant = await s.tenant()
+    boss = s.headers(tenant, "boss")
+    ops = [set_("driver_id", "7"), set_("status", "pending")]
+    await s.push(boss, "web-1", [change(i + 1, f"dlv-{i}", ops) for i in range(30)])
+    phones = [s.headers(tenant, "d-7", "driver", ("driver:7",)), s.headers(tenant, "d-7b", "driver", ("driver:7",))]
+    first, _ = await s.pull_all(s.headers(tenant, "web-2"), limit=7)
+    opened.clear()
+    # Another dispatcher and two drivers of that channel, each from the start: nothing is opened again.
+    again, _ = await s.pull_all(s.headers(tenant, "web-3"), limit=11)
+    drivers = [(await s.pull_all(h))[0] for h in phones]
+    assert opened == []
+    assert again == first
+    assert drivers == [first, first]
+
+    # A new version is opened once, then shared; a device that was whole gets only the changed field.
+    _, cursor = await s.pull_all(phones[0])
+    await s.push(boss, "web-1", [change(31, "dlv-3", [set_("status", "delivered")], {"web-1": 4})])
+    opened.clear()  # the push opened the version it merged into
+    delta, _ = await s.pull_all(phones[0], cursor)
+    fresh, _ = await s.pull_all(phones[1])
+    assert opened == ["dlv-3"]
+    assert [(c["entity"], sorted(c["fields"])) for c in delta] == [("dlv-3", ["status"])]
+    assert next(c for c in fresh if c["entity"] == "dlv-3")["fields"]["status"]["value"] == "delivered"
+
+
+async def test_the_cache_is_bounded(sqlite_server: Server) -> None:
+    s = sqlite_server
+    pull: PullService = s.app.state.services.pull
+    pull.view_cache = ViewCache(entries=5)
+    tenant = await s.tenant()
+    boss = s.headers(tenant, "boss")
+    await s.push(boss, "web-1", [change(i + 1, f"dlv-{i}", [set_("status", "pending")]) for i in range(12)])
+    changes, _ = await s.pull_all(boss)
+    assert len(changes) == 12
+    assert len(pull.view_cache) == 5
