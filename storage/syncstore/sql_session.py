@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from sqlalchemy import Table, select, true, union_all, update
+from sqlalchemy import Table, bindparam, select, true, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +41,24 @@ CHUNK = 500
 _T = TypeVar("_T")
 
 
+_ENTITY_ROWS = select(entities, latest_seq_column()).where(
+    entities.c.tenant_id == bindparam("tenant_id"),
+    entities.c.collection == bindparam("collection"),
+    entities.c.entity_id.in_(bindparam("ids", expanding=True)),
+)
+_REPLICA_ROWS = select(replicas).where(
+    replicas.c.tenant_id == bindparam("tenant_id"), replicas.c.replica_id.in_(bindparam("ids", expanding=True))
+)
+_MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, entity_channels.c.joined_seq).where(
+    entity_channels.c.tenant_id == bindparam("tenant_id"),
+    entity_channels.c.collection == bindparam("collection"),
+    entity_channels.c.entity_id.in_(bindparam("ids", expanding=True)),
+    entity_channels.c.member == true(),
+)
+"""A push's entity, replica and channel rows: each statement is built once; building it took longer than
+running it for a small push."""
+
+
 class SqlPushSession:
     """See ``PushSession``. Not safe to share between tasks."""
 
@@ -56,8 +74,8 @@ class SqlPushSession:
         self._check_open()
         found: dict[str, ReplicaRecord] = {}
         for chunk in chunks(sorted(set(replica_ids))):
-            query = select(replicas).where(replicas.c.tenant_id == self._tenant_id, replicas.c.replica_id.in_(chunk))
-            for row in (await self._conn.execute(query)).mappings():
+            params = {"tenant_id": self._tenant_id, "ids": chunk}
+            for row in (await self._conn.execute(_REPLICA_ROWS, params)).mappings():
                 found[row["replica_id"]] = rows.replica_from_row(row)
         return found
 
@@ -73,12 +91,8 @@ class SqlPushSession:
         found: dict[EntityKey, EntityRecord] = {}
         for collection, ids in by_collection.items():
             for chunk in chunks(sorted(ids)):
-                query = select(entities, latest_seq_column()).where(
-                    entities.c.tenant_id == self._tenant_id,
-                    entities.c.collection == collection,
-                    entities.c.entity_id.in_(chunk),
-                )
-                for row in (await self._conn.execute(query)).mappings():
+                params = {"tenant_id": self._tenant_id, "collection": collection, "ids": chunk}
+                for row in (await self._conn.execute(_ENTITY_ROWS, params)).mappings():
                     record = rows.entity_from_row(row)
                     found[(record.collection, record.entity_id)] = record
         return found
@@ -108,15 +122,8 @@ class SqlPushSession:
         found: dict[EntityKey, dict[str, int]] = {}
         for collection, ids in by_collection.items():
             for chunk in chunks(sorted(ids)):
-                query = select(
-                    entity_channels.c.entity_id, entity_channels.c.channel, entity_channels.c.joined_seq
-                ).where(
-                    entity_channels.c.tenant_id == self._tenant_id,
-                    entity_channels.c.collection == collection,
-                    entity_channels.c.entity_id.in_(chunk),
-                    entity_channels.c.member == true(),
-                )
-                for entity_id, channel, joined_seq in (await self._conn.execute(query)).all():
+                params = {"tenant_id": self._tenant_id, "collection": collection, "ids": chunk}
+                for entity_id, channel, joined_seq in (await self._conn.execute(_MEMBER_ROWS, params)).all():
                     found.setdefault((collection, entity_id), {})[channel] = joined_seq
         return found
 

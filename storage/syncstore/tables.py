@@ -16,6 +16,7 @@ Pitfalls:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import (
@@ -321,9 +322,12 @@ verifications = Table(
 """Results of ``syncserver verify`` runs (problems as JSON), for the admin API and page."""
 
 
+@functools.cache
 def latest_seq_column() -> Label[Any]:
     """A column for ``select(entities, ...)``: the seq of each entity's latest change in the log, read in the same
-    statement as the row (one snapshot), by one index-only seek in ``ix_changes_tenant_entity_seq``."""
+    statement as the row (one snapshot), by one index-only seek in ``ix_changes_tenant_entity_seq``.
+
+    Built once (cached): constructing the correlated subquery cost more than a small push's whole merge."""
     c = changes.alias("c")
     return (
         select(c.c.seq)
