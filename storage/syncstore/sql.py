@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, true, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, true, tuple_, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,6 +45,9 @@ from syncstore.sql_keys import SqlKeys
 from syncstore.sql_session import SqlPushSession
 from syncstore.store import PushSession, StoreUnavailable, TenantExists
 from syncstore.tables import changes, conflicts, dead_letters, entities, latest_seq_column, tenant_keys, tenants
+
+_TENANT_ROW = select(tenants).where(tenants.c.id == bindparam("tenant_id"))
+"""The tenant row every pull reads first, built once."""
 
 
 class SqlStore:
@@ -104,7 +107,7 @@ class SqlStore:
             await conn.commit()
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
-        found = await self._db.rows(select(tenants).where(tenants.c.id == tenant_id))
+        found = await self._db.rows(_TENANT_ROW, {"tenant_id": tenant_id})
         return rows.tenant_from_row(found[0]) if found else None
 
     async def list_tenants(self) -> list[TenantRecord]:

@@ -9,9 +9,11 @@ page, where its new channel rows (or its eviction) describe it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, false, func, literal, select, true, tuple_, update
+from sqlalchemy import ColumnElement, Select, bindparam, false, func, literal, select, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncstore import rows
@@ -41,25 +43,11 @@ class SqlChannels:
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted or (collections is not None and not collections):
             return []
-        # Channel rows and entity rows in one statement, so one snapshot: read apart, a push committing in
-        # between moved the entity past its channel row's seq, and the entity fell out of this page while the
-        # cursor went past it (a device then never saw that change).
-        joined_entities = ec.join(
-            entities,
-            (entities.c.tenant_id == ec.c.tenant_id)
-            & (entities.c.collection == ec.c.collection)
-            & (entities.c.entity_id == ec.c.entity_id),
-        )
-        query = (
-            select(entities, latest_seq_column(), ec.c.seq.label("member_seq"), ec.c.joined_seq)
-            .select_from(joined_entities)
-            .where(*_in_channels(tenant_id, wanted, collections), ec.c.member == true(), ec.c.seq > after_seq)
-        )
         # An entity has at most one row per channel, all with its current seq: this
         # many rows hold at least ``limit`` distinct entities when there are that many.
-        query = query.order_by(ec.c.seq, ec.c.collection, ec.c.entity_id).limit(limit * len(wanted))
+        params = _params(tenant_id, wanted, collections) | {"after": after_seq, "limit": limit * len(wanted)}
         keyed: dict[tuple[str, str], tuple[EntityRecord, int]] = {}
-        for row in await self._db.rows(query):
+        for row in await self._db.rows(_channel_entities_query(collections is not None), params):
             key = (row["collection"], row["entity_id"])
             joined = row["joined_seq"]
             record, earlier = keyed.get(key, (None, joined))
@@ -82,32 +70,9 @@ class SqlChannels:
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted or (collections is not None and not collections):
             return []
-        member = ec.alias("m")
-        still_visible = (
-            select(literal(1))
-            .where(
-                member.c.tenant_id == ec.c.tenant_id,
-                member.c.collection == ec.c.collection,
-                member.c.entity_id == ec.c.entity_id,
-                member.c.channel.in_(wanted),
-                member.c.member == true(),
-            )
-            .exists()
-        )
-        left = func.max(ec.c.seq)
-        query = (
-            select(ec.c.collection, ec.c.entity_id, left.label("seq"))
-            .where(
-                *_in_channels(tenant_id, wanted, collections),
-                ec.c.member == false(),
-                ec.c.seq > after_seq,
-                ~still_visible,
-            )
-            .group_by(ec.c.collection, ec.c.entity_id)
-            .order_by(left, ec.c.collection, ec.c.entity_id)
-            .limit(limit)
-        )
-        return [EvictionRecord(r["collection"], r["entity_id"], r["seq"]) for r in await self._db.rows(query)]
+        params = _params(tenant_id, wanted, collections) | {"after": after_seq, "limit": limit}
+        found = await self._db.rows(_evictions_query(collections is not None), params)
+        return [EvictionRecord(r["collection"], r["entity_id"], r["seq"]) for r in found]
 
     async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
         """See ``ChannelStore.entity_channels``."""
@@ -206,11 +171,73 @@ class SqlChannels:
             return True
 
 
-def _in_channels(tenant_id: str, channels: list[str], collections: Sequence[str] | None) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = [ec.c.tenant_id == tenant_id, ec.c.channel.in_(channels)]
+def _params(tenant_id: str, channels: list[str], collections: Sequence[str] | None) -> dict[str, Any]:
+    """The bound values of ``_in_bound_channels``."""
+    params: dict[str, Any] = {"tenant_id": tenant_id, "channels": channels, "visible_channels": channels}
     if collections is not None:
-        where.append(ec.c.collection.in_(sorted(set(collections))))
+        params["collections"] = sorted(set(collections))
+    return params
+
+
+def _in_bound_channels(by_collection: bool) -> list[ColumnElement[bool]]:
+    """The tenant's rows in the token's channels (and collections), as bound parameters (``_params``)."""
+    where: list[ColumnElement[bool]] = [
+        ec.c.tenant_id == bindparam("tenant_id"),
+        ec.c.channel.in_(bindparam("channels", expanding=True)),
+    ]
+    if by_collection:
+        where.append(ec.c.collection.in_(bindparam("collections", expanding=True)))
     return where
+
+
+@functools.cache
+def _channel_entities_query(by_collection: bool) -> Select[Any]:
+    """A scoped pull's page: channel rows after the cursor joined to their entity rows (built once per shape).
+
+    Channel rows and entity rows in one statement, so one snapshot: read apart, a push committing in between
+    moved the entity past its channel row's seq, and the entity fell out of this page while the cursor went
+    past it (a device then never saw that change).
+    """
+    joined_entities = ec.join(
+        entities,
+        (entities.c.tenant_id == ec.c.tenant_id)
+        & (entities.c.collection == ec.c.collection)
+        & (entities.c.entity_id == ec.c.entity_id),
+    )
+    return (
+        select(entities, latest_seq_column(), ec.c.seq.label("member_seq"), ec.c.joined_seq)
+        .select_from(joined_entities)
+        .where(*_in_bound_channels(by_collection), ec.c.member == true(), ec.c.seq > bindparam("after"))
+        .order_by(ec.c.seq, ec.c.collection, ec.c.entity_id)
+        .limit(bindparam("limit"))
+    )
+
+
+@functools.cache
+def _evictions_query(by_collection: bool) -> Select[Any]:
+    """Entities that left the channels after the cursor and are in none of them now (built once per shape)."""
+    member = ec.alias("m")
+    still_visible = (
+        select(literal(1))
+        .where(
+            member.c.tenant_id == ec.c.tenant_id,
+            member.c.collection == ec.c.collection,
+            member.c.entity_id == ec.c.entity_id,
+            member.c.channel.in_(bindparam("visible_channels", expanding=True)),
+            member.c.member == true(),
+        )
+        .exists()
+    )
+    left = func.max(ec.c.seq)
+    return (
+        select(ec.c.collection, ec.c.entity_id, left.label("seq"))
+        .where(
+            *_in_bound_channels(by_collection), ec.c.member == false(), ec.c.seq > bindparam("after"), ~still_visible
+        )
+        .group_by(ec.c.collection, ec.c.entity_id)
+        .order_by(left, ec.c.collection, ec.c.entity_id)
+        .limit(bindparam("limit"))
+    )
 
 
 async def purge_channel_rows(conn: AsyncConnection, tenant_id: str, purged_seq: int) -> None:

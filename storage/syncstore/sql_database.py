@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Executable, RowMapping, select
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -91,7 +91,7 @@ class SqlDatabase:
                 if conn.in_transaction():
                     await conn.rollback()
 
-    async def rows(self, query: Executable) -> Sequence[RowMapping]:
-        """Run a read on a pooled connection and return all its rows."""
+    async def rows(self, query: Executable, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
+        """Run a read (with bound ``params``) on a pooled connection and return all its rows."""
         async with self.connect() as conn:
-            return (await conn.execute(query)).mappings().all()
+            return (await conn.execute(query, params)).mappings().all()

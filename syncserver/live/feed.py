@@ -53,7 +53,8 @@ class Page:
         last whole, ``cursor.Position``), and the rows that failed their integrity check (cached)."""
         views = self._views.get((after, since))
         if views is None:
-            views = pull.views(self.cipher, [(row, since) for row in self.rows if row.seq > after])
+            # This page's views are shared by the subscribers here: not kept again in the pull's view cache.
+            views = pull.views(self.cipher, [(row, since) for row in self.rows if row.seq > after], share=False)
             self._views[(after, since)] = views
         return views
 

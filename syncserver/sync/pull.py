@@ -111,7 +111,12 @@ class PullService:
         return response
 
     def views(
-        self, cipher: TenantCipher, rows: list[tuple[EntityRecord, int]], scope: Scope | None = None
+        self,
+        cipher: TenantCipher,
+        rows: list[tuple[EntityRecord, int]],
+        scope: Scope | None = None,
+        *,
+        share: bool = True,
     ) -> tuple[list[EntityView], list[Unavailable]]:
         """The view of each ``(row, after)`` (all fields when ``after`` is 0, else those changed after it).
 
@@ -120,12 +125,15 @@ class PullService:
         (see ``quarantine``). With a restricted ``scope`` (rows found through
         channel rows), an entity whose own state does not put it in one of the scope's channels is left out
         and counted: its channel row was not derived from it (an injected or stale row).
+
+        ``share=False`` neither reads nor fills the ``view_cache``: for callers that share their pages
+        themselves (the live feed), so the same views are not held twice.
         """
         views: list[EntityView] = []
         unavailable: list[Unavailable] = []
         for row, after in rows:
             try:
-                entry = self.open(cipher, row)
+                entry = self.open(cipher, row, share=share)
             except DecryptionError as exc:
                 unavailable.append(quarantine.unavailable_entity(cipher.tenant, row, exc))
                 continue
@@ -135,18 +143,19 @@ class PullService:
             views.append(entry.view_for(after))
         return views, unavailable
 
-    def open(self, cipher: TenantCipher, row: EntityRecord) -> OpenedEntity:
+    def open(self, cipher: TenantCipher, row: EntityRecord, *, share: bool = True) -> OpenedEntity:
         """What pulls need of the row's state, opened once per entity version (``view_cache``).
 
         Raises ``DecryptionError`` (``NotCurrent`` included) like ``quarantine.open_current``: the check against
         the change log runs on every call, the cache holds only rows that opened.
         """
         quarantine.check_current(row)
-        entry = self.view_cache.get(cipher.tenant, row)
+        entry = self.view_cache.get(cipher.tenant, row) if share else None
         if entry is None:
             stored = quarantine.open_current(cipher, row)
             entry = opened(stored, self.schema.get(row.collection), row)
-            self.view_cache.put(cipher.tenant, row, entry)
+            if share:
+                self.view_cache.put(cipher.tenant, row, entry)
         return entry
 
     async def entity(self, principal: Principal, collection: str, entity_id: str) -> EntityView:

@@ -18,8 +18,11 @@ before the cache. Rows that fail are never kept.
 Each caller gets its own shallow copy of a view (``attachments`` is set per
 response); the field views inside are shared and never changed. Entries expire
 after ``TTL_S``, so plaintext does not outlive a tenant's erasure by much more
-than the unwrapped keys do (``SYNC_KEY_CACHE_TTL_S``, 300 s), and at most
-``ENTRIES`` are kept (about 3 KB each for a delivery).
+than the unwrapped keys do (``SYNC_KEY_CACHE_TTL_S``, 300 s), and the entries
+kept are bounded by their estimated memory (``BUDGET_BYTES``): measured with
+tracemalloc, an entry costs about 1,500 bytes plus 5 per byte of its sealed
+state (2.4 KB for a delivery of 150 sealed bytes, 7.3 KB for a 2 KiB value), so
+a fleet writing large values cannot grow the server by more than the budget.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ from syncserver.auth.scopes import ChannelError, entity_channels
 from syncserver.sync.payloads import StoredEntity
 from syncstore.records import EntityRecord
 
-ENTRIES = 8192
+BUDGET_BYTES = 8 * 1024 * 1024
+"""Estimated memory of all entries: about 3,500 deliveries."""
 TTL_S = 60.0
+ENTRY_BYTES = 1500
+BYTES_PER_SEALED_BYTE = 5
 
 _Key = tuple[str, str, str, int, bytes | None, int, bytes]
 
@@ -51,6 +57,8 @@ class OpenedEntity:
     field_seq: dict[str, int]
     channels: frozenset[str] | None
     """The channels its state puts it in; None if it has none a driver could hold (``ChannelError``)."""
+    size: int
+    """Estimated bytes of memory it holds (with its key)."""
 
     def view_for(self, after: int) -> EntityView:
         """A copy of the view: all fields when ``after`` is 0, else those changed after ``after``."""
@@ -67,14 +75,18 @@ def opened(stored: StoredEntity, collection: Collection, row: EntityRecord) -> O
         channels: frozenset[str] | None = frozenset(entity_channels(collection, stored.state))
     except ChannelError:
         channels = None
-    return OpenedEntity(view, dict(stored.field_seq), channels)
+    size = ENTRY_BYTES + BYTES_PER_SEALED_BYTE * len(row.state)
+    return OpenedEntity(view, dict(stored.field_seq), channels, size)
 
 
 class ViewCache:
     """Opened entity versions by their authenticated identity and ciphertext. See the module docs."""
 
-    def __init__(self, entries: int = ENTRIES, ttl_s: float = TTL_S) -> None:
-        self._entries: TTLCache[_Key, OpenedEntity] = TTLCache(maxsize=entries, ttl=ttl_s)
+    def __init__(self, budget_bytes: int = BUDGET_BYTES, ttl_s: float = TTL_S) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: TTLCache[_Key, OpenedEntity] = TTLCache(
+            maxsize=budget_bytes, ttl=ttl_s, getsizeof=lambda entry: entry.size
+        )
 
     @staticmethod
     def key(tenant: str, row: EntityRecord) -> _Key:
@@ -84,7 +96,13 @@ class ViewCache:
         return self._entries.get(self.key(tenant, row))
 
     def put(self, tenant: str, row: EntityRecord, entry: OpenedEntity) -> None:
-        self._entries[self.key(tenant, row)] = entry
+        if entry.size <= self.budget_bytes // 16:  # one huge entity does not empty the cache
+            self._entries[self.key(tenant, row)] = entry
+
+    @property
+    def held_bytes(self) -> int:
+        """The estimated memory of the entries kept."""
+        return int(self._entries.currsize)
 
     def __len__(self) -> int:
         return len(self._entries)

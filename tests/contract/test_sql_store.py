@@ -221,9 +221,9 @@ async def test_a_push_between_reads_never_drops_an_entity_from_a_scoped_pull(sql
         real_rows = store._db.rows
         reads = 0
 
-        async def rows_then_push(query: Any) -> Any:
+        async def rows_then_push(query: Any, params: dict[str, Any] | None = None) -> Any:
             nonlocal reads
-            found = await real_rows(query)
+            found = await real_rows(query, params)
             reads += 1
             if reads == 1:  # another device's push commits right after the page's first read
                 await write(store, tenant, 3, "dlv-1", [member("dlv-1", "driver:a", 3, 1)])

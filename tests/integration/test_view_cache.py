@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -58,13 +59,41 @@ async def test_devices_pulling_the_same_versions_open_each_once(sqlite_server: S
     assert next(c for c in fresh if c["entity"] == "dlv-3")["fields"]["status"]["value"] == "delivered"
 
 
-async def test_the_cache_is_bounded(sqlite_server: Server) -> None:
+async def test_the_cache_is_bounded_by_its_memory_budget(sqlite_server: Server) -> None:
     s = sqlite_server
     pull: PullService = s.app.state.services.pull
-    pull.view_cache = ViewCache(entries=5)
+    pull.view_cache = ViewCache(budget_bytes=64 * 1024)
     tenant = await s.tenant()
     boss = s.headers(tenant, "boss")
-    await s.push(boss, "web-1", [change(i + 1, f"dlv-{i}", [set_("status", "pending")]) for i in range(12)])
+    small = [change(i + 1, f"dlv-{i}", [set_("status", "pending")]) for i in range(60)]
+    await s.push(boss, "web-1", small)
     changes, _ = await s.pull_all(boss)
-    assert len(changes) == 12
-    assert len(pull.view_cache) == 5
+    assert len(changes) == 60
+    assert 0 < pull.view_cache.held_bytes <= 64 * 1024
+    kept_small = len(pull.view_cache)
+    assert kept_small < 60
+    # Large values: fewer entries fit the same budget; one larger than a sixteenth of it is not kept at all.
+    pull.view_cache.clear()
+    big = [change(61 + i, f"big-{i}", [set_("address", os.urandom(1024).hex())]) for i in range(20)]
+    await s.push(boss, "web-1", big)
+    changes, _ = await s.pull_all(boss)
+    assert pull.view_cache.held_bytes <= 64 * 1024
+    assert len([k for k in pull.view_cache._entries if k[2].startswith("big-")]) == 0  # each ~7.5 KB > 4 KB
+    assert len(pull.view_cache) <= kept_small
+
+
+async def test_the_live_feed_does_not_fill_the_cache(sqlite_server: Server) -> None:
+    """Its pages are shared by its subscribers already; holding the views twice would double the memory."""
+    s = sqlite_server
+    pull: PullService = s.app.state.services.pull
+    tenant = await s.tenant()
+    boss = s.headers(tenant, "boss")
+    await s.push(boss, "web-1", [change(1, "dlv-1", [set_("status", "pending")])])
+    cipher = await pull.ciphers.cipher(tenant)
+    row = await pull.store.get_entity(tenant, "deliveries", "dlv-1")
+    assert row is not None
+    views, _ = pull.views(cipher, [(row, 0)], share=False)
+    assert [v.entity for v in views] == ["dlv-1"]
+    assert len(pull.view_cache) == 0
+    pull.views(cipher, [(row, 0)])
+    assert len(pull.view_cache) == 1
