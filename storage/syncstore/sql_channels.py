@@ -13,7 +13,20 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, false, func, literal, select, true, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    FromClause,
+    Select,
+    bindparam,
+    false,
+    func,
+    literal,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncstore import rows
@@ -96,17 +109,7 @@ class SqlChannels:
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted:
             return []
-        visible = (
-            select(literal(1))
-            .where(
-                ec.c.tenant_id == conflicts.c.tenant_id,
-                ec.c.collection == conflicts.c.collection,
-                ec.c.entity_id == conflicts.c.entity_id,
-                ec.c.channel.in_(wanted),
-                ec.c.member == true(),
-            )
-            .exists()
-        )
+        visible = _member_in(ec, conflicts, wanted)
         query = select(conflicts).where(conflicts.c.tenant_id == tenant_id, visible)
         if after is not None:
             query = query.where(tuple_(conflicts.c.seq, conflicts.c.idx) > tuple_(after[0], after[1]))
@@ -190,6 +193,21 @@ def _in_bound_channels(by_collection: bool) -> list[ColumnElement[bool]]:
     return where
 
 
+def _member_in(member: FromClause, row: FromClause, channels: Any) -> Exists:
+    """EXISTS a member row (``member``: ``entity_channels`` or an alias) of ``row``'s entity in ``channels``."""
+    return (
+        select(literal(1))
+        .where(
+            member.c.tenant_id == row.c.tenant_id,
+            member.c.collection == row.c.collection,
+            member.c.entity_id == row.c.entity_id,
+            member.c.channel.in_(channels),
+            member.c.member == true(),
+        )
+        .exists()
+    )
+
+
 @functools.cache
 def _channel_entities_query(by_collection: bool) -> Select[Any]:
     """A scoped pull's page: channel rows after the cursor joined to their entity rows (built once per shape).
@@ -216,18 +234,7 @@ def _channel_entities_query(by_collection: bool) -> Select[Any]:
 @functools.cache
 def _evictions_query(by_collection: bool) -> Select[Any]:
     """Entities that left the channels after the cursor and are in none of them now (built once per shape)."""
-    member = ec.alias("m")
-    still_visible = (
-        select(literal(1))
-        .where(
-            member.c.tenant_id == ec.c.tenant_id,
-            member.c.collection == ec.c.collection,
-            member.c.entity_id == ec.c.entity_id,
-            member.c.channel.in_(bindparam("visible_channels", expanding=True)),
-            member.c.member == true(),
-        )
-        .exists()
-    )
+    still_visible = _member_in(ec.alias("m"), ec, bindparam("visible_channels", expanding=True))
     left = func.max(ec.c.seq)
     return (
         select(ec.c.collection, ec.c.entity_id, left.label("seq"))
