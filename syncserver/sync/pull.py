@@ -29,7 +29,7 @@ from syncserver.integrity import quarantine
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
-from syncserver.sync import cursor
+from syncserver.sync import cursor, payloads
 from syncserver.sync.payloads import StoredEntity
 from syncserver.sync.view_cache import OpenedEntity, ViewCache, opened
 from syncstore.channels import ChannelStore, EvictionRecord, ScopedEntity
@@ -152,7 +152,7 @@ class PullService:
         quarantine.check_current(row)
         entry = self.view_cache.get(cipher.tenant, row) if share else None
         if entry is None:
-            stored = quarantine.open_current(cipher, row)
+            stored = payloads.open_entity(cipher, row)  # current: checked above
             entry = opened(stored, self.schema.get(row.collection), row)
             if share:
                 self.view_cache.put(cipher.tenant, row, entry)

@@ -234,30 +234,24 @@ async def test_creation_with_upload_takes_the_first_bytes_in_the_creating_reques
     assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=h)).content == data
 
 
-async def test_creation_with_a_damaged_body_is_created_with_nothing_kept(app_server: Server) -> None:
+@pytest.mark.parametrize(
+    ("size", "extra", "damaged", "status", "code"),
+    [(300_000, b"", True, 460, "checksum_mismatch"), (1000, b"extra", False, 413, "body_too_large")],
+    ids=["damaged", "longer-than-declared"],
+)
+async def test_a_refused_creation_body_keeps_nothing_and_the_resend_goes_through(
+    app_server: Server, size: int, extra: bytes, damaged: bool, status: int, code: str
+) -> None:
     s = app_server
     tenant = await s.tenant()
     h = s.headers(tenant, "disp")
-    data = photo(300_000)
+    data = photo(size)
     ref = ref_for(data)
-    r = await create(s.client, h, ref, data, sha1_header(b"something else"))
-    assert r.status_code == 460
-    assert r.json()["error"]["code"] == "checksum_mismatch"
+    r = await create(s.client, h, ref, data + extra, sha1_header(b"something else") if damaged else None)
+    assert (r.status_code, r.json()["error"]["code"]) == (status, code)
     head = await s.client.head(f"/v1/attachments/uploads/{ref.id}", headers={**h, **TUS})
-    assert (head.status_code, head.headers["Upload-Offset"]) == (200, "0")
-    # The device resends; the bytes now match.
+    assert (head.status_code, head.headers["Upload-Offset"]) == (200, "0")  # created, nothing kept
+    # The device resends the right bytes.
     r = await create(s.client, h, ref, data, sha1_header(data))
     assert (r.status_code, r.headers["Upload-Offset"]) == (201, str(len(data)))
     assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=h)).content == data
-
-
-async def test_creation_with_more_bytes_than_declared_is_refused_and_keeps_nothing(app_server: Server) -> None:
-    s = app_server
-    tenant = await s.tenant()
-    h = s.headers(tenant, "disp")
-    data = photo(1000)
-    ref = ref_for(data)
-    r = await create(s.client, h, ref, data + b"extra")
-    assert (r.status_code, r.json()["error"]["code"]) == (413, "body_too_large")
-    head = await s.client.head(f"/v1/attachments/uploads/{ref.id}", headers={**h, **TUS})
-    assert head.headers["Upload-Offset"] == "0"
