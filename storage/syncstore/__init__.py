@@ -85,7 +85,7 @@ def attachment_store_for(store: Store) -> AttachmentStore:
     """The ``AttachmentStore`` that keeps its rows in the same database as ``store``."""
     inner = store.inner if isinstance(store, FaultyStore) else store
     if isinstance(inner, SqlStore):
-        return SqlAttachmentStore(inner.engine)
+        return SqlAttachmentStore(inner.database)
     if isinstance(inner, MemoryStore):
         return MemoryAttachmentStore()
     raise TypeError(f"no attachment store for {type(inner).__name__}")

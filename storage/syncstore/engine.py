@@ -112,15 +112,15 @@ def create_engine(
     if parsed.drivername == SQLITE:
 
         def on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-            _on_sqlite_connect(sqlite_synchronous, dbapi_connection, record)
+            on_sqlite_connect(sqlite_synchronous, dbapi_connection, record)
 
         event.listen(engine.sync_engine, "connect", on_connect)
-        event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+        event.listen(engine.sync_engine, "begin", on_sqlite_begin)
     return engine
 
 
-def _on_sqlite_connect(synchronous: str, dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # Stop the driver from emitting BEGIN itself; _on_sqlite_begin does it.
+def on_sqlite_connect(synchronous: str, dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Stop the driver from emitting BEGIN itself; on_sqlite_begin does it.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
@@ -154,7 +154,7 @@ def _enable_wal(cursor: Any) -> None:
         delay = min(delay * 2, 0.1)
 
 
-def _on_sqlite_begin(connection: Connection) -> None:
+def on_sqlite_begin(connection: Connection) -> None:
     mode = connection.get_execution_options().get(BEGIN_MODE, "DEFERRED")
     connection.exec_driver_sql(_BEGIN_SQL[mode])
 

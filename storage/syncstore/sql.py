@@ -75,9 +75,14 @@ class SqlStore:
     def engine(self) -> AsyncEngine:
         return self._db.engine
 
+    @property
+    def database(self) -> SqlDatabase:
+        """The engine, locks and SQLite reader this store's parts share (an attachment store shares them too)."""
+        return self._db
+
     async def close(self) -> None:
-        """Dispose of the engine's pool. The store is unusable afterwards."""
-        await self._db.engine.dispose()
+        """Close the database's connections and threads. The store is unusable afterwards."""
+        await self._db.close()
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless ``SELECT 1`` succeeds.

@@ -1,6 +1,6 @@
 """``SqlAttachmentStore``: attachment metadata in the ``attachments`` and ``attachment_refs`` tables.
 
-It shares the ``SqlStore``'s engine (``attachment_store_for``). Each write is
+It shares the ``SqlStore``'s database: engine and SQLite reader (``attachment_store_for``). Each write is
 one short transaction of its own; no tenant lock is taken, because attachment
 rows are never written by a push: compare-and-set (``update_attachment``) is
 what orders concurrent uploads of one attachment.
@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import RowMapping, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncstore.attachments import AttachmentRecord, AttachmentRefRecord, AttachmentState
-from syncstore.engine import WRITE
+from syncstore.sql_database import SqlDatabase
 from syncstore.tables import attachment_refs, attachments
 
 _ONE = select(attachments).where(
@@ -40,13 +40,12 @@ def _from_row(row: RowMapping) -> AttachmentRecord:
 class SqlAttachmentStore:
     """The ``AttachmentStore`` on SQLite or PostgreSQL."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn:
-            await conn.execution_options(**WRITE)
+        async with self._db.connect(write=True) as conn:
             try:
                 yield conn
                 await conn.commit()
@@ -55,8 +54,7 @@ class SqlAttachmentStore:
                     await conn.rollback()
 
     async def _rows(self, query: Any, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
-        async with self._engine.connect() as conn:
-            return (await conn.execute(query, params)).mappings().all()
+        return await self._db.rows(query, params)
 
     async def get_attachment(self, tenant_id: str, attachment_id: str) -> AttachmentRecord | None:
         found = await self._rows(_ONE, {"tenant_id": tenant_id, "attachment_id": attachment_id})

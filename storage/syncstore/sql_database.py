@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from syncstore.engine import WRITE, is_sqlite
 from syncstore.locks import TenantLocks
+from syncstore.sqlite_reader import SqliteReader
 from syncstore.store import StoreUnavailable, TenantNotFound
 from syncstore.tables import tenants
 
@@ -50,6 +51,13 @@ class SqlDatabase:
         self.sqlite = is_sqlite(engine)
         self._tenant_locks = TenantLocks()
         self._sqlite_writer = asyncio.Lock()
+        self.reader = SqliteReader(engine.url) if self.sqlite else None
+
+    async def close(self) -> None:
+        """Close the SQLite reader's threads and connections and dispose of the engine's pool."""
+        if self.reader is not None:
+            self.reader.close()  # at close nothing reads any more: waiting for its threads is immediate
+        await self.engine.dispose()
 
     @asynccontextmanager
     async def connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -92,6 +100,15 @@ class SqlDatabase:
                     await conn.rollback()
 
     async def rows(self, query: Executable, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
-        """Run a read (with bound ``params``) on a pooled connection and return all its rows."""
+        """Run a read (with bound ``params``) in a transaction of its own and return all its rows.
+
+        On SQLite through ``SqliteReader`` (one thread hop instead of one per driver call); failing to open
+        the file raises ``StoreUnavailable``, as ``connect`` does.
+        """
+        if self.reader is not None:
+            try:
+                return await self.reader.rows(query, params)
+            except UNREACHABLE as exc:
+                raise StoreUnavailable(str(exc)) from exc
         async with self.connect() as conn:
             return (await conn.execute(query, params)).mappings().all()

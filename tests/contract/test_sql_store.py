@@ -35,17 +35,22 @@ async def opened(url: str) -> AsyncIterator[SqlStore]:
 
 @contextmanager
 def statements(store: SqlStore) -> Iterator[list[tuple[str, bool]]]:
-    """Record ``(sql, executemany)`` for every statement the store sends."""
+    """Record ``(sql, executemany)`` for every statement the store sends (SQLite reads included)."""
     sent: list[tuple[str, bool]] = []
 
     def record(_conn: Any, _cursor: Any, sql: str, _params: Any, _context: Any, executemany: bool) -> None:
         sent.append((sql, executemany))
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    engines = [store.engine.sync_engine]
+    if store.database.reader is not None:
+        engines.append(store.database.reader.engine)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield sent
     finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 async def test_two_stores_on_one_database_take_turns(sql_url: str) -> None:
