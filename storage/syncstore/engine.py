@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import weakref
 from typing import Any, Final, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -63,6 +65,12 @@ _SQLITE_PRAGMAS: Final = (
 )
 
 PG_CONNECT_TIMEOUT_S: Final = 10
+
+UNREACHABLE: Final = (OperationalError, InterfaceError, OSError)
+"""Errors that mean the database could not be reached (mapped to ``StoreUnavailable``)."""
+
+_SYNCHRONOUS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+"""The ``synchronous`` level each SQLite engine was made with (``sqlite_synchronous``)."""
 
 
 def parse_url(url: str | URL) -> URL:
@@ -116,7 +124,13 @@ def create_engine(
 
         event.listen(engine.sync_engine, "connect", on_connect)
         event.listen(engine.sync_engine, "begin", on_sqlite_begin)
+        _SYNCHRONOUS[engine.sync_engine] = sqlite_synchronous
     return engine
+
+
+def sqlite_synchronous(engine: AsyncEngine) -> str:
+    """The ``synchronous`` level ``create_engine`` set up for this SQLite engine (the default for others)."""
+    return _SYNCHRONOUS.get(engine.sync_engine, DEFAULT_SQLITE_SYNCHRONOUS)
 
 
 def on_sqlite_connect(synchronous: str, dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -133,8 +133,8 @@ class SqlStore:
 
     @asynccontextmanager
     async def _push_session(self, tenant_id: str) -> AsyncIterator[PushSession]:
-        async with self._db.locked(tenant_id) as locked:
-            yield SqlPushSession(locked.conn, tenant_id, locked.last_seq, locked.chain_head)
+        async with self._db.push_transaction(tenant_id) as locked:
+            yield SqlPushSession(locked.step, tenant_id, locked.last_seq, locked.chain_head)
 
     async def pull(
         self, tenant_id: str, after_seq: int, limit: int, collections: Sequence[str] | None = None

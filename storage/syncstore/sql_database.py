@@ -16,22 +16,62 @@ The tenant lock is taken in two layers:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
-from sqlalchemy import Executable, RowMapping, select
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import Connection, Executable, RowMapping, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from syncstore.engine import WRITE, is_sqlite
+from syncstore.engine import UNREACHABLE, WRITE, is_sqlite, sqlite_synchronous
 from syncstore.locks import TenantLocks
-from syncstore.sqlite_reader import SqliteReader
+from syncstore.sqlite_sync import SqliteReader, SqliteWriter
 from syncstore.store import StoreUnavailable, TenantNotFound
 from syncstore.tables import tenants
 
-UNREACHABLE = (OperationalError, InterfaceError, OSError)
-"""Errors that mean the database could not be reached (mapped to ``StoreUnavailable``)."""
+__all__ = ["UNREACHABLE", "Locked", "PushTransaction", "SqlDatabase", "Steps", "lock_tenant"]
+
+_T = TypeVar("_T")
+
+_LOCK_TENANT = (
+    select(tenants.c.last_seq, tenants.c.purged_seq, tenants.c.chain_head)
+    .where(tenants.c.id == bindparam("tenant_id"))
+    .with_for_update()
+)
+
+
+def lock_tenant(conn: Connection, tenant_id: str) -> tuple[int, int, bytes | None]:
+    """The tenant's counters, read under its lock: ``FOR UPDATE`` on PostgreSQL, the write lock's ``BEGIN
+    IMMEDIATE`` on SQLite (the first statement). Raises ``TenantNotFound`` when the tenant has no row."""
+    row = conn.execute(_LOCK_TENANT, {"tenant_id": tenant_id}).one_or_none()
+    if row is None:
+        raise TenantNotFound(tenant_id)
+    return row.last_seq, row.purged_seq, bytes(row.chain_head) if row.chain_head is not None else None
+
+
+class Steps(Protocol):
+    """Runs one step of an open transaction: a function of its (synchronous) connection."""
+
+    async def __call__(self, work: Callable[[Connection], _T]) -> _T: ...
+
+
+class PushTransaction(NamedTuple):
+    """An open write transaction that holds a tenant's lock, run step by step (see ``push_transaction``)."""
+
+    step: Steps
+    last_seq: int
+    chain_head: bytes | None
+
+
+class _AsyncSteps:
+    """Steps on an async connection: each runs in SQLAlchemy's greenlet, awaiting the driver per statement."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def __call__(self, work: Callable[[Connection], _T]) -> _T:
+        return await self._conn.run_sync(work)
 
 
 class Locked(NamedTuple):
@@ -51,12 +91,16 @@ class SqlDatabase:
         self.sqlite = is_sqlite(engine)
         self._tenant_locks = TenantLocks()
         self._sqlite_writer = asyncio.Lock()
-        self.reader = SqliteReader(engine.url) if self.sqlite else None
+        self.reader = SqliteReader(engine.url, sqlite_synchronous(engine)) if self.sqlite else None
+        self.writer = SqliteWriter(engine.url, sqlite_synchronous(engine)) if self.sqlite else None
 
     async def close(self) -> None:
-        """Close the SQLite reader's threads and connections and dispose of the engine's pool."""
+        """Close the SQLite threads and their connections and dispose of the engine's pool."""
+        # At close nothing reads or pushes any more: waiting for the threads is immediate.
         if self.reader is not None:
-            self.reader.close()  # at close nothing reads any more: waiting for its threads is immediate
+            self.reader.close()
+        if self.writer is not None:
+            self.writer.close()
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -85,19 +129,27 @@ class SqlDatabase:
         """
         async with self.process_lock(tenant_id), self.connect(write=True) as conn:
             try:
-                query = (
-                    select(tenants.c.last_seq, tenants.c.purged_seq, tenants.c.chain_head)
-                    .where(tenants.c.id == tenant_id)
-                    .with_for_update()
-                )
-                row = (await conn.execute(query)).one_or_none()
-                if row is None:
-                    raise TenantNotFound(tenant_id)
-                head = bytes(row.chain_head) if row.chain_head is not None else None
-                yield Locked(conn, row.last_seq, row.purged_seq, head)
+                last_seq, purged_seq, head = await conn.run_sync(lock_tenant, tenant_id)
+                yield Locked(conn, last_seq, purged_seq, head)
             finally:
                 if conn.in_transaction():
                     await conn.rollback()
+
+    @asynccontextmanager
+    async def push_transaction(self, tenant_id: str) -> AsyncIterator[PushTransaction]:
+        """``locked`` for a push: its reads and its write run as steps (functions of a synchronous connection).
+
+        On SQLite every step runs whole on the ``SqliteWriter``'s thread, so a step costs one hop however
+        many statements it sends; on PostgreSQL the steps run on the async connection of ``locked``.
+        Rolled back unless a step commits. Raises ``TenantNotFound`` when the tenant has no row.
+        """
+        if self.writer is None:
+            async with self.locked(tenant_id) as locked:
+                yield PushTransaction(_AsyncSteps(locked.conn), locked.last_seq, locked.chain_head)
+            return
+        async with self.process_lock(tenant_id), self.writer.transaction():
+            last_seq, _, head = await self.writer.step(functools.partial(lock_tenant, tenant_id=tenant_id))
+            yield PushTransaction(self.writer.step, last_seq, head)
 
     async def rows(self, query: Executable, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
         """Run a read (with bound ``params``) in a transaction of its own and return all its rows.

@@ -1,27 +1,30 @@
 """``SqlPushSession``: the reads and the single write of one locked push.
 
-Created by ``SqlStore.push_session`` on a connection whose transaction already
-holds the tenant lock; it never commits anything but ``commit``'s batch.
+Created by ``SqlStore.push_session`` on a transaction that already holds the
+tenant lock (``SqlDatabase.push_transaction``); it never commits anything but
+``commit``'s batch.
 
 Speed: a push of hundreds of changes costs a handful of round trips. Lookups
 are batched ``IN`` queries (chunked under SQLite's bound-parameter limit) and
-``commit`` issues one executemany per table (psycopg pipelines them).
+``commit`` issues one executemany per table (psycopg pipelines them). On SQLite
+each method is one hop to the writer thread, whatever it sends.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from sqlalchemy import Table, bindparam, select, true, union_all, update
+from sqlalchemy import Connection, Table, bindparam, select, true, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncstore import rows
 from syncstore.batches import check_batch, latest_entities, latest_replicas
 from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
+from syncstore.sql_database import Steps
 from syncstore.store import EntityKey
 from syncstore.tables import (
     chain_checkpoints,
@@ -55,15 +58,31 @@ _MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, en
     entity_channels.c.entity_id.in_(bindparam("ids", expanding=True)),
     entity_channels.c.member == true(),
 )
-"""A push's entity, replica and channel rows: each statement is built once; building it took longer than
-running it for a small push."""
+_DOT_CHANGE_ID = union_all(
+    select(changes.c.change_id).where(
+        changes.c.tenant_id == bindparam("tenant_id"),
+        changes.c.replica_id == bindparam("replica_id"),
+        changes.c.n == bindparam("n"),
+    ),
+    select(dead_letters.c.change_id).where(
+        dead_letters.c.tenant_id == bindparam("tenant_id"),
+        dead_letters.c.replica_id == bindparam("replica_id"),
+        dead_letters.c.n == bindparam("n"),
+    ),
+).limit(1)
+"""A push's entity, replica and channel rows and a dot's change id: each statement is built once; building
+it took longer than running it for a small push."""
 
 
 class SqlPushSession:
-    """See ``PushSession``. Not safe to share between tasks."""
+    """See ``PushSession``. Not safe to share between tasks.
 
-    def __init__(self, conn: AsyncConnection, tenant_id: str, last_seq: int, chain_head: bytes | None) -> None:
-        self._conn = conn
+    Each method is one step of the transaction (``Steps``): a synchronous function of its connection,
+    which on SQLite runs whole on the writer thread.
+    """
+
+    def __init__(self, step: Steps, tenant_id: str, last_seq: int, chain_head: bytes | None) -> None:
+        self._step = step
         self._tenant_id = tenant_id
         self.last_seq = last_seq
         self.chain_head = chain_head
@@ -72,12 +91,7 @@ class SqlPushSession:
     async def replicas(self, replica_ids: Sequence[str]) -> dict[str, ReplicaRecord]:
         """High-water marks of the given replicas; unknown ones are absent."""
         self._check_open()
-        found: dict[str, ReplicaRecord] = {}
-        for chunk in chunks(sorted(set(replica_ids))):
-            params = {"tenant_id": self._tenant_id, "ids": chunk}
-            for row in (await self._conn.execute(_REPLICA_ROWS, params)).mappings():
-                found[row["replica_id"]] = rows.replica_from_row(row)
-        return found
+        return await self._step(functools.partial(_replicas, tenant_id=self._tenant_id, ids=sorted(set(replica_ids))))
 
     async def entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, EntityRecord]:
         """Current rows of the given entities, deleted ones included; unknown ones are absent.
@@ -85,47 +99,18 @@ class SqlPushSession:
         One query per collection per chunk of ids, not one per entity.
         """
         self._check_open()
-        by_collection: defaultdict[str, set[str]] = defaultdict(set)
-        for collection, entity_id in keys:
-            by_collection[collection].add(entity_id)
-        found: dict[EntityKey, EntityRecord] = {}
-        for collection, ids in by_collection.items():
-            for chunk in chunks(sorted(ids)):
-                params = {"tenant_id": self._tenant_id, "collection": collection, "ids": chunk}
-                for row in (await self._conn.execute(_ENTITY_ROWS, params)).mappings():
-                    record = rows.entity_from_row(row)
-                    found[(record.collection, record.entity_id)] = record
-        return found
+        return await self._step(functools.partial(_entities, tenant_id=self._tenant_id, keys=keys))
 
     async def dot_change_id(self, replica_id: str, n: int) -> str | None:
         """The change id stored for ``(replica_id, n)`` in the change log or the dead letters."""
         self._check_open()
-        query = union_all(
-            select(changes.c.change_id).where(
-                changes.c.tenant_id == self._tenant_id, changes.c.replica_id == replica_id, changes.c.n == n
-            ),
-            select(dead_letters.c.change_id).where(
-                dead_letters.c.tenant_id == self._tenant_id,
-                dead_letters.c.replica_id == replica_id,
-                dead_letters.c.n == n,
-            ),
-        ).limit(1)
-        change_id: str | None = (await self._conn.execute(query)).scalar()
-        return change_id
+        params = {"tenant_id": self._tenant_id, "replica_id": replica_id, "n": n}
+        return await self._step(functools.partial(_dot_change_id, params=params))
 
     async def channel_members(self, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:
         """Member channels (with their ``joined_seq``) of the given entities; one query per collection chunk."""
         self._check_open()
-        by_collection: defaultdict[str, set[str]] = defaultdict(set)
-        for collection, entity_id in keys:
-            by_collection[collection].add(entity_id)
-        found: dict[EntityKey, dict[str, int]] = {}
-        for collection, ids in by_collection.items():
-            for chunk in chunks(sorted(ids)):
-                params = {"tenant_id": self._tenant_id, "collection": collection, "ids": chunk}
-                for entity_id, channel, joined_seq in (await self._conn.execute(_MEMBER_ROWS, params)).all():
-                    found.setdefault((collection, entity_id), {})[channel] = joined_seq
-        return found
+        return await self._step(functools.partial(_channel_members, tenant_id=self._tenant_id, keys=keys))
 
     async def commit(self, batch: PushBatch) -> None:
         """Write ``batch`` and the new ``last_seq`` in this session's transaction, then commit.
@@ -137,23 +122,11 @@ class SqlPushSession:
         self._check_open()
         check_batch(self.last_seq, batch)
         self._finished = True
-        tenant_id = self._tenant_id
         try:
-            await self._insert(changes, [rows.change_to_row(tenant_id, c) for c in batch.changes])
-            await self._insert(conflicts, [rows.conflict_to_row(tenant_id, c) for c in batch.conflicts])
-            await self._insert(dead_letters, [rows.dead_letter_to_row(tenant_id, d) for d in batch.dead_letters])
-            await self._upsert(entities, [rows.entity_to_row(tenant_id, e) for e in latest_entities(batch)])
-            await self._upsert(replicas, [rows.replica_to_row(tenant_id, r) for r in latest_replicas(batch)])
-            await self._upsert(entity_channels, [rows.membership_to_row(tenant_id, m) for m in batch.memberships])
-            await self._insert(chain_checkpoints, [rows.checkpoint_to_row(tenant_id, c) for c in batch.checkpoints])
+            await self._step(functools.partial(_write, tenant_id=self._tenant_id, batch=batch))
         except IntegrityError as exc:
             # The transaction is aborted; push_session rolls it back on exit.
             raise ValueError(f"push batch collides with stored rows: {exc.orig}") from exc
-        values: dict[str, object] = {"last_seq": batch.last_seq}
-        if batch.chain_head is not None:
-            values["chain_head"] = batch.chain_head
-        await self._conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(values))
-        await self._conn.commit()
         self.last_seq = batch.last_seq
         if batch.chain_head is not None:
             self.chain_head = batch.chain_head
@@ -162,14 +135,72 @@ class SqlPushSession:
         if self._finished:
             raise RuntimeError("this push session has already committed (or failed to)")
 
-    async def _insert(self, table: Table, values: list[rows.Row]) -> None:
-        if values:
-            await self._conn.exec_driver_sql(_write_sql(self._conn.dialect, table, upsert=False), values)
 
-    async def _upsert(self, table: Table, values: list[rows.Row]) -> None:
-        """``INSERT ... ON CONFLICT (primary key) DO UPDATE`` of every non-key column."""
-        if values:
-            await self._conn.exec_driver_sql(_write_sql(self._conn.dialect, table, upsert=True), values)
+# The steps: each a function of the transaction's synchronous connection (see ``Steps``).
+
+
+def _by_collection(keys: Sequence[EntityKey]) -> dict[str, list[str]]:
+    grouped: defaultdict[str, set[str]] = defaultdict(set)
+    for collection, entity_id in keys:
+        grouped[collection].add(entity_id)
+    return {collection: sorted(ids) for collection, ids in grouped.items()}
+
+
+def _replicas(conn: Connection, tenant_id: str, ids: Sequence[str]) -> dict[str, ReplicaRecord]:
+    found: dict[str, ReplicaRecord] = {}
+    for chunk in chunks(ids):
+        for row in conn.execute(_REPLICA_ROWS, {"tenant_id": tenant_id, "ids": chunk}).mappings():
+            found[row["replica_id"]] = rows.replica_from_row(row)
+    return found
+
+
+def _entities(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, EntityRecord]:
+    found: dict[EntityKey, EntityRecord] = {}
+    for collection, ids in _by_collection(keys).items():
+        for chunk in chunks(ids):
+            params = {"tenant_id": tenant_id, "collection": collection, "ids": chunk}
+            for row in conn.execute(_ENTITY_ROWS, params).mappings():
+                record = rows.entity_from_row(row)
+                found[(record.collection, record.entity_id)] = record
+    return found
+
+
+def _dot_change_id(conn: Connection, params: dict[str, object]) -> str | None:
+    change_id: str | None = conn.execute(_DOT_CHANGE_ID, params).scalar()
+    return change_id
+
+
+def _channel_members(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:
+    found: dict[EntityKey, dict[str, int]] = {}
+    for collection, ids in _by_collection(keys).items():
+        for chunk in chunks(ids):
+            params = {"tenant_id": tenant_id, "collection": collection, "ids": chunk}
+            for entity_id, channel, joined_seq in conn.execute(_MEMBER_ROWS, params).all():
+                found.setdefault((collection, entity_id), {})[channel] = joined_seq
+    return found
+
+
+def _write(conn: Connection, tenant_id: str, batch: PushBatch) -> None:
+    """Every row of ``batch``, one executemany per table, the tenant's counters, then the commit."""
+    _insert(conn, changes, [rows.change_to_row(tenant_id, c) for c in batch.changes])
+    _insert(conn, conflicts, [rows.conflict_to_row(tenant_id, c) for c in batch.conflicts])
+    _insert(conn, dead_letters, [rows.dead_letter_to_row(tenant_id, d) for d in batch.dead_letters])
+    _insert(conn, entities, [rows.entity_to_row(tenant_id, e) for e in latest_entities(batch)], upsert=True)
+    _insert(conn, replicas, [rows.replica_to_row(tenant_id, r) for r in latest_replicas(batch)], upsert=True)
+    _insert(conn, entity_channels, [rows.membership_to_row(tenant_id, m) for m in batch.memberships], upsert=True)
+    _insert(conn, chain_checkpoints, [rows.checkpoint_to_row(tenant_id, c) for c in batch.checkpoints])
+    values: dict[str, object] = {"last_seq": batch.last_seq}
+    if batch.chain_head is not None:
+        values["chain_head"] = batch.chain_head
+    conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(values))
+    conn.commit()
+
+
+def _insert(conn: Connection, table: Table, values: list[rows.Row], *, upsert: bool = False) -> None:
+    """One executemany of ``values`` (an upsert: ``INSERT ... ON CONFLICT (primary key) DO UPDATE`` of every
+    non-key column)."""
+    if values:
+        conn.exec_driver_sql(_write_sql(conn.dialect, table, upsert=upsert), values)
 
 
 _WRITE_SQL: dict[tuple[str, str, bool], str] = {}

@@ -35,15 +35,14 @@ async def opened(url: str) -> AsyncIterator[SqlStore]:
 
 @contextmanager
 def statements(store: SqlStore) -> Iterator[list[tuple[str, bool]]]:
-    """Record ``(sql, executemany)`` for every statement the store sends (SQLite reads included)."""
+    """Record ``(sql, executemany)`` for every statement the store sends (SQLite's reader and writer too)."""
     sent: list[tuple[str, bool]] = []
 
     def record(_conn: Any, _cursor: Any, sql: str, _params: Any, _context: Any, executemany: bool) -> None:
         sent.append((sql, executemany))
 
-    engines = [store.engine.sync_engine]
-    if store.database.reader is not None:
-        engines.append(store.database.reader.engine)
+    db = store.database
+    engines = [store.engine.sync_engine] + [t.engine for t in (db.reader, db.writer) if t is not None]
     for engine in engines:
         event.listen(engine, "before_cursor_execute", record)
     try:
