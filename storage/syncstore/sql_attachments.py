@@ -8,11 +8,11 @@ what orders concurrent uploads of one attachment.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import RowMapping, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Executable, RowMapping, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,6 +31,19 @@ def _to_row(record: AttachmentRecord) -> dict[str, Any]:
     row = {f: getattr(record, f) for f in _FIELDS}
     row["upload_offset"] = record.upload_offset
     return row
+
+
+def _statements(*statements: Executable) -> Callable[[Connection], int]:
+    """A write step (``SqlDatabase.write``) that runs ``statements`` in order; it returns the last one's row
+    count."""
+
+    def run(conn: Connection) -> int:
+        count = 0
+        for statement in statements:
+            count = int(conn.execute(statement).rowcount)
+        return count
+
+    return run
 
 
 def _from_row(row: RowMapping) -> AttachmentRecord:
@@ -69,8 +82,7 @@ class SqlAttachmentStore:
 
     async def create_attachment(self, record: AttachmentRecord) -> AttachmentRecord:
         try:
-            async with self._write() as conn:
-                await conn.execute(insert(attachments).values(_to_row(record)))
+            await self._db.write(_statements(insert(attachments).values(_to_row(record))))
             return record  # stored as given: no read back
         except IntegrityError:
             pass  # created by an earlier (retried) request, or no such tenant: hand back what is stored
@@ -92,19 +104,14 @@ class SqlAttachmentStore:
             )
             .values(_to_row(new))
         )
-        async with self._write() as conn:
-            result = await conn.execute(query)
-        return int(result.rowcount) == 1
+        return await self._db.write(_statements(query)) == 1
 
     async def delete_attachment(self, tenant_id: str, attachment_id: str) -> bool:
         r = attachment_refs.c
         a = attachments.c
-        async with self._write() as conn:
-            await conn.execute(
-                delete(attachment_refs).where(r.tenant_id == tenant_id, r.attachment_id == attachment_id)
-            )
-            result = await conn.execute(delete(attachments).where(a.tenant_id == tenant_id, a.id == attachment_id))
-        return int(result.rowcount) == 1
+        refs = delete(attachment_refs).where(r.tenant_id == tenant_id, r.attachment_id == attachment_id)
+        row = delete(attachments).where(a.tenant_id == tenant_id, a.id == attachment_id)
+        return await self._db.write(_statements(refs, row)) == 1
 
     async def find_blob(self, tenant_id: str, mac: str) -> AttachmentRecord | None:
         a = attachments.c
@@ -189,9 +196,5 @@ class SqlAttachmentStore:
         if not ids:
             return
         a = attachments.c
-        async with self._write() as conn:
-            await conn.execute(
-                update(attachments)
-                .where(a.tenant_id == tenant_id, a.id.in_(sorted(set(ids))))
-                .values(referenced_at=now_ms)
-            )
+        query = update(attachments).where(a.tenant_id == tenant_id, a.id.in_(sorted(set(ids))))
+        await self._db.write(_statements(query.values(referenced_at=now_ms)))

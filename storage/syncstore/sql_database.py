@@ -50,6 +50,12 @@ def lock_tenant(conn: Connection, tenant_id: str) -> tuple[int, int, bytes | Non
     return row.last_seq, row.purged_seq, bytes(row.chain_head) if row.chain_head is not None else None
 
 
+def _committed(work: Callable[[Connection], _T], conn: Connection) -> _T:
+    result = work(conn)
+    conn.commit()
+    return result
+
+
 class Steps(Protocol):
     """Runs one step of an open transaction: a function of its (synchronous) connection."""
 
@@ -150,6 +156,25 @@ class SqlDatabase:
         async with self.process_lock(tenant_id), self.writer.transaction():
             last_seq, _, head = await self.writer.step(functools.partial(lock_tenant, tenant_id=tenant_id))
             yield PushTransaction(self.writer.step, last_seq, head)
+
+    async def write(self, work: Callable[[Connection], _T]) -> _T:
+        """``work(connection)`` in a short write transaction of its own, committed when it returns.
+
+        Rolled back if it raises. On SQLite one step on the writer thread, under the process lock (so it
+        never lands inside a push's open transaction, and waits in the event loop rather than in SQLite's
+        busy handler); on PostgreSQL on a pooled async connection, without the tenant lock.
+        """
+        if self.writer is None:
+            async with self.connect(write=True) as conn:
+                try:
+                    result = await conn.run_sync(work)
+                    await conn.commit()
+                    return result
+                finally:
+                    if conn.in_transaction():
+                        await conn.rollback()
+        async with self._sqlite_writer, self.writer.transaction():
+            return await self.writer.step(functools.partial(_committed, work))
 
     async def rows(self, query: Executable, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
         """Run a read (with bound ``params``) in a transaction of its own and return all its rows.

@@ -96,6 +96,55 @@ async def test_push_of_500_changes_is_a_handful_of_statements(sql_url: str) -> N
         assert len(await store.changes(tenant, 0, 1000)) == 500
 
 
+@pytest.mark.parametrize("stage", range(5))
+async def test_a_push_cancelled_mid_step_leaves_sqlite_unlocked_and_whole(tmp_path: Path, stage: int) -> None:
+    """A push runs its steps on the writer thread. Cancelled (twice, as a shutdown may) while one of them
+    runs there (taking the lock, reading replicas, entities, committing) or after its commit, it is
+    applied whole or not at all, and neither the writer thread nor the file's write lock is left to the
+    next push or to a write on the async engine."""
+    url = sqlite_url(tmp_path)
+    await upgrade(url)
+    async with opened(url) as store:
+        tenant = factories.new_tenant_id()
+        await store.create_tenant(tenant, factories.key(tenant), NOW)
+        batch = factories.changes_batch(1, 20)
+        reached = asyncio.Event()
+
+        def at(n: int) -> None:
+            if n == stage:
+                reached.set()  # the push goes on into its next step; the test cancels it there
+
+        async def push() -> None:
+            at(0)
+            async with store.push_session(tenant) as session:
+                at(1)
+                await session.replicas(["phone"])
+                at(2)
+                await session.entities([(e.collection, e.entity_id) for e in batch.entities])
+                at(3)
+                await session.commit(batch)
+                at(4)
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(push())
+        await reached.wait()
+        task.cancel()
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        applied = len(await store.changes(tenant, 0, 100))
+        # Cancelled during its commit step, a push may or may not have committed (never acknowledged either way).
+        assert applied in ({0, 20} if stage == 3 else {20 if stage > 3 else 0})
+        other = factories.new_tenant_id()
+        await asyncio.wait_for(store.create_tenant(other, factories.key(other), NOW), 5)
+        async with asyncio.timeout(5), store.push_session(tenant) as session:
+            assert session.last_seq == applied
+            await session.commit(factories.changes_batch(applied + 1, 1, replica_id="tablet"))
+        assert len(await store.changes(tenant, 0, 100)) == applied + 1
+
+
 async def test_sqlite_write_sessions_begin_immediate_and_reads_do_not(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)
     await upgrade(url)
