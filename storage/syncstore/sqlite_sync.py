@@ -15,11 +15,12 @@ read and once per step:
   on one of a few threads. It sees exactly what it would have seen on the
   async engine: the last committed state of the file (WAL readers never block
   the writer, nor it them).
-* ``SqliteWriter``: one thread and one connection for push transactions. A push
-  session's steps (lock the tenant, read the replicas, the entities, their
-  channels, write and commit) each run there whole, in order. Other writes
-  (tenant creation, key rotation, admin repairs) stay on the async engine; the
-  process lock and ``BEGIN IMMEDIATE`` serialize the two as before.
+* ``SqliteWriter``: one thread and one connection for push transactions and
+  short writes (attachment rows, ``SqlDatabase.write``). A push session's steps
+  (lock the tenant, read the replicas, the entities, their channels, write and
+  commit) each run there whole, in order. Other writes (tenant creation, key
+  rotation, admin repairs) stay on the async engine; the process lock and
+  ``BEGIN IMMEDIATE`` serialize them with these as before.
 
 Both connect like the async engine (``busy_timeout``, foreign keys, WAL, the
 configured ``synchronous`` level, our ``BEGIN``). PostgreSQL needs none of
