@@ -143,7 +143,9 @@ def _apply_op(
         case TextOp(update=u):
             state = TextState(base64.b64decode(current.update) if current and current.update else b"")
             merged = text.apply_update(state, text.decode_update(u))
-            return FieldView(kind="text", value=text.value(merged), update=base64.b64encode(merged.update).decode())
+            return FieldView(
+                kind="text", value=text.value(merged), update=base64.b64encode(text.encoded(merged)).decode()
+            )
         case AppendOp(value=v):
             return FieldView(kind="log", value=[*(current.value if current else []), v])
     raise TypeError(f"cannot apply {op!r}")  # pragma: no cover - predicts_rejection filters the rest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 
-from syncproto.crdt import FieldState, Register, TextState
+from syncproto.crdt import FieldState, Register, TextState, text
 from syncproto.merge import EntityState, field_value, is_deleted
 from syncproto.messages import EntityView, FieldView, SiblingView
 from syncproto.schema import Collection
@@ -17,7 +17,7 @@ def field_view(f: FieldState, collection: Collection, name: str) -> FieldView:
     if isinstance(f, Register) and len(f.siblings) > 1:
         view.siblings = [SiblingView(s.value, s.replica, s.n, s.hlc) for s in f.siblings]
     elif isinstance(f, TextState):
-        view.update = base64.b64encode(f.update).decode()
+        view.update = base64.b64encode(text.encoded(f)).decode()
     return view
 
 

@@ -361,8 +361,8 @@ def text_doc(f: FieldState | None, client_id: int) -> Doc[Any]:
     """
     doc: Doc[Any] = Doc(client_id=client_id)
     doc.get(ytext.ROOT, type=Text)
-    if isinstance(f, TextState) and f.update:
-        doc.apply_update(f.update)
+    if isinstance(f, TextState) and (f.update or f.tail):
+        doc.apply_update(ytext.encoded(f))
     return doc
 
 

@@ -30,7 +30,7 @@ def fresh(state: TextState) -> tuple[str, dict[int, int]]:
 
 def test_the_cache_is_bounded_by_bytes_and_entries_and_evicts_the_least_recently_used() -> None:
     cache = DocCache(max_bytes=5 * MIN_BYTES, max_entries=3)
-    keys = [bytes([i]) * MIN_BYTES for i in range(6)]
+    keys = [(bytes([i]) * MIN_BYTES,) for i in range(6)]
     for key in keys[:3]:
         cache.put(key, Doc())
     assert cache.peek(keys[0]) is not None  # now the most recently used
@@ -42,14 +42,14 @@ def test_the_cache_is_bounded_by_bytes_and_entries_and_evicts_the_least_recently
         cache.put(key, Doc())
     assert len(cache) <= 3
     assert cache.size_bytes <= 5 * MIN_BYTES
-    cache.put(b"x" * (6 * MIN_BYTES), Doc())  # larger than the whole bound: never kept
-    assert cache.peek(b"x" * (6 * MIN_BYTES)) is None
-    assert cache.size_bytes == sum(len(k) for k in keys if cache.peek(k) is not None)
+    cache.put((b"x" * (3 * MIN_BYTES), b"y" * (3 * MIN_BYTES)), Doc())  # larger than the whole bound: never kept
+    assert cache.peek((b"x" * (3 * MIN_BYTES), b"y" * (3 * MIN_BYTES))) is None
+    assert cache.size_bytes == sum(len(k[0]) for k in keys if cache.peek(k) is not None)
 
 
 def test_take_removes_the_entry_and_peek_keeps_it() -> None:
     cache = DocCache()
-    key, doc = b"k" * MIN_BYTES, Doc()
+    key, doc = (b"k" * MIN_BYTES,), Doc()
     cache.put(key, doc)
     assert cache.peek(key) is doc
     assert cache.take(key) is doc
@@ -61,7 +61,7 @@ def test_a_merge_leaves_the_document_cached_under_the_state_it_returns() -> None
     thread_cache().clear()
     _, update = seeded()
     state = text.apply_update(TextState(), update)
-    assert thread_cache().peek(state.update) is not None
+    assert thread_cache().peek(text.cache_key(state)) is not None
     assert text.value(state) == BASE
 
 
@@ -76,10 +76,13 @@ def test_a_refused_update_does_not_leave_a_half_merged_document_in_the_cache() -
     pending = text.splice(other, 0, 3, "")
     with pytest.raises(text.InvalidTextUpdate):
         text.apply_update(state, pending)
-    assert thread_cache().peek(state.update) is None
+    assert thread_cache().peek(text.cache_key(state)) is None
     # The next merge into the same stored state reads what a restarted server reads.
     after = text.apply_update(state, text.splice(doc, 0, 0, "Note: "))
-    assert fresh(after) == (text.value(after), text.state_vector(thread_cache().peek(after.update).get_state()))  # type: ignore[union-attr]
+    assert fresh(after) == (
+        text.value(after),
+        text.state_vector(thread_cache().peek(text.cache_key(after)).get_state()),
+    )  # type: ignore[union-attr]
     assert text.value(after) == "Note: " + BASE
     assert "unsent" not in text.value(after)
 
@@ -103,18 +106,62 @@ def test_merging_through_the_cache_equals_decoding_the_stored_state_every_time(
         doc = docs.get(client)
         if doc is None:
             doc = docs[client] = Doc(client_id=client)
-        doc.apply_update(hot.update)
+        doc.apply_update(text.encoded(hot))
         current = str(doc.get(text.ROOT, type=Text))
         pos = int(where * len(current))
         update = text.splice(doc, pos, min(delete, len(current) - pos), insert)
         hot = text.apply_update(hot, update)
-        thread_cache().take(cold.update)  # the cold path never finds a document
+        thread_cache().take(text.cache_key(cold))  # the cold path never finds a document
         cold = text.apply_update(cold, update)
         assert text.value(hot) == text.value(cold)
-    cached = thread_cache().peek(hot.update)
+    cached = thread_cache().peek(text.cache_key(hot))
     thread_cache().clear()  # restart
     value, vector = fresh(hot)
     assert value == text.value(cold)
     if cached is not None:
         assert value == str(cached.get(text.ROOT, type=Text))
         assert vector == text.state_vector(cached.get_state())
+
+
+def test_merges_into_a_long_text_append_to_its_tail_and_fold_it_once_it_weighs_a_quarter() -> None:
+    """A merge keeps the base and appends the update (no whole-document encode per edit); the tail is folded
+    into a new base once its bytes exceed a quarter of the base, so a state never holds more than that."""
+    thread_cache().clear()
+    doc, seed = seeded()
+    state = text.apply_update(TextState(), seed)
+    assert state.tail == ()  # a first merge into an empty (small) state encodes the whole document
+    bases = {state.update}
+    tails = []
+    for i in range(400):
+        state = text.apply_update(state, text.splice(doc, i % 50, 0, "x"))
+        bases.add(state.update)
+        tails.append(len(state.tail))
+        assert sum(map(len, state.tail)) * text.TAIL_FRACTION <= len(state.update) + 64
+        assert len(state.tail) <= text.TAIL_MAX_UPDATES
+    assert max(tails) > 10  # merges appended rather than re-encoding every time
+    assert 2 <= len(bases) < 50  # and the base was encoded again now and then
+    assert text.value(state) == str(doc.get(text.ROOT, type=Text))
+
+
+def test_a_state_with_a_tail_is_stored_read_back_and_sent_whole() -> None:
+    """Through msgpack (as the entity row stores it) and a restart (no cache), a state with a tail reads as
+    the same text; ``encoded`` gives one update holding everything (what devices receive)."""
+    import msgspec
+
+    thread_cache().clear()
+    doc, seed = seeded()
+    state = text.apply_update(TextState(), seed)
+    for i in range(5):
+        state = text.apply_update(state, text.splice(doc, i, 0, "é"))
+    assert state.tail
+    stored = msgspec.msgpack.encode(state)
+    thread_cache().clear()  # restart
+    back = msgspec.msgpack.decode(stored, type=TextState)
+    assert back == state
+    assert text.value(back) == str(doc.get(text.ROOT, type=Text))
+    device: Doc[Any] = Doc()
+    device.apply_update(text.encoded(back))
+    assert str(device.get(text.ROOT, type=Text)) == str(doc.get(text.ROOT, type=Text))
+    # A state without a tail is stored exactly as before the tail existed.
+    assert b"tail" not in msgspec.msgpack.encode(TextState(seed))
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(TextState(seed)), type=TextState).tail == ()

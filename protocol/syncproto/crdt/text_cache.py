@@ -3,13 +3,14 @@
 Merging an update into a text state means decoding the whole document first;
 for a long document that costs more than the merge itself. A server that
 merges edit after edit into one text stores, each time, the state it just
-encoded, and decodes it again for the next change. This cache hands back the
-document that produced those exact bytes instead.
+made (a base and the updates merged since, ``TextState``), and would decode
+it again for the next change. This cache hands back the document of those
+exact bytes instead.
 
 Pitfalls, and how the cache avoids them:
 
 * **A cached document must equal its key.** Entries are keyed by the exact
-  encoded state the document produced, so a state that came from anywhere
+  base and tail updates of the state the document produced (``Key``), so a state that came from anywhere
   else (another process, a restore, a rejected merge) is simply a miss.
 * **Merging mutates the document.** :meth:`DocCache.take` removes the entry;
   the caller puts the document back under its new encoding only after the
@@ -35,6 +36,14 @@ MAX_ENTRIES = 256
 MIN_BYTES = 4096
 
 
+Key = tuple[bytes, ...]
+"""A text state's base and tail (``text.cache_key``): the document is the base with the tail applied."""
+
+
+def _size(key: Key) -> int:
+    return sum(map(len, key))
+
+
 class DocCache:
     """Documents by the exact state they encode to, least recently used evicted first.
 
@@ -45,7 +54,7 @@ class DocCache:
     def __init__(self, max_bytes: int = MAX_BYTES, max_entries: int = MAX_ENTRIES) -> None:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
-        self._docs: OrderedDict[bytes, Doc[Any]] = OrderedDict()
+        self._docs: OrderedDict[Key, Doc[Any]] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -56,31 +65,32 @@ class DocCache:
         """Encoded bytes of the cached documents."""
         return self._bytes
 
-    def take(self, state: bytes) -> Doc[Any] | None:
-        """Remove and return the document that encodes to ``state``, if cached."""
+    def take(self, state: Key) -> Doc[Any] | None:
+        """Remove and return the document that ``state`` encodes, if cached."""
         doc = self._docs.pop(state, None)
         if doc is not None:
-            self._bytes -= len(state)
+            self._bytes -= _size(state)
         return doc
 
-    def peek(self, state: bytes) -> Doc[Any] | None:
+    def peek(self, state: Key) -> Doc[Any] | None:
         """The cached document of ``state`` for reading only; it stays cached."""
         doc = self._docs.get(state)
         if doc is not None:
             self._docs.move_to_end(state)
         return doc
 
-    def put(self, state: bytes, doc: Doc[Any]) -> None:
-        """Keep ``doc``, which encodes to ``state``; evict the oldest beyond the bounds."""
-        if len(state) < MIN_BYTES or len(state) > self.max_bytes:
+    def put(self, state: Key, doc: Doc[Any]) -> None:
+        """Keep ``doc``, the document ``state`` encodes; evict the oldest beyond the bounds."""
+        size = _size(state)
+        if size < MIN_BYTES or size > self.max_bytes:
             return
         if self._docs.pop(state, None) is not None:
-            self._bytes -= len(state)
+            self._bytes -= size
         self._docs[state] = doc
-        self._bytes += len(state)
+        self._bytes += size
         while self._bytes > self.max_bytes or len(self._docs) > self.max_entries:
             old, _ = self._docs.popitem(last=False)
-            self._bytes -= len(old)
+            self._bytes -= _size(old)
 
     def clear(self) -> None:
         self._docs.clear()
