@@ -134,14 +134,15 @@ async def test_a_push_cancelled_mid_step_leaves_sqlite_unlocked_and_whole(tmp_pa
         with pytest.raises(asyncio.CancelledError):
             await task
 
-        applied = len(await store.changes(tenant, 0, 100))
-        # Cancelled during its commit step, a push may or may not have committed (never acknowledged either way).
-        assert applied in ({0, 20} if stage == 3 else {20 if stage > 3 else 0})
         other = factories.new_tenant_id()
         await asyncio.wait_for(store.create_tenant(other, factories.key(other), NOW), 5)
         async with asyncio.timeout(5), store.push_session(tenant) as session:
-            assert session.last_seq == applied
+            # The next transaction starts after every step of the cancelled one has finished on the thread.
+            applied = session.last_seq
+            assert len(await store.changes(tenant, 0, 100)) == applied
             await session.commit(factories.changes_batch(applied + 1, 1, replica_id="tablet"))
+        # Cancelled during its commit step, a push may or may not have committed (never acknowledged either way).
+        assert applied in ({0, 20} if stage == 3 else {20 if stage > 3 else 0})
         assert len(await store.changes(tenant, 0, 100)) == applied + 1
 
 
