@@ -178,3 +178,41 @@ async def test_entity_reads_and_the_conflict_log_are_scoped(server: Server) -> N
     assert "pending" not in other.text
     assert (await server.client.get("/v1/entities/deliveries/dlv-b", headers=boss)).status_code == 200
     assert tenant
+
+
+async def test_channels_follow_every_change_of_one_push_whether_or_not_it_touches_their_fields(
+    server: Server,
+) -> None:
+    """Within one push, a change that leaves the channel templates' fields alone keeps the channels the
+    earlier changes computed; one that sets them moves the entity, and the last one decides."""
+    tenant = await server.tenant()
+    boss = server.headers(tenant, "boss")
+    a = server.headers(tenant, "d-a", "driver", ("driver:d-a",))
+    b = server.headers(tenant, "d-b", "driver", ("driver:d-b",))
+    results = await server.push(
+        boss,
+        "web-1",
+        [
+            change(1, "dlv-1", [set_("driver_id", "d-a")]),
+            change(2, "dlv-1", [set_("status", "pending")]),  # channels untouched: still driver:d-a
+            change(3, "dlv-2", [set_("status", "pending")]),  # in no driver's channel
+            change(4, "dlv-2", [set_("driver_id", "d-b")]),  # moved into driver:d-b
+            change(5, "dlv-2", [set_("address", "2 High St")]),
+            change(6, "dlv-1", [set_("driver_id", "d-b")]),  # moved from d-a to d-b
+            change(7, "dlv-1", [set_("address", "1 Main St")]),
+        ],
+    )
+    assert [r["status"] for r in results] == ["applied"] * 7
+    assert [e["entity"] for e in (await pull(server, a))["changes"]] == []
+    pulled = (await pull(server, b))["changes"]
+    assert sorted(e["entity"] for e in pulled) == ["dlv-1", "dlv-2"]
+    assert {e["entity"]: e["fields"]["address"]["value"] for e in pulled} == {
+        "dlv-1": "1 Main St",
+        "dlv-2": "2 High St",
+    }
+    # Driver b may change both now; driver a may change neither.
+    vv = next(e["vv"] for e in pulled if e["entity"] == "dlv-1")
+    ok = await server.push(b, "phone-b", [change(1, "dlv-1", [set_("status", "delivered")], vv)])
+    assert ok[0]["status"] == "applied"
+    refused = await server.push(a, "phone-a", [change(1, "dlv-2", [set_("status", "failed")])])
+    assert refused[0]["status"] == "rejected"
