@@ -190,6 +190,31 @@ async def test_sqlite_synchronous_is_the_configured_level(tmp_path: Path, level:
         await engine.dispose()
 
 
+@pytest.mark.parametrize(("level", "code"), [("NORMAL", 1), ("FULL", 2)])
+async def test_the_sqlite_writer_and_reader_threads_connect_like_the_engine(
+    tmp_path: Path, level: str, code: int
+) -> None:
+    """A push commits on the writer thread's connection: it must run at the configured ``synchronous`` level
+    (so an acknowledged push is as durable as configured), in WAL, with the busy timeout and foreign keys."""
+    url = sqlite_url(tmp_path)
+    await upgrade(url)
+    store = SqlStore(create_engine(url, sqlite_synchronous=level))
+    try:
+        pragmas = "SELECT * FROM pragma_synchronous, pragma_journal_mode, pragma_busy_timeout, pragma_foreign_keys"
+        tenant = factories.new_tenant_id()
+        await store.create_tenant(tenant, factories.key(tenant), NOW)
+        async with store.push_session(tenant) as session:
+            await session.commit(factories.changes_batch(1, 1))
+        writer = store.database.writer
+        assert writer is not None
+        async with writer.transaction():  # the connection the push above committed on
+            seen = await writer.step(lambda conn: tuple(conn.exec_driver_sql(pragmas).one()))
+        assert seen == (code, "wal", 10000, 1)
+        assert tuple((await store.database.rows(text(pragmas)))[0].values()) == (code, "wal", 10000, 1)
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("level", ["OFF", "normal; DROP TABLE x", ""])
 def test_sqlite_synchronous_off_or_unknown_is_refused(tmp_path: Path, level: str) -> None:
     with pytest.raises(ValueError, match="sqlite_synchronous"):
