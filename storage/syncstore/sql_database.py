@@ -180,7 +180,9 @@ class SqlDatabase:
         """Run a read (with bound ``params``) in a transaction of its own and return all its rows.
 
         On SQLite through ``SqliteReader`` (one thread hop instead of one per driver call); failing to open
-        the file raises ``StoreUnavailable``, as ``connect`` does.
+        the file raises ``StoreUnavailable``, as ``connect`` does. On PostgreSQL in autocommit: one statement
+        is its own transaction anyway, and psycopg then sends neither ``BEGIN`` before it nor ``ROLLBACK``
+        when the connection goes back to the pool (two round trips of three; the level is reset on return).
         """
         if self.reader is not None:
             try:
@@ -188,4 +190,5 @@ class SqlDatabase:
             except UNREACHABLE as exc:
                 raise StoreUnavailable(str(exc)) from exc
         async with self.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
             return (await conn.execute(query, params)).mappings().all()
