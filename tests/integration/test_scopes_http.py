@@ -18,12 +18,18 @@ async def pull(server: Server, headers: dict[str, str], cursor: str | None = Non
     return r.json()
 
 
-async def seed(server: Server) -> tuple[str, dict[str, str], dict[str, str], dict[str, str]]:
-    """dlv-a for driver a, dlv-b for driver b, dlv-n for nobody (dispatchers only)."""
+async def actors(server: Server) -> tuple[str, dict[str, str], dict[str, str], dict[str, str]]:
+    """A new tenant's dispatcher (boss) and drivers a and b, each in its own ``driver:`` channel."""
     tenant = await server.tenant()
     boss = server.headers(tenant, "boss")
     a = server.headers(tenant, "d-a", "driver", ("driver:d-a",))
     b = server.headers(tenant, "d-b", "driver", ("driver:d-b",))
+    return tenant, boss, a, b
+
+
+async def seed(server: Server) -> tuple[str, dict[str, str], dict[str, str], dict[str, str]]:
+    """dlv-a for driver a, dlv-b for driver b, dlv-n for nobody (dispatchers only)."""
+    tenant, boss, a, b = await actors(server)
     results = await server.push(
         boss,
         "web-1",
@@ -185,10 +191,7 @@ async def test_channels_follow_every_change_of_one_push_whether_or_not_it_touche
 ) -> None:
     """Within one push, a change that leaves the channel templates' fields alone keeps the channels the
     earlier changes computed; one that sets them moves the entity, and the last one decides."""
-    tenant = await server.tenant()
-    boss = server.headers(tenant, "boss")
-    a = server.headers(tenant, "d-a", "driver", ("driver:d-a",))
-    b = server.headers(tenant, "d-b", "driver", ("driver:d-b",))
+    _, boss, a, b = await actors(server)
     results = await server.push(
         boss,
         "web-1",
