@@ -99,13 +99,29 @@ def entity_from_row(row: RowMapping) -> EntityRecord:
     )
 
 
-def change_to_row(tenant_id: str, change: ChangeRecord) -> Row:
-    row = _to_row(tenant_id, change, user_sub=change.user, context=encode_counters(change.context))
-    del row["user"], row["hlc"]
-    return row | {"hlc_wall": change.hlc[0], "hlc_counter": change.hlc[1]}
+def change_to_row(tenant_no: int, change: ChangeRecord, replica_no: int, user_no: int) -> Row:
+    """A ``changes`` row: the tenant, replica and user as their numbers (``sql_log``, ADR 0033)."""
+    return {
+        "tenant_no": tenant_no,
+        "seq": change.seq,
+        "change_id": change.change_id,
+        "collection": change.collection,
+        "entity_id": change.entity_id,
+        "replica_no": replica_no,
+        "n": change.n,
+        "hlc_wall": change.hlc[0],
+        "hlc_counter": change.hlc[1],
+        "user_no": user_no,
+        "context": encode_counters(change.context),
+        "key_version": change.key_version,
+        "payload": change.payload,
+        "created_at": change.created_at,
+        "chain": change.chain,
+    }
 
 
 def change_from_row(row: RowMapping) -> ChangeRecord:
+    """A change read with its names joined back (``replica_id``, ``user_sub``; see ``sql_log``)."""
     hlc = (row["hlc_wall"], row["hlc_counter"])
     return _from_row(row, ChangeRecord, hlc=hlc, user=row["user_sub"], context=decode_counters(row["context"]))
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from syncstore import rows
+from syncstore import rows, sql_log
 from syncstore.engine import create_engine
 from syncstore.facets import via
 from syncstore.records import (
@@ -102,14 +102,19 @@ class SqlStore:
         """
         if first_key.tenant_id != tenant_id:
             raise ValueError(f"key belongs to tenant {first_key.tenant_id!r}, not {tenant_id!r}")
-        async with self._db.process_lock(tenant_id), self._db.connect(write=True) as conn:
-            try:
-                await conn.execute(insert(tenants).values(id=tenant_id, created_at=now_ms, last_seq=0, purged_seq=0))
-            except IntegrityError as exc:
-                await conn.rollback()
-                raise TenantExists(tenant_id) from exc
-            await conn.execute(insert(tenant_keys).values(rows.key_to_row(first_key)))
-            await conn.commit()
+        row = {"id": tenant_id, "created_at": now_ms, "last_seq": 0, "purged_seq": 0, "no": sql_log.NEXT_TENANT_NO}
+        for attempt in range(1, 6):
+            async with self._db.process_lock(tenant_id), self._db.connect(write=True) as conn:
+                try:
+                    await conn.execute(insert(tenants).values(row))
+                except IntegrityError as exc:
+                    await conn.rollback()
+                    if attempt == 5 or await self.get_tenant(tenant_id) is not None:
+                        raise TenantExists(tenant_id) from exc
+                    continue  # another process numbered its new tenant at the same moment: number again
+                await conn.execute(insert(tenant_keys).values(rows.key_to_row(first_key)))
+                await conn.commit()
+                return
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
         found = await self._db.rows(_TENANT_ROW, {"tenant_id": tenant_id})
@@ -174,7 +179,7 @@ class SqlStore:
         """The change log after ``after_seq`` in seq order; filters combine with AND."""
         if limit <= 0:
             return []
-        query = select(changes).where(changes.c.tenant_id == tenant_id, changes.c.seq > after_seq)
+        query = sql_log.select_changes(tenant_id).where(changes.c.seq > after_seq)
         if collection is not None:
             query = query.where(changes.c.collection == collection)
         if entity_id is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 
-from syncstore import rows
+from syncstore import rows, sql_log
 from syncstore.adminstore import (
     AuditRecord,
     ConflictOverride,
@@ -148,9 +148,7 @@ class SqlAdmin:
         return changed
 
     async def change_at(self, tenant_id: str, replica_id: str, n: int) -> ChangeRecord | None:
-        stmt = select(changes).where(
-            changes.c.tenant_id == tenant_id, changes.c.replica_id == replica_id, changes.c.n == n
-        )
+        stmt = sql_log.select_changes(tenant_id).where(sql_log.replica_name == replica_id, changes.c.n == n)
         found = await self._db.rows(stmt)
         return rows.change_from_row(found[0]) if found else None
 

@@ -14,7 +14,7 @@ from sqlalchemy import Column, Table, bindparam, func, insert, select, tuple_, u
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from syncstore import rows
+from syncstore import rows, sql_log
 from syncstore.keystore import NAME_COLUMNS, SEALED_COLUMN, SEALED_TABLES, KeyPart, Resealed, SealedRow, SealedTable
 from syncstore.records import ChangeRecord, WrappedKey
 from syncstore.sql_database import SqlDatabase
@@ -87,7 +87,7 @@ class SqlKeys:
             table = _TABLES[name]
             query = (
                 select(table.c.key_version, func.count().label("rows"))
-                .where(table.c.tenant_id == tenant_id)
+                .where(sql_log.of_tenant(table, tenant_id))
                 .group_by(table.c.key_version)
             )
             usage[name] = {row["key_version"]: row["rows"] for row in await self._db.rows(query)}
@@ -103,7 +103,7 @@ class SqlKeys:
         key = _key_columns(t)
         names = [t.c[n] for n in NAME_COLUMNS[table]]
         query = select(*dict.fromkeys([*key, *names]), t.c.key_version, t.c[SEALED_COLUMN[table]].label("blob"))
-        query = query.where(t.c.tenant_id == tenant_id, t.c.key_version != not_version)
+        query = query.where(sql_log.of_tenant(t, tenant_id), t.c.key_version != not_version)
         if after is not None:
             query = query.where(tuple_(*key) > tuple_(*after))
         query = query.order_by(*key).limit(limit)
@@ -128,7 +128,7 @@ class SqlKeys:
         query = (
             update(t)
             .where(
-                t.c.tenant_id == bindparam("b_tenant"),
+                sql_log.of_tenant(t, bindparam("b_tenant")),
                 *(c == bindparam(f"b_key{i}") for i, c in enumerate(key)),
                 t.c.key_version == bindparam("b_old_version"),
                 blob == bindparam("b_old_blob"),
@@ -157,9 +157,9 @@ class SqlKeys:
         deleted: dict[str, int] = {}
         async with self._db.locked(tenant_id) as locked:
             for table in reversed(metadata.sorted_tables):
-                if table is tenants or table is audit_log or "tenant_id" not in table.c:
+                if table is tenants or table is audit_log or not {"tenant_id", "tenant_no"} & set(table.c.keys()):
                     continue
-                result = await locked.conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
+                result = await locked.conn.execute(table.delete().where(sql_log.of_tenant(table, tenant_id)))
                 deleted[table.name] = int(result.rowcount)
             result = await locked.conn.execute(tenants.delete().where(tenants.c.id == tenant_id))
             deleted[tenants.name] = int(result.rowcount)
@@ -171,8 +171,8 @@ class SqlKeys:
         if limit <= 0:
             return []
         query = (
-            select(changes)
-            .where(changes.c.tenant_id == tenant_id, changes.c.user_sub == user, changes.c.seq > after_seq)
+            sql_log.select_changes(tenant_id)
+            .where(sql_log.user_name == user, changes.c.seq > after_seq)
             .order_by(changes.c.seq)
             .limit(limit)
         )
@@ -195,4 +195,4 @@ class SqlKeys:
 
 
 def _key_columns(table: Table) -> list[Column[Any]]:
-    return [c for c in table.primary_key.columns if c.name != "tenant_id"]
+    return [c for c in table.primary_key.columns if c.name not in ("tenant_id", "tenant_no")]

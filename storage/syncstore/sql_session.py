@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Table, bindparam, select, true, union_all, up
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
-from syncstore import rows
+from syncstore import rows, sql_log
 from syncstore.batches import check_batch, latest_entities, latest_replicas
 from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
 from syncstore.sql_database import Steps
@@ -59,10 +59,8 @@ _MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, en
     entity_channels.c.member == true(),
 )
 _DOT_CHANGE_ID = union_all(
-    select(changes.c.change_id).where(
-        changes.c.tenant_id == bindparam("tenant_id"),
-        changes.c.replica_id == bindparam("replica_id"),
-        changes.c.n == bindparam("n"),
+    sql_log.select_changes(bindparam("tenant_id"), changes.c.change_id).where(
+        sql_log.replica_name == bindparam("replica_id"), changes.c.n == bindparam("n")
     ),
     select(dead_letters.c.change_id).where(
         dead_letters.c.tenant_id == bindparam("tenant_id"),
@@ -182,7 +180,14 @@ def _channel_members(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]
 
 def _write(conn: Connection, tenant_id: str, batch: PushBatch) -> None:
     """Every row of ``batch``, one executemany per table, the tenant's counters, then the commit."""
-    _insert(conn, changes, [rows.change_to_row(tenant_id, c) for c in batch.changes])
+    if batch.changes:
+        names = {c.replica_id for c in batch.changes} | {c.user for c in batch.changes}
+        tenant_no, numbers = sql_log.numbers(conn, tenant_id, names)
+        _insert(
+            conn,
+            changes,
+            [rows.change_to_row(tenant_no, c, numbers[c.replica_id], numbers[c.user]) for c in batch.changes],
+        )
     _insert(conn, conflicts, [rows.conflict_to_row(tenant_id, c) for c in batch.conflicts])
     _insert(conn, dead_letters, [rows.dead_letter_to_row(tenant_id, d) for d in batch.dead_letters])
     _insert(conn, entities, [rows.entity_to_row(tenant_id, e) for e in latest_entities(batch)], upsert=True)

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     select,
+    text,
     true,
 )
 
@@ -71,7 +72,11 @@ tenants = Table(
     Column("purged_seq", BigInteger, nullable=False),
     # The change log's hash chain: the link of the change at last_seq (null before the first chained change).
     Column("chain_head", LargeBinary, nullable=True),
+    # A small number naming the tenant in the change log, its largest table (0007_compact_log). The default
+    # is there because SQLite adds a NOT NULL column only with one; 0 never names a tenant.
+    Column("no", Integer, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("id"),
+    Index("uq_tenants_no", "no", unique=True),
 )
 
 tenant_keys = Table(
@@ -125,31 +130,47 @@ Index(
     postgresql_where=entities.c.deleted == true(),
 )
 
+log_names = Table(
+    "log_names",
+    metadata,
+    _tenant_fk(),
+    Column("no", Integer, nullable=False),
+    Column("name", String(LONG_ID), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "no"),
+    UniqueConstraint("tenant_id", "name"),
+)
+"""The replica ids and user subs of a tenant's change log, each numbered once (0007_compact_log, ADR 0033):
+a change row and its indexes hold the numbers, not the strings."""
+
 changes = Table(
     "changes",
     metadata,
-    _tenant_fk(),
+    # Eight-byte integers, four-byte ones, then the rest: no alignment padding on PostgreSQL.
     Column("seq", BigInteger, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("hlc_wall", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("tenant_no", Integer, ForeignKey("tenants.no"), nullable=False),
+    # Numbers of ``log_names``: the dot's replica and who pushed it.
+    Column("replica_no", Integer, nullable=False),
+    Column("hlc_counter", Integer, nullable=False),
+    Column("user_no", Integer, nullable=False),
+    Column("key_version", Integer, nullable=False),
     Column("change_id", String(ID), nullable=False),
     Column("collection", String(ID), nullable=False),
     Column("entity_id", String(LONG_ID), nullable=False),
-    Column("replica_id", String(ID), nullable=False),
-    Column("n", BigInteger, nullable=False),
-    Column("hlc_wall", BigInteger, nullable=False),
-    Column("hlc_counter", Integer, nullable=False),
-    Column("user_sub", String(LONG_ID), nullable=False),
     Column("context", Text, nullable=False),
-    Column("key_version", Integer, nullable=False),
     Column("payload", LargeBinary, nullable=False),
-    Column("created_at", BigInteger, nullable=False),
     # This change's link in the tenant's hash chain (bound into the payload's associated data).
     Column("chain", LargeBinary, nullable=True),
-    PrimaryKeyConstraint("tenant_id", "seq"),
+    PrimaryKeyConstraint("tenant_no", "seq"),
     # A dot (replica, counter) is applied at most once; also serves dot_change_id.
-    UniqueConstraint("tenant_id", "replica_id", "n"),
+    UniqueConstraint("tenant_no", "replica_no", "n"),
     # An entity's history.
-    Index("ix_changes_tenant_entity_seq", "tenant_id", "collection", "entity_id", "seq"),
+    Index("ix_changes_tenant_entity_seq", "tenant_no", "collection", "entity_id", "seq"),
 )
+"""The change log, keyed by numbers (ADR 0033): ``tenants.no`` and ``log_names`` give the strings back
+(``syncstore.sql_log``)."""
 
 conflicts = Table(
     "conflicts",
@@ -250,7 +271,7 @@ entity_channels = Table(
 )
 
 # Data-subject export: every change one user made, in seq order.
-Index("ix_changes_tenant_user_seq", changes.c.tenant_id, changes.c.user_sub, changes.c.seq)
+Index("ix_changes_tenant_user_seq", changes.c.tenant_no, changes.c.user_no, changes.c.seq)
 
 # Attachments (see syncstore/attachments.py): one row per device-chosen attachment id. The bytes live
 # in a blob store, sealed in chunks; ``blob_owner`` names the attachment whose objects hold them
@@ -329,10 +350,12 @@ def latest_seq_column() -> Label[Any]:
 
     Built once (cached): constructing the correlated subquery cost more than a small push's whole merge."""
     c = changes.alias("c")
+    t = tenants.alias("t")
+    tenant_no = select(t.c.no).where(t.c.id == entities.c.tenant_id).correlate(entities).scalar_subquery()
     return (
         select(c.c.seq)
         .where(
-            c.c.tenant_id == entities.c.tenant_id,
+            c.c.tenant_no == tenant_no,
             c.c.collection == entities.c.collection,
             c.c.entity_id == entities.c.entity_id,
         )

@@ -36,6 +36,7 @@ TABLES = {
     "attachment_refs",
     "chain_checkpoints",
     "verifications",
+    "log_names",
 }
 
 

@@ -25,7 +25,8 @@ from syncserver.services import Services
 from syncserver.settings import Settings
 from syncserver.testing import server_env
 from syncstore import SqlStore
-from syncstore.tables import changes, entities, entity_channels, tenants
+from syncstore.sql_log import of_tenant
+from syncstore.tables import changes, entities, entity_channels, log_names, tenants
 from tests.integration.conftest import Server, change, start
 
 
@@ -218,13 +219,12 @@ async def test_a_deleted_or_altered_change_row_breaks_the_chain(sql: Server) -> 
     server = sql
     tenant, boss, _, _ = await seed(server)
     # Altered metadata (who made change 5): the payload still opens, the link no longer follows.
-    await run_sql(
-        server, update(changes).where((changes.c.tenant_id == tenant) & (changes.c.seq == 5)).values(user_sub="d-x")
-    )
+    await run_sql(server, insert(log_names).values(tenant_id=tenant, no=99, name="d-x"))
+    await run_sql(server, update(changes).where(of_tenant(changes, tenant) & (changes.c.seq == 5)).values(user_no=99))
     assert {(p.kind, p.where.split(" (")[0]) for p in (await verify(server, tenant)).problems} == {("link", "seq 5")}
 
     # A deleted row: a gap in the seqs; it was dlv-a's latest change, so dlv-a no longer matches the log.
-    await run_sql(server, delete(changes).where((changes.c.tenant_id == tenant) & (changes.c.seq == 7)))
+    await run_sql(server, delete(changes).where(of_tenant(changes, tenant) & (changes.c.seq == 7)))
     report = await verify(server, tenant)
     assert {"missing", "entity", "head"} <= kinds(report)
     assert [u["entity"] for u in (await pull(server, boss))["unavailable"]] == ["dlv-a"]
@@ -236,13 +236,13 @@ async def test_a_change_row_rolled_back_to_another_rows_content_is_found(sql: Se
     src = await one(
         server,
         select(changes.c.payload, changes.c.chain, changes.c.key_version).where(
-            (changes.c.tenant_id == tenant) & (changes.c.seq == 4)
+            of_tenant(changes, tenant) & (changes.c.seq == 4)
         ),
     )
     await run_sql(
         server,
         update(changes)
-        .where((changes.c.tenant_id == tenant) & (changes.c.seq == 6))
+        .where(of_tenant(changes, tenant) & (changes.c.seq == 6))
         .values(payload=src.payload, chain=src.chain),
     )
     report = await verify(server, tenant)
@@ -292,7 +292,7 @@ async def test_a_truncated_tail_is_found_by_its_checkpoint(sql: Server) -> None:
     tenant, _, _, _ = await seed(server)
     await run_sql(
         server,
-        delete(changes).where((changes.c.tenant_id == tenant) & (changes.c.seq > 2)),
+        delete(changes).where(of_tenant(changes, tenant) & (changes.c.seq > 2)),
         delete(entities).where((entities.c.tenant_id == tenant) & (entities.c.seq > 2)),
         update(tenants).where(tenants.c.id == tenant).values(last_seq=2),
     )
@@ -353,7 +353,7 @@ def test_verify_command_prints_what_is_broken_and_exits_1(tmp_path: Path) -> Non
     assert ok.exit_code == 0, ok.output
     assert f"{tenant}: ok: 7 changes up to seq 7" in ok.output
     with sqlite3.connect(tmp_path / "sync.db") as db:
-        db.execute("DELETE FROM changes WHERE tenant_id = ? AND seq = 3", (tenant,))
+        db.execute("DELETE FROM changes WHERE tenant_no = (SELECT no FROM tenants WHERE id = ?) AND seq = 3", (tenant,))
     broken = CliRunner().invoke(main, ["verify", "--tenant", tenant, "--from", "1"], env=env)
     assert broken.exit_code == 1
     assert f"{tenant}: missing at seqs 3-3: absent from the log" in broken.output

@@ -294,8 +294,9 @@ def test_fifty_offline_actions_survive_reload_and_closed_tab_and_reach_the_serve
         page.locator("#scan").click()
         expect_outbox(page, 2 * i)
     for i in range(1, 6):
+        # One at a time: each unscan re-renders the list, and a click on the list being replaced is lost.
         page.get_by_role("button", name=f"Unscan P-X{i:02d}").click()
-    expect_outbox(page, 25)
+        expect_outbox(page, 20 + i)
     page.locator("#notes").click()
     page.keyboard.type("Gate 4521!", delay=20)
     expect_outbox(page, 35)

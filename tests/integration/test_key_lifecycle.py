@@ -179,13 +179,17 @@ def _raw(url: str) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")))
 
 
+_TENANT = {t: "tenant_id = ?" for t in SEALED_TABLES} | {"changes": "tenant_no = (SELECT no FROM tenants WHERE id = ?)"}
+"""Each sealed table's rows of one tenant (the change log names it by number, ADR 0033)."""
+
+
 def _cells(url: str, tenant: str) -> list[bytes]:
     path = url.split(":///", 1)[1]
     with sqlite3.connect(path) as db:
         return [
             bytes(blob)
             for table in SEALED_TABLES
-            for (blob,) in db.execute(f"SELECT {SEALED_COLUMN[table]} FROM {table} WHERE tenant_id=?", (tenant,))
+            for (blob,) in db.execute(f"SELECT {SEALED_COLUMN[table]} FROM {table} WHERE {_TENANT[table]}", (tenant,))
         ]
 
 
