@@ -1,8 +1,8 @@
 """A database written before compact payloads (ADR 0029), converted in place, reads exactly as it did.
 
-The "previous release" is reproduced with today's write paths: the schema is migrated only to the
-revisions before ``0006_footprint``, and ``payloads`` seals plaintext as that release did (plain
-msgpack, no frame, entity states as named structs). Three tenants get entities of every field kind,
+The "previous release" is reproduced with today's write paths: ``payloads`` seals plaintext as that
+release did (plain msgpack, no frame, entity states as named structs), and once every read path is
+captured the migrations' own downgrades take the rows back to the revisions before ``0006_footprint``. Three tenants get entities of every field kind,
 register and delete/update conflicts, a rejected change (a dead letter) and history. Every read path
 (pulls of a dispatcher and a driver, histories, the conflict log, dead letters, raw rows) is captured,
 the schema is upgraded and the rows converted, interrupted twice on the way (a stop between batches,
