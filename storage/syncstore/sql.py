@@ -103,18 +103,17 @@ class SqlStore:
         if first_key.tenant_id != tenant_id:
             raise ValueError(f"key belongs to tenant {first_key.tenant_id!r}, not {tenant_id!r}")
         row = {"id": tenant_id, "created_at": now_ms, "last_seq": 0, "purged_seq": 0, "no": sql_log.NEXT_TENANT_NO}
-        for attempt in range(1, 6):
-            async with self._db.process_lock(tenant_id), self._db.connect(write=True) as conn:
-                try:
-                    await conn.execute(insert(tenants).values(row))
-                except IntegrityError as exc:
-                    await conn.rollback()
-                    if attempt == 5 or await self.get_tenant(tenant_id) is not None:
-                        raise TenantExists(tenant_id) from exc
-                    continue  # another process numbered its new tenant at the same moment: number again
-                await conn.execute(insert(tenant_keys).values(rows.key_to_row(first_key)))
-                await conn.commit()
-                return
+        async with self._db.process_lock(tenant_id), self._db.connect(write=True) as conn:
+            if not self._db.sqlite:
+                # Numbering reads the highest number: creations take turns (SQLite's writes always do).
+                await conn.execute(sql_log.NUMBERING_LOCK)
+            try:
+                await conn.execute(insert(tenants).values(row))
+            except IntegrityError as exc:
+                await conn.rollback()
+                raise TenantExists(tenant_id) from exc
+            await conn.execute(insert(tenant_keys).values(rows.key_to_row(first_key)))
+            await conn.commit()
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
         found = await self._db.rows(_TENANT_ROW, {"tenant_id": tenant_id})

@@ -67,7 +67,9 @@ def of_tenant(table: Table, tenant_id: Any) -> ColumnElement[bool]:
 
 
 NEXT_TENANT_NO = select(func.coalesce(func.max(tenants.c.no), 0) + 1).scalar_subquery()
-"""A new tenant's number: one above the highest."""
+"""A new tenant's number: one above the highest, in a transaction that holds ``NUMBERING_LOCK``."""
+NUMBERING_LOCK = select(func.pg_advisory_xact_lock(int.from_bytes(b"tenantno", "big")))
+"""PostgreSQL: held until the creating transaction ends, so two creations never pick the same number."""
 
 _LAST = log_names.alias("log_last")
 _NUMBERS = (

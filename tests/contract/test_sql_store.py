@@ -17,7 +17,7 @@ from syncstore import SqlStore, StoreUnavailable
 from syncstore.engine import create_engine
 from syncstore.migrate import upgrade
 from syncstore.rows import replica_to_row
-from syncstore.tables import entities, replicas
+from syncstore.tables import entities, replicas, tenants
 from tests.contract import factories
 from tests.contract.backends import sqlite_url
 from tests.contract.factories import NOW
@@ -313,3 +313,21 @@ async def test_a_push_between_reads_never_drops_an_entity_from_a_scoped_pull(sql
         page = await store.pull_in_channels(tenant, ["driver:a"], 1, 10)
         store._db.rows = real_rows  # type: ignore[method-assign]
         assert [(p.record.entity_id, p.record.seq) for p in page] in ([("dlv-1", 2)], [("dlv-1", 3)])
+
+
+async def test_tenants_created_at_once_by_two_stores_each_get_their_own_number(sql_url: str) -> None:
+    """Each process numbers a new tenant one above the highest (ADR 0033); two that pick the same number at
+    the same moment must both end up created, with different numbers, not one refused as a duplicate."""
+    async with opened(sql_url) as first, opened(sql_url) as second:
+        ids = [factories.new_tenant_id() for _ in range(12)]
+        await asyncio.gather(
+            *((first if i % 2 else second).create_tenant(t, factories.key(t), NOW) for i, t in enumerate(ids))
+        )
+        async with first.engine.connect() as conn:
+            numbers = (await conn.execute(select(tenants.c.no).where(tenants.c.id.in_(ids)))).scalars().all()
+        assert len(numbers) == len(set(numbers)) == len(ids)
+        assert 0 not in numbers
+        for t in ids:
+            async with first.push_session(t) as session:
+                await session.commit(factories.changes_batch(1, 1))
+        assert [len(await second.changes(t, 0, 10)) for t in ids] == [1] * len(ids)
