@@ -75,8 +75,9 @@ def replica_from_row(row: RowMapping) -> ReplicaRecord:
     return _from_row(row, ReplicaRecord)
 
 
-def entity_to_row(tenant_id: str, entity: EntityRecord) -> Row:
-    row = _to_row(tenant_id, entity, vv=encode_counters(entity.vv))
+def entity_to_row(tenant_no: int, entity: EntityRecord) -> Row:
+    """An ``entities`` row: the tenant by number (ADR 0033)."""
+    row = {"tenant_no": tenant_no, **msgspec.structs.asdict(entity), "vv": encode_counters(entity.vv)}
     del row["latest_seq"]  # read from the change log, never stored
     return row
 
@@ -144,8 +145,9 @@ def dead_letter_from_row(row: RowMapping) -> DeadLetterRecord:
     return _from_row(row, DeadLetterRecord, user=row["user_sub"])
 
 
-def membership_to_row(tenant_id: str, row: MembershipRecord) -> Row:
-    return _to_row(tenant_id, row)
+def membership_to_row(tenant_no: int, row: MembershipRecord) -> Row:
+    """An ``entity_channels`` row: the tenant by number (ADR 0033)."""
+    return {"tenant_no": tenant_no, **msgspec.structs.asdict(row)}
 
 
 def membership_from_row(row: RowMapping) -> MembershipRecord:

@@ -150,7 +150,7 @@ class SqlStore:
         if limit <= 0 or (collections is not None and not collections):
             return []
         query = select(entities, latest_seq_column()).where(
-            entities.c.tenant_id == tenant_id, entities.c.seq > after_seq
+            sql_log.of_tenant(entities, tenant_id), entities.c.seq > after_seq
         )
         if collections is not None:
             query = query.where(entities.c.collection.in_(sorted(set(collections))))
@@ -161,7 +161,9 @@ class SqlStore:
     async def get_entity(self, tenant_id: str, collection: str, entity_id: str) -> EntityRecord | None:
         """The entity's current row, tombstones included."""
         query = select(entities, latest_seq_column()).where(
-            entities.c.tenant_id == tenant_id, entities.c.collection == collection, entities.c.entity_id == entity_id
+            sql_log.of_tenant(entities, tenant_id),
+            entities.c.collection == collection,
+            entities.c.entity_id == entity_id,
         )
         found = await self._db.rows(query)
         return rows.entity_from_row(found[0]) if found else None
@@ -241,7 +243,7 @@ class SqlStore:
         """
         async with self._db.locked(tenant_id) as locked:
             doomed = (
-                entities.c.tenant_id == tenant_id,
+                sql_log.of_tenant(entities, tenant_id),
                 entities.c.deleted == true(),
                 entities.c.updated_at < updated_before_ms,
             )

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from syncstore import rows
+from syncstore import rows, sql_log
 from syncstore.channels import EvictionRecord, ScopedEntity
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
 from syncstore.sql_database import SqlDatabase
@@ -90,7 +90,7 @@ class SqlChannels:
     async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
         """See ``ChannelStore.entity_channels``."""
         query = select(ec.c.channel, ec.c.joined_seq).where(
-            ec.c.tenant_id == tenant_id,
+            sql_log.of_tenant(ec, tenant_id),
             ec.c.collection == collection,
             ec.c.entity_id == entity_id,
             ec.c.member == true(),
@@ -109,7 +109,7 @@ class SqlChannels:
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted:
             return []
-        visible = _member_in(ec, conflicts, wanted)
+        visible = _member_in(ec, conflicts, wanted, sql_log.tenant_no(tenant_id))
         query = select(conflicts).where(conflicts.c.tenant_id == tenant_id, visible)
         if after is not None:
             query = query.where(tuple_(conflicts.c.seq, conflicts.c.idx) > tuple_(after[0], after[1]))
@@ -125,20 +125,21 @@ class SqlChannels:
         self, tenant_id: str, collection: str, entity_id: str, expected_seq: int, channels: Sequence[str]
     ) -> bool:
         """See ``ChannelStore.set_entity_channels``."""
-        key = (ec.c.tenant_id == tenant_id, ec.c.collection == collection, ec.c.entity_id == entity_id)
         async with self._db.locked(tenant_id) as locked:
             conn = locked.conn
             current = (
                 await conn.execute(
-                    select(entities.c.seq).where(
-                        entities.c.tenant_id == tenant_id,
+                    select(entities.c.seq, entities.c.tenant_no).where(
+                        sql_log.of_tenant(entities, tenant_id),
                         entities.c.collection == collection,
                         entities.c.entity_id == entity_id,
                     )
                 )
-            ).scalar()
-            if current != expected_seq:
+            ).one_or_none()
+            if current is None or current.seq != expected_seq:
                 return False
+            tenant_no = current.tenant_no
+            key = (ec.c.tenant_no == tenant_no, ec.c.collection == collection, ec.c.entity_id == entity_id)
             members = {
                 c for (c,) in (await conn.execute(select(ec.c.channel).where(*key, ec.c.member == true()))).all()
             }
@@ -150,7 +151,7 @@ class SqlChannels:
                 )
             joining = [
                 rows.membership_to_row(
-                    tenant_id, MembershipRecord(collection, entity_id, c, expected_seq, expected_seq, True)
+                    tenant_no, MembershipRecord(collection, entity_id, c, expected_seq, expected_seq, True)
                 )
                 for c in sorted(wanted - members)
             ]
@@ -185,7 +186,7 @@ def _params(tenant_id: str, channels: list[str], collections: Sequence[str] | No
 def _in_bound_channels(by_collection: bool) -> list[ColumnElement[bool]]:
     """The tenant's rows in the token's channels (and collections), as bound parameters (``_params``)."""
     where: list[ColumnElement[bool]] = [
-        ec.c.tenant_id == bindparam("tenant_id"),
+        sql_log.of_tenant(ec, bindparam("tenant_id")),
         ec.c.channel.in_(bindparam("channels", expanding=True)),
     ]
     if by_collection:
@@ -193,12 +194,14 @@ def _in_bound_channels(by_collection: bool) -> list[ColumnElement[bool]]:
     return where
 
 
-def _member_in(member: FromClause, row: FromClause, channels: Any) -> Exists:
-    """EXISTS a member row (``member``: ``entity_channels`` or an alias) of ``row``'s entity in ``channels``."""
+def _member_in(member: FromClause, row: FromClause, channels: Any, tenant_no: Any = None) -> Exists:
+    """EXISTS a member row (``member``: ``entity_channels`` or an alias) of ``row``'s entity in ``channels``.
+
+    ``tenant_no``: the tenant's number, when ``row`` names its tenant by id (a conflict)."""
     return (
         select(literal(1))
         .where(
-            member.c.tenant_id == row.c.tenant_id,
+            member.c.tenant_no == (row.c.tenant_no if tenant_no is None else tenant_no),
             member.c.collection == row.c.collection,
             member.c.entity_id == row.c.entity_id,
             member.c.channel.in_(channels),
@@ -218,7 +221,7 @@ def _channel_entities_query(by_collection: bool) -> Select[Any]:
     """
     joined_entities = ec.join(
         entities,
-        (entities.c.tenant_id == ec.c.tenant_id)
+        (entities.c.tenant_no == ec.c.tenant_no)
         & (entities.c.collection == ec.c.collection)
         & (entities.c.entity_id == ec.c.entity_id),
     )
@@ -256,11 +259,11 @@ async def purge_channel_rows(conn: AsyncConnection, tenant_id: str, purged_seq: 
     gone = ~(
         select(literal(1))
         .where(
-            entities.c.tenant_id == ec.c.tenant_id,
+            entities.c.tenant_no == ec.c.tenant_no,
             entities.c.collection == ec.c.collection,
             entities.c.entity_id == ec.c.entity_id,
         )
         .exists()
     )
-    doomed = (ec.c.tenant_id == tenant_id, ec.c.seq <= purged_seq, (ec.c.member == false()) | gone)
+    doomed = (sql_log.of_tenant(ec, tenant_id), ec.c.seq <= purged_seq, (ec.c.member == false()) | gone)
     await conn.execute(ec.delete().where(*doomed))

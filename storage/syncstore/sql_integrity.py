@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import select, true, tuple_
 
-from syncstore import rows
+from syncstore import rows, sql_log
 from syncstore.integrity import EntityKey
 from syncstore.records import CheckpointRecord, VerificationRecord
 from syncstore.sql_database import SqlDatabase
@@ -28,7 +28,7 @@ class SqlIntegrity:
         for start in range(0, len(unique), CHUNK // 2):
             chunk = unique[start : start + CHUNK // 2]
             query = select(entity_channels.c.collection, entity_channels.c.entity_id, entity_channels.c.channel).where(
-                entity_channels.c.tenant_id == tenant_id,
+                sql_log.of_tenant(entity_channels, tenant_id),
                 tuple_(entity_channels.c.collection, entity_channels.c.entity_id).in_(chunk),
                 entity_channels.c.member == true(),
             )

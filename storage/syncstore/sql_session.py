@@ -45,7 +45,7 @@ _T = TypeVar("_T")
 
 
 _ENTITY_ROWS = select(entities, latest_seq_column()).where(
-    entities.c.tenant_id == bindparam("tenant_id"),
+    sql_log.of_tenant(entities, bindparam("tenant_id")),
     entities.c.collection == bindparam("collection"),
     entities.c.entity_id.in_(bindparam("ids", expanding=True)),
 )
@@ -53,7 +53,7 @@ _REPLICA_ROWS = select(replicas).where(
     replicas.c.tenant_id == bindparam("tenant_id"), replicas.c.replica_id.in_(bindparam("ids", expanding=True))
 )
 _MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, entity_channels.c.joined_seq).where(
-    entity_channels.c.tenant_id == bindparam("tenant_id"),
+    sql_log.of_tenant(entity_channels, bindparam("tenant_id")),
     entity_channels.c.collection == bindparam("collection"),
     entity_channels.c.entity_id.in_(bindparam("ids", expanding=True)),
     entity_channels.c.member == true(),
@@ -180,19 +180,18 @@ def _channel_members(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]
 
 def _write(conn: Connection, tenant_id: str, batch: PushBatch) -> None:
     """Every row of ``batch``, one executemany per table, the tenant's counters, then the commit."""
-    if batch.changes:
-        names = {c.replica_id for c in batch.changes} | {c.user for c in batch.changes}
-        tenant_no, numbers = sql_log.numbers(conn, tenant_id, names)
-        _insert(
-            conn,
-            changes,
-            [rows.change_to_row(tenant_no, c, numbers[c.replica_id], numbers[c.user]) for c in batch.changes],
-        )
+    names = {c.replica_id for c in batch.changes} | {c.user for c in batch.changes}
+    tenant_no, numbers = sql_log.numbers(conn, tenant_id, names)
+    _insert(
+        conn,
+        changes,
+        [rows.change_to_row(tenant_no, c, numbers[c.replica_id], numbers[c.user]) for c in batch.changes],
+    )
     _insert(conn, conflicts, [rows.conflict_to_row(tenant_id, c) for c in batch.conflicts])
     _insert(conn, dead_letters, [rows.dead_letter_to_row(tenant_id, d) for d in batch.dead_letters])
-    _insert(conn, entities, [rows.entity_to_row(tenant_id, e) for e in latest_entities(batch)], upsert=True)
+    _insert(conn, entities, [rows.entity_to_row(tenant_no, e) for e in latest_entities(batch)], upsert=True)
     _insert(conn, replicas, [rows.replica_to_row(tenant_id, r) for r in latest_replicas(batch)], upsert=True)
-    _insert(conn, entity_channels, [rows.membership_to_row(tenant_id, m) for m in batch.memberships], upsert=True)
+    _insert(conn, entity_channels, [rows.membership_to_row(tenant_no, m) for m in batch.memberships], upsert=True)
     _insert(conn, chain_checkpoints, [rows.checkpoint_to_row(tenant_id, c) for c in batch.checkpoints])
     values: dict[str, object] = {"last_seq": batch.last_seq}
     if batch.chain_head is not None:

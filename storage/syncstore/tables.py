@@ -101,30 +101,37 @@ replicas = Table(
     PrimaryKeyConstraint("tenant_id", "replica_id"),
 )
 
+
+def _tenant_no() -> Column[int]:
+    """The tenant by number (``tenants.no``), in the tables that hold a row per entity or change (ADR 0033)."""
+    return Column("tenant_no", Integer, ForeignKey("tenants.no"), nullable=False)
+
+
 entities = Table(
     "entities",
     metadata,
-    _tenant_fk(),
+    # Eight-byte integers, four-byte ones, then the rest: no alignment padding on PostgreSQL.
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    _tenant_no(),
+    Column("key_version", Integer, nullable=False),
+    Column("deleted", Boolean, nullable=False),
     Column("collection", String(ID), nullable=False),
     Column("entity_id", String(LONG_ID), nullable=False),
-    Column("seq", BigInteger, nullable=False),
-    Column("deleted", Boolean, nullable=False),
-    Column("key_version", Integer, nullable=False),
     Column("state", LargeBinary, nullable=False),
     Column("vv", Text, nullable=False),
-    Column("updated_at", BigInteger, nullable=False),
     # The chain link of the change at ``seq`` (bound into the state's associated data); null before the chain.
     Column("chain", LargeBinary, nullable=True),
-    PrimaryKeyConstraint("tenant_id", "collection", "entity_id"),
+    PrimaryKeyConstraint("tenant_no", "collection", "entity_id"),
     # pull: entities changed after a cursor, in seq order.
-    Index("ix_entities_tenant_seq", "tenant_id", "seq"),
+    Index("ix_entities_tenant_seq", "tenant_no", "seq"),
 )
 
 # purge_tombstones: deleted entities older than a cutoff. Partial: live entities, the vast majority, have no
 # entry (migration 0006_footprint). The query's ``deleted = true`` term is what lets the planner use it.
 Index(
     "ix_entities_tenant_tombstones",
-    entities.c.tenant_id,
+    entities.c.tenant_no,
     entities.c.updated_at,
     sqlite_where=entities.c.deleted == true(),
     postgresql_where=entities.c.deleted == true(),
@@ -150,7 +157,7 @@ changes = Table(
     Column("n", BigInteger, nullable=False),
     Column("hlc_wall", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
-    Column("tenant_no", Integer, ForeignKey("tenants.no"), nullable=False),
+    _tenant_no(),
     # Numbers of ``log_names``: the dot's replica and who pushed it.
     Column("replica_no", Integer, nullable=False),
     Column("hlc_counter", Integer, nullable=False),
@@ -253,19 +260,19 @@ Index("ix_audit_log_tenant_target", audit_log.c.tenant_id, audit_log.c.target, a
 entity_channels = Table(
     "entity_channels",
     metadata,
-    _tenant_fk(),
-    Column("collection", String(ID), nullable=False),
-    Column("entity_id", String(LONG_ID), nullable=False),
-    Column("channel", String(LONG_ID), nullable=False),
     # While a member: the entity's latest seq (so pull can scan a channel by seq);
     # once it left: the seq of the change that moved it out (an eviction).
     Column("seq", BigInteger, nullable=False),
     Column("joined_seq", BigInteger, nullable=False),
+    _tenant_no(),
     Column("member", Boolean, nullable=False),
+    Column("collection", String(ID), nullable=False),
+    Column("entity_id", String(LONG_ID), nullable=False),
+    Column("channel", String(LONG_ID), nullable=False),
     # Also serves the push session's per-entity lookup and the "still visible?" check.
-    PrimaryKeyConstraint("tenant_id", "collection", "entity_id", "channel"),
+    PrimaryKeyConstraint("tenant_no", "collection", "entity_id", "channel"),
     # Scoped pull and evictions: a channel's rows changed after a cursor.
-    Index("ix_entity_channels_tenant_channel_seq", "tenant_id", "channel", "seq"),
+    Index("ix_entity_channels_tenant_channel_seq", "tenant_no", "channel", "seq"),
     # SQLite: the rows live in the primary key's b-tree, with no second copy of the key (0006_footprint).
     sqlite_with_rowid=False,
 )
@@ -350,12 +357,10 @@ def latest_seq_column() -> Label[Any]:
 
     Built once (cached): constructing the correlated subquery cost more than a small push's whole merge."""
     c = changes.alias("c")
-    t = tenants.alias("t")
-    tenant_no = select(t.c.no).where(t.c.id == entities.c.tenant_id).correlate(entities).scalar_subquery()
     return (
         select(c.c.seq)
         .where(
-            c.c.tenant_no == tenant_no,
+            c.c.tenant_no == entities.c.tenant_no,
             c.c.collection == entities.c.collection,
             c.c.entity_id == entities.c.entity_id,
         )

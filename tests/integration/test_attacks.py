@@ -19,6 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.integration.conftest import Server, change, make_settings, start
 
+BY_TENANT = "tenant_no = (SELECT no FROM tenants WHERE id = ?)"
+"""A tenant's rows of ``entities``, which names the tenant by number (ADR 0033)."""
+
 
 def set_(field: str, value: Any) -> dict[str, Any]:
     return {"op": "set", "field": field, "value": value}
@@ -65,8 +68,11 @@ async def test_ciphertext_swapped_between_tenants_fails_its_integrity_check(sqli
     a_conflict = (await server.client.get("/v1/conflicts", headers=ha)).json()["conflicts"][0]["id"]
     path = server.settings.database_url.split(":///", 1)[1]
     with sqlite3.connect(path) as db:
-        (state,) = db.execute("SELECT state FROM entities WHERE tenant_id=? AND entity_id='dlv-1'", (b,)).fetchone()
-        db.execute("UPDATE entities SET state=? WHERE tenant_id=? AND entity_id='dlv-a'", (state, a))
+        (state,) = db.execute(
+            f"SELECT state FROM entities WHERE {BY_TENANT} AND entity_id='dlv-1'",
+            (b,),
+        ).fetchone()
+        db.execute(f"UPDATE entities SET state=? WHERE {BY_TENANT} AND entity_id='dlv-a'", (state, a))
         (details,) = db.execute("SELECT details FROM conflicts WHERE tenant_id=?", (b,)).fetchone()
         db.execute("UPDATE conflicts SET details=? WHERE tenant_id=?", (details, a))
     for path_ in ("/v1/entities/deliveries/dlv-a", f"/v1/conflicts/{a_conflict}"):

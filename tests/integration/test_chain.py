@@ -25,7 +25,7 @@ from syncserver.services import Services
 from syncserver.settings import Settings
 from syncserver.testing import server_env
 from syncstore import SqlStore
-from syncstore.sql_log import of_tenant
+from syncstore.sql_log import of_tenant, tenant_no
 from syncstore.tables import changes, entities, entity_channels, log_names, tenants
 from tests.integration.conftest import Server, change, start
 
@@ -140,7 +140,7 @@ async def test_pushes_chain_every_change_and_verify_finds_nothing_wrong(server: 
 async def test_a_rolled_back_entity_row_is_found_by_verify_and_on_every_read(sql: Server) -> None:
     server = sql
     tenant, boss, a, _ = await seed(server)
-    where = (entities.c.tenant_id == tenant) & (entities.c.entity_id == "dlv-a")
+    where = (of_tenant(entities, tenant)) & (entities.c.entity_id == "dlv-a")
     old = await one(server, select(entities.c.state, entities.c.seq, entities.c.chain, entities.c.vv).where(where))
     await server.push(a, "phone-a", [change(4, "dlv-a", [set_("address", "2 Side St")], {"web-1": 1, "phone-a": 3})])
     assert (await verify(server, tenant)).problems == []
@@ -197,20 +197,20 @@ async def test_a_row_tampered_after_devices_pulled_it_is_still_found(sql: Server
 
 async def tamper_with(server: Server, tenant: str, tamper: str) -> None:
     """Change dlv-a's entity row with SQL: a flipped byte, another entity's or tenant's state, a key version."""
-    where = (entities.c.tenant_id == tenant) & (entities.c.entity_id == "dlv-a")
+    where = (of_tenant(entities, tenant)) & (entities.c.entity_id == "dlv-a")
     if tamper == "flip":
         state = bytearray((await one(server, select(entities.c.state).where(where))).state)
         state[-3] ^= 0x40
         await run_sql(server, update(entities).where(where).values(state=bytes(state)))
     elif tamper == "swap":
-        other = (entities.c.tenant_id == tenant) & (entities.c.entity_id == "dlv-b")
+        other = (of_tenant(entities, tenant)) & (entities.c.entity_id == "dlv-b")
         theirs = await one(server, select(entities.c.state, entities.c.seq, entities.c.chain).where(other))
         await run_sql(server, update(entities).where(where).values(state=theirs.state))
     elif tamper == "version":
         await run_sql(server, update(entities).where(where).values(key_version=2))
     else:
         other, *_ = await seed(server)  # the same entity, seq and link shape, in another tenant
-        theirs = (entities.c.tenant_id == other) & (entities.c.entity_id == "dlv-a")
+        theirs = (of_tenant(entities, other)) & (entities.c.entity_id == "dlv-a")
         row = await one(server, select(entities.c.state, entities.c.seq, entities.c.chain).where(theirs))
         await run_sql(server, update(entities).where(where).values(state=row.state, seq=row.seq, chain=row.chain))
 
@@ -264,7 +264,7 @@ async def test_an_injected_channel_row_shows_another_drivers_entity_to_nobody(sq
     await run_sql(
         server,
         insert(entity_channels).values(
-            tenant_id=tenant,
+            tenant_no=tenant_no(tenant),
             collection="deliveries",
             entity_id="dlv-b",
             channel="driver:d-a",
@@ -293,7 +293,7 @@ async def test_a_truncated_tail_is_found_by_its_checkpoint(sql: Server) -> None:
     await run_sql(
         server,
         delete(changes).where(of_tenant(changes, tenant) & (changes.c.seq > 2)),
-        delete(entities).where((entities.c.tenant_id == tenant) & (entities.c.seq > 2)),
+        delete(entities).where((of_tenant(entities, tenant)) & (entities.c.seq > 2)),
         update(tenants).where(tenants.c.id == tenant).values(last_seq=2),
     )
     report = await verify(server, tenant)
@@ -326,7 +326,7 @@ async def test_the_admin_api_and_page_show_verifications_and_rows_set_aside(sql:
         "set_aside": [],
     }
     await verify(server, tenant)
-    where = (entities.c.tenant_id == tenant) & (entities.c.entity_id == "dlv-b")
+    where = (of_tenant(entities, tenant)) & (entities.c.entity_id == "dlv-b")
     await run_sql(server, update(entities).where(where).values(key_version=9))
     await verify(server, tenant)
     await pull(server, boss)

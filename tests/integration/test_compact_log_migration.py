@@ -1,11 +1,12 @@
-"""A change log written in the previous release's layout (strings in every row) reads the same after
+"""A database written in the previous release's layout (strings in every row) reads the same after
 ``0007_compact_log`` numbers it (ADR 0033), and the store goes on from there.
 
 The old rows are written with plain SQL into a database migrated to the revisions before
 ``0007_compact_log``, exactly as that release's push wrote them: tenant, replica and user as strings,
-the context as JSON text, chain links present or (rows from before the chain) NULL. Two tenants share
-replica and user names, and one user sub equals a replica id. Conflicts, dead letters and entities
-are in tables the migration leaves alone; they are read before and after through today's store.
+the context as JSON text, chain links present or (rows from before the chain) NULL; entity rows (some
+deleted) and their channel rows with the tenant's id. Two tenants share replica and user names, and
+one user sub equals a replica id. Conflicts and dead letters are in tables the migration leaves
+alone; they are read before and after through today's store.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from syncstore.engine import create_engine
 from syncstore.migrate import upgrade
 from syncstore.records import ChangeRecord, EntityRecord
 from syncstore.sql import SqlStore
-from syncstore.tables import conflicts, dead_letters, entities, log_names, tenant_keys, tenants
+from syncstore.tables import conflicts, dead_letters, log_names, tenant_keys, tenants
 from tests import services
 from tests.contract import factories
 from tests.contract.backends import sqlite_url
@@ -103,25 +104,61 @@ def write_previous_release(conn: Connection) -> None:
         )
         conn.execute(insert(conflicts), [_row(tenant, factories.conflict(s, i)) for s in (4, 9) for i in (0, 1)])
         conn.execute(insert(dead_letters), [_row(tenant, factories.dead_letter(n, replica_id="web-1")) for n in (7, 8)])
-        latest = {(c.collection, c.entity_id): c for c in old_changes(tenant)}
         conn.execute(
-            insert(entities),
+            text(
+                "INSERT INTO entities (tenant_id, collection, entity_id, seq, deleted, key_version, state, vv,"
+                " updated_at, chain) VALUES (:tenant_id, :collection, :entity_id, :seq, :deleted, :key_version,"
+                " :state, :vv, :updated_at, :chain)"
+            ),
+            [{"tenant_id": tenant, **_without_latest(e), "vv": '{"phone-1":3}'} for e in old_entities(tenant)],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO entity_channels (tenant_id, collection, entity_id, channel, seq, joined_seq, member)"
+                " VALUES (:tenant_id, :collection, :entity_id, :channel, :seq, :joined_seq, :member)"
+            ),
             [
                 {
                     "tenant_id": tenant,
-                    "collection": collection,
-                    "entity_id": entity_id,
-                    "seq": c.seq,
-                    "deleted": False,
-                    "key_version": 1,
-                    "state": b"sealed state",
-                    "vv": "{}",
-                    "updated_at": c.created_at,
-                    "chain": c.chain,
+                    "collection": e.collection,
+                    "entity_id": e.entity_id,
+                    "channel": f"driver:{e.entity_id}",
+                    "seq": e.seq,
+                    "joined_seq": 1,
+                    "member": True,
                 }
-                for (collection, entity_id), c in latest.items()
+                for e in old_entities(tenant)
             ],
         )
+
+
+def old_entities(tenant: str) -> list[EntityRecord]:
+    """Each entity's row as the previous release stored it (``latest_seq`` is read, not stored)."""
+    latest = {(c.collection, c.entity_id): c for c in old_changes(tenant)}
+    return sorted(
+        (
+            EntityRecord(
+                collection=collection,
+                entity_id=entity_id,
+                seq=c.seq,
+                deleted=c.seq % 5 == 0,
+                key_version=1,
+                state=f"sealed state {tenant} {collection}/{entity_id}".encode(),
+                vv={"phone-1": 3},
+                updated_at=c.created_at,
+                chain=c.chain,
+                latest_seq=c.seq,
+            )
+            for (collection, entity_id), c in latest.items()
+        ),
+        key=lambda e: (e.seq, e.collection, e.entity_id),
+    )
+
+
+def _without_latest(entity: EntityRecord) -> dict[str, object]:
+    row = msgspec.structs.asdict(entity)
+    del row["latest_seq"]
+    return row
 
 
 def _row(tenant: str, record: msgspec.Struct) -> dict[str, object]:
@@ -191,6 +228,11 @@ def test_an_old_change_log_reads_the_same_after_it_is_numbered(url: str, caplog:
                 stored = await store.get_entity(tenant, "stops", "dlv-4")
                 assert isinstance(stored, EntityRecord)
                 assert stored.latest_seq == max(c.seq for c in history)
+                assert await store.pull(tenant, 0, 1000) == old_entities(tenant)
+                assert [s.record for s in await store.pull_in_channels(tenant, ["driver:dlv-4"], 0, 10)] == [
+                    e for e in old_entities(tenant) if e.entity_id == "dlv-4"
+                ]
+                assert await store.entity_channels(tenant, "stops", "dlv-4") == {"driver:dlv-4": 1}
 
             # The log goes on: a known dot is found, a new replica gets the next number, in one tenant only.
             async with store.push_session("acme") as session:
@@ -207,6 +249,8 @@ def test_an_old_change_log_reads_the_same_after_it_is_numbered(url: str, caplog:
             erased = await store.erase_tenant("acme")
             assert erased["changes"] == CHANGES + 2
             assert erased["log_names"] == 6  # phone-1, phone-2, web-1, driver-17, tablet-9, user-1
+            assert erased["entities"] == len(old_entities("acme")) + 2
+            assert erased["entity_channels"] == len(old_entities("acme"))
             assert await store.changes("globex", 0, 1000) == old_changes("globex")
 
     asyncio.run(after())

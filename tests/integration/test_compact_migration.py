@@ -2,11 +2,12 @@
 
 The "previous release" is reproduced with today's write paths: ``payloads`` seals plaintext as that
 release did (plain msgpack, no frame, entity states as named structs), and once every read path is
-captured the migrations' own downgrades take the rows back to the revisions before ``0006_footprint``. Three tenants get entities of every field kind,
-register and delete/update conflicts, a rejected change (a dead letter) and history. Every read path
-(pulls of a dispatcher and a driver, histories, the conflict log, dead letters, raw rows) is captured,
-the schema is upgraded and the rows converted, interrupted twice on the way (a stop between batches,
-and a crash after a batch committed but before its position was saved), then finished by the CLI.
+captured the migrations' own downgrades take the rows back to the revisions before
+``0006_footprint``. Three tenants get entities of every field kind, register and delete/update
+conflicts, a rejected change (a dead letter) and history. Every read path (pulls of a dispatcher and
+a driver, histories, the conflict log, dead letters, raw rows) is captured, the schema is upgraded
+and the rows converted, interrupted twice on the way (a stop between batches, and a crash after a
+batch committed but before its position was saved), then finished by the CLI.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from syncserver.services import Services
 from syncserver.settings import Settings
 from syncserver.testing import server_env
 from syncstore import SqlStore
+from syncstore.sql_log import of_tenant
 from syncstore.tables import entities
 from tests.integration.conftest import Server, change, start
 from tests.integration.test_ws import WS, connected
@@ -77,13 +78,13 @@ async def seed(server: Server) -> tuple[str, dict[str, str], dict[str, str], dic
 async def damage(store: SqlStore, tenant: str, entity_id: str, how: str) -> None:
     """Flip one byte of the entity's sealed state, or copy another entity's ciphertext over it."""
     async with store.engine.begin() as conn:
-        where = (entities.c.tenant_id == tenant) & (entities.c.entity_id == entity_id)
+        where = of_tenant(entities, tenant) & (entities.c.entity_id == entity_id)
         if how == "flip":
             sealed = bytearray((await conn.execute(select(entities.c.state).where(where))).scalar_one())
             sealed[len(sealed) // 2] ^= 0x01
             blob = bytes(sealed)
         else:
-            other = (entities.c.tenant_id == tenant) & (entities.c.entity_id == "dlv-a2")
+            other = of_tenant(entities, tenant) & (entities.c.entity_id == "dlv-a2")
             blob = (await conn.execute(select(entities.c.state).where(other))).scalar_one()
         await conn.execute(update(entities).where(where).values(state=blob))
 

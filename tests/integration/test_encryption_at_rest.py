@@ -18,6 +18,9 @@ from tests.integration.conftest import Server, change
 
 TABLES = ["tenants", "tenant_keys", "replicas", "entities", "changes", "conflicts", "dead_letters"]
 
+BY_TENANT = "tenant_no = (SELECT no FROM tenants WHERE id = ?)"
+"""A tenant's rows of ``entities``, which names the tenant by number (ADR 0033)."""
+
 
 def _markers() -> dict[str, str]:
     return {k: f"{k}-{uuid.uuid4().hex}" for k in ("status", "other", "scanned", "notes", "trail", "dead", "log2")}
@@ -108,9 +111,12 @@ async def test_ciphertext_moved_to_another_row_or_tenant_fails_to_decrypt(sqlite
         )
     path = server.settings.database_url.split(":///", 1)[1]
     with sqlite3.connect(path) as db:
-        (blob,) = db.execute("SELECT state FROM entities WHERE tenant_id=? AND entity_id='dlv-1'", (t1,)).fetchone()
-        db.execute("UPDATE entities SET state=? WHERE tenant_id=? AND entity_id='dlv-2'", (blob, t1))
-        db.execute("UPDATE entities SET state=? WHERE tenant_id=? AND entity_id='dlv-1'", (blob, t2))
+        (blob,) = db.execute(
+            f"SELECT state FROM entities WHERE {BY_TENANT} AND entity_id='dlv-1'",
+            (t1,),
+        ).fetchone()
+        db.execute(f"UPDATE entities SET state=? WHERE {BY_TENANT} AND entity_id='dlv-2'", (blob, t1))
+        db.execute(f"UPDATE entities SET state=? WHERE {BY_TENANT} AND entity_id='dlv-1'", (blob, t2))
 
     for tenant, entity in ((t1, "dlv-2"), (t2, "dlv-1")):
         r = await server.client.get(f"/v1/entities/deliveries/{entity}", headers=server.headers(tenant, "driver-1"))

@@ -179,8 +179,9 @@ def _raw(url: str) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")))
 
 
-_TENANT = {t: "tenant_id = ?" for t in SEALED_TABLES} | {"changes": "tenant_no = (SELECT no FROM tenants WHERE id = ?)"}
-"""Each sealed table's rows of one tenant (the change log names it by number, ADR 0033)."""
+_BY_NUMBER = "tenant_no = (SELECT no FROM tenants WHERE id = ?)"
+_TENANT = {t: _BY_NUMBER if t in ("changes", "entities") else "tenant_id = ?" for t in SEALED_TABLES}
+"""Each sealed table's rows of one tenant (the log and the entities name it by number, ADR 0033)."""
 
 
 def _cells(url: str, tenant: str) -> list[bytes]:

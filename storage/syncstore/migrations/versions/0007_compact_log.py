@@ -1,4 +1,4 @@
-"""Compact change log: the log names its tenant, replica and user by number.
+"""Compact change log: the log names its tenant, replica and user by number, the entity tables their tenant.
 
 Revision ID: 0007_compact_log
 Revises: 0005_integrity, 0006_footprint
@@ -14,6 +14,9 @@ Written by hand to match syncstore/tables.py (ADR 0033):
   ``replica_id`` and ``user_sub``, in the row and in its keys and indexes. The rows are copied
   tenant by tenant in seq ranges, with a progress line per range, then the old table is dropped
   and the new one takes its name.
+* ``entities`` and ``entity_channels`` are rebuilt the same way with ``tenant_no`` for
+  ``tenant_id`` (``entity_channels`` still ``WITHOUT ROWID`` on SQLite). All three put their
+  eight-byte integers first, then the four-byte ones: no alignment padding on PostgreSQL.
 
 All of it runs in the migration's one transaction (``syncstore.migrate``): a crash or a kill
 leaves the previous schema whole, and the next start converts again from the beginning. Nothing
@@ -101,6 +104,8 @@ def upgrade() -> None:
         "changes_new",
     )
     _replace_changes("changes_new", suffix, ("tenant_no", "replica_no", "user_no"))
+    _rebuild_entities(numbered=True)
+    _rebuild_channels(numbered=True)
 
 
 def downgrade() -> None:
@@ -138,9 +143,111 @@ def downgrade() -> None:
         "changes_old",
     )
     _replace_changes("changes_old", suffix, ("tenant_id", "replica_id", "user_sub"))
+    _rebuild_entities(numbered=False)
+    _rebuild_channels(numbered=False)
     op.drop_table("log_names")
     op.drop_index("uq_tenants_no", table_name="tenants")
     op.execute("ALTER TABLE tenants DROP COLUMN no")  # SQLite 3.35 and later drop a column in place
+
+
+ENTITY_COLUMNS = "seq, updated_at, key_version, deleted, collection, entity_id, state, vv, chain"
+CHANNEL_COLUMNS = "seq, joined_seq, member, collection, entity_id, channel"
+
+
+def _tenant_column(numbered: bool) -> sa.Column[object]:
+    if numbered:
+        return sa.Column("tenant_no", sa.Integer(), nullable=False)
+    return sa.Column("tenant_id", sa.String(length=ID), nullable=False)
+
+
+def _tenant_fk(table: str, numbered: bool, suffix: str) -> sa.ForeignKeyConstraint:
+    column, target = ("tenant_no", "tenants.no") if numbered else ("tenant_id", "tenants.id")
+    return sa.ForeignKeyConstraint([column], [target], name=f"fk_{table}_{column}_tenants{suffix}")
+
+
+def _rebuild_entities(*, numbered: bool) -> None:
+    """``entities`` with its tenant by number (``numbered``) or, going down, by id again."""
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    suffix = "" if sqlite else "_rebuilt"
+    tenant = _tenant_column(numbered)
+    op.create_table(
+        "entities_rebuilt",
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        *([tenant] if numbered else []),
+        sa.Column("key_version", sa.Integer(), nullable=False),
+        sa.Column("deleted", sa.Boolean(), nullable=False),
+        *([] if numbered else [tenant]),
+        sa.Column("collection", sa.String(length=ID), nullable=False),
+        sa.Column("entity_id", sa.String(length=LONG_ID), nullable=False),
+        sa.Column("state", sa.LargeBinary(), nullable=False),
+        sa.Column("vv", sa.Text(), nullable=False),
+        sa.Column("chain", sa.LargeBinary(), nullable=True),
+        _tenant_fk("entities", numbered, suffix),
+        sa.PrimaryKeyConstraint(tenant.name, "collection", "entity_id", name="pk_entities" + suffix),
+    )
+    _copy(_copy_statement("entities", ENTITY_COLUMNS, numbered), "entities", "entities_rebuilt")
+    op.drop_index("ix_entities_tenant_tombstones", table_name="entities")
+    op.drop_index("ix_entities_tenant_seq", table_name="entities")
+    op.drop_table("entities")
+    op.rename_table("entities_rebuilt", "entities")
+    if suffix:
+        for name in (f"fk_entities_{tenant.name}_tenants", "pk_entities"):
+            op.execute(f"ALTER TABLE entities RENAME CONSTRAINT {name}{suffix} TO {name}")
+    op.create_index("ix_entities_tenant_seq", "entities", [tenant.name, "seq"])
+    op.create_index(
+        "ix_entities_tenant_tombstones",
+        "entities",
+        [tenant.name, "updated_at"],
+        sqlite_where=sa.text("deleted = 1"),
+        postgresql_where=sa.text("deleted = true"),
+    )
+
+
+def _rebuild_channels(*, numbered: bool) -> None:
+    """``entity_channels`` with its tenant by number (``numbered``) or, going down, by id again; on SQLite
+    still ``WITHOUT ROWID`` (0006_footprint)."""
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    suffix = "" if sqlite else "_rebuilt"
+    tenant = _tenant_column(numbered)
+    op.create_table(
+        "entity_channels_rebuilt",
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("joined_seq", sa.BigInteger(), nullable=False),
+        tenant,
+        sa.Column("member", sa.Boolean(), nullable=False),
+        sa.Column("collection", sa.String(length=ID), nullable=False),
+        sa.Column("entity_id", sa.String(length=LONG_ID), nullable=False),
+        sa.Column("channel", sa.String(length=LONG_ID), nullable=False),
+        _tenant_fk("entity_channels", numbered, suffix),
+        sa.PrimaryKeyConstraint(
+            tenant.name, "collection", "entity_id", "channel", name="pk_entity_channels" + suffix
+        ),
+        sqlite_with_rowid=False,
+    )
+    _copy(_copy_statement("entity_channels", CHANNEL_COLUMNS, numbered), "entity_channels", "entity_channels_rebuilt")
+    op.drop_index("ix_entity_channels_tenant_channel_seq", table_name="entity_channels")
+    op.drop_table("entity_channels")
+    op.rename_table("entity_channels_rebuilt", "entity_channels")
+    if suffix:
+        for name in (f"fk_entity_channels_{tenant.name}_tenants", "pk_entity_channels"):
+            op.execute(f"ALTER TABLE entity_channels RENAME CONSTRAINT {name}{suffix} TO {name}")
+    op.create_index("ix_entity_channels_tenant_channel_seq", "entity_channels", [tenant.name, "channel", "seq"])
+
+
+def _copy_statement(table: str, columns: str, numbered: bool) -> str:
+    """Copy one tenant's rows of ``table`` in a seq range into ``<table>_rebuilt``, the tenant by number
+    (``numbered``) or by id."""
+    prefixed = ", ".join(f"x.{c.strip()}" for c in columns.split(","))
+    if numbered:
+        return (
+            f"INSERT INTO {table}_rebuilt (tenant_no, {columns}) SELECT t.no, {prefixed} FROM {table} x"  # noqa: S608
+            " JOIN tenants t ON t.id = x.tenant_id WHERE x.tenant_id = :tenant AND x.seq > :low AND x.seq <= :high"
+        )
+    return (
+        f"INSERT INTO {table}_rebuilt (tenant_id, {columns}) SELECT t.id, {prefixed} FROM {table} x"  # noqa: S608
+        " JOIN tenants t ON t.no = x.tenant_no WHERE t.id = :tenant AND x.seq > :low AND x.seq <= :high"
+    )
 
 
 def _replace_changes(table: str, suffix: str, names: tuple[str, str, str]) -> None:
