@@ -225,7 +225,9 @@ def _rebuild_channels(*, numbered: bool) -> None:
         ),
         sqlite_with_rowid=False,
     )
-    _copy(_copy_statement("entity_channels", CHANNEL_COLUMNS, numbered), "entity_channels", "entity_channels_rebuilt")
+    # No index leads with (tenant, seq) here: one statement per tenant, not a scan of it per range.
+    statement = _copy_statement("entity_channels", CHANNEL_COLUMNS, numbered, by_seq=False)
+    _copy(statement, "entity_channels", "entity_channels_rebuilt", by_seq=False)
     op.drop_index("ix_entity_channels_tenant_channel_seq", table_name="entity_channels")
     op.drop_table("entity_channels")
     op.rename_table("entity_channels_rebuilt", "entity_channels")
@@ -235,20 +237,20 @@ def _rebuild_channels(*, numbered: bool) -> None:
     op.create_index("ix_entity_channels_tenant_channel_seq", "entity_channels", [tenant.name, "channel", "seq"])
 
 
-def _copy_statement(table: str, columns: str, numbered: bool) -> str:
-    """Copy one tenant's rows of ``table`` in a seq range into ``<table>_rebuilt``, the tenant by number
-    (``numbered``) or by id."""
+def _copy_statement(table: str, columns: str, numbered: bool, *, by_seq: bool = True) -> str:
+    """Copy one tenant's rows of ``table`` (in a seq range when ``by_seq``) into ``<table>_rebuilt``, the
+    tenant by number (``numbered``) or by id."""
     prefixed = ", ".join(f"x.{c.strip()}" for c in columns.split(","))
+    in_range = " AND x.seq > :low AND x.seq <= :high" if by_seq else ""
     if numbered:
         return (
             f"INSERT INTO {table}_rebuilt (tenant_no, {columns}) SELECT t.no, {prefixed} FROM {table} x"  # noqa: S608
-            " JOIN tenants t ON t.id = x.tenant_id WHERE x.tenant_id = :tenant AND x.seq > :low AND x.seq <= :high"
+            f" JOIN tenants t ON t.id = x.tenant_id WHERE x.tenant_id = :tenant{in_range}"
         )
     return (
         f"INSERT INTO {table}_rebuilt (tenant_id, {columns}) SELECT t.id, {prefixed} FROM {table} x"  # noqa: S608
-        " JOIN tenants t ON t.no = x.tenant_no WHERE t.id = :tenant AND x.seq > :low AND x.seq <= :high"
+        f" JOIN tenants t ON t.no = x.tenant_no WHERE t.id = :tenant{in_range}"
     )
-
 
 def _replace_changes(table: str, suffix: str, names: tuple[str, str, str]) -> None:
     """``table`` (filled) becomes ``changes``: the old table and its indexes go, its constraints (named with
@@ -266,18 +268,27 @@ def _replace_changes(table: str, suffix: str, names: tuple[str, str, str]) -> No
     op.create_index("ix_changes_tenant_user_seq", "changes", [tenant, user, "seq"])
 
 
-def _copy(statement: str, source: str, target: str) -> None:
-    """Run the copy ``statement`` for every tenant in seq ranges of ``RANGE``, logging progress; fail (and so
-    roll everything back) unless every row of ``source`` arrived in ``target``."""
+def _copy(statement: str, source: str, target: str, *, by_seq: bool = True) -> None:
+    """Run the copy ``statement`` for every tenant, in seq ranges of ``RANGE`` when ``by_seq`` (the source
+    has an index on the tenant and seq), else in one statement per tenant; log progress; fail (and so roll
+    everything back) unless every row of ``source`` arrived in ``target``."""
     conn = op.get_bind()
     tenants = conn.execute(sa.text("SELECT id, last_seq FROM tenants ORDER BY id")).all()
     total = sum(last for _, last in tenants)
     done = 0
     for tenant, last_seq in tenants:
-        for low in range(0, last_seq, RANGE):
-            conn.execute(sa.text(statement), {"tenant": tenant, "low": low, "high": low + RANGE})
-            done += min(RANGE, last_seq - low)
-            log.info("0007_compact_log: %s rows of %s: %d of %d seqs (%.0f %%)", source, tenant, done, total, 100 * done / total)
+        ranges = [(low, low + RANGE) for low in range(0, last_seq, RANGE)] if by_seq else [(0, last_seq)]
+        for low, high in ranges:
+            conn.execute(sa.text(statement), {"tenant": tenant, "low": low, "high": high})
+            done += min(high, last_seq) - low
+            log.info(
+                "0007_compact_log: %s rows of %s: %d of %d seqs (%.0f %%)",
+                source,
+                tenant,
+                done,
+                total,
+                100 * done / max(total, 1),
+            )
     # Only identifiers of this migration are interpolated.
     before, after = (conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in (source, target))  # noqa: S608
     if before != after:
