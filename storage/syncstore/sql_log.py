@@ -1,4 +1,5 @@
-"""The change log's numbers (ADR 0033): a ``changes`` row names its tenant, replica and user by number.
+"""The store's numbers (ADR 0033): a ``changes`` row names its tenant, replica and user by number, and
+an ``entities`` or ``entity_channels`` row its tenant.
 
 The change log is the largest table, and every row and each of its three secondary indexes repeated the
 tenant id; the dot index repeated the replica id and the export index the user sub. Now:
@@ -7,7 +8,8 @@ tenant id; the dot index repeated the replica id and the export index the user s
 * ``log_names`` numbers each replica id and user sub of a tenant's log once, per tenant, under the
   tenant's lock (a push's write step is the only writer);
 * every read of the log joins the strings back (``select_changes``), so the ``ChangeRecord`` a caller
-  gets, and the bytes the hash chain covers, are what they were.
+  gets, and the bytes the hash chain covers, are what they were;
+* a query of any table names the tenant with ``of_tenant``, by id or by number as the table holds it.
 
 A name is a name: a replica and a user that happen to share a string share its number.
 """
@@ -59,7 +61,8 @@ def tenant_no(tenant_id: Any) -> ColumnElement[int]:
 
 
 def of_tenant(table: Table, tenant_id: Any) -> ColumnElement[bool]:
-    """``table``'s rows of the tenant, whether it names tenants by id or (the change log) by number."""
+    """``table``'s rows of the tenant, whether it names tenants by id or (the log and entity tables) by
+    number."""
     clause: ColumnElement[bool] = (
         table.c.tenant_no == tenant_no(tenant_id) if "tenant_no" in table.c else table.c.tenant_id == tenant_id
     )
