@@ -42,6 +42,7 @@ from syncserver.live import LiveHub
 from syncserver.settings import Settings
 from syncserver.sync.collections import load_schema
 from syncserver.sync.conflicts import ConflictService
+from syncserver.sync.dictionary_trainer import DictionaryTrainer
 from syncstore import TRANSIENT_ERRORS, attachment_store_for, open_store
 from syncstore.engine import durability_warnings
 from syncstore.migrate import upgrade
@@ -51,6 +52,9 @@ from syncstore.store import Store
 __all__ = ["Services", "build_services", "open_backend", "open_fanout", "open_services"]
 
 log = logging.getLogger("syncserver")
+
+TRAINER = "server:dictionary"
+"""The audit log's actor for the key rotation that installs a tenant's trained dictionary."""
 
 
 @dataclass
@@ -95,6 +99,8 @@ class Services:
     async def close(self) -> None:
         """Finish the pushes being committed, then release the blob store, and the store when it was opened here."""
         await self.push.drained()
+        if self.push.dictionaries is not None:
+            await self.push.dictionaries.close()
         await self.blobs.close()
         if self.owns_store:
             await self.store.close()
@@ -124,6 +130,13 @@ def build_services(
     admin_store = admin_backend(store)
     audit_log = AuditLog(admin_store)
     server_changes = ServerChanges(admin_store, push, audit_log)
+    key_ops = KeyOps(store, keyring, provider, schema, attachments=attachment_keys)
+    push.dictionaries = DictionaryTrainer(
+        store,
+        keyring,
+        lambda tenant, trained: key_ops.rotate(tenant, TRAINER, trained),
+        settings.dictionary_after_changes,
+    )
     return Services(
         settings=settings,
         schema=schema,
@@ -143,7 +156,7 @@ def build_services(
         entity_history=EntityHistoryService(admin_store, keyring, pull, attachments=meta),
         dead_letter_admin=DeadLetterAdmin(admin_store, keyring, server_changes, audit_log),
         audit_log=audit_log,
-        key_ops=KeyOps(store, keyring, provider, schema, attachments=attachment_keys),
+        key_ops=key_ops,
         subjects=SubjectRequests(store, keyring, attachments=attachment_keys),
         integrity=Verifier(store, keyring, schema),
         repair=EntityRepair(store, keyring, schema),

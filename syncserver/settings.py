@@ -121,6 +121,9 @@ class Settings:
     max_clock_skew_ms: int = 5 * 60 * 1000
     tombstone_retention_s: int = 30 * 24 * 3600
     key_cache_ttl_s: int = 300
+    dictionary_after_changes: int = 1000
+    """A tenant whose change log reaches this many changes gets a compression dictionary trained on its own
+    payloads, with a new key version (ADR 0034); 0 turns training off."""
     rate_limit: str = "50/second"
     """Requests per bearer token: ``<n>/<second|minute|hour|day>`` or ``off`` (see ``ratelimit.py``)."""
     migrate_on_start: bool = True

@@ -50,7 +50,7 @@ class MemoryKeys:
         count = 0
         for i, k in enumerate(tenant.keys):
             if k.state != "destroyed" and (versions is None or k.version in versions):
-                tenant.keys[i] = replace(k, wrapped=b"", state="destroyed")
+                tenant.keys[i] = replace(k, wrapped=b"", state="destroyed", dictionary=None)
                 count += 1
         return count
 

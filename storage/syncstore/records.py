@@ -35,6 +35,8 @@ class WrappedKey(Struct, frozen=True, gc=False):
     created_at: int
     state: str = "active"
     """``active`` (the one new writes use; the highest active version), ``retired`` or ``destroyed``."""
+    dictionary: bytes | None = None
+    """The version's compression dictionary, sealed under its own data key (ADR 0034); None: it has none."""
 
 
 class ReplicaRecord(Struct, frozen=True, gc=False):

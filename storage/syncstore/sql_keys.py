@@ -71,7 +71,7 @@ class SqlKeys:
         async with self._db.connect(write=True) as conn:
             if self._db.sqlite:
                 await conn.exec_driver_sql("PRAGMA secure_delete=ON")
-            result = await conn.execute(query.values(wrapped=b"", state="destroyed"))
+            result = await conn.execute(query.values(wrapped=b"", state="destroyed", dictionary=None))
             await conn.commit()
             if self._db.sqlite:
                 await conn.exec_driver_sql("PRAGMA secure_delete=OFF")

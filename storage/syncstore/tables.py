@@ -88,6 +88,7 @@ tenant_keys = Table(
     Column("master_key_id", String(LONG_ID), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("state", String(TAG), nullable=False),
+    Column("dictionary", LargeBinary, nullable=True),
     PrimaryKeyConstraint("tenant_id", "version"),
 )
 

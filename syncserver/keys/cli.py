@@ -103,9 +103,11 @@ def keys() -> None:
 def keys_status(settings: Settings, tenant_id: str) -> None:
     """Show a tenant's key versions and how many rows each one sealed."""
     status = run_ops(settings, lambda ops: ops.status(tenant_id))
-    table = Table("version", "state", "master key", "created", "rows")
+    table = Table("version", "state", "master key", "created", "rows", "dictionary")
     for v in status.versions:
-        table.add_row(str(v.version), v.state, v.master_key_id, v.created_at, str(v.rows))
+        table.add_row(
+            str(v.version), v.state, v.master_key_id, v.created_at, str(v.rows), "yes" if v.dictionary else ""
+        )
     Console().print(table)
     console.print(f"active version {status.active_version}; {status.stale_rows} rows under older versions")
 
@@ -118,7 +120,8 @@ def keys_rotate(settings: Settings, tenant_id: str) -> None:
     result = run_ops(settings, lambda ops: ops.rotate(tenant_id, actor()))
     click.echo(result.version)
     console.print(
-        f"[green]tenant {tenant_id}: key version {result.version} is active[/] (was {result.previous}). "
+        f"[green]tenant {tenant_id}: key version {result.version} is active[/] (was {result.previous})"
+        f"{', with the compression dictionary of the previous version' if result.dictionary else ''}. "
         f"Running servers switch within SYNC_KEY_CACHE_TTL_S ({settings.key_cache_ttl_s} s); "
         "run `syncserver keys reencrypt` after that."
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from syncserver.keys.dictionary import KeyDictionary
 from syncserver.keys.envelope import (
     BytesLike,
     DecryptionError,
@@ -37,22 +39,35 @@ from syncserver.keys.providers import KeyProvider
 from syncstore.records import WrappedKey
 from syncstore.store import Store, TenantNotFound
 
+log = logging.getLogger("syncserver.keys")
+
 
 def wrap_aad(tenant: str, version: int) -> bytes:
     return f"tenant-key/{tenant}/{version}".encode()
 
 
+def dictionary_aad(tenant: str, version: int) -> bytes:
+    """A key version's dictionary is sealed under that version's own data key, bound to it."""
+    return row_aad(tenant, "tenant_keys", "dictionary", version)
+
+
 class TenantCipher:
     """Seals with the tenant's current key; opens any version it holds."""
 
-    __slots__ = ("_keys", "_mac_keys", "current_version", "tenant")
+    __slots__ = ("_dictionaries", "_keys", "_mac_keys", "current_version", "tenant")
 
     def __init__(
-        self, tenant: str, keys: dict[int, AESGCM], current_version: int, mac_keys: dict[int, bytes] | None = None
+        self,
+        tenant: str,
+        keys: dict[int, AESGCM],
+        current_version: int,
+        mac_keys: dict[int, bytes] | None = None,
+        dictionaries: dict[int, KeyDictionary] | None = None,
     ) -> None:
         self.tenant = tenant
         self._keys = keys
         self._mac_keys = mac_keys or {}
+        self._dictionaries = dictionaries or {}
         self.current_version = current_version
 
     def __repr__(self) -> str:  # never show key material
@@ -61,6 +76,13 @@ class TenantCipher:
     def has(self, versions: Iterable[int]) -> bool:
         """Whether this cipher holds every one of these key versions."""
         return all(v in self._keys for v in versions)
+
+    def dictionary(self, version: int | None = None) -> KeyDictionary | None:
+        """The compression dictionary of key version ``version`` (default: the current one), if it has one.
+
+        A plaintext sealed under a version is framed against that version's dictionary and no other
+        (``syncserver.sync.compact``)."""
+        return self._dictionaries.get(self.current_version if version is None else version)
 
     def seal(self, table: str, row: str, plaintext: bytes, version: int | None = None) -> tuple[int, bytes]:
         """Seal under the current key version, or under ``version`` (a blob that began under an older one)."""
@@ -99,6 +121,25 @@ class TenantCipher:
         open_sealed_into(key, blob, row_aad(self.tenant, table, row, key_version), out)
 
 
+def _open_dictionary(tenant: str, key: WrappedKey, aead: AESGCM) -> KeyDictionary | None:
+    """The version's dictionary, or None if it has none or it does not open.
+
+    One that does not open (tampered, damaged) is logged and left out: rows framed against it then fail
+    to open one by one (quarantined, reported by ``verify``) while every other row of the tenant still
+    reads and new rows are written with the built-in dictionary.
+    """
+    if not key.dictionary:
+        return None
+    try:
+        return KeyDictionary(open_sealed(aead, key.dictionary, dictionary_aad(tenant, key.version)))
+    except DecryptionError as exc:
+        log.error(
+            "a key version's compression dictionary does not open",
+            extra={"tenant": tenant, "version": key.version, "error": type(exc).__name__},
+        )
+        return None
+
+
 def _mac_key(data_key: bytes) -> bytes:
     # A separate key for keyed hashes: a data key is only ever used for AES-GCM.
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sync/v1/attachment-mac").derive(data_key)
@@ -129,10 +170,12 @@ class TenantKeyring:
         self._cache: TTLCache[str, TenantCipher] = TTLCache(maxsize=10_000, ttl=ttl_s)
         self.stats = CacheStats()
 
-    def new_key(self, tenant: str, version: int) -> WrappedKey:
+    def new_key(self, tenant: str, version: int, dictionary: bytes | None = None) -> WrappedKey:
+        """A new data key, wrapped; with ``dictionary`` (``syncserver.keys.dictionary``) sealed under it."""
         data_key = AESGCM.generate_key(bit_length=256)
         wrapped = self._provider.wrap(data_key, wrap_aad(tenant, version))
-        return WrappedKey(tenant, version, wrapped, self._provider.key_id, int(time.time() * 1000))
+        sealed = None if dictionary is None else seal(AESGCM(data_key), dictionary, dictionary_aad(tenant, version))
+        return WrappedKey(tenant, version, wrapped, self._provider.key_id, int(time.time() * 1000), dictionary=sealed)
 
     async def cipher(self, tenant: str, need: Iterable[int] = ()) -> TenantCipher:
         """The tenant's cipher; ``need`` names key versions the caller must open.
@@ -152,7 +195,8 @@ class TenantKeyring:
         raw = {k.version: self._provider.unwrap(k.wrapped, wrap_aad(tenant, k.version)) for k in usable}
         keys = {v: AESGCM(key) for v, key in raw.items()}
         active = [k.version for k in usable if k.state == "active"] or list(keys)
-        cipher = TenantCipher(tenant, keys, max(active), {v: _mac_key(key) for v, key in raw.items()})
+        dictionaries = {k.version: d for k in usable if (d := _open_dictionary(tenant, k, keys[k.version]))}
+        cipher = TenantCipher(tenant, keys, max(active), {v: _mac_key(key) for v, key in raw.items()}, dictionaries)
         self._cache[tenant] = cipher
         return cipher
 

@@ -24,6 +24,7 @@ blobs count in the usage of their key version and ``reencrypt`` moves them.
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,8 @@ class KeyVersionView(Struct, gc=False):
     created_at: str
     rows: int
     """Cells sealed under this version, in all tables."""
+    dictionary: bool = False
+    """Whether the version carries a trained compression dictionary (ADR 0034)."""
 
 
 class KeyStatus(Struct, gc=False):
@@ -73,6 +76,17 @@ class RotateResult(Struct, gc=False):
     tenant: str
     version: int
     previous: int
+    dictionary: bool = False
+    """Whether the new version has a compression dictionary (carried from the previous one, or trained)."""
+
+
+class Carry(enum.Enum):
+    """``rotate``'s default: the new version takes the active version's dictionary."""
+
+    CARRY = "carry"
+
+
+CARRY = Carry.CARRY
 
 
 class ReencryptResult(Struct, gc=False):
@@ -134,25 +148,37 @@ class KeyOps:
         rows = {k.version: sum(t.get(k.version, 0) for t in usage.values()) for k in wrapped}
         active = max([k.version for k in wrapped if k.state == "active"] or [0])
         versions = [
-            KeyVersionView(k.version, k.state, k.master_key_id, iso(k.created_at), rows[k.version]) for k in wrapped
+            KeyVersionView(
+                k.version, k.state, k.master_key_id, iso(k.created_at), rows[k.version], k.dictionary is not None
+            )
+            for k in wrapped
         ]
         stale = sum(n for t in usage.values() for v, n in t.items() if v != active)
         return KeyStatus(tenant, active, self.provider.key_id, versions, stale)
 
-    async def rotate(self, tenant: str, actor: str) -> RotateResult:
-        """Add a data-key version and make it the active one."""
+    async def rotate(self, tenant: str, actor: str, dictionary: bytes | Carry | None = CARRY) -> RotateResult:
+        """Add a data-key version and make it the active one.
+
+        The new version gets ``dictionary`` (``syncserver.keys.dictionary``), or by default the active
+        version's own, so a rotation never loses the tenant's compression.
+        """
         wrapped = await self.store.tenant_keys(tenant)
         if not wrapped:
             raise TenantNotFound(tenant)
         previous = max(k.version for k in wrapped)
         version = previous + 1
+        if isinstance(dictionary, Carry):
+            self.keyring.forget(tenant)
+            active = (await self.keyring.cipher(tenant)).dictionary()
+            dictionary = None if active is None else active.data
         try:
-            await self.keys.add_tenant_key(self.keyring.new_key(tenant, version))
+            await self.keys.add_tenant_key(self.keyring.new_key(tenant, version, dictionary))
         except ValueError as exc:
             raise KeyOpError(f"another rotation created key version {version} first; run it again") from exc
         self.keyring.forget(tenant)
-        await self._audit(tenant, actor, "key.rotate", f"key/{version}", {"version": version, "previous": previous})
-        return RotateResult(tenant, version, previous)
+        details = {"version": version, "previous": previous, "dictionary": dictionary is not None}
+        await self._audit(tenant, actor, "key.rotate", f"key/{version}", details)
+        return RotateResult(tenant, version, previous, dictionary is not None)
 
     async def destroy_version(self, tenant: str, version: int, actor: str) -> int:
         """Destroy one retired version; refuses while any cell is still sealed under it."""
@@ -220,11 +246,13 @@ class KeyOps:
         for row in rows:
             row_id = payloads.sealed_row_id(table, row.names)
             try:
-                plaintext = cipher.open(table, row_id, row.key_version, row.blob)
+                # Framed again: a body compressed against the old version's dictionary must be compressed
+                # against the new version's (or the built-in one) before it is sealed under the new key.
+                body = payloads.unframe(cipher, row.key_version, cipher.open(table, row_id, row.key_version, row.blob))
             except DecryptionError:
                 totals["failed"] += 1
                 continue
-            version, blob = cipher.seal(table, row_id, plaintext)
+            version, blob = cipher.seal(table, row_id, payloads.frame(cipher, body))
             updates.append(Resealed(row.key, row.key_version, row.blob, version, blob))
         done = await self.keys.reseal(tenant, table, updates)
         totals["resealed"] += done

@@ -5,6 +5,9 @@ written before it are plain msgpack and still read:
 
 * ``0xC1 0x01`` + body: the body as is (too small for compression to pay);
 * ``0xC1 0x02`` + a zstd frame of the body, compressed against ``DICTIONARY_1``;
+* ``0xC1 0x03`` + a zstd frame of the body, compressed against the dictionary of the key version
+  the plaintext is sealed under (``syncserver.keys.dictionary``, ADR 0034): trained on the
+  tenant's own payloads, so it removes the values that repeat as well as the keys;
 * anything else: a legacy row, the whole plaintext is the body (msgpack).
 
 ``0xC1`` is the one byte msgpack never uses, so no legacy plaintext starts with
@@ -25,11 +28,13 @@ import base64
 
 import zstandard
 
+from syncserver.keys.dictionary import KeyDictionary
 from syncserver.keys.envelope import DecryptionError
 
 MAGIC = 0xC1
 RAW = 0x01
 ZSTD_DICT_1 = 0x02
+ZSTD_TENANT = 0x03
 MIN_COMPRESS = 64
 """Bodies shorter than this are framed as ``RAW``: a zstd frame header costs more than it could save."""
 MAX_BODY = 64 * 1024 * 1024
@@ -72,27 +77,41 @@ class FrameError(DecryptionError):
     reported by ``verify``, rebuilt by ``repair``) instead of failing the request."""
 
 
-def frame(body: bytes) -> bytes:
-    """The plaintext to seal for ``body``: compressed when that makes it smaller."""
+def frame(body: bytes, dictionary: KeyDictionary | None = None) -> bytes:
+    """The plaintext to seal for ``body``: compressed when that makes it smaller.
+
+    ``dictionary`` is the one of the key version the result will be sealed under (``TenantCipher.dictionary``),
+    if it has one; never another version's.
+    """
     if len(body) >= MIN_COMPRESS:
-        packed = _compress_1.compress(body)
+        if dictionary is not None:
+            packed, fmt = dictionary.compress(body), ZSTD_TENANT
+        else:
+            packed, fmt = _compress_1.compress(body), ZSTD_DICT_1
         if len(packed) < len(body):
-            return bytes((MAGIC, ZSTD_DICT_1)) + packed
+            return bytes((MAGIC, fmt)) + packed
     return bytes((MAGIC, RAW)) + body
 
 
-def unframe(plaintext: bytes) -> tuple[bool, bytes]:
-    """``(framed, body)``: ``framed`` is False for a legacy row, whose whole plaintext is its body."""
+def unframe(plaintext: bytes, dictionary: KeyDictionary | None = None) -> tuple[bool, bytes]:
+    """``(framed, body)``: ``framed`` is False for a legacy row, whose whole plaintext is its body.
+
+    ``dictionary`` is the one of the key version the plaintext was sealed under, if it has one.
+    """
     if not plaintext or plaintext[0] != MAGIC:
         return False, plaintext
     if len(plaintext) < 2:
         raise FrameError("a frame header without its format")
     fmt, rest = plaintext[1], plaintext[2:]
-    if fmt == RAW:
-        return True, rest
-    if fmt == ZSTD_DICT_1:
-        try:
+    try:
+        if fmt == RAW:
+            return True, rest
+        if fmt == ZSTD_DICT_1:
             return True, _decompress_1.decompress(rest, max_output_size=MAX_BODY)
-        except zstandard.ZstdError as exc:
-            raise FrameError(f"a zstd frame that does not decompress: {exc}") from exc
+        if fmt == ZSTD_TENANT:
+            if dictionary is None:
+                raise FrameError("a frame compressed against a dictionary its key version does not have")
+            return True, dictionary.decompress(rest, max_output_size=MAX_BODY)
+    except zstandard.ZstdError as exc:
+        raise FrameError(f"a zstd frame that does not decompress: {exc}") from exc
     raise FrameError(f"unknown frame format {fmt:#04x} (written by a newer release?)")

@@ -115,7 +115,7 @@ class PayloadCompactor:
             row_id = payloads.sealed_row_id(table, row.names)
             try:
                 plaintext = cipher.open(table, row_id, row.key_version, row.blob)
-                framed = compact.unframe(plaintext)[0]
+                framed = compact.unframe(plaintext, cipher.dictionary(row.key_version))[0]
                 if framed:
                     result.already += 1
                     continue
@@ -157,9 +157,9 @@ def _reseal(cipher: TenantCipher, table: SealedTable, row_id: str, version: int,
     """The legacy plaintext in this release's format, sealed for the same row under the same key version."""
     if table == "entities":
         stored = msgspec.msgpack.decode(legacy, type=payloads.StoredEntity)
-        plaintext = payloads.encode_entity(stored)
+        plaintext = payloads.encode_entity(stored, cipher.dictionary(version))
     else:
-        plaintext = compact.frame(legacy)
+        plaintext = compact.frame(legacy, cipher.dictionary(version))
     return cipher.seal(table, row_id, plaintext, version=version)[1]
 
 

@@ -1,8 +1,9 @@
 """How each encrypted column is serialized (msgpack) and sealed, and under which AAD row id.
 
-Every plaintext is framed (``compact.frame``: zstd against a built-in dictionary when it saves
-bytes) before it is sealed, and unframed after it is opened; rows written before the frame
-existed read as they always did. The change log's integrity chain hashes the ops' canonical msgpack
+Every plaintext is framed (``compact.frame``: zstd when it saves bytes, against the dictionary of
+the key version it is sealed under if that version has one, else against the built-in one) before
+it is sealed, and unframed after it is opened; rows written before the frame existed read as they
+always did. The change log's integrity chain hashes the ops' canonical msgpack
 (``encode_ops``), never the framed bytes, so compression changes no chain link.
 
 Row ids in the AAD are built only from the row's own plaintext key columns, so
@@ -19,6 +20,7 @@ from msgspec import Struct
 
 from syncproto.merge import EntityState
 from syncproto.messages import ConflictValue, Op
+from syncserver.keys.dictionary import KeyDictionary
 from syncserver.keys.keyring import TenantCipher
 from syncserver.sync import compact
 from syncstore.records import ChangeRecord, EntityRecord
@@ -73,27 +75,35 @@ def dead_letter_row(replica: str, n: int, change_id: str) -> str:
 def seal_entity(
     cipher: TenantCipher, collection: str, entity_id: str, stored: StoredEntity, seq: int, chain: bytes | None
 ) -> tuple[int, bytes]:
-    return cipher.seal("entities", entity_row(collection, entity_id, seq, chain), encode_entity(stored))
+    row = entity_row(collection, entity_id, seq, chain)
+    return cipher.seal("entities", row, encode_entity(stored, cipher.dictionary()))
 
 
 def open_entity(cipher: TenantCipher, row: EntityRecord) -> StoredEntity:
     """The row's state; raises ``DecryptionError`` if it is not this row's (moved, altered, rolled back)."""
     aad_row = entity_row(row.collection, row.entity_id, row.seq, row.chain)
-    return decode_entity(cipher.open("entities", aad_row, row.key_version, row.state))
+    plaintext = cipher.open("entities", aad_row, row.key_version, row.state)
+    return decode_entity(plaintext, cipher.dictionary(row.key_version))
 
 
-def encode_entity(stored: StoredEntity) -> bytes:
-    """The framed plaintext an entity state is sealed as."""
-    return compact.frame(_entity_enc.encode(stored))
+def entity_body(cipher: TenantCipher, row: EntityRecord) -> bytes:
+    """The row's state as the msgpack body it was framed from (unframed, not decoded)."""
+    aad_row = entity_row(row.collection, row.entity_id, row.seq, row.chain)
+    return unframe(cipher, row.key_version, cipher.open("entities", aad_row, row.key_version, row.state))
 
 
-def decode_entity(plaintext: bytes) -> StoredEntity:
+def encode_entity(stored: StoredEntity, dictionary: KeyDictionary | None = None) -> bytes:
+    """The framed plaintext an entity state is sealed as (``dictionary``: the sealing key version's)."""
+    return compact.frame(_entity_enc.encode(stored), dictionary)
+
+
+def decode_entity(plaintext: bytes, dictionary: KeyDictionary | None = None) -> StoredEntity:
     """An entity state from its sealed plaintext, framed or written before the frame (msgpack either way).
 
     An authenticated plaintext that does not decode is a ``FrameError`` (a ``DecryptionError``): read paths
     quarantine the row as they do any cell that does not open."""
     try:
-        return _entity_dec.decode(compact.unframe(plaintext)[1])
+        return _entity_dec.decode(compact.unframe(plaintext, dictionary)[1])
     except msgspec.DecodeError as exc:
         raise compact.FrameError(f"an entity state that does not decode: {exc}") from exc
 
@@ -107,7 +117,7 @@ def seal_ops(
     cipher: TenantCipher, collection: str, entity_id: str, seq: int, chain: bytes | None, plaintext: bytes
 ) -> tuple[int, bytes]:
     """Seal ``plaintext`` (``encode_ops``) framed, usually compressed."""
-    return cipher.seal("changes", change_row(collection, entity_id, seq, chain), compact.frame(plaintext))
+    return cipher.seal("changes", change_row(collection, entity_id, seq, chain), frame(cipher, plaintext))
 
 
 def open_ops_plaintext(cipher: TenantCipher, row: ChangeRecord) -> bytes:
@@ -116,7 +126,7 @@ def open_ops_plaintext(cipher: TenantCipher, row: ChangeRecord) -> bytes:
     Raises ``DecryptionError`` if it is not this row's.
     """
     aad_row = change_row(row.collection, row.entity_id, row.seq, row.chain)
-    return compact.unframe(cipher.open("changes", aad_row, row.key_version, row.payload))[1]
+    return unframe(cipher, row.key_version, cipher.open("changes", aad_row, row.key_version, row.payload))
 
 
 def decode_ops(plaintext: bytes) -> list[Op]:
@@ -130,7 +140,7 @@ def open_ops(cipher: TenantCipher, row: ChangeRecord) -> list[Op]:
 def seal_conflict(
     cipher: TenantCipher, collection: str, entity_id: str, seq: int, idx: int, body: StoredConflict
 ) -> tuple[int, bytes]:
-    plaintext = compact.frame(_entity_enc.encode(body))
+    plaintext = frame(cipher, _entity_enc.encode(body))
     return cipher.seal("conflicts", conflict_row(collection, entity_id, seq, idx), plaintext)
 
 
@@ -138,17 +148,27 @@ def open_conflict(
     cipher: TenantCipher, collection: str, entity_id: str, seq: int, idx: int, version: int, blob: bytes
 ) -> StoredConflict:
     plaintext = cipher.open("conflicts", conflict_row(collection, entity_id, seq, idx), version, blob)
-    return _conflict_dec.decode(compact.unframe(plaintext)[1])
+    return _conflict_dec.decode(unframe(cipher, version, plaintext))
 
 
 def seal_dead_letter(cipher: TenantCipher, replica: str, n: int, change_id: str, raw: Any) -> tuple[int, bytes]:
-    plaintext = compact.frame(_entity_enc.encode(raw))
+    plaintext = frame(cipher, _entity_enc.encode(raw))
     return cipher.seal("dead_letters", dead_letter_row(replica, n, change_id), plaintext)
 
 
 def open_dead_letter(cipher: TenantCipher, replica: str, n: int, change_id: str, version: int, blob: bytes) -> Any:
     plaintext = cipher.open("dead_letters", dead_letter_row(replica, n, change_id), version, blob)
-    return msgspec.msgpack.decode(compact.unframe(plaintext)[1])
+    return msgspec.msgpack.decode(unframe(cipher, version, plaintext))
+
+
+def frame(cipher: TenantCipher, body: bytes) -> bytes:
+    """``body`` framed for sealing under the cipher's current key version (with its dictionary, if any)."""
+    return compact.frame(body, cipher.dictionary())
+
+
+def unframe(cipher: TenantCipher, version: int, plaintext: bytes) -> bytes:
+    """The body of a plaintext opened under key version ``version`` (framed or legacy)."""
+    return compact.unframe(plaintext, cipher.dictionary(version))[1]
 
 
 def sealed_row_id(table: str, names: Mapping[str, object]) -> str:

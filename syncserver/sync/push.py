@@ -65,6 +65,7 @@ from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
 from syncserver.sync import payloads
+from syncserver.sync.dictionary_trainer import DictionaryTrainer
 from syncstore.integrity import IntegrityStore
 from syncstore.records import (
     ChangeRecord,
@@ -124,6 +125,8 @@ class PushService:
         self.notify = notify
         self.clock = clock
         self.observe = observe
+        self.dictionaries: DictionaryTrainer | None = None
+        """Gives tenants their compression dictionary (set by ``build_services``; see ``dictionary_trainer``)."""
         self._queues: dict[str, list[_Waiting]] = {}
         """Pushes waiting for their tenant's next group, in arrival order."""
         self._draining: dict[str, asyncio.Task[None]] = {}
@@ -219,6 +222,8 @@ class PushService:
                 self.observe(PushBatch(last_seq=run.seq, conflicts=conflicts), results)
             if not waiting.done.done():
                 waiting.done.set_result(results)
+        if self.dictionaries is not None:
+            self.dictionaries.committed(tenant, prior.seq, prior.cipher)
         if self.notify is not None and any(run.applied for _, run, _ in runs):
             await self.notify(tenant, prior.seq)
 

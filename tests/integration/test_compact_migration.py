@@ -81,8 +81,8 @@ def test_a_previous_release_database_reads_the_same_after_compaction(
     settings = Settings.from_env(env)
     asyncio.run(upgrade(settings.database_url))
     with monkeypatch.context() as legacy:
-        legacy.setattr(compact, "frame", lambda body: body)
-        legacy.setattr(payloads, "encode_entity", msgspec.msgpack.encode)
+        legacy.setattr(compact, "frame", lambda body, dictionary=None: body)
+        legacy.setattr(payloads, "encode_entity", lambda stored, dictionary=None: msgspec.msgpack.encode(stored))
         asyncio.run(_write_history(settings))
     before = asyncio.run(_read_everything(settings))
     assert before["framed"] == {t: 0 for t in TENANTS}, "the previous release's rows are not framed"

@@ -64,7 +64,7 @@ async def test_rotate_then_reencrypt_in_resumable_steps_then_destroy_the_old_ver
 
     r = await server.client.post("/v1/admin/keys/rotate", headers=admin)
     assert r.status_code == 200, r.text
-    assert r.json() == {"tenant": tenant, "version": 2, "previous": 1}
+    assert r.json() == {"tenant": tenant, "version": 2, "previous": 1, "dictionary": False}
     # New writes use version 2 at once; rows under version 1 still decrypt.
     await server.push(server.headers(tenant, "boss"), "web-1", [change(8, "dlv-new", [set_("status", "pending")])])
     assert (await usage(server, tenant))["entities"] == {1: 6, 2: 1}

@@ -71,7 +71,7 @@ def test_ops_round_trip_to_the_bytes_the_chain_hashes(values: list[Any]) -> None
     ops: list[Any] = [SetOp(field=f"f{i}", value=v) for i, v in enumerate(values)]
     plaintext = payloads.encode_ops(ops)
     version, sealed = payloads.seal_ops(CIPHER, "deliveries", "d1", 7, b"\x01" * 32, plaintext)
-    row = _change_row(version, sealed)
+    row = sealed_change_row(version, sealed)
     assert payloads.open_ops_plaintext(CIPHER, row) == plaintext
     assert payloads.open_ops(CIPHER, row) == ops
 
@@ -120,7 +120,7 @@ def test_rows_written_before_the_frame_still_read() -> None:
 
     legacy_ops = msgspec.msgpack.encode(payloads.StoredOps([SetOp(field="status", value="new")]))
     version, sealed = CIPHER.seal("changes", payloads.change_row("deliveries", "d1", 7, b"\x01" * 32), legacy_ops)
-    assert payloads.open_ops_plaintext(CIPHER, _change_row(version, sealed)) == legacy_ops
+    assert payloads.open_ops_plaintext(CIPHER, sealed_change_row(version, sealed)) == legacy_ops
 
     conflict = payloads.StoredConflict([ConflictValue("a", "p", 1, "u", hlc)], None, "note")
     version, sealed = CIPHER.seal("conflicts", payloads.conflict_row("c", "e", 3, 0), msgspec.msgpack.encode(conflict))
@@ -153,7 +153,8 @@ def test_dictionary_1_is_frozen() -> None:
     assert digest == "12169eaf1a18e1e69903927dac11a8f97836cde35f5bfb21862f599525fbca22"
 
 
-def _change_row(version: int, sealed: bytes) -> ChangeRecord:
+def sealed_change_row(version: int, sealed: bytes) -> ChangeRecord:
+    """The change row (seq 7 of "deliveries/d1", chain link 0x01...) holding ``sealed``."""
     return ChangeRecord(
         seq=7,
         change_id="c7",
