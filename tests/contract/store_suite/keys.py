@@ -71,6 +71,19 @@ async def test_destroying_keys_overwrites_them(store: Store, tenant: str) -> Non
     assert {k.state for k in await store.tenant_keys(tenant)} == {"destroyed"}
 
 
+async def test_a_key_versions_dictionary_is_kept_through_a_rewrap_and_destroyed_with_it(
+    store: Store, tenant: str
+) -> None:
+    sealed = b"\x01" + bytes(range(256)) * 4  # stands for a dictionary sealed under version 2's key
+    await keys(store).add_tenant_key(replace(factories.key(tenant, 2), dictionary=sealed))
+    one, two = await store.tenant_keys(tenant)
+    assert (one.dictionary, two.dictionary) == (None, sealed)
+    assert await keys(store).rewrap_tenant_key(two, b"rewrapped", "mk-2")
+    assert (await store.tenant_keys(tenant))[1].dictionary == sealed  # sealed under the data key, not the master
+    assert await keys(store).destroy_tenant_keys(tenant, [2]) == 1
+    assert [k.dictionary for k in await store.tenant_keys(tenant)] == [None, None]
+
+
 async def test_sealed_rows_page_in_key_order_and_reseal_is_compare_and_set(store: Store, tenant: str) -> None:
     await seed(store, tenant)
     s = keys(store)
