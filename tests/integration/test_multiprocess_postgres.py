@@ -72,6 +72,8 @@ async def test_two_processes_keep_seqs_gap_free_and_readers_see_each_change_once
     cli(env, "tenant", "create", tenant)
     token = cli(env, "token", "issue", "--tenant", tenant, "--sub", "loader", "--role", "dispatcher")
     env["SYNC_MIGRATE_ON_START"] = "0"
+    # Both processes train the tenant's dictionary while they write (ADR 0034): one or two rotations.
+    env["SYNC_DICTIONARY_AFTER_CHANGES"] = "300"
     p1, p2 = free_port(), free_port()
     with running_server(env, p1, tmp_path / "a.log") as a, running_server(env, p2, tmp_path / "b.log") as b:
         done = asyncio.Event()
@@ -90,6 +92,19 @@ async def test_two_processes_keep_seqs_gap_free_and_readers_see_each_change_once
         logged = [r[0] for r in conn.execute(LOGGED, (tenant,))]
         # The change log's hash chain stayed whole: both processes extended it under the tenant lock.
         checkpoints = conn.execute("SELECT seq FROM chain_checkpoints WHERE tenant_id=%s", (tenant,)).fetchall()
+        versions = conn.execute(
+            "SELECT version, dictionary IS NOT NULL FROM tenant_keys WHERE tenant_id=%s ORDER BY version", (tenant,)
+        ).fetchall()
+        with_dictionary = [v for v, has in versions if has]
+        compressed = conn.execute(
+            "SELECT count(*) FROM changes WHERE tenant_no = (SELECT no FROM tenants WHERE id = %s)"
+            " AND key_version = ANY(%s)",
+            (tenant, with_dictionary),
+        ).fetchone()
+    assert versions[0] == (1, False)
+    assert 1 <= len(with_dictionary) <= 2, versions  # at most one rotation per process
+    assert compressed is not None
+    assert compressed[0] > 0, "no change was written under a version with a dictionary"
     assert logged == list(range(1, total + 1))
     assert [r[0] for r in checkpoints] == [1000]
     cli(env, "verify", "--tenant", tenant)  # exits 1 (and cli raises) on any broken link
