@@ -29,6 +29,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import Counter
+
 from syncserver.keys import dictionary
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import TenantCipher, TenantKeyring
@@ -36,6 +38,13 @@ from syncserver.sync import payloads
 from syncstore.store import Store
 
 log = logging.getLogger("syncserver.keys")
+
+TRAININGS = Counter(
+    "sync_dictionary_trainings",
+    "Tenant compression dictionaries trained, by outcome: installed, too_few_samples, skipped (another process "
+    "installed one first), failed.",
+    ["outcome"],
+)
 
 SAMPLE = 1000
 """Changes (and as many entities) read to train on."""
@@ -89,16 +98,20 @@ class DictionaryTrainer:
             trained = await asyncio.to_thread(dictionary.train, samples)
             self.keyring.forget(tenant)
             if (await self.keyring.cipher(tenant)).dictionary() is not None:
+                TRAININGS.labels("skipped").inc()
                 return  # another process installed one meanwhile
             await self.rotate(tenant, trained)
             self._next[tenant] = DONE  # a push group that began before the rotation must not start another
+            TRAININGS.labels("installed").inc()
             log.info(
                 "tenant compression dictionary installed",
                 extra={"tenant": tenant, "samples": len(samples), "dictionary_bytes": len(trained)},
             )
         except dictionary.TrainingError as exc:
+            TRAININGS.labels("too_few_samples").inc()
             log.info("no compression dictionary yet", extra={"tenant": tenant, "reason": str(exc)})
         except Exception:
+            TRAININGS.labels("failed").inc()
             log.exception("training a compression dictionary failed", extra={"tenant": tenant})
 
     async def samples(self, tenant: str, head_seq: int) -> list[bytes]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from syncserver.keys.keyring import DecryptionError, TenantKeyring
 from syncserver.keys.operations import KeyOps
@@ -58,6 +59,11 @@ async def everything(server: Server, tenant: str) -> Any:
     assert history.status_code == 200, history.text
     assert letters.status_code == 200, letters.text
     return state, conflicts, history.json(), letters.json()
+
+
+def trainings(outcome: str) -> float:
+    """``sync_dictionary_trainings_total{outcome=...}`` in this process."""
+    return REGISTRY.get_sample_value("sync_dictionary_trainings_total", {"outcome": outcome}) or 0.0
 
 
 async def dictionary_versions(store: Store, tenant: str) -> dict[int, bool]:
@@ -163,6 +169,7 @@ async def test_too_few_samples_train_nothing_and_the_server_tries_again_later(tm
     async for server in start(make_settings(tmp_path, "memory://", dictionary_after_changes=20)):
         store = server.app.state.store
         tenant = await server.tenant()
+        installed, too_few = trainings("installed"), trainings("too_few_samples")
         await fill(server, tenant, 1, 25)  # 25 changes and 25 entities: fewer samples than training needs
         await asyncio.sleep(0.3)
         assert await dictionary_versions(store, tenant) == {1: False}
@@ -171,6 +178,12 @@ async def test_too_few_samples_train_nothing_and_the_server_tries_again_later(tm
         assert await dictionary_versions(store, tenant) == {1: False}
         await fill(server, tenant, 46, 60)
         await wait_for_version(store, tenant, 2)
+        for _ in range(200):  # the counter moves just after the rotation is stored
+            if trainings("installed") == installed + 1:
+                break
+            await asyncio.sleep(0.025)
+        assert trainings("installed") == installed + 1
+        assert trainings("too_few_samples") == too_few + 1
 
 
 async def test_a_tampered_dictionary_costs_its_own_rows_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
