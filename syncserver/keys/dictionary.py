@@ -57,7 +57,10 @@ def train(samples: Sequence[bytes], size: int = DICTIONARY_BYTES) -> bytes:
         raise TrainingError(f"{len(samples)} samples; at least {MIN_SAMPLES} are needed")
     pieces: list[bytes | bytearray | memoryview] = list(samples)
     try:
-        trained = zstandard.train_dictionary(size, pieces, level=3)
+        # f=18: a 1 MiB frequency table instead of the default 4 MiB. The server keeps about 4 MiB more
+        # after a training instead of 8 (glibc does not hand freed memory back), for entity states about
+        # 13 % larger on the footprint scenario (144 bytes against 127).
+        trained = zstandard.train_dictionary(size, pieces, level=3, f=18)
     except zstandard.ZstdError as exc:
         raise TrainingError(str(exc)) from exc
     return trained.as_bytes()
