@@ -152,6 +152,14 @@ async def test_a_tenant_gets_a_dictionary_and_every_read_stays_the_same(server: 
     await ops.destroy_version(tenant, 2, "root")
     assert (await frames(server, tenant))[3].get(compact.ZSTD_TENANT, 0) >= 200
     assert await everything(server, tenant) == before
+
+    # To a version without a dictionary: every cell is decompressed and compressed again, or it would not read.
+    plain = await ops.rotate(tenant, "root", None)
+    assert not plain.dictionary
+    await ops.reencrypt(tenant, "root")
+    await ops.destroy_version(tenant, 3, "root")
+    assert compact.ZSTD_TENANT not in (await frames(server, tenant))[4]
+    assert await everything(server, tenant) == before
     report = await server.app.state.integrity_verifier.verify(tenant)
     assert report.ok, report
     assert not report.problems
