@@ -31,10 +31,15 @@ class ObstoreBlobStore:
         """Nothing to do: S3 has the object durably when its PUT returns (the filesystem store overrides this)."""
         return None
 
-    async def get(self, key: str) -> memoryview:
+    async def get(self, key: str, length: int | None = None) -> memoryview:
         try:
-            result = await obstore.get_async(self.store, key)
             # A view of obstore's buffer: copying a chunk into ``bytes`` cost as much as reading it.
+            if length is not None:
+                # One request (a ranged read) instead of a get and then its body: two hops between
+                # obstore's runtime and the event loop become one (340 to 275 µs for a 2 MiB photo's
+                # two chunks, read concurrently, in a download).
+                return memoryview(await obstore.get_range_async(self.store, key, start=0, length=length))
+            result = await obstore.get_async(self.store, key)
             return memoryview(await result.bytes_async())
         except (NotFoundError, FileNotFoundError) as exc:
             raise BlobNotFound(key) from exc

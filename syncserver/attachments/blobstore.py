@@ -26,7 +26,10 @@ Pitfalls:
   record the step (an upload's committed offset).
 * ``get`` returns the object's bytes as a read-only buffer (``bytes`` or a
   ``memoryview`` over the store's own copy, no second copy); ``bytes(...)`` it to
-  keep a plain copy. A missing key raises ``BlobNotFound``; ``delete`` of one is not an error.
+  keep a plain copy. ``get(key, length)`` reads at most ``length`` bytes in one
+  call (obstore's whole-object get is two: its metadata, then its body), for
+  callers that know the object's length. A missing key raises ``BlobNotFound``;
+  ``delete`` of one is not an error.
 * ``list`` is by key prefix, not by directory: ``"acme/a1"`` also matches
   ``"acme/a10/…"``. End prefixes with ``/``.
 * Keys are ``/``-separated, without a leading ``/``; segments are ids (no
@@ -59,8 +62,13 @@ class BlobStore(Protocol):
         """Make these objects (already ``put``) durable against power loss, with their names."""
         ...
 
-    async def get(self, key: str) -> bytes | memoryview:
-        """The object's bytes (a read-only buffer, not copied); ``BlobNotFound`` if there is none."""
+    async def get(self, key: str, length: int | None = None) -> bytes | memoryview:
+        """The object's bytes (a read-only buffer, not copied); ``BlobNotFound`` if there is none.
+
+        With ``length`` (at least 1), at most its first ``length`` bytes, read in one call: for a caller that knows
+        how long the object should be (a sealed chunk). A shorter object comes back whole, so the caller
+        still sees a wrong length.
+        """
         ...
 
     async def delete(self, keys: Sequence[str]) -> None:

@@ -106,22 +106,28 @@ class SealedBlob:
 
     async def _get(self, index: int) -> BytesLike:
         try:
-            return await self.blobs.get(chunk_key(self.tenant, self.owner, self.key_version, index))
+            # The sealed length is known, so the store reads it in one request; a chunk cut short or grown
+            # still fails (wrong length, or its tag over the bytes read).
+            key = chunk_key(self.tenant, self.owner, self.key_version, index)
+            return await self.blobs.get(key, self._length(index) + OVERHEAD)
         except BlobNotFound as exc:
             raise ChunkError(f"chunk {index} of attachment {self.owner} is missing") from exc
 
     async def read_all(self, start: int = 0, end: int | None = None) -> bytearray:
         """Plaintext of ``[start, end)`` in one buffer, its chunks fetched concurrently (for small ranges).
 
-        Each whole chunk is decrypted in place into the buffer: no buffer per chunk, no join.
+        Each chunk is opened as soon as it arrives, while the others are still being read, and each whole
+        chunk is decrypted in place into the buffer: no buffer per chunk, no join. The first chunk that
+        fails raises ``ChunkError`` (the others are still awaited, so no read is left running).
         """
         stop = self.size if end is None else end
         first = start // self.chunk
         last = max(first, min(self.count, -(-stop // self.chunk)) - 1)
-        blobs = await asyncio.gather(*(self._get(i) for i in range(first, last + 1)))
         out = bytearray(max(0, stop - start))
         view = memoryview(out)
-        for index, blob in zip(range(first, last + 1), blobs, strict=True):
+
+        async def fetch_and_open(index: int) -> None:
+            blob = await self._get(index)
             base, length = index * self.chunk, self._length(index)
             lo, hi = max(start, base), min(stop, base + length)
             if (lo, hi) == (base, base + length):
@@ -130,6 +136,14 @@ class SealedBlob:
                 view[lo - start : hi - start] = self._open(index, blob)[lo - base : hi - base]
             else:
                 self._open(index, blob)  # authenticated even when none of it is wanted
+
+        failures = [
+            r
+            for r in await asyncio.gather(*(fetch_and_open(i) for i in range(first, last + 1)), return_exceptions=True)
+            if r is not None
+        ]
+        if failures:
+            raise failures[0]
         return out
 
     def _length(self, index: int) -> int:
