@@ -15,9 +15,13 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
+import aiohttp
 import httpx
 import msgspec
+
+from benchmarks.lean_http import LeanHttp
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 TIMEOUT = httpx.Timeout(300.0, connect=60.0)
@@ -97,10 +101,17 @@ class PullEnd:
 
 
 class SyncClient:
-    """A blocking client on one keep-alive connection (sequential pushes and pulls)."""
+    """A blocking client on one keep-alive connection (sequential pushes and pulls).
+
+    It speaks through ``benchmarks.lean_http`` (the standard library's ``http.client``): one device's
+    sequential requests wait on every microsecond the client spends, and httpx's pure-Python parsing
+    cost about as much per small push as the server's work (ADR 0035).
+    """
 
     def __init__(self, base: str, headers: dict[str, str]) -> None:
-        self.http = httpx.Client(base_url=base, headers=headers, timeout=TIMEOUT)
+        self.http = LeanHttp(base, timeout=TIMEOUT.read or 300.0)
+        self.headers = dict(headers)
+        self.json_headers = {**headers, **JSON_HEADERS}
 
     def __enter__(self) -> SyncClient:
         return self
@@ -108,11 +119,20 @@ class SyncClient:
     def __exit__(self, *exc: object) -> None:
         self.http.close()
 
+    def _post(self, path: str, body: bytes) -> bytes:
+        status, content = self.http.call("POST", path, self.json_headers, body)
+        if status != 200:
+            raise PushNotApplied(f"POST {path} answered {status}: {content[:300]!r}")
+        return content
+
+    def _get(self, path: str, params: dict[str, str | int] | None = None) -> bytes:
+        status, content = self.http.call("GET", f"{path}?{urlencode(params)}" if params else path, self.headers)
+        if status != 200:
+            raise PushNotApplied(f"GET {path} answered {status}: {content[:300]!r}")
+        return content
+
     def push(self, body: bytes, expect: Iterable[str] = ("applied",)) -> list[Json]:
-        r = self.http.post("/v1/sync/push", content=body, headers=JSON_HEADERS)
-        if r.status_code != 200:
-            raise PushNotApplied(f"push answered {r.status_code}: {r.text[:300]}")
-        return check_results(r.content, expect)
+        return check_results(self._post("/v1/sync/push", body), expect)
 
     def push_all(self, bodies: list[bytes]) -> float:
         """Push every body in order; seconds elapsed."""
@@ -127,11 +147,7 @@ class SyncClient:
         """Pull page by page until ``more`` is false, or until at least ``up_to`` entities have arrived."""
         count = requests = 0
         while True:
-            r = self.http.post(
-                "/v1/sync/pull", content=_encode({"cursor": cursor, "limit": limit}), headers=JSON_HEADERS
-            )
-            r.raise_for_status()
-            page = _decode(r.content)
+            page = _decode(self._post("/v1/sync/pull", _encode({"cursor": cursor, "limit": limit})))
             requests += 1
             count += len(page["changes"])
             if on_page is not None:
@@ -150,18 +166,14 @@ class SyncClient:
                 params["kind"] = kind
             if after:
                 params["after"] = after
-            r = self.http.get("/v1/conflicts", params=params)
-            r.raise_for_status()
-            page = _decode(r.content)
+            page = _decode(self._get("/v1/conflicts", params))
             found += page["conflicts"]
             after = page["next"]
             if after is None:
                 return found
 
     def entity(self, collection: str, entity: str) -> Json:
-        r = self.http.get(f"/v1/entities/{collection}/{entity}")
-        r.raise_for_status()
-        view: Json = _decode(r.content)
+        view: Json = _decode(self._get(f"/v1/entities/{collection}/{entity}"))
         return view
 
 
@@ -179,6 +191,19 @@ class Retries:
         return sum(self.by_status.values())
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A response read whole (status, the ``Retry-After`` header, body)."""
+
+    status_code: int
+    retry_after: str | None
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
 class AsyncSyncClient:
     """A non-blocking client: one per simulated device, sharing nothing but the server.
 
@@ -188,21 +213,22 @@ class AsyncSyncClient:
     a benchmark reports them instead of hiding them.
     """
 
-    def __init__(self, http: httpx.AsyncClient, headers: dict[str, str], retries: Retries | None = None) -> None:
+    def __init__(self, http: aiohttp.ClientSession, headers: dict[str, str], retries: Retries | None = None) -> None:
         self.http = http
         self.headers = {**JSON_HEADERS, **headers}
         self.retries = retries if retries is not None else Retries()
 
-    async def _post(self, path: str, body: bytes) -> httpx.Response:
+    async def _post(self, path: str, body: bytes) -> Answer:
         for attempt in range(RETRY_ATTEMPTS):
             try:
-                r = await self.http.post(path, content=body, headers=self.headers)
-            except httpx.TransportError:
+                async with self.http.post(path, data=body, headers=self.headers) as response:
+                    r = Answer(response.status, response.headers.get("retry-after"), await response.read())
+            except (aiohttp.ClientError, TimeoutError):
                 status, wait = "network", None
             else:
                 if r.status_code not in RETRY_STATUSES or attempt == RETRY_ATTEMPTS - 1:
                     return r
-                status, wait = str(r.status_code), r.headers.get("retry-after")
+                status, wait = str(r.status_code), r.retry_after
             self.retries.add(status)
             delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**attempt) * random.uniform(0.5, 1.5)
             if wait and wait.isdigit():
@@ -220,7 +246,8 @@ class AsyncSyncClient:
         count = requests = 0
         while True:
             r = await self._post("/v1/sync/pull", _encode({"cursor": cursor, "limit": limit}))
-            r.raise_for_status()
+            if r.status_code != 200:
+                raise PushNotApplied(f"pull answered {r.status_code}: {r.text[:300]}")
             page = _decode(r.content)
             requests += 1
             count += len(page["changes"])
@@ -231,6 +258,13 @@ class AsyncSyncClient:
                 return PullEnd(cursor, count, requests)
 
 
-def async_http(base: str, connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(base_url=base, timeout=TIMEOUT, limits=limits)
+def async_http(base: str, connections: int) -> aiohttp.ClientSession:
+    """The many-device load generator's HTTP client: aiohttp, one keep-alive connection per device.
+
+    Not httpx: with a thousand connections, its pool walks every connection on each request and response,
+    and h11 parses in pure Python. The storm's load generator then spent its whole core on itself while
+    the server idled (ADR 0035), which measured the client, not the server.
+    """
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT.read, connect=TIMEOUT.connect)
+    return aiohttp.ClientSession(base_url=base, connector=connector, timeout=timeout, auto_decompress=False)

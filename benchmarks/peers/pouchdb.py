@@ -21,10 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import msgspec
 
+from benchmarks.lean_http import LeanHttp
 from benchmarks.peers import npm
 from benchmarks.peers.npm import PeerUnavailable
 from syncserver.testing import free_port, stop
@@ -53,9 +55,14 @@ def install() -> None:
 
 @dataclass
 class PouchDB:
+    """A running PouchDB-server. ``lean`` carries the measured requests (bulk writes, ``_changes``) with the
+    same client as ours (``benchmarks.lean_http``), so a ratio between the two compares servers, not
+    clients; ``http`` serves the untimed ones."""
+
     base: str
     pid: int
     http: httpx.Client
+    lean: LeanHttp
 
     def create_db(self, name: str) -> str:
         r = self.http.put(f"/{name}")
@@ -64,10 +71,10 @@ class PouchDB:
         return name
 
     def bulk_docs(self, db: str, body: bytes) -> list[dict[str, Any]]:
-        r = self.http.post(f"/{db}/_bulk_docs", content=body, headers=JSON_HEADERS)
-        if r.status_code not in (201, 202):
-            raise RuntimeError(f"PouchDB _bulk_docs answered {r.status_code}: {r.text[:200]}")
-        results: list[dict[str, Any]] = _decode(r.content)
+        status, content = self.lean.call("POST", f"/{db}/_bulk_docs", JSON_HEADERS, body)
+        if status not in (201, 202):
+            raise RuntimeError(f"PouchDB _bulk_docs answered {status}: {content[:200]!r}")
+        results: list[dict[str, Any]] = _decode(content)
         bad = [x for x in results if not x.get("ok")]
         if bad:
             raise RuntimeError(f"PouchDB rejected {len(bad)} docs: {bad[:3]}")
@@ -78,9 +85,11 @@ class PouchDB:
         since: Any = 0
         count, last = 0, dict[str, Any]()
         while True:
-            r = self.http.get(f"/{db}/_changes", params={"include_docs": "true", "limit": page, "since": since})
-            r.raise_for_status()
-            body = _decode(r.content)
+            query = urlencode({"include_docs": "true", "limit": page, "since": since})
+            status, content = self.lean.call("GET", f"/{db}/_changes?{query}", {})
+            if status != 200:
+                raise RuntimeError(f"PouchDB _changes answered {status}: {content[:200]!r}")
+            body = _decode(content)
             results = body["results"]
             if not results:
                 return count, last
@@ -112,8 +121,11 @@ def pouchdb_server(tmp: Path) -> Iterator[PouchDB]:
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(base, proc, log)
-            with httpx.Client(base_url=base, timeout=httpx.Timeout(300.0, connect=30.0)) as http:
-                yield PouchDB(base, proc.pid, http)
+            with (
+                httpx.Client(base_url=base, timeout=httpx.Timeout(300.0, connect=30.0)) as http,
+                LeanHttp(base) as lean,
+            ):
+                yield PouchDB(base, proc.pid, http, lean)
         finally:
             stop(proc)
 
