@@ -66,6 +66,7 @@ from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncserver.settings import Limits
 from syncserver.sync import payloads
 from syncserver.sync.dictionary_trainer import DictionaryTrainer
+from syncserver.sync.push_budget import PushBudget
 from syncstore.integrity import IntegrityStore
 from syncstore.records import (
     ChangeRecord,
@@ -125,6 +126,8 @@ class PushService:
         self.notify = notify
         self.clock = clock
         self.observe = observe
+        self.budget = PushBudget(limits.push_inflight_bytes)
+        """Bounds the push bodies this process holds decoded at once (``push_budget``); the transports reserve."""
         self.dictionaries: DictionaryTrainer | None = None
         """Gives tenants their compression dictionary (set by ``build_services``; see ``dictionary_trainer``)."""
         self._queues: dict[str, list[_Waiting]] = {}

@@ -50,8 +50,10 @@ class SyncController(Controller):
         operation_class=operation(PushRequest, PushResponse),
     )
     async def push(self, request: SyncRequest, push_service: NamedDependency[PushService]) -> Response[bytes]:
-        body = await decode_body(request, push_request_decoder)
-        result: PushResponse = await push_service.push(request.user, body)
+        # Room for the body before it is read: a reconnect storm waits here, undecoded (sync/push_budget.py).
+        async with push_service.budget.reserve(_declared_size(request, push_service.limits.max_body_bytes)):
+            body = await decode_body(request, push_request_decoder)
+            result: PushResponse = await push_service.push(request.user, body)
         return _json(result)
 
     @post(
@@ -104,3 +106,9 @@ class SyncController(Controller):
         self, request: SyncRequest, conflict_service: NamedDependency[ConflictService], conflict_id: ConflictId
     ) -> ConflictView:
         return await conflict_service.get(request.user, conflict_id)
+
+
+def _declared_size(request: SyncRequest, limit: int) -> int:
+    """The body's ``Content-Length``, or ``limit`` (the most it may be) when the client did not declare it."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else limit

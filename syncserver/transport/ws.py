@@ -62,6 +62,8 @@ _JWT_SHAPE = re.compile(r"^eyJ[\w-]*\.[\w-]+\.[\w-]*$")
 _TAG_PATH = re.compile(r"\.ops\[\d+\]\.op`?$")
 _CLOSE_TIMEOUT_S = 2.0
 _FLUSH_BEFORE_CLOSE_S = 1.0
+UNCOUNTED_FRAME_BYTES = 4096
+"""Frames smaller than this skip the push budget: control messages and small pushes cost little memory."""
 
 
 class Close(IntEnum):
@@ -380,12 +382,20 @@ class Session:
                 limit = self.settings.limits.max_body_bytes
                 conn.control(WsError(errors.BODY_TOO_LARGE, f"a message may be at most {limit} bytes"))
                 continue
-            try:
-                message = _decode(data)
-            except msgspec.DecodeError as exc:
-                conn.control(_error_for(exc, data))
-                continue
-            await self._handle(conn, message)
+            # A frame big enough to matter waits for room in the push budget before it is decoded, as an
+            # HTTP push does (sync/push_budget.py); pings, pongs and small pushes go straight on.
+            room = (
+                self.push_service.budget.reserve(len(data))
+                if len(data) >= UNCOUNTED_FRAME_BYTES
+                else contextlib.nullcontext()
+            )
+            async with room:
+                try:
+                    message = _decode(data)
+                except msgspec.DecodeError as exc:
+                    conn.control(_error_for(exc, data))
+                    continue
+                await self._handle(conn, message)
 
     async def _handle(self, conn: Connection, message: WsClientMessage) -> None:
         match message:

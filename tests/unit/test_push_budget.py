@@ -1,0 +1,149 @@
+"""``PushBudget``: bytes of push bodies in flight, first come, first served."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import REGISTRY
+
+from syncserver.sync.push_budget import PushBudget
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_reservations_that_fit_go_at_once_and_the_rest_wait_in_arrival_order() -> None:
+    budget = PushBudget(100)
+    order: list[str] = []
+    release = {name: asyncio.Event() for name in "abcd"}
+
+    async def push(name: str, size: int) -> None:
+        async with budget.reserve(size):
+            order.append(name)
+            await release[name].wait()
+
+    tasks = [asyncio.create_task(push(name, size)) for name, size in (("a", 60), ("b", 30), ("c", 50), ("d", 5))]
+    await settle()
+    # a and b fit (90); c does not, and d, small enough to fit, still waits behind c.
+    assert order == ["a", "b"]
+    assert budget.used == 90
+    release["b"].set()
+    await settle()
+    assert order == ["a", "b"], "60 + 50 is over the budget: c waits for a"
+    release["a"].set()
+    await settle()
+    assert order == ["a", "b", "c", "d"]
+    assert budget.used == 55
+    release["c"].set()
+    release["d"].set()
+    await asyncio.gather(*tasks)
+    assert budget.used == 0
+
+
+async def test_a_body_larger_than_the_budget_goes_alone_once_nothing_else_is_in_flight() -> None:
+    budget = PushBudget(100)
+    inside: list[int] = []
+    first = asyncio.Event()
+
+    async def small() -> None:
+        async with budget.reserve(10):
+            inside.append(10)
+            await first.wait()
+
+    async def huge() -> None:
+        async with budget.reserve(1_000):
+            inside.append(1_000)
+            assert budget.used == 100, "counted as the whole budget, not more"
+
+    a = asyncio.create_task(small())
+    await settle()
+    b = asyncio.create_task(huge())
+    await settle()
+    assert inside == [10]
+    first.set()
+    await asyncio.gather(a, b)
+    assert inside == [10, 1_000]
+    assert budget.used == 0
+
+
+async def test_a_push_cancelled_while_it_waits_leaves_the_line_and_the_next_moves_up() -> None:
+    budget = PushBudget(100)
+    hold = asyncio.Event()
+    entered: list[str] = []
+
+    async def push(name: str, size: int, until: asyncio.Event | None = None) -> None:
+        async with budget.reserve(size):
+            entered.append(name)
+            if until is not None:
+                await until.wait()
+
+    holder = asyncio.create_task(push("holder", 60, hold))
+    await settle()
+    gone = asyncio.create_task(push("gone", 80))  # waits: 60 + 80 > 100
+    behind = asyncio.create_task(push("behind", 30))  # fits, but waits behind "gone"
+    await settle()
+    assert entered == ["holder"]
+    gone.cancel()
+    await settle()
+    assert entered == ["holder", "behind"], "the cancelled head no longer blocks the line"
+    assert gone.cancelled()
+    hold.set()
+    await asyncio.gather(holder, behind)
+    assert budget.used == 0
+
+
+async def test_a_push_granted_room_but_cancelled_before_it_ran_gives_the_room_back() -> None:
+    budget = PushBudget(100)
+    hold = asyncio.Event()
+
+    async def push(size: int, until: asyncio.Event | None = None) -> None:
+        async with budget.reserve(size):
+            if until is not None:
+                await until.wait()
+
+    holder = asyncio.create_task(push(100, hold))
+    await settle()
+    waiter = asyncio.create_task(push(50))
+    await settle()
+    hold.set()
+    await asyncio.sleep(0)  # the holder leaves and grants the waiter its 50 bytes...
+    waiter.cancel()  # ... which is cancelled before it resumes
+    await asyncio.gather(holder, waiter, return_exceptions=True)
+    assert budget.used == 0
+    async with budget.reserve(100):  # the whole budget is free again
+        assert budget.used == 100
+
+
+async def test_an_exception_inside_gives_the_room_back() -> None:
+    budget = PushBudget(100)
+    with pytest.raises(RuntimeError):
+        async with budget.reserve(70):
+            raise RuntimeError("the push failed")
+    assert budget.used == 0
+
+
+async def test_zero_means_no_bound() -> None:
+    budget = PushBudget(0)
+    async with budget.reserve(10**9), budget.reserve(10**9):
+        assert budget.used == 0
+
+
+async def test_waits_are_counted_and_the_gauge_follows_the_bytes_in_flight() -> None:
+    budget = PushBudget(10)
+    waits_before = REGISTRY.get_sample_value("sync_push_budget_waits_total") or 0.0
+    hold = asyncio.Event()
+
+    async def push(size: int) -> None:
+        async with budget.reserve(size):
+            await hold.wait()
+
+    tasks = [asyncio.create_task(push(8)) for _ in range(3)]
+    await settle()
+    assert REGISTRY.get_sample_value("sync_push_inflight_bytes") == 8
+    assert (REGISTRY.get_sample_value("sync_push_budget_waits_total") or 0.0) - waits_before == 2
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert REGISTRY.get_sample_value("sync_push_inflight_bytes") == 0
