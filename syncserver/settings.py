@@ -79,7 +79,7 @@ class Limits:
     max_field_name_length: int = 64
     """Field names (the protocol allows up to 64)."""
     push_inflight_bytes: int = 16 * 1024 * 1024
-    """Push bodies one process decodes and applies at once; later pushes wait their turn, unread (0: no bound)."""
+    """Push bodies one process decodes and applies at once; later pushes wait their turn, undecoded (0: no bound)."""
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,21 @@ tenant's group-commit queue until its group commits. Without a bound, the server
 memory at the peak grows with the fleet: about 0.16 MiB per device, 298 MiB for
 1,000 devices and 619 MiB for 3,000 (benchmarks/README.md).
 
-A push reserves its body's size (``Content-Length``, or the whole body limit when
-the client did not say) before its body is read and decoded. It gives the bytes
-back once it has its results. Pushes that do not fit wait their turn, in arrival
-order, with their bodies still undecoded: in the socket, or in uvicorn's bounded
-read buffer. The group commit only needs a few groups' worth of pushes queued to
-commit as fast as it can, so the bound costs no throughput
+A push reserves its body's size once the body has arrived (within the body limit)
+and before it is decoded. It gives the bytes back once it has its results. Pushes
+that do not fit wait their turn, in arrival order, as bytes: decoded, a push takes
+several times that. Reserving only once the body is whole means a client that sends
+its body slowly holds nothing but its own connection. It cannot take the budget
+from everyone else. The group commit only needs a few groups' worth of pushes
+queued to commit as fast as it can, so the bound costs no throughput
 (``SYNC_PUSH_INFLIGHT_BYTES``; 0 turns it off).
 
 Usage::
 
-    budget = PushBudget(8 * 1024 * 1024)
-    async with budget.reserve(int(request.headers.get("content-length") or max_body)):
-        body = await decode_body(request, push_request_decoder)
+    budget = PushBudget(16 * 1024 * 1024)
+    raw = await request.body()
+    async with budget.reserve(len(raw)):
+        body = decode_json_body(raw, push_request_decoder)
         result = await push_service.push(principal, body)
 
 Pitfalls:
@@ -28,7 +30,9 @@ Pitfalls:
 * Waiting is in arrival order, so a large push is never starved by small ones.
   A push cancelled while it waits (its client went away) leaves the queue, and
   the ones behind it move up.
-* Reserve before reading the body, not after. The budget bounds decoded bodies.
+* Reserve after the body has arrived and before decoding it. The budget bounds
+  decoded bodies. Reserving earlier would let a slow sender hold room it does
+  not use.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ INFLIGHT_BYTES = Gauge(
     "Bytes of push bodies being decoded or applied in this process.",
     multiprocess_mode="livesum",
 )
-WAITS = Counter("sync_push_budget_waits", "Pushes that waited for room in the push budget before being read.")
+WAITS = Counter("sync_push_budget_waits", "Pushes that waited for room in the push budget before being decoded.")
 
 
 class PushBudget:

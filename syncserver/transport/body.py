@@ -41,7 +41,11 @@ CUT_DEPTH = MAX_VALUE_DEPTH + 8
 
 
 async def decode_body(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder[T]) -> T:
-    body = await request.body()
+    return decode_json_body(await request.body(), decoder)
+
+
+def decode_json_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """A request body already read, decoded as ``decode_body`` does (the same errors and codes)."""
     try:
         # A whole number (2.0) is an integer where one is declared, as in the published JSON Schema.
         return decode_bounded(partial(decode_whole, decoder), cut_json, body)

@@ -24,7 +24,7 @@ from syncserver.auth.tokens import Principal
 from syncserver.sync.conflicts import ConflictService
 from syncserver.sync.pull import PullService
 from syncserver.sync.push import PushService
-from syncserver.transport.body import decode_body
+from syncserver.transport.body import decode_body, decode_json_body
 from syncserver.transport.body_schema import operation
 from syncserver.transport.openapi import AUTHENTICATED, ConflictCursor, ConflictId, error_responses
 from syncstore.records import ConflictFilter
@@ -50,9 +50,12 @@ class SyncController(Controller):
         operation_class=operation(PushRequest, PushResponse),
     )
     async def push(self, request: SyncRequest, push_service: NamedDependency[PushService]) -> Response[bytes]:
-        # Room for the body before it is read: a reconnect storm waits here, undecoded (sync/push_budget.py).
-        async with push_service.budget.reserve(_declared_size(request, push_service.limits.max_body_bytes)):
-            body = await decode_body(request, push_request_decoder)
+        # Read (within the body limit), then room for it before it is decoded: a reconnect storm waits here,
+        # undecoded, while a client that sends its body slowly holds nothing but its own connection
+        # (sync/push_budget.py).
+        raw = await request.body()
+        async with push_service.budget.reserve(len(raw)):
+            body = decode_json_body(raw, push_request_decoder)
             result: PushResponse = await push_service.push(request.user, body)
         return _json(result)
 
@@ -106,9 +109,3 @@ class SyncController(Controller):
         self, request: SyncRequest, conflict_service: NamedDependency[ConflictService], conflict_id: ConflictId
     ) -> ConflictView:
         return await conflict_service.get(request.user, conflict_id)
-
-
-def _declared_size(request: SyncRequest, limit: int) -> int:
-    """The body's ``Content-Length``, or ``limit`` (the most it may be) when the client did not declare it."""
-    declared = request.headers.get("content-length", "")
-    return int(declared) if declared.isdigit() else limit

@@ -166,3 +166,30 @@ async def test_websocket_push_frames_wait_for_room_before_they_are_decoded(tmp_p
         assert counted.most <= 2, f"{counted.most} WebSocket pushes were decoded and in the service at once"
     else:
         assert counted.most > 2, "without the bound every frame's push is in the service at once"
+
+
+async def test_a_client_sending_its_body_slowly_holds_no_room_from_the_others(tmp_path: Path) -> None:
+    bodies = [body(f"phone-{i:02d}") for i in range(4)]
+    async with serving(tmp_path, "memory", room_for_two(bodies)) as (base, app, _):
+        tenant = f"acme-{uuid.uuid4().hex[:8]}"
+        await create_tenant(app.state.store, app.state.keyring, tenant)
+        token = app.state.verifier.issue(tenant, "dispatcher-1", "dispatcher")
+        host, port = base.removeprefix("http://").split(":")
+        # A push that declares a body larger than the whole budget and sends a few bytes of it.
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/sync/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: 1000000\r\n\r\n".encode()
+            + b'{"replica": "slow", "changes": ['
+        )
+        await writer.drain()
+        try:
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http, asyncio.timeout(10):
+                answers = await asyncio.gather(
+                    *(http.post("/v1/sync/push", content=b, headers=headers) for b in bodies)
+                )
+            assert [a.status_code for a in answers] == [200] * len(bodies), "the others waited on the slow sender"
+            assert app.state.push_service.budget.used == 0
+        finally:
+            writer.close()
