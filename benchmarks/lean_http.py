@@ -42,9 +42,19 @@ class LeanHttp:
     def request(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None = None
     ) -> http.client.HTTPResponse:
-        """Send one request and return the response with its headers read and its body not yet read."""
-        self.conn.request(method, path, body=body, headers=headers)
-        return self.conn.getresponse()
+        """Send one request and return the response with its headers read and its body not yet read.
+
+        A keep-alive connection the server closed while it sat idle (Node's servers close them after 5 s)
+        fails as the request goes out, before the server has read anything: then the request is sent
+        once more, on a new connection, as httpx's pool does.
+        """
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            return self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            self.conn.close()
+            self.conn.request(method, path, body=body, headers=headers)
+            return self.conn.getresponse()
 
     def call(self, method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> tuple[int, bytes]:
         """One request whose (small) answer is read whole: ``(status, body)``."""
