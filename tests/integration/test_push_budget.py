@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from litestar import Litestar
 from websockets.asyncio.client import connect
 
@@ -28,10 +27,10 @@ from syncserver.admin.tenants import create_tenant
 from syncserver.app import create_app
 from syncserver.settings import Limits, LiveSettings
 from syncserver.sync.push import PushService
-from syncserver.testing import free_port
 from syncserver.transport.ws import UNCOUNTED_FRAME_BYTES
 from syncstore import MemoryStore
 from tests.integration.conftest import make_settings
+from tests.integration.in_loop import uvicorn_in_loop
 
 PUSHES = 12
 CHANGES_PER_PUSH = 8
@@ -85,18 +84,8 @@ async def serving(tmp_path: Path, backend: str, limit: int) -> AsyncIterator[tup
         live=LiveSettings(max_connections_per_user=1000),
     )
     app = create_app(settings, store=MemoryStore() if backend == "memory" else None)
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", ws_ping_interval=None)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                assert not task.done(), "the server did not start"
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{config.port}", app, Counted(app.state.push_service)
-    finally:
-        server.should_exit = True
-        await task
+    async with uvicorn_in_loop(app) as port:
+        yield f"http://127.0.0.1:{port}", app, Counted(app.state.push_service)
 
 
 def room_for_two(frames: list[bytes]) -> int:

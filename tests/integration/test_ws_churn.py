@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -39,6 +38,7 @@ from syncserver.settings import LiveSettings
 from syncserver.testing import free_port, running_server, server_env
 from syncstore import MemoryStore
 from tests.integration.conftest import make_settings
+from tests.integration.in_loop import uvicorn_in_loop
 from tests.integration.ws_client import issue, new_tenant
 
 ROUNDS = 3
@@ -174,22 +174,12 @@ def server_gc() -> Iterator[None]:
 async def in_process_server(tmp_path: Path, settings: LiveSettings) -> AsyncIterator[tuple[str, str]]:
     """A uvicorn server for the real app in this event loop; yields its WebSocket URL and a dispatcher token."""
     app = create_app(make_settings(tmp_path, "memory://", live=settings), store=MemoryStore())
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", ws_ping_interval=None)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                assert not serving.done(), "the server did not start"
-                await asyncio.sleep(0.02)
+    async with uvicorn_in_loop(app) as port:
         tenant = f"acme-{uuid.uuid4().hex[:8]}"
         await create_tenant(app.state.store, app.state.keyring, tenant)
         token = app.state.verifier.issue(tenant, "dispatcher-1", "dispatcher")
         with server_gc():
-            yield f"ws://127.0.0.1:{config.port}/v1/sync/ws", token
-    finally:
-        server.should_exit = True
-        await serving
+            yield f"ws://127.0.0.1:{port}/v1/sync/ws", token
 
 
 SESSION_GAUGES = ("sync_websocket_connections", "sync_websocket_unauthenticated_connections")
