@@ -125,12 +125,16 @@ async def strict_server(tmp_path: Path) -> AsyncIterator[Server]:
 async def test_a_push_after_the_token_expired_is_refused_and_closes_the_session(strict_server: Server) -> None:
     server = strict_server
     tenant = await server.tenant()
+    # A token's exp is a whole second (issued second + ttl): issued just after a second begins, this one lives
+    # about 2 s, long enough to connect and say hello on a busy machine (a 1 s token issued late in its second
+    # could expire before the hello).
+    await asyncio.sleep(1.01 - time.time() % 1)
     issued = time.time()
-    with connected(await server.client.websocket_connect(WS, headers=bearer(server, tenant, ttl_s=1))) as peer:
+    with connected(await server.client.websocket_connect(WS, headers=bearer(server, tenant, ttl_s=2))) as peer:
         peer.hello()
         peer.catch_up()
-        # Wait for the wall clock to pass the token's exp (whole seconds), not for the server.
-        await asyncio.sleep(max(0.0, int(issued) + 2 - time.time()))
+        # Wait for the wall clock to pass the token's exp, not for the server.
+        await asyncio.sleep(max(0.0, int(issued) + 3 - time.time()))
         late = change(1, "dlv-late", [{"op": "set", "field": "status", "value": "delivered"}])
         peer.send({"type": "push", "id": "p-late", "replica": "phone-1", "changes": [late]})
         error = peer.recv_type("error")
