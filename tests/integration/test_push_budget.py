@@ -67,7 +67,7 @@ class Counted:
         self.inside += 1
         self.most = max(self.most, self.inside)
         try:
-            await asyncio.sleep(0.005)  # a slower commit: pushes overlap for sure when nothing holds them back
+            await asyncio.sleep(0.02)  # a slower commit: pushes overlap for sure when nothing holds them back
             return await self.real(*args, **kwargs)
         finally:
             self.inside -= 1
@@ -123,11 +123,26 @@ async def test_a_storm_of_http_pushes_is_decoded_two_at_a_time_and_every_change_
         assert counted.most > 2, "without the bound every push is in the service at once (what the bound prevents)"
 
 
-async def ws_push(url: str, token: str, frame: bytes) -> list[dict[str, Any]]:
+class Start:
+    """Releases every session's push at once, when all of them have said hello and caught up."""
+
+    def __init__(self, sessions: int) -> None:
+        self.waiting = sessions
+        self.go = asyncio.Event()
+
+    async def ready(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.go.set()
+        await self.go.wait()
+
+
+async def ws_push(url: str, token: str, frame: bytes, start: Start) -> list[dict[str, Any]]:
     async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None) as ws:
         await ws.send(msgspec.json.encode({"type": "hello", "versions": [1]}).decode())
         while msgspec.json.decode(await ws.recv())["type"] != "synced":
             pass
+        await start.ready()
         await ws.send(frame.decode())
         while True:
             message = msgspec.json.decode(await ws.recv())
@@ -149,7 +164,8 @@ async def test_websocket_push_frames_wait_for_room_before_they_are_decoded(tmp_p
         await create_tenant(app.state.store, app.state.keyring, tenant)
         token = app.state.verifier.issue(tenant, "dispatcher-1", "dispatcher")
         url = base.replace("http://", "ws://") + "/v1/sync/ws"
-        results = await asyncio.gather(*(ws_push(url, token, frame) for frame in frames))
+        start = Start(len(frames))
+        results = await asyncio.gather(*(ws_push(url, token, frame, start) for frame in frames))
     assert [r["status"] for rs in results for r in rs] == ["applied"] * PUSHES * CHANGES_PER_PUSH
     if bounded:
         assert counted.most <= 2, f"{counted.most} WebSocket pushes were decoded and in the service at once"
