@@ -159,6 +159,62 @@ def test_splice_edits_the_current_text_after_any_remote_update(steps: list[tuple
         assert str(mine.get(text.ROOT, type=Text)) == str(theirs.get(text.ROOT, type=Text))
 
 
+ascii_texts = st.lists(st.sampled_from(["a", "b", " ", "\n"]), max_size=12).map("".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(-1, 4), st.one_of(ascii_texts, texts)), min_size=1, max_size=60))
+def test_splice_follows_a_text_in_and_out_of_ascii(steps: list[tuple[float, int, str]]) -> None:
+    """``splice`` keeps no string for an ASCII text (code points are bytes there) and a string
+    otherwise: long runs of ASCII edits, a non-ASCII insert, deleting it again, and positions
+    outside the text (refused with ``IndexError``, the document unchanged) all edit exactly."""
+    doc: Doc[Any] = Doc(client_id=31)
+    peer: Doc[Any] = Doc(client_id=32)
+    expected = ""
+    for where, delete, insert in steps:
+        pos = int(where * (len(expected) + 1)) if delete >= 0 else len(expected) + 1
+        if delete < 0 or pos + delete > len(expected):
+            with pytest.raises(IndexError):
+                text.splice(doc, pos, max(delete, 0) + len(expected), insert)
+            assert str(doc.get(text.ROOT, type=Text)) == expected
+            continue
+        update = text.splice(doc, pos, delete, insert)
+        expected = expected[:pos] + insert + expected[pos + delete :]
+        assert str(doc.get(text.ROOT, type=Text)) == expected
+        peer.apply_update(update)
+        assert str(peer.get(text.ROOT, type=Text)) == expected
+
+
+def test_local_splices_never_read_the_whole_text_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a long Y.Text into a string walks the whole document: after the first splice, a run
+    of local edits (ASCII or not) reads it only when the text stops being ASCII, and a remote
+    update in between makes the next splice read it once."""
+    doc: Doc[Any] = Doc(client_id=41)
+    text.splice(doc, 0, 0, "delivered to the back door")
+    reads: list[int] = []
+    plain = Text.__str__
+
+    def counted(self: Text) -> str:
+        reads.append(1)
+        return plain(self)
+
+    monkeypatch.setattr(Text, "__str__", counted)
+    for k in range(50):
+        text.splice(doc, k % 7, 1, "xy")
+    assert reads == []
+    text.splice(doc, 3, 0, "é")  # the text stops being ASCII: one read, then a kept string
+    for k in range(50):
+        text.splice(doc, k % 5, 1, "ü")
+    assert len(reads) == 1
+    peer: Doc[Any] = Doc(client_id=42)
+    peer.apply_update(doc.get_update())
+    peer.get(text.ROOT, type=Text).insert(0, "remote ")
+    doc.apply_update(peer.get_update(doc.get_state()))
+    text.splice(doc, 0, 0, "!")
+    assert len(reads) == 2
+    assert plain(doc.get(text.ROOT, type=Text)).startswith("!remote ")
+
+
 def test_splice_keeps_no_document_alive() -> None:
     """The SDK splices into a fresh document per edit: none of them may outlive its user."""
     refs = []

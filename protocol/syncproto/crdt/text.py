@@ -151,7 +151,20 @@ def utf8_offset(s: str, codepoints: int) -> int:
     """Byte offset in UTF-8 of the code-point index ``codepoints`` of ``s``."""
     if codepoints < 0 or codepoints > len(s):
         raise IndexError(f"position {codepoints} is outside text of length {len(s)}")
+    if s.isascii():  # O(1) in CPython: one byte per code point, no prefix to encode
+        return codepoints
     return len(s[:codepoints].encode("utf-8"))
+
+
+class _Mirror(Struct, gc=False):
+    """What ``splice`` keeps of a document between splices (see ``_mirrors``)."""
+
+    state: bytes
+    """The document's state vector right after the splice."""
+    length: int
+    """``len(text)`` right after the splice: UTF-8 bytes, as Yjs counts."""
+    value: str | None
+    """The text right after the splice; ``None`` when it is ASCII (then ``length`` code points long)."""
 
 
 # The text of each document as a Python string, kept between splices: reading a long
@@ -159,15 +172,21 @@ def utf8_offset(s: str, codepoints: int) -> int:
 # An entry is used only while the document still has the state vector and length it
 # had after the splice that stored it: any other insert changes the state vector, and
 # a delete-only update changes the length. Weak keys: a document is not kept alive,
-# and no observer stays on it (pycrdt keeps an observed document alive).
-_mirrors: weakref.WeakKeyDictionary[Doc[Any], tuple[bytes, int, str]] = weakref.WeakKeyDictionary()
+# and no observer stays on it (pycrdt keeps an observed document alive). An ASCII text
+# keeps no string at all: positions are byte offsets, and copying a long string on
+# every keystroke would cost more than the edit.
+_mirrors: weakref.WeakKeyDictionary[Doc[Any], _Mirror] = weakref.WeakKeyDictionary()
 
 
-def _current(doc: Doc[Any], text: Text) -> str:
-    kept = _mirrors.get(doc)
-    if kept is not None and kept[1] == len(text) and kept[0] == doc.get_state():
-        return kept[2]
-    return str(text)
+def _offsets(current: str | None, length: int, pos: int, delete: int) -> tuple[int, int]:
+    """UTF-8 ``(start, end)`` of ``delete`` code points at ``pos`` (``current`` ``None``: ASCII, ``length`` long)."""
+    if current is not None:
+        start = utf8_offset(current, pos)
+        return start, utf8_offset(current, pos + delete) if delete else start
+    for at in (pos, pos + delete):
+        if at < 0 or at > length:
+            raise IndexError(f"position {at} is outside text of length {length}")
+    return pos, pos + delete
 
 
 def splice(doc: Doc[Any], pos: int, delete: int, insert: str) -> bytes:
@@ -177,21 +196,42 @@ def splice(doc: Doc[Any], pos: int, delete: int, insert: str) -> bytes:
     against the state before (``get_update(before)``) would carry the document's
     whole delete set, so a one-character splice late in a long edit history would
     weigh kilobytes; the transaction's update holds only what it inserted and deleted.
+
+    Every pycrdt call opens a transaction of its own, so this makes as few as it can: the
+    current text and the length after the edit come from the mirror kept by the previous
+    splice (checked against the document's state vector and length). The mirror holds no
+    pycrdt object: a ``Text`` refers to its document and would keep the weak key alive.
     """
     text = doc.get(ROOT, type=Text)
-    current = _current(doc, text)
-    start = utf8_offset(current, pos)
-    end = utf8_offset(current, pos + delete) if delete else start
-    before = doc.get_state()
     updates: list[bytes] = []
     subscription = doc.observe(lambda event: updates.append(event.update))
     try:
+        # One transaction for the reads and the edit: pycrdt calls inside it join it, where each
+        # would otherwise open and commit its own. Only the edit's writes make the update.
         with doc.transaction():
+            length = len(text)
+            kept = _mirrors.get(doc)
+            current: str | None
+            if kept is not None and kept.length == length and kept.state == doc.get_state():
+                current = kept.value
+            else:
+                current = str(text)
+                current = None if current.isascii() else current  # isascii is O(1) in CPython
+            start, end = _offsets(current, length, pos, delete)
             if delete:
                 del text[start:end]
             if insert:
                 text.insert(start, insert)
+            after = doc.get_state()
     finally:
         doc.unobserve(subscription)
-    _mirrors[doc] = (doc.get_state(), len(text), current[:pos] + insert + current[pos + delete :])
-    return updates[0] if updates else doc.get_update(before)
+    edited: str | None
+    if current is None:
+        edited = None if insert.isascii() else str(text)  # a walk only when the text stops being ASCII
+    else:
+        edited = current[:pos] + insert + current[pos + delete :]
+        edited = None if edited.isascii() else edited
+    # Our own transaction removed [start, end) and inserted ``insert``: the new length needs no read.
+    _mirrors[doc] = _Mirror(after, length - (end - start) + len(insert.encode("utf-8")), edited)
+    # No update when the edit changed nothing; the diff from the (unchanged) state is then empty.
+    return updates[0] if updates else doc.get_update(after)
