@@ -120,9 +120,12 @@ def refs_in_view(view: EntityView) -> Iterator[AttachmentRef]:
     for field in view.fields.values():
         if field.kind != "register":
             continue
-        values = [field.value, *(s.value for s in field.siblings or ())]
-        for value in values:
-            ref = attachment_ref(value)
+        ref = attachment_ref(field.value)
+        if ref is not None and ref.id not in seen:
+            seen.add(ref.id)
+            yield ref
+        for sibling in field.siblings or ():
+            ref = attachment_ref(sibling.value)
             if ref is not None and ref.id not in seen:
                 seen.add(ref.id)
                 yield ref

@@ -53,15 +53,14 @@ with one read of its scope; a larger scope is checked entity by entity."""
 
 async def annotate(meta: AttachmentStore, tenant: str, views: list[EntityView]) -> None:
     """Set ``attachments`` on each view that references any (one metadata query for all)."""
-    wanted = {v.entity: [r.id for r in refs_in_view(v)] for v in views}
-    ids = sorted({i for found in wanted.values() for i in found})
+    found = [[r.id for r in refs_in_view(v)] for v in views]
+    ids = sorted({i for refs in found for i in refs})
     if not ids:
         return
     states = await meta.attachment_states(tenant, ids)
-    for view in views:
-        found = [r.id for r in refs_in_view(view)]
-        if found:
-            view.attachments = {i: _STATUS.get(states.get(i, ""), "pending") for i in found}
+    for view, refs in zip(views, found, strict=True):
+        if refs:
+            view.attachments = {i: _STATUS.get(states.get(i, ""), "pending") for i in refs}
 
 
 class AttachmentPullService(PullService):

@@ -15,6 +15,15 @@ then (even at the same seq) is a miss, is opened, and fails as before. The
 check against the change log (``row.latest_seq``) is made on every read,
 before the cache. Rows that fail are never kept.
 
+A version is kept only once a second pull asks for it (an admission filter, as
+TinyLFU's "doorkeeper"): the first miss only notes the key's hash. A device's
+first sync scans a whole depot in seq order, each version once; keeping what it
+reads cost a quarter of the pull's time and evicted the recent versions that
+catch-up pulls share, all for entries the budget could not keep until a second
+reader came (a sequential scan larger than the cache; databases keep such scans
+out of their buffer pools for the same reason). Versions many devices pull are
+opened twice instead of once, then shared.
+
 Each caller gets its own shallow copy of a view (``attachments`` is set per
 response); the field views inside are shared and never changed. Entries expire
 after ``TTL_S``, so plaintext does not outlive a tenant's erasure by much more
@@ -44,6 +53,8 @@ BUDGET_BYTES = 8 * 1024 * 1024
 TTL_S = 60.0
 ENTRY_BYTES = 1500
 BYTES_PER_SEALED_BYTE = 5
+SEEN_PER_ENTRY = 2
+"""The admission filter remembers this many keys per entry the budget holds at ``ENTRY_BYTES``, then starts over."""
 
 _Key = tuple[str, str, str, int, bytes | None, int, bytes]
 
@@ -87,6 +98,9 @@ class ViewCache:
         self._entries: TTLCache[_Key, OpenedEntity] = TTLCache(
             maxsize=budget_bytes, ttl=ttl_s, getsizeof=lambda entry: entry.size
         )
+        self._seen: set[int] = set()
+        """Hashes of keys missed once and not kept (the admission filter, see the module docs)."""
+        self._seen_limit = max(64, SEEN_PER_ENTRY * budget_bytes // ENTRY_BYTES)
 
     @staticmethod
     def key(tenant: str, row: EntityRecord) -> _Key:
@@ -96,8 +110,18 @@ class ViewCache:
         return self._entries.get(self.key(tenant, row))
 
     def put(self, tenant: str, row: EntityRecord, entry: OpenedEntity) -> None:
-        if entry.size <= self.budget_bytes // 16:  # one huge entity does not empty the cache
-            self._entries[self.key(tenant, row)] = entry
+        """Keep ``entry`` if this is the second miss of its version (see the module docs)."""
+        if entry.size > self.budget_bytes // 16:  # one huge entity does not empty the cache
+            return
+        key = self.key(tenant, row)
+        marker = hash(key)  # a collision only admits an entry early
+        if marker in self._seen:
+            self._seen.discard(marker)
+            self._entries[key] = entry
+            return
+        if len(self._seen) >= self._seen_limit:
+            self._seen.clear()
+        self._seen.add(marker)
 
     @property
     def held_bytes(self) -> int:
@@ -109,3 +133,4 @@ class ViewCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._seen.clear()

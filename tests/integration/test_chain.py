@@ -189,6 +189,8 @@ async def test_a_row_tampered_after_devices_pulled_it_is_still_found(sql: Server
     tenant, boss, _, _ = await seed(server)
     before = await pull(server, boss)
     assert "unavailable" not in before
+    await pull(server, server.headers(tenant, "boss-3"))  # asked for twice: the versions are kept
+    assert len(server.app.state.services.pull.view_cache) > 0
     await tamper_with(server, tenant, tamper)
     other_device = server.headers(tenant, "boss-2")
     assert [u["entity"] for u in (await pull(server, other_device))["unavailable"]] == ["dlv-a"]
