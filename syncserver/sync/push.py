@@ -320,8 +320,9 @@ class _PushRun:
         self.ids_in_batch[change.n] = change.id
         try:
             check_bounds(change)  # first: a change out of bounds may not survive encoding
-            self._check_limits(change)
-            return self._apply(change)
+            plaintext = payloads.encode_ops(change.ops)
+            self._check_limits(change, len(plaintext))
+            return self._apply(change, plaintext)
         except ChangeRejected as exc:
             self._dead_letter(change, exc.code, exc.message)
             return Rejected(change.id, change.n, ErrorBody(exc.code, exc.message))
@@ -333,7 +334,12 @@ class _PushRun:
             return Rejected(change.id, change.n, ErrorBody(errors.N_REUSED, message))
         return Duplicate(change.id, change.n)
 
-    def _check_limits(self, change: Change) -> None:
+    def _check_limits(self, change: Change, ops_bytes: int) -> None:
+        """Refuse a change past a limit. ``ops_bytes``: the length of ``encode_ops(change.ops)``.
+
+        Every value is encoded inside the ops with the same msgpack encoding, so when the whole fits the
+        value limit each value does, and none is encoded again only to be measured.
+        """
         limits = self.svc.limits
         if len(change.ops) > limits.max_ops_per_change:
             raise ChangeRejected(errors.TOO_MANY_OPS, f"a change may carry at most {limits.max_ops_per_change} ops")
@@ -348,6 +354,8 @@ class _PushRun:
                     errors.FIELD_NAME_TOO_LONG,
                     f"a field name is {name_length} characters; the limit is {limits.max_field_name_length}",
                 )
+            if ops_bytes <= limits.max_value_bytes:
+                continue
             if isinstance(op, SetOp | AppendOp | AddOp | RemoveOp):
                 size, name = len(_msgpack.encode(op.value)), op.field
             elif isinstance(op, TextOp):
@@ -360,7 +368,7 @@ class _PushRun:
                     f"the value of field '{name}' is {size} bytes; the limit is {limits.max_value_bytes}",
                 )
 
-    def _apply(self, change: Change) -> PushResult:
+    def _apply(self, change: Change, plaintext: bytes) -> PushResult:
         key = (change.collection, change.entity)
         if key in self.unavailable:
             # Out of scope stays indistinguishable from any other entity out of scope.
@@ -420,7 +428,6 @@ class _PushRun:
             payload=b"",
             created_at=self.now,
         )
-        plaintext = payloads.encode_ops(change.ops)
         self.head = work.chain = chain.link(self.head, record, plaintext)
         version, payload = payloads.seal_ops(self.cipher, change.collection, change.entity, seq, self.head, plaintext)
         self.changes.append(msgspec.structs.replace(record, key_version=version, payload=payload, chain=self.head))

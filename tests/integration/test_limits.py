@@ -52,7 +52,9 @@ async def test_every_per_change_limit_rejects_only_that_change_with_its_code(tig
             change(5, "dlv-1", [{"op": "remove", "field": "tags", "value": "v" * 300}]),
             change(6, "dlv-1", [set_("a", "v" * 300)]),
             change(7, "dlv-1", [set_("a", i) for i in range(5)]),
-            change(8, "dlv-1", [set_("a", "fine")]),
+            # Each value under the limit, together over it: the limit is per value.
+            change(8, "dlv-1", [set_("a", "v" * 200), set_("b", "w" * 200), set_("c", "x" * 200)]),
+            change(9, "dlv-1", [set_("a", "fine")]),
         ],
     )
     codes = [r.get("error", {}).get("code", r["status"]) for r in results]
@@ -64,6 +66,7 @@ async def test_every_per_change_limit_rejects_only_that_change_with_its_code(tig
         "value_too_large",
         "value_too_large",
         "too_many_ops",
+        "applied",
         "applied",
     ]
     dead = await server.app.state.store.dead_letters(tenant, 10)
