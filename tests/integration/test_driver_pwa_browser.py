@@ -375,7 +375,13 @@ def test_the_service_worker_flushes_the_outbox_with_every_tab_of_the_app_closed(
     while not registrations and time.monotonic() < deadline:
         blank.wait_for_timeout(50)
     registration = next(r for r in registrations if r["scopeURL"].startswith(site.app))
-    assert site.values("dlv-1003").get("scanned") is None
+    # No page of the app is open, so whatever delivers the scans now is the service worker. It normally
+    # waits for the network: the context is offline. But Chromium may start the worker for the sync tag
+    # on its own, and on a busy machine that worker has fetched before the offline emulation reached it
+    # (seen once in CI). Then it has already done this test's subject; the DevTools dispatch below is
+    # for the usual case, and it must not deliver anything twice either way.
+    early = site.values("dlv-1003").get("scanned")
+    assert early in (None, ["BG-0", "BG-1", "BG-2"])
     context.set_offline(False)
     cdp.send(
         "ServiceWorker.dispatchSyncEvent",
