@@ -21,6 +21,7 @@ import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,17 @@ def report(what: str, sizes: list[int]) -> None:
 
 
 def assert_flat(kind: str, rounds: list[int], unit: str) -> None:
-    assert rounds[-1] <= rounds[0] + ALLOWED_GROWTH, f"{kind} grew over {ROUNDS} rounds ({unit}, MiB): {mib(rounds)}"
+    """A leak grows the process in every round; the allocator settling grows it once.
+
+    Resident memory can still step once after the warm-up round on a busy machine (135.4, 142.4,
+    142.6 MiB seen in CI: +7 MiB, then +0.2), so the rule is that some round grew by at most
+    ``ALLOWED_GROWTH`` (a leak of 4 KiB a session grows each round by 4 MiB, the audit's 19 KiB by
+    19 MiB) and that the rounds together grew by at most three times that.
+    """
+    steps = [later - earlier for earlier, later in pairwise(rounds)]
+    detail = f"{kind} grew over {ROUNDS} rounds ({unit}, MiB): {mib(rounds)}"
+    assert min(steps) <= ALLOWED_GROWTH, detail
+    assert rounds[-1] <= rounds[0] + 3 * ALLOWED_GROWTH, detail
 
 
 # --- the rule: when a full collection runs -----------------------------------------------------
