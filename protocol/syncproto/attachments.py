@@ -27,6 +27,7 @@ Pitfalls:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -120,12 +121,8 @@ def refs_in_view(view: EntityView) -> Iterator[AttachmentRef]:
     for field in view.fields.values():
         if field.kind != "register":
             continue
-        ref = attachment_ref(field.value)
-        if ref is not None and ref.id not in seen:
-            seen.add(ref.id)
-            yield ref
-        for sibling in field.siblings or ():
-            ref = attachment_ref(sibling.value)
+        for value in chain((field.value,), (s.value for s in field.siblings or ())):
+            ref = attachment_ref(value)
             if ref is not None and ref.id not in seen:
                 seen.add(ref.id)
                 yield ref

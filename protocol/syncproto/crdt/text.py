@@ -151,8 +151,6 @@ def utf8_offset(s: str, codepoints: int) -> int:
     """Byte offset in UTF-8 of the code-point index ``codepoints`` of ``s``."""
     if codepoints < 0 or codepoints > len(s):
         raise IndexError(f"position {codepoints} is outside text of length {len(s)}")
-    if s.isascii():  # O(1) in CPython: one byte per code point, no prefix to encode
-        return codepoints
     return len(s[:codepoints].encode("utf-8"))
 
 
