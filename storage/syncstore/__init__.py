@@ -23,7 +23,7 @@ from syncstore.adminstore import (
     DeadLetterQuery,
 )
 from syncstore.attachments import AttachmentRecord, AttachmentRefRecord, AttachmentState, AttachmentStore
-from syncstore.channels import ChannelStore, EvictionRecord, ScopedEntity
+from syncstore.channels import ChannelStore, EvictionRecord, ScopedEntity, ScopedPage
 from syncstore.faulty import FaultyStore, InjectedFault
 from syncstore.integrity import IntegrityStore
 from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
@@ -126,6 +126,7 @@ __all__ = [
     "ReplicaRecord",
     "Resealed",
     "ScopedEntity",
+    "ScopedPage",
     "SealedRow",
     "SealedTable",
     "SqlAttachmentStore",

@@ -13,6 +13,7 @@ Usage::
 
     page = await store.pull_in_channels("acme", ["driver:17"], after_seq=40, limit=100)
     gone = await store.evictions("acme", ["driver:17"], after_seq=40, limit=100)
+    both = await store.scoped_page("acme", ["driver:17"], after_seq=40, limit=100)  # and the tenant row
     visible = bool(set(await store.entity_channels("acme", "deliveries", "dlv-1")) & {"driver:17"})
 
 Pitfalls:
@@ -23,6 +24,11 @@ Pitfalls:
 * ``pull_in_channels`` returns each entity once even when it is in several of
   the channels, with the smallest ``joined_seq``: an entity that joined the
   device's scope after its cursor must be sent whole, not as a delta.
+* ``scoped_page`` is what a scoped pull reads: the tenant row, then
+  ``pull_in_channels``, then ``evictions``, in that order and together (on
+  SQLite one hop to a reader thread instead of three, about a third of a
+  small pull's time). The tenant row comes first: every change up to its
+  ``last_seq`` was committed before the other two reads began.
 * Channel lists are small (a token's ``ch`` claim); they go into ``IN (...)``.
 * ``pull_in_channels`` must read channel rows and entity rows in one snapshot
   (SQL: one statement): read apart, a push committing in between leaves them at
@@ -37,7 +43,7 @@ from typing import Protocol, runtime_checkable
 
 from msgspec import Struct
 
-from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord
+from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, TenantRecord
 
 
 class ScopedEntity(Struct, frozen=True, gc=False):
@@ -54,6 +60,15 @@ class EvictionRecord(Struct, frozen=True, gc=False):
     collection: str
     entity_id: str
     seq: int
+
+
+class ScopedPage(Struct, frozen=True, gc=False):
+    """What ``ChannelStore.scoped_page`` read: the tenant row, then a page of entities and one of evictions."""
+
+    tenant: TenantRecord | None
+    """``None``: no such tenant (then both lists are empty)."""
+    entities: list[ScopedEntity]
+    evictions: list[EvictionRecord]
 
 
 @runtime_checkable
@@ -85,6 +100,24 @@ class ChannelStore(Protocol):
         """Entities that left one of ``channels`` after ``after_seq`` and are a member of none of them now.
 
         In order of the seq at which they left (the latest, if they left several), at most ``limit``.
+        """
+        ...
+
+    async def scoped_page(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after_seq: int,
+        limit: int,
+        collections: Sequence[str] | None = None,
+        *,
+        evictions: bool = True,
+    ) -> ScopedPage:
+        """``Store.get_tenant``, then ``pull_in_channels``, then (with ``evictions``) ``evictions``, read together.
+
+        In that order, so every change up to the tenant row's ``last_seq`` is visible to the two reads after
+        it; where the backend can, in one round trip and one snapshot. An unknown tenant gives ``None`` and
+        empty lists.
         """
         ...
 

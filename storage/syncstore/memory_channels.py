@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from msgspec.structs import replace
 
-from syncstore.channels import EvictionRecord, ScopedEntity
+from syncstore.channels import EvictionRecord, ScopedEntity, ScopedPage
 from syncstore.memory_state import MemoryState, TenantRows, as_read
 from syncstore.records import ConflictFilter, ConflictRecord, MembershipRecord
 
@@ -64,6 +64,23 @@ class MemoryChannels:
                 found.append(EvictionRecord(collection, entity_id, max(left)))
         found.sort(key=lambda e: (e.seq, e.collection, e.entity_id))
         return found[:limit]
+
+    async def scoped_page(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after_seq: int,
+        limit: int,
+        collections: Sequence[str] | None = None,
+        *,
+        evictions: bool = True,
+    ) -> ScopedPage:
+        tenant = self._state.tenants.get(tenant_id)
+        if tenant is None:
+            return ScopedPage(None, [], [])
+        found = await self.pull_in_channels(tenant_id, channels, after_seq, limit, collections)
+        gone = await self.evictions(tenant_id, channels, after_seq, limit, collections) if evictions else []
+        return ScopedPage(tenant.record, found, gone)
 
     async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
         tenant = self._state.tenants.get(tenant_id)

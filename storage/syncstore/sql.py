@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, true, tuple_, update
+from sqlalchemy import delete, func, insert, select, true, tuple_, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,9 +45,6 @@ from syncstore.sql_keys import SqlKeys
 from syncstore.sql_session import SqlPushSession
 from syncstore.store import PushSession, StoreUnavailable, TenantExists
 from syncstore.tables import changes, conflicts, dead_letters, entities, latest_seq_column, tenant_keys, tenants
-
-_TENANT_ROW = select(tenants).where(tenants.c.id == bindparam("tenant_id"))
-"""The tenant row every pull reads first, built once."""
 
 
 class SqlStore:
@@ -116,7 +113,7 @@ class SqlStore:
             await conn.commit()
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
-        found = await self._db.rows(_TENANT_ROW, {"tenant_id": tenant_id})
+        found = await self._db.rows(sql_log.TENANT_ROW, {"tenant_id": tenant_id})
         return rows.tenant_from_row(found[0]) if found else None
 
     async def list_tenants(self) -> list[TenantRecord]:
@@ -291,6 +288,7 @@ class SqlStore:
     # ChannelStore
     pull_in_channels = via("_channels", SqlChannels.pull_in_channels)
     evictions = via("_channels", SqlChannels.evictions)
+    scoped_page = via("_channels", SqlChannels.scoped_page)
     entity_channels = via("_channels", SqlChannels.entity_channels)
     conflicts_in_channels = via("_channels", SqlChannels.conflicts_in_channels)
     set_entity_channels = via("_channels", SqlChannels.set_entity_channels)

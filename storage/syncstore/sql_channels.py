@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Exists,
     FromClause,
+    RowMapping,
     Select,
     bindparam,
     false,
@@ -30,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from syncstore import rows, sql_log
-from syncstore.channels import EvictionRecord, ScopedEntity
+from syncstore.channels import EvictionRecord, ScopedEntity, ScopedPage
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
 from syncstore.sql_database import SqlDatabase
 from syncstore.tables import conflicts, entities, entity_channels, latest_seq_column
@@ -53,23 +55,11 @@ class SqlChannels:
         collections: Sequence[str] | None = None,
     ) -> list[ScopedEntity]:
         """See ``ChannelStore.pull_in_channels``."""
-        wanted = sorted(set(channels))
-        if limit <= 0 or not wanted or (collections is not None and not collections):
+        wanted = _wanted(channels, limit, collections)
+        if wanted is None:
             return []
-        # An entity has at most one row per channel, all with its current seq: this
-        # many rows hold at least ``limit`` distinct entities when there are that many.
-        params = _params(tenant_id, wanted, collections) | {"after": after_seq, "limit": limit * len(wanted)}
-        keyed: dict[tuple[str, str], tuple[EntityRecord, int]] = {}
-        for row in await self._db.rows(_channel_entities_query(collections is not None), params):
-            key = (row["collection"], row["entity_id"])
-            joined = row["joined_seq"]
-            record, earlier = keyed.get(key, (None, joined))
-            keyed[key] = (record if record is not None else rows.entity_from_row(row), min(joined, earlier))
-            if len(keyed) > limit:
-                del keyed[key]
-                break
-        # A channel row carries its entity's current seq (both are written by the same commit).
-        return [ScopedEntity(record, joined) for record, joined in keyed.values()]
+        query, params = _entities_read(tenant_id, wanted, after_seq, limit, collections)
+        return _scoped_entities(await self._db.rows(query, params), limit)
 
     async def evictions(
         self,
@@ -80,12 +70,39 @@ class SqlChannels:
         collections: Sequence[str] | None = None,
     ) -> list[EvictionRecord]:
         """See ``ChannelStore.evictions``."""
-        wanted = sorted(set(channels))
-        if limit <= 0 or not wanted or (collections is not None and not collections):
+        wanted = _wanted(channels, limit, collections)
+        if wanted is None:
             return []
-        params = _params(tenant_id, wanted, collections) | {"after": after_seq, "limit": limit}
-        found = await self._db.rows(_evictions_query(collections is not None), params)
-        return [EvictionRecord(r["collection"], r["entity_id"], r["seq"]) for r in found]
+        query, params = _evictions_read(tenant_id, wanted, after_seq, limit, collections)
+        return _eviction_records(await self._db.rows(query, params))
+
+    async def scoped_page(
+        self,
+        tenant_id: str,
+        channels: Sequence[str],
+        after_seq: int,
+        limit: int,
+        collections: Sequence[str] | None = None,
+        *,
+        evictions: bool = True,
+    ) -> ScopedPage:
+        """See ``ChannelStore.scoped_page``: the three reads in one ``SqlDatabase.read``."""
+        wanted = _wanted(channels, limit, collections)
+        reads: list[_Read] = []
+        if wanted is not None:
+            reads.append(_entities_read(tenant_id, wanted, after_seq, limit, collections))
+            if evictions:
+                reads.append(_evictions_read(tenant_id, wanted, after_seq, limit, collections))
+        tenant, *found = await self._db.read(
+            functools.partial(_read_all, [(sql_log.TENANT_ROW, {"tenant_id": tenant_id}), *reads])
+        )
+        if not tenant:
+            return ScopedPage(None, [], [])
+        return ScopedPage(
+            rows.tenant_from_row(tenant[0]),
+            _scoped_entities(found[0], limit) if found else [],
+            _eviction_records(found[1]) if len(found) > 1 else [],
+        )
 
     async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
         """See ``ChannelStore.entity_channels``."""
@@ -173,6 +190,58 @@ class SqlChannels:
                     await conn.execute(ec.insert(), missing)
             await conn.commit()
             return True
+
+
+_Read = tuple[Select[Any], dict[str, Any]]
+"""A statement and its bound values."""
+
+
+def _wanted(channels: Sequence[str], limit: int, collections: Sequence[str] | None) -> list[str] | None:
+    """The channels to read, sorted; ``None`` when nothing can match (no channels, collections or room)."""
+    wanted = sorted(set(channels))
+    if limit <= 0 or not wanted or (collections is not None and not collections):
+        return None
+    return wanted
+
+
+def _entities_read(
+    tenant_id: str, wanted: list[str], after_seq: int, limit: int, collections: Sequence[str] | None
+) -> _Read:
+    # An entity has at most one row per channel, all with its current seq: this
+    # many rows hold at least ``limit`` distinct entities when there are that many.
+    params = _params(tenant_id, wanted, collections) | {"after": after_seq, "limit": limit * len(wanted)}
+    return _channel_entities_query(collections is not None), params
+
+
+def _scoped_entities(found: Sequence[RowMapping], limit: int) -> list[ScopedEntity]:
+    """Each entity of ``_entities_read``'s rows once, with its smallest ``joined_seq``, at most ``limit``."""
+    keyed: dict[tuple[str, str], tuple[EntityRecord, int]] = {}
+    for row in found:
+        key = (row["collection"], row["entity_id"])
+        joined = row["joined_seq"]
+        record, earlier = keyed.get(key, (None, joined))
+        keyed[key] = (record if record is not None else rows.entity_from_row(row), min(joined, earlier))
+        if len(keyed) > limit:
+            del keyed[key]
+            break
+    # A channel row carries its entity's current seq (both are written by the same commit).
+    return [ScopedEntity(record, joined) for record, joined in keyed.values()]
+
+
+def _evictions_read(
+    tenant_id: str, wanted: list[str], after_seq: int, limit: int, collections: Sequence[str] | None
+) -> _Read:
+    params = _params(tenant_id, wanted, collections) | {"after": after_seq, "limit": limit}
+    return _evictions_query(collections is not None), params
+
+
+def _eviction_records(found: Sequence[RowMapping]) -> list[EvictionRecord]:
+    return [EvictionRecord(r["collection"], r["entity_id"], r["seq"]) for r in found]
+
+
+def _read_all(reads: list[_Read], conn: Connection) -> list[Sequence[RowMapping]]:
+    """Every read's rows, in order, on one connection (``SqlDatabase.read``)."""
+    return [conn.execute(query, params).mappings().all() for query, params in reads]
 
 
 def _params(tenant_id: str, channels: list[str], collections: Sequence[str] | None) -> dict[str, Any]:

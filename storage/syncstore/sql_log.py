@@ -55,6 +55,10 @@ user_name = _USER.c.name
 """The user sub column of ``select_changes``."""
 
 
+TENANT_ROW = select(tenants).where(tenants.c.id == bindparam("tenant_id"))
+"""The tenant row every pull reads first, built once."""
+
+
 def tenant_no(tenant_id: Any) -> ColumnElement[int]:
     """The tenant's number, as a scalar subquery (one primary-key seek)."""
     return select(tenants.c.no).where(tenants.c.id == tenant_id).scalar_subquery()

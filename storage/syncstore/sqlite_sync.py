@@ -84,18 +84,26 @@ class _Threads:
 
 
 class SqliteReader(_Threads):
-    """Runs single-statement reads; made and closed by ``SqlDatabase``."""
+    """Runs reads, each in a transaction of its own; made and closed by ``SqlDatabase``."""
 
     def __init__(self, url: URL, synchronous: str, threads: int = READ_THREADS) -> None:
         super().__init__(sync_engine(url, synchronous, threads), threads, "sqlite-read")
 
     async def rows(self, query: Executable, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
         """All rows of ``query`` (with bound ``params``), read in one transaction on a reader thread."""
-        return await self.run(functools.partial(self._rows, query, params))
+        return await self.read(functools.partial(_all_rows, query, params))
 
-    def _rows(self, query: Executable, params: dict[str, Any] | None) -> Sequence[RowMapping]:
+    async def read(self, work: Callable[[Connection], _T]) -> _T:
+        """``work(connection)`` in one read transaction on a reader thread: one hop, one snapshot, for its reads."""
+        return await self.run(functools.partial(self._read, work))
+
+    def _read(self, work: Callable[[Connection], _T]) -> _T:
         with self.engine.connect() as conn:
-            return conn.execute(query, params).mappings().all()
+            return work(conn)
+
+
+def _all_rows(query: Executable, params: dict[str, Any] | None, conn: Connection) -> Sequence[RowMapping]:
+    return conn.execute(query, params).mappings().all()
 
 
 class SqliteWriter(_Threads):

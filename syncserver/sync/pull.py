@@ -33,7 +33,7 @@ from syncserver.sync import cursor, payloads
 from syncserver.sync.payloads import StoredEntity
 from syncserver.sync.view_cache import OpenedEntity, ViewCache, opened
 from syncstore.channels import ChannelStore, EvictionRecord, ScopedEntity
-from syncstore.records import EntityRecord
+from syncstore.records import EntityRecord, TenantRecord
 from syncstore.store import Store
 
 
@@ -50,15 +50,12 @@ class PullService:
 
     async def pull(self, principal: Principal, request: PullRequest) -> PullResponse:
         after, since = cursor.decode_position(principal.tenant, request.cursor)
-        tenant = await self.store.get_tenant(principal.tenant)
-        if tenant is None:
-            raise ApiError(401, errors.TENANT_UNKNOWN, "the token's tenant does not exist")
-        if request.cursor is not None and since < tenant.purged_seq:
-            return PullResponse(reset=True)
         limit = min(request.limit, self.limits.max_pull_limit)
         scope = Scope.of(principal)
         if scope.channels is not None:
-            return await self._scoped(principal.tenant, scope.channels, request, (after, since), limit, tenant.last_seq)
+            return await self._scoped(principal.tenant, scope.channels, request, (after, since), limit)
+        if _behind_purge(_known(await self.store.get_tenant(principal.tenant)), request, since):
+            return PullResponse(reset=True)
         rows = await self.store.pull(principal.tenant, after, limit + 1, request.collections)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -79,15 +76,18 @@ class PullService:
         request: PullRequest,
         position: tuple[int, int],
         limit: int,
-        head: int,
     ) -> PullResponse:
         after, since = position
-        chs = sorted(channels)
-        found = await self.access.pull_in_channels(tenant, chs, after, limit + 1, request.collections)
-        # A device pulling from the start holds nothing to evict.
-        gone = await self.access.evictions(tenant, chs, after, limit + 1, request.collections) if after else []
+        # The tenant row and both pages in one read; a device pulling from the start holds nothing to evict.
+        page = await self.access.scoped_page(
+            tenant, sorted(channels), after, limit + 1, request.collections, evictions=bool(after)
+        )
+        tenant_row = _known(page.tenant)
+        if _behind_purge(tenant_row, request, since):
+            return PullResponse(reset=True)
+        head, found = tenant_row.last_seq, page.entities
         items: list[tuple[int, int, object]] = [(f.record.seq, 0, f) for f in found]
-        items += [(g.seq, 1, g) for g in gone]
+        items += [(g.seq, 1, g) for g in page.evictions]
         items.sort(key=lambda item: (item[0], item[1]))
         more = len(items) > limit
         items = items[:limit]
@@ -186,6 +186,18 @@ class PullService:
         if scope.unrestricted:
             return True
         return scope.allows(await self.access.entity_channels(principal.tenant, collection, entity_id))
+
+
+def _known(tenant: TenantRecord | None) -> TenantRecord:
+    """The token's tenant row; ``None`` (no such tenant) is a 401 ``tenant_unknown``."""
+    if tenant is None:
+        raise ApiError(401, errors.TENANT_UNKNOWN, "the token's tenant does not exist")
+    return tenant
+
+
+def _behind_purge(tenant: TenantRecord, request: PullRequest, since: int) -> bool:
+    """Whether the cursor is older than the tenant's purge (the device must reset)."""
+    return request.cursor is not None and since < tenant.purged_seq
 
 
 def _in_scope(scope: Scope, collection: Collection, stored: StoredEntity) -> bool:

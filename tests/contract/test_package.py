@@ -50,6 +50,7 @@ ACCESS_AND_KEY_EXPORTS = {
     "Resealed",
     "SEALED_TABLES",
     "ScopedEntity",
+    "ScopedPage",
     "SealedRow",
     "SealedTable",
 }

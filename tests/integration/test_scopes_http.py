@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from syncproto.messages import PullRequest
 from syncserver.sync import cursor as cursors
+from syncstore.sqlite_sync import SqliteReader
 from tests.integration.conftest import Server, change
 
 
@@ -219,3 +223,31 @@ async def test_channels_follow_every_change_of_one_push_whether_or_not_it_touche
     assert ok[0]["status"] == "applied"
     refused = await server.push(a, "phone-a", [change(1, "dlv-2", [set_("status", "failed")])])
     assert refused[0]["status"] == "rejected"
+
+
+async def test_a_drivers_pull_reads_sqlite_in_one_hop(sqlite_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tenant row, the channel page and the evictions: one trip to a reader thread, not three.
+
+    A hop costs about a third of a small scoped pull (benchmarks/README.md, "A driver's pull in one
+    read"), and every reconnecting driver and every live session makes such pulls.
+    """
+    server = sqlite_server
+    _, boss, a, _ = await seed(server)
+    first = await pull(server, a)
+    await server.push(boss, "web-1", [change(4, "dlv-a", [set_("status", "delivered")], {"web-1": 3})])
+    reader = server.app.state.store.database.reader
+    assert isinstance(reader, SqliteReader)
+    trips: list[str] = []
+    real_run = reader.run
+
+    async def counted(work: Any) -> Any:
+        trips.append(repr(work))
+        return await real_run(work)
+
+    monkeypatch.setattr(reader, "run", counted)
+    request = PullRequest(cursor=first["cursor"])
+    principal = server.verifier.verify(a["Authorization"].removeprefix("Bearer "))
+    response = await server.app.state.pull_service.pull(principal, request)
+
+    assert [e.entity for e in response.changes] == ["dlv-a"]
+    assert len(trips) == 1, trips

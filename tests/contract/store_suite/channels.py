@@ -167,3 +167,31 @@ async def test_channel_rows_never_cross_tenants(store: Store, tenant: str) -> No
     assert await s.pull_in_channels(other, ["driver:a"], 0, 10) == []
     assert await s.evictions(tenant, ["driver:a"], 0, 10) == []
     assert await s.entity_channels(other, "deliveries", "dlv-1") == {}
+
+
+async def test_scoped_page_reads_the_tenant_row_the_page_and_the_evictions_together(store: Store, tenant: str) -> None:
+    await write(store, tenant, 1, "dlv-1", [member("dlv-1", "driver:a", 1)])
+    await write(store, tenant, 2, "dlv-2", [member("dlv-2", "driver:a", 2)])
+    await write(
+        store, tenant, 3, "dlv-1", [member("dlv-1", "driver:a", 3, 1, left=True), member("dlv-1", "driver:b", 3)]
+    )
+    await write(store, tenant, 4, "dlv-3", [member("dlv-3", "driver:a", 4)])
+    s = access(store)
+
+    for after, limit, collections in [(0, 10, None), (1, 10, None), (2, 1, None), (0, 10, ["deliveries"]), (0, 10, [])]:
+        page = await s.scoped_page(tenant, ["driver:a"], after, limit, collections)
+        assert page.tenant == await store.get_tenant(tenant)
+        assert page.entities == await s.pull_in_channels(tenant, ["driver:a"], after, limit, collections)
+        assert page.evictions == await s.evictions(tenant, ["driver:a"], after, limit, collections)
+    page = await s.scoped_page(tenant, ["driver:a"], 0, 10)
+    assert page.tenant is not None
+    assert page.tenant.last_seq == 4
+    assert [(e.record.entity_id, e.joined_seq) for e in page.entities] == [("dlv-2", 2), ("dlv-3", 4)]
+    assert [(e.entity_id, e.seq) for e in page.evictions] == [("dlv-1", 3)]
+
+    without = await s.scoped_page(tenant, ["driver:a"], 0, 10, evictions=False)
+    assert (without.tenant, without.entities, without.evictions) == (page.tenant, page.entities, [])
+    nothing = await s.scoped_page(tenant, [], 0, 10)
+    assert (nothing.tenant, nothing.entities, nothing.evictions) == (page.tenant, [], [])
+    unknown = await s.scoped_page("no-such-tenant", ["driver:a"], 0, 10)
+    assert (unknown.tenant, unknown.entities, unknown.evictions) == (None, [], [])
