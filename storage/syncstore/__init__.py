@@ -45,7 +45,15 @@ from syncstore.records import (
 )
 from syncstore.sql import SqlStore
 from syncstore.sql_attachments import SqlAttachmentStore
-from syncstore.store import EntityKey, PushSession, Store, StoreUnavailable, TenantExists, TenantNotFound
+from syncstore.store import (
+    EntityKey,
+    PushLoad,
+    PushSession,
+    Store,
+    StoreUnavailable,
+    TenantExists,
+    TenantNotFound,
+)
 
 MEMORY_URL = "memory://"
 
@@ -122,6 +130,7 @@ __all__ = [
     "MemoryAttachmentStore",
     "MemoryStore",
     "PushBatch",
+    "PushLoad",
     "PushSession",
     "ReplicaRecord",
     "Resealed",

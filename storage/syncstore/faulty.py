@@ -28,7 +28,7 @@ from syncstore.channels import ChannelStore
 from syncstore.integrity import IntegrityStore
 from syncstore.keystore import KeyStore
 from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
-from syncstore.store import EntityKey, PushSession, Store, StoreUnavailable
+from syncstore.store import EntityKey, PushLoad, PushSession, Store, StoreUnavailable
 
 INTERFACES: tuple[type, ...] = (Store, AdminStore, ChannelStore, KeyStore, IntegrityStore)
 
@@ -126,6 +126,9 @@ class _FaultySession:
 
     async def channel_members(self, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:
         return await self._inner.channel_members(keys)
+
+    async def load(self, replica_ids: Sequence[str], keys: Sequence[EntityKey]) -> PushLoad:
+        return await self._inner.load(replica_ids, keys)
 
     async def commit(self, batch: PushBatch) -> None:
         if not self._armed:

@@ -33,7 +33,7 @@ from syncstore.records import (
     TenantRecord,
     WrappedKey,
 )
-from syncstore.store import EntityKey, PushSession, TenantExists
+from syncstore.store import EntityKey, PushLoad, PushSession, TenantExists
 
 
 class MemoryPushSession:
@@ -71,6 +71,10 @@ class MemoryPushSession:
             if members:
                 found[key] = members
         return found
+
+    async def load(self, replica_ids: Sequence[str], keys: Sequence[EntityKey]) -> PushLoad:
+        found = await self.entities(keys)
+        return PushLoad(await self.replicas(replica_ids), found, await self.channel_members(list(found)))
 
     async def commit(self, batch: PushBatch) -> None:
         """Check ``batch`` against the rules and the stored rows, then apply it all at once."""

@@ -153,8 +153,10 @@ class SqlDatabase:
             async with self.locked(tenant_id) as locked:
                 yield PushTransaction(_AsyncSteps(locked.conn), locked.last_seq, locked.chain_head)
             return
-        async with self.process_lock(tenant_id), self.writer.transaction():
-            last_seq, _, head = await self.writer.step(functools.partial(lock_tenant, tenant_id=tenant_id))
+        async with (
+            self.process_lock(tenant_id),
+            self.writer.transaction(functools.partial(lock_tenant, tenant_id=tenant_id)) as (last_seq, _, head),
+        ):
             yield PushTransaction(self.writer.step, last_seq, head)
 
     async def write(self, work: Callable[[Connection], _T]) -> _T:
@@ -173,8 +175,8 @@ class SqlDatabase:
                 finally:
                     if conn.in_transaction():
                         await conn.rollback()
-        async with self._sqlite_writer, self.writer.transaction():
-            return await self.writer.step(functools.partial(_committed, work))
+        async with self._sqlite_writer, self.writer.transaction(functools.partial(_committed, work)) as result:
+            return result
 
     async def read(self, work: Callable[[Connection], _T]) -> _T:
         """Several reads in one go: ``work(connection)``, whose statements must only read.

@@ -25,7 +25,7 @@ from syncstore import rows, sql_log
 from syncstore.batches import check_batch, latest_entities, latest_replicas
 from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
 from syncstore.sql_database import Steps
-from syncstore.store import EntityKey
+from syncstore.store import EntityKey, PushLoad
 from syncstore.tables import (
     chain_checkpoints,
     changes,
@@ -110,6 +110,13 @@ class SqlPushSession:
         self._check_open()
         return await self._step(functools.partial(_channel_members, tenant_id=self._tenant_id, keys=keys))
 
+    async def load(self, replica_ids: Sequence[str], keys: Sequence[EntityKey]) -> PushLoad:
+        """See ``PushSession.load``: one step."""
+        self._check_open()
+        return await self._step(
+            functools.partial(_load, tenant_id=self._tenant_id, replica_ids=sorted(set(replica_ids)), keys=keys)
+        )
+
     async def commit(self, batch: PushBatch) -> None:
         """Write ``batch`` and the new ``last_seq`` in this session's transaction, then commit.
 
@@ -161,6 +168,12 @@ def _entities(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> di
                 record = rows.entity_from_row(row)
                 found[(record.collection, record.entity_id)] = record
     return found
+
+
+def _load(conn: Connection, tenant_id: str, replica_ids: Sequence[str], keys: Sequence[EntityKey]) -> PushLoad:
+    found = _entities(conn, tenant_id, keys)
+    members = _channel_members(conn, tenant_id, list(found)) if found else {}
+    return PushLoad(_replicas(conn, tenant_id, replica_ids), found, members)
 
 
 def _dot_change_id(conn: Connection, params: dict[str, object]) -> str | None:

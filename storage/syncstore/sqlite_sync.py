@@ -117,30 +117,51 @@ class SqliteWriter(_Threads):
     def __init__(self, url: URL, synchronous: str) -> None:
         super().__init__(sync_engine(url, synchronous, 1), 1, "sqlite-write")
         self._conn: Connection | None = None  # used on the writer thread only
+        self._open = False
+        """Whether the connection was in a transaction when the last step returned (set on the writer thread)."""
+        self._settled = False
+        """Whether the last step returned (not raised, not cancelled) and left no transaction open."""
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
+    async def transaction(self, first: Callable[[Connection], _T]) -> AsyncIterator[_T]:
         """A write transaction on the writer's connection (``BEGIN IMMEDIATE`` at its first statement).
 
-        Rolled back on exit unless a step committed it; the rollback runs even if the caller is cancelled.
-        Failing to open the file raises ``StoreUnavailable``.
+        ``first(connection)`` is its first step, run in the same hop as the transaction's start; its result
+        is what the ``with`` yields. Rolled back on exit unless a step committed it; the rollback runs even if
+        the caller is cancelled. Leaving costs no hop when the last step returned with the transaction
+        committed (a push's write, a short write). Failing to open the file raises ``StoreUnavailable``.
         """
-        await self.run(self._start)
+        self._settled = False
         try:
-            yield
+            yield await self._ran(functools.partial(self._start, first))
         finally:
-            await asyncio.shield(self.run(self._end))
+            if not self._settled:
+                await asyncio.shield(self.run(self._end))
 
     async def step(self, work: Callable[[Connection], _T]) -> _T:
         """``work(connection)`` on the writer thread, inside the open ``transaction``."""
-        return await self.run(functools.partial(self._step, work))
+        return await self._ran(functools.partial(self._step, work))
+
+    async def _ran(self, work: Callable[[], _T]) -> _T:
+        """``work()`` on the writer thread; afterwards ``_settled`` tells whether it returned with nothing open.
+
+        A step that raised or was cancelled (it may still be running) leaves ``_settled`` false, so the
+        transaction's exit rolls back on the thread, after it.
+        """
+        self._settled = False
+        result = await self.run(work)
+        self._settled = not self._open  # written by the thread before the result was handed back
+        return result
 
     def _step(self, work: Callable[[Connection], _T]) -> _T:
         if self._conn is None:
             raise RuntimeError("no write transaction is open")
-        return work(self._conn)
+        self._open = True
+        result = work(self._conn)
+        self._open = self._conn.in_transaction()
+        return result
 
-    def _start(self) -> None:
+    def _start(self, first: Callable[[Connection], _T]) -> _T:
         conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
             if conn is not None:
@@ -153,6 +174,7 @@ class SqliteWriter(_Threads):
             self._conn = conn.execution_options(**WRITE)
         if conn.in_transaction():
             conn.rollback()  # left by a push cancelled half-way
+        return self._step(first)
 
     def _end(self) -> None:
         if self._conn is not None and self._conn.in_transaction():

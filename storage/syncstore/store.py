@@ -16,8 +16,7 @@ persists rows and keeps two promises:
 Usage::
 
     async with store.push_session("acme") as session:
-        replicas = await session.replicas(["phone-7f3a"])
-        rows = await session.entities([("deliveries", "dlv-123")])
+        loaded = await session.load(["phone-7f3a"], [("deliveries", "dlv-123")])  # replicas, rows, channels
         ...  # merge, encrypt, number from session.last_seq + 1
         await session.commit(batch)
 """
@@ -27,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
+
+from msgspec import Struct
 
 from syncstore.records import (
     ChangeRecord,
@@ -56,6 +57,14 @@ class StoreUnavailable(Exception):
     """The backend cannot be reached (database down, file unwritable)."""
 
 
+class PushLoad(Struct, frozen=True, gc=False):
+    """What ``PushSession.load`` read: ``replicas``, ``entities`` and ``channel_members`` of those found."""
+
+    replicas: dict[str, ReplicaRecord]
+    entities: dict[EntityKey, EntityRecord]
+    members: dict[EntityKey, dict[str, int]]
+
+
 class PushSession(Protocol):
     """One locked, atomic write to one tenant. Nothing is written before ``commit``."""
 
@@ -83,6 +92,14 @@ class PushSession(Protocol):
         """The channels each entity is a member of now, each with the seq it joined at.
 
         Entities in no channel are absent. Rows of channels an entity left are not returned.
+        """
+        ...
+
+    async def load(self, replica_ids: Sequence[str], keys: Sequence[EntityKey]) -> PushLoad:
+        """``replicas(replica_ids)``, ``entities(keys)`` and ``channel_members`` of the entities found, together.
+
+        What a push reads before it merges, in one step (on SQLite one hop to the writer thread instead of
+        three). Equal to the three calls made one after another.
         """
         ...
 

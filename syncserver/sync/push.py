@@ -281,21 +281,22 @@ class _PushRun:
 
     async def process(self, changes: list[Change]) -> list[PushResult]:
         """Each change's result. Raises ``ApiError`` only before anything changed (a replica of another user)."""
-        known = (await self.session.replicas([self.replica])).get(self.replica)
+        # The replica, the entities and their channel rows in one read (one step of the transaction). The
+        # entities of every change are read, duplicates' too: which are duplicates the replica row tells.
+        # An entity an earlier push of the group loaded (and maybe changed) is already here, as it is now.
+        keys = dict.fromkeys((c.collection, c.entity) for c in changes)
+        wanted = [k for k in keys if k not in self.entities and k not in self.unavailable]
+        loaded = await self.session.load([self.replica], wanted)
+        known = loaded.replicas.get(self.replica)
         if known is not None:
             if known.owner != self.who.sub:
                 raise ApiError(403, errors.REPLICA_FORBIDDEN, "this replica id belongs to another user")
             self.hwm = known.hwm
-        await self._load([(c.collection, c.entity) for c in changes if c.n > self.hwm])
+        await self._take(loaded.entities, loaded.members)
         return [await self._one(c) for c in changes]
 
-    async def _load(self, keys: list[EntityKey]) -> None:
-        # An entity an earlier push of the group loaded (and maybe changed) is already here, as it is now.
-        wanted = [k for k in dict.fromkeys(keys) if k not in self.entities and k not in self.unavailable]
-        if not wanted:
-            return
-        rows = await self.session.entities(wanted)
-        members = await self.session.channel_members(list(rows)) if rows else {}
+    async def _take(self, rows: dict[EntityKey, EntityRecord], members: dict[EntityKey, dict[str, int]]) -> None:
+        """Open the loaded entity rows into the working set (a row that fails its check: unavailable)."""
         versions = {row.key_version for row in rows.values()}
         if not self.cipher.has(versions):
             self.cipher = await self.svc.ciphers.cipher(self.who.tenant, versions)

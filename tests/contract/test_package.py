@@ -29,6 +29,7 @@ EXPORTED = {
     "InjectedFault",
     "MemoryStore",
     "PushBatch",
+    "PushLoad",
     "PushSession",
     "ReplicaRecord",
     "SqlStore",

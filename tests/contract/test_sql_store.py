@@ -182,6 +182,47 @@ async def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: Path) -> No
     assert pragmas == {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 10000, "foreign_keys": 1}
 
 
+async def test_a_push_is_three_trips_to_the_sqlite_writer_and_a_short_write_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start and lock, load (replicas, entities, their channels), write and commit: three hops, each about as
+    costly as a small push's own work (benchmarks/README.md, "Small pushes in fewer hops"). Leaving after a
+    commit costs none; leaving without one still rolls back on the thread, so the next push goes through."""
+    url = sqlite_url(tmp_path)
+    await upgrade(url)
+    async with opened(url) as store:
+        tenant = factories.new_tenant_id()
+        await store.create_tenant(tenant, factories.key(tenant), NOW)
+        await write(store, tenant, 1, "dlv-1", [member("dlv-1", "driver:a", 1)])
+        writer = store.database.writer
+        assert writer is not None
+        trips: list[object] = []
+        real_run = writer.run
+
+        async def counted(work: Any) -> Any:
+            trips.append(work)
+            return await real_run(work)
+
+        monkeypatch.setattr(writer, "run", counted)
+        async with store.push_session(tenant) as session:
+            loaded = await session.load(["phone"], [("deliveries", "dlv-1")])
+            assert loaded.members == {("deliveries", "dlv-1"): {"driver:a": 1}}
+            await session.commit(factories.changes_batch(2, 1))
+        assert len(trips) == 3
+
+        trips.clear()
+        await store.database.write(lambda conn: conn.execute(select(tenants.c.no)).all())
+        assert len(trips) == 1
+
+        trips.clear()
+        async with store.push_session(tenant) as session:
+            await session.load(["phone"], [])
+        assert len(trips) == 3  # start and lock, load, and the rollback of what was left open
+        async with asyncio.timeout(5), store.push_session(tenant) as session:
+            await session.commit(factories.changes_batch(3, 1))
+        assert len(await store.changes(tenant, 0, 100)) == 3
+
+
 @pytest.mark.parametrize(("level", "code"), [("NORMAL", 1), ("FULL", 2), ("EXTRA", 3)])
 async def test_sqlite_synchronous_is_the_configured_level(tmp_path: Path, level: str, code: int) -> None:
     engine = create_engine(sqlite_url(tmp_path), sqlite_synchronous=level)
@@ -209,8 +250,9 @@ async def test_the_sqlite_writer_and_reader_threads_connect_like_the_engine(
             await session.commit(factories.changes_batch(1, 1))
         writer = store.database.writer
         assert writer is not None
-        async with writer.transaction():  # the connection the push above committed on
-            seen = await writer.step(lambda conn: tuple(conn.exec_driver_sql(pragmas).one()))
+        # The connection the push above committed on.
+        async with writer.transaction(lambda conn: tuple(conn.exec_driver_sql(pragmas).one())) as seen:
+            pass
         assert seen == (code, "wal", 10000, 1)
         assert tuple((await store.database.rows(text(pragmas)))[0].values()) == (code, "wal", 10000, 1)
     finally:

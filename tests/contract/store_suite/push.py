@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncstore import FaultyStore, InjectedFault, PushBatch, Store
+from syncstore import FaultyStore, InjectedFault, MembershipRecord, PushBatch, Store
 from tests.contract import factories
 from tests.contract.factories import as_stored, change, conflict, dead_letter, entity, replica
 
@@ -231,6 +231,31 @@ async def test_session_lookups_of_many_keys(store: Store, tenant: str) -> None:
             "tablet": replica("tablet", hwm=1300),
         }
     assert await last_seq(store, tenant) == 1300
+
+
+async def test_load_reads_replicas_entities_and_their_channels_at_once(store: Store, tenant: str) -> None:
+    rows = [entity("a", 1), entity("b", 2, deleted=True), entity("c", 3)]
+    members = [
+        MembershipRecord("deliveries", "a", "driver:x", 1, 1, True),
+        MembershipRecord("deliveries", "b", "driver:x", 2, 2, False),  # left: an eviction, not a member
+        MembershipRecord("deliveries", "c", "depot:n", 3, 3, True),
+    ]
+    async with store.push_session(tenant) as session:
+        await session.commit(
+            PushBatch(last_seq=3, entities=rows, replicas=[replica("phone", hwm=3)], memberships=members)
+        )
+
+    keys = [("deliveries", "a"), ("deliveries", "b"), ("deliveries", "zz"), ("parcels", "a")]
+    async with store.push_session(tenant) as session:
+        loaded = await session.load(["phone", "tablet"], keys)
+        assert loaded.replicas == await session.replicas(["phone", "tablet"])
+        assert loaded.entities == await session.entities(keys)
+        assert loaded.members == await session.channel_members(list(loaded.entities))
+        assert set(loaded.replicas) == {"phone"}
+        assert set(loaded.entities) == {("deliveries", "a"), ("deliveries", "b")}
+        assert loaded.members == {("deliveries", "a"): {"driver:x": 1}}
+        nothing = await session.load([], [])
+        assert (nothing.replicas, nothing.entities, nothing.members) == ({}, {}, {})
 
 
 async def test_dot_change_id_finds_changes_and_dead_letters(store: Store, tenant: str) -> None:
