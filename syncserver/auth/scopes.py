@@ -112,6 +112,16 @@ def entity_channels(collection: Collection, state: EntityState) -> frozenset[str
     return frozenset(found)
 
 
+@lru_cache(maxsize=1024)
+def channel_fields(templates: tuple[str, ...]) -> frozenset[str]:
+    """The fields channel ``templates`` (a ``Collection.channels``) name: ``entity_channels`` reads no other.
+
+    A change that touches none of them leaves the entity's channels as they were (a push skips the
+    recomputation: it was about a twelfth of the event loop's time in the reconnect storm).
+    """
+    return frozenset(name for template in templates for _, name in _parse(template) if name is not None)
+
+
 Part = tuple[str, str | None]
 """A literal and the field whose value follows it (``None`` at the end)."""
 

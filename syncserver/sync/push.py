@@ -57,7 +57,7 @@ from syncproto.messages import (
 )
 from syncproto.schema import Schema
 from syncproto.values import MAX_VALUE_DEPTH, storable
-from syncserver.auth.scopes import ChannelError, Scope, entity_channels
+from syncserver.auth.scopes import ChannelError, Scope, channel_fields, entity_channels
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.integrity import chain, quarantine
@@ -102,6 +102,8 @@ class _Working:
     """Stored channel rows it is a member of, with the seq it joined each."""
     channels: frozenset[str] = frozenset()
     """The channels it is in now, after the changes of this push so far."""
+    derived: bool = False
+    """Whether ``channels`` were computed from ``stored`` in this group (not taken from the stored rows)."""
     chain: bytes | None = None
     """The chain link of the change at ``seq`` (bound into the sealed state)."""
 
@@ -393,10 +395,13 @@ class _PushRun:
                 errors.TOO_MANY_FIELDS,
                 f"an entity may have at most {self.svc.limits.max_fields_per_entity} fields",
             )
-        try:
-            channels = entity_channels(collection, outcome.state)
-        except ChannelError as exc:
-            raise ChangeRejected(errors.INVALID_CHANGE, str(exc)) from exc
+        if work.derived and outcome.changed.isdisjoint(channel_fields(collection.channels)):
+            channels = work.channels  # computed from the state before, and no field they come from changed
+        else:
+            try:
+                channels = entity_channels(collection, outcome.state)
+            except ChannelError as exc:
+                raise ChangeRejected(errors.INVALID_CHANGE, str(exc)) from exc
         # ... and after it: a driver cannot create or move an entity outside its own channels,
         # nor publish it into a channel its token does not hold (PROTOCOL.md §7.1).
         if not self.scope.allows(channels):
@@ -406,7 +411,7 @@ class _PushRun:
             raise ChangeRejected(
                 errors.FORBIDDEN, f"the change would add the entity to channels your token does not hold: {added}"
             )
-        work.channels = channels
+        work.channels, work.derived = channels, True
         self.seq += 1
         seq = self.seq
         field_seq = dict(work.stored.field_seq)

@@ -225,6 +225,40 @@ async def test_channels_follow_every_change_of_one_push_whether_or_not_it_touche
     assert refused[0]["status"] == "rejected"
 
 
+async def test_a_reassignment_between_other_changes_of_one_push_moves_the_entity(server: Server) -> None:
+    """A push recomputes channels only after a change to a field its templates name (``driver_id``
+    here): the changes around the reassignment keep the channels of the state before them."""
+    _, boss, a, b = await seed(server)
+    first_a, first_b = await pull(server, a), await pull(server, b)
+    vv = first_a["changes"][0]["vv"]
+
+    results = await server.push(
+        boss,
+        "web-1",
+        [
+            change(4, "dlv-a", [set_("status", "loaded")], vv),
+            change(5, "dlv-a", [set_("driver_id", "d-b")], {**vv, "web-1": 4}),
+            change(6, "dlv-a", [set_("status", "out_for_delivery")], {**vv, "web-1": 5}),
+        ],
+    )
+    assert [r["status"] for r in results] == ["applied"] * 3
+
+    gone = await pull(server, a, first_a["cursor"])
+    assert gone["changes"] == []
+    assert gone["evictions"] == [{"collection": "deliveries", "entity": "dlv-a", "seq": 6}]
+    arrived = await pull(server, b, first_b["cursor"])
+    assert [(e["entity"], e["fields"]["status"]["value"]) for e in arrived["changes"]] == [
+        ("dlv-a", "out_for_delivery")
+    ]
+    # Driver b may now change it, driver a no longer.
+    vv = arrived["changes"][0]["vv"]
+    assert (await server.push(b, "phone-b", [change(1, "dlv-a", [set_("status", "delivered")], vv)]))[0][
+        "status"
+    ] == "applied"
+    refused = await server.push(a, "phone-a", [change(1, "dlv-a", [set_("status", "failed")], vv)])
+    assert refused[0]["status"] == "rejected"
+
+
 async def test_a_drivers_pull_reads_sqlite_in_one_hop(sqlite_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """The tenant row, the channel page and the evictions: one trip to a reader thread, not three.
 
