@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from syncstore import FaultyStore, Store, StoreUnavailable, TenantExists, TenantNotFound, TenantRecord
@@ -64,6 +66,13 @@ async def test_push_session_on_unknown_tenant_raises(store: Store) -> None:
     with pytest.raises(TenantNotFound):
         async with store.push_session("nobody"):
             pytest.fail("entered a session for a missing tenant")
+    # ... and leaves nothing locked: the lookup that failed ran inside the session's transaction.
+    tenant_id = factories.new_tenant_id()
+    async with asyncio.timeout(5):
+        await store.create_tenant(tenant_id, factories.key(tenant_id), NOW)
+        async with store.push_session(tenant_id) as session:
+            await session.commit(factories.changes_batch(1, 1))
+    assert await store.get_tenant(tenant_id) == TenantRecord(id=tenant_id, created_at=NOW, last_seq=1, purged_seq=0)
 
 
 async def test_purge_on_unknown_tenant_raises(store: Store) -> None:
