@@ -30,6 +30,8 @@ Pitfalls:
   small pull's time). The tenant row comes first: every change up to its
   ``last_seq`` was committed before the other two reads began.
 * Channel lists are small (a token's ``ch`` claim); they go into ``IN (...)``.
+  ``latest_in_channels`` takes the channels of every live driver of a tenant,
+  which can be thousands: it reads them in chunks.
 * ``pull_in_channels`` must read channel rows and entity rows in one snapshot
   (SQL: one statement): read apart, a push committing in between leaves them at
   different seqs, and an entity dropped for that while the cursor moves past it
@@ -118,6 +120,15 @@ class ChannelStore(Protocol):
         In that order, so every change up to the tenant row's ``last_seq`` is visible to the two reads after
         it; where the backend can, in one round trip and one snapshot. An unknown tenant gives ``None`` and
         empty lists.
+        """
+        ...
+
+    async def latest_in_channels(self, tenant_id: str, channels: Sequence[str], after_seq: int) -> dict[str, int]:
+        """For each of ``channels`` with a row written after ``after_seq``: the highest such row's seq.
+
+        A row is written when an entity in the channel changes and when a change takes it out. So a pull
+        in some channels from a cursor ``p >= after_seq`` finds something (an entity or an eviction) only if
+        one of them maps above ``p``: the live feed wakes only the drivers a new page concerns.
         """
         ...
 

@@ -272,6 +272,7 @@ class MemoryStore:
     pull_in_channels = via("_channels", MemoryChannels.pull_in_channels)
     evictions = via("_channels", MemoryChannels.evictions)
     scoped_page = via("_channels", MemoryChannels.scoped_page)
+    latest_in_channels = via("_channels", MemoryChannels.latest_in_channels)
     entity_channels = via("_channels", MemoryChannels.entity_channels)
     conflicts_in_channels = via("_channels", MemoryChannels.conflicts_in_channels)
     set_entity_channels = via("_channels", MemoryChannels.set_entity_channels)

@@ -82,6 +82,16 @@ class MemoryChannels:
         gone = await self.evictions(tenant_id, channels, after_seq, limit, collections) if evictions else []
         return ScopedPage(tenant.record, found, gone)
 
+    async def latest_in_channels(self, tenant_id: str, channels: Sequence[str], after_seq: int) -> dict[str, int]:
+        tenant = self._state.tenants.get(tenant_id)
+        wanted = set(channels)
+        latest: dict[str, int] = {}
+        for rows in tenant.channels.values() if tenant else []:
+            for channel, m in rows.items():
+                if channel in wanted and m.seq > max(after_seq, latest.get(channel, 0)):
+                    latest[channel] = m.seq
+        return latest
+
     async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
         tenant = self._state.tenants.get(tenant_id)
         rows = tenant.channels.get((collection, entity_id), {}) if tenant else {}

@@ -289,6 +289,7 @@ class SqlStore:
     pull_in_channels = via("_channels", SqlChannels.pull_in_channels)
     evictions = via("_channels", SqlChannels.evictions)
     scoped_page = via("_channels", SqlChannels.scoped_page)
+    latest_in_channels = via("_channels", SqlChannels.latest_in_channels)
     entity_channels = via("_channels", SqlChannels.entity_channels)
     conflicts_in_channels = via("_channels", SqlChannels.conflicts_in_channels)
     set_entity_channels = via("_channels", SqlChannels.set_entity_channels)

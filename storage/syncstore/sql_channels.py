@@ -35,6 +35,7 @@ from syncstore import rows, sql_log
 from syncstore.channels import EvictionRecord, ScopedEntity, ScopedPage
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
 from syncstore.sql_database import SqlDatabase
+from syncstore.sql_session import chunks
 from syncstore.tables import conflicts, entities, entity_channels, latest_seq_column
 
 ec = entity_channels
@@ -103,6 +104,22 @@ class SqlChannels:
             _scoped_entities(found[0], limit) if found else [],
             _eviction_records(found[1]) if len(found) > 1 else [],
         )
+
+    async def latest_in_channels(self, tenant_id: str, channels: Sequence[str], after_seq: int) -> dict[str, int]:
+        """See ``ChannelStore.latest_in_channels``: one read, a statement per chunk of channels.
+
+        Each channel is a range of ``ix_entity_channels_tenant_channel_seq`` after ``after_seq``: the work
+        grows with the rows written since, not with the tenant's size.
+        """
+        wanted = sorted(set(channels))
+        if not wanted:
+            return {}
+        reads: list[_Read] = [
+            (_LATEST_IN_CHANNELS, {"tenant_id": tenant_id, "channels": list(chunk), "after": after_seq})
+            for chunk in chunks(wanted)
+        ]
+        found = await self._db.read(functools.partial(_read_all, reads))
+        return {row["channel"]: row["seq"] for rows_ in found for row in rows_}
 
     async def entity_channels(self, tenant_id: str, collection: str, entity_id: str) -> dict[str, int]:
         """See ``ChannelStore.entity_channels``."""
@@ -194,6 +211,16 @@ class SqlChannels:
 
 _Read = tuple[Select[Any], dict[str, Any]]
 """A statement and its bound values."""
+
+_LATEST_IN_CHANNELS = (
+    select(ec.c.channel, func.max(ec.c.seq).label("seq"))
+    .where(
+        sql_log.of_tenant(ec, bindparam("tenant_id")),
+        ec.c.channel.in_(bindparam("channels", expanding=True)),
+        ec.c.seq > bindparam("after"),
+    )
+    .group_by(ec.c.channel)
+)
 
 
 def _wanted(channels: Sequence[str], limit: int, collections: Sequence[str] | None) -> list[str] | None:

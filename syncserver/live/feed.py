@@ -12,6 +12,7 @@ from syncproto.messages import (
     Unavailable,
     WsChanges,
 )
+from syncserver.auth.scopes import Scope
 from syncserver.keys.keyring import TenantCipher
 from syncserver.live.connection import Connection, Frame, encode, log
 from syncserver.sync import cursor
@@ -82,6 +83,10 @@ class Page:
             data = encode(_changes(views, next_cursor, self.more, unavailable), conn.encoding)
             shared = self._frames[key] = Frame(data, self.upto, self.stamp_ms, since=whole)
         return shared
+
+
+def _channels(conn: Connection) -> frozenset[str]:
+    return Scope.of(conn.principal).channels or frozenset()
 
 
 def _changes(views: list[EntityView], next_cursor: str, more: bool, unavailable: list[Unavailable]) -> WsChanges:
@@ -170,14 +175,40 @@ class Feed:
             self.cached_rows -= len(self.pages.popleft().rows)
         self.read_upto = page.upto
         self.head = max(self.head, page.upto)
+        quiet = await self._quiet(page)
         for conn in list(self.connections):
             if not conn.live:
                 continue
             if conn.shared:
                 self.offer(conn, page)
             elif conn.position < page.upto:
-                self.hub.catch_up(conn)  # its own scoped pull (evictions, entities entering its scope)
+                if conn in quiet:
+                    # Nothing after its position in any of its channels: its pull would find nothing.
+                    conn.position = conn.since = page.upto
+                else:
+                    self.hub.catch_up(conn)  # its own scoped pull (evictions, entities entering its scope)
         return True
+
+    async def _quiet(self, page: Page) -> set[Connection]:
+        """The live drivers behind ``page`` that nothing after their position concerns: no row of their
+        channels was written since (an entity changing in one, or leaving it), so their pull would find nothing.
+
+        One read for all of them, instead of a scoped pull each: with hundreds of drivers connected, each
+        commit woke every one of them for a pull that found nothing for all but a few (benchmarks/README.md,
+        "Live drivers woken only by their channels"). A connection that attaches or moves back meanwhile
+        is not in the set: it gets its pull.
+        """
+        behind = {c: c.position for c in self.connections if c.live and not c.shared and c.position < page.upto}
+        if not behind:
+            return set()
+        after = min(behind.values())
+        channels = sorted({ch for c in behind for ch in _channels(c)})
+        latest = await self.hub.pull.access.latest_in_channels(self.tenant, channels, after)
+        return {
+            c
+            for c, position in behind.items()
+            if c.position >= position and all(latest.get(ch, 0) <= c.position for ch in _channels(c))
+        }
 
     def offer(self, conn: Connection, page: Page) -> None:
         if conn.position >= page.upto:

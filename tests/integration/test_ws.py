@@ -433,3 +433,59 @@ async def test_a_driver_gets_only_its_channels_live_with_evictions_exactly_as_ht
         moved = peer.recv_type("changes")
         assert moved["changes"] == []
         assert [(e["collection"], e["entity"]) for e in moved["evictions"]] == [("deliveries", "dlv-1")]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def two_drivers_server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
+    url = "memory://" if request.param == "memory" else f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}"
+    async for s in start(make_settings(tmp_path, url, live=LiveSettings(handshake_timeout_ms=1000))):
+        yield s
+
+
+async def test_a_live_driver_is_woken_only_by_changes_in_its_channels(
+    two_drivers_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit wakes a live driver (a scoped pull of its own) only if a row of its channels was written
+    after its position: an entity changing in one of them, or leaving it. Before, every commit woke every
+    driver of the tenant (benchmarks/README.md, "Live drivers woken only by their channels")."""
+    server = two_drivers_server
+    tenant = await server.tenant()
+    dispatcher = bearer(server, tenant)
+    d1 = bearer(server, tenant, "driver-1", "driver", channels=("driver:d1",))
+    d2 = bearer(server, tenant, "driver-2", "driver", channels=("driver:d2",))
+    pulls: list[str] = []
+    service = server.app.state.pull_service
+    assert server.app.state.live.pull is service
+    real_pull = service.pull
+
+    async def counted(principal: Any, request: Any) -> Any:
+        pulls.append(principal.sub)
+        return await real_pull(principal, request)
+
+    def assign(n: int, entity: str, who: str, **fields: str) -> dict[str, Any]:
+        ops = [{"op": "set", "field": "driver_id", "value": who}]
+        ops += [{"op": "set", "field": name, "value": value} for name, value in fields.items()]
+        return change(n, entity, ops)
+
+    await server.push(dispatcher, "web-1", [assign(1, "dlv-1", "d1"), assign(2, "dlv-2", "d2")])
+    with (
+        connected(await server.client.websocket_connect(WS, headers=d1)) as one,
+        connected(await server.client.websocket_connect(WS, headers=d2)) as two,
+    ):
+        one.hello()
+        assert [e["entity"] for e in one.catch_up()[0]] == ["dlv-1"]
+        two.hello()
+        assert [e["entity"] for e in two.catch_up()[0]] == ["dlv-2"]
+        monkeypatch.setattr(service, "pull", counted)
+
+        await server.push(dispatcher, "web-1", [assign(3, "dlv-2", "d2", status="loaded")])
+        assert [e["entity"] for e in two.recv_type("changes")["changes"]] == ["dlv-2"]
+        await server.push(dispatcher, "web-1", [assign(4, "dlv-1", "d1", status="loaded")])
+        assert [e["entity"] for e in one.recv_type("changes")["changes"]] == ["dlv-1"]
+        assert sorted(pulls) == ["driver-1", "driver-2"], "a driver was woken by a change outside its channels"
+
+        # dlv-2 moves from d2 to d1: d1 gets it whole, d2 its eviction (the row it left by wakes it).
+        await server.push(dispatcher, "web-1", [assign(5, "dlv-2", "d1")])
+        moved = one.recv_type("changes")
+        assert [(e["entity"], e["fields"]["status"]["value"]) for e in moved["changes"]] == [("dlv-2", "loaded")]
+        assert [e["entity"] for e in two.recv_type("changes")["evictions"]] == ["dlv-2"]

@@ -195,3 +195,29 @@ async def test_scoped_page_reads_the_tenant_row_the_page_and_the_evictions_toget
     assert (nothing.tenant, nothing.entities, nothing.evictions) == (page.tenant, [], [])
     unknown = await s.scoped_page("no-such-tenant", ["driver:a"], 0, 10)
     assert (unknown.tenant, unknown.entities, unknown.evictions) == (None, [], [])
+
+
+async def test_latest_in_channels_is_the_newest_row_of_each_channel_after_a_seq(store: Store, tenant: str) -> None:
+    await write(store, tenant, 1, "dlv-1", [member("dlv-1", "driver:a", 1), member("dlv-1", "depot:n", 1)])
+    await write(store, tenant, 2, "dlv-2", [member("dlv-2", "driver:b", 2)])
+    await write(store, tenant, 3, "dlv-1", [member("dlv-1", "driver:a", 3, 1), member("dlv-1", "depot:n", 3, 1)])
+    # dlv-2 leaves driver b at 4: the row that makes the eviction counts too.
+    await write(
+        store, tenant, 4, "dlv-2", [member("dlv-2", "driver:b", 4, 2, left=True), member("dlv-2", "driver:c", 4)]
+    )
+    s = access(store)
+
+    everything = ["driver:a", "driver:b", "driver:c", "depot:n", "driver:nobody"]
+    assert await s.latest_in_channels(tenant, everything, 0) == {
+        "driver:a": 3,
+        "depot:n": 3,
+        "driver:b": 4,
+        "driver:c": 4,
+    }
+    assert await s.latest_in_channels(tenant, everything, 3) == {"driver:b": 4, "driver:c": 4}
+    assert await s.latest_in_channels(tenant, everything, 4) == {}
+    assert await s.latest_in_channels(tenant, ["driver:a"], 0) == {"driver:a": 3}
+    assert await s.latest_in_channels(tenant, [], 0) == {}
+    assert await s.latest_in_channels("no-such-tenant", everything, 0) == {}
+    many = [f"driver:{i}" for i in range(1200)] + ["driver:c"]  # more than one chunk of IN (...)
+    assert await s.latest_in_channels(tenant, many, 0) == {"driver:c": 4}
