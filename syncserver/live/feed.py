@@ -167,6 +167,7 @@ class Feed:
             return False
         cipher = await self.hub.pull.ciphers.cipher(self.tenant)
         page = Page(after, rows[:limit], len(rows) > limit, cipher)
+        quiet = await self._quiet(page)  # before the feed moves on: if it fails, the page is read again
         for older in self.pages:  # live connections have what they need; laggards rebuild on demand
             older.forget()
         self.pages.append(page)
@@ -175,7 +176,6 @@ class Feed:
             self.cached_rows -= len(self.pages.popleft().rows)
         self.read_upto = page.upto
         self.head = max(self.head, page.upto)
-        quiet = await self._quiet(page)
         for conn in list(self.connections):
             if not conn.live:
                 continue

@@ -489,3 +489,35 @@ async def test_a_live_driver_is_woken_only_by_changes_in_its_channels(
         moved = one.recv_type("changes")
         assert [(e["entity"], e["fields"]["status"]["value"]) for e in moved["changes"]] == [("dlv-2", "loaded")]
         assert [e["entity"] for e in two.recv_type("changes")["evictions"]] == ["dlv-2"]
+
+
+async def test_a_failed_read_of_the_channel_rows_reads_the_page_again(
+    two_drivers_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed asks which drivers a page concerns before it moves on: if that read fails, the page is read
+    again (after the feed's retry delay) and the driver still gets its change."""
+    server = two_drivers_server
+    tenant = await server.tenant()
+    dispatcher = bearer(server, tenant)
+    d1 = bearer(server, tenant, "driver-1", "driver", channels=("driver:d1",))
+    access = server.app.state.pull_service.access
+    real = access.latest_in_channels
+    failures: list[str] = []
+
+    async def failing_once(*args: Any) -> Any:
+        if not failures:
+            failures.append("failed")
+            raise OSError("the database went away for a moment")
+        return await real(*args)
+
+    await server.push(dispatcher, "web-1", [change(1, "dlv-1", [{"op": "set", "field": "driver_id", "value": "d1"}])])
+    with connected(await server.client.websocket_connect(WS, headers=d1)) as peer:
+        peer.hello()
+        assert [e["entity"] for e in peer.catch_up()[0]] == ["dlv-1"]
+        monkeypatch.setattr(access, "latest_in_channels", failing_once)
+        await server.push(
+            dispatcher, "web-1", [change(2, "dlv-1", [{"op": "set", "field": "status", "value": "loaded"}])]
+        )
+        live = peer.recv_type("changes")
+        assert [(e["entity"], e["fields"]["status"]["value"]) for e in live["changes"]] == [("dlv-1", "loaded")]
+        assert failures == ["failed"]
