@@ -149,8 +149,11 @@ class LiveHub:
 
     async def _read_log(self, conn: Connection) -> None:
         """One page of catch-up: an HTTP pull from the connection's cursor, filtered by its scope."""
-        record = await self.store.get_tenant(conn.tenant)
-        head = record.last_seq if record is not None else 0
+        head: int | None = None
+        if conn.shared:
+            # A tenant-wide pull's cursor stops at its last row: the head read before it says how far it saw.
+            record = await self.store.get_tenant(conn.tenant)
+            head = record.last_seq if record is not None else 0
         request = PullRequest(cursor=conn.cursor(), limit=self.settings.page_limit, collections=conn.collections)
         response = await self.pull.pull(conn.principal, request)
         if response.reset:
@@ -159,8 +162,9 @@ class LiveHub:
             conn.has_cursor = False
             return
         last, since = cursor.decode_position(conn.tenant, response.cursor)
-        # Without more pages the pull has seen every commit up to ``head``, matching or not.
-        position = last if response.more else max(last, head)
+        # Without more pages the pull has seen every commit up to ``head``, matching or not. A scoped pull's
+        # cursor is already there: it read the tenant's head before its page, in the same read (``scoped_page``).
+        position = last if response.more or head is None else max(last, head)
         whole = since if response.more else position
         conn.has_cursor = True
         views = [v for v in response.changes if conn.scope is None or conn.scope(conn.principal, v)]

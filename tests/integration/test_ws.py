@@ -521,3 +521,47 @@ async def test_a_failed_read_of_the_channel_rows_reads_the_page_again(
         live = peer.recv_type("changes")
         assert [(e["entity"], e["fields"]["status"]["value"]) for e in live["changes"]] == [("dlv-1", "loaded")]
         assert failures == ["failed"]
+
+
+async def test_a_drivers_live_catch_up_is_one_read_per_page(
+    two_drivers_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver's catch-up page is its scoped pull alone: the pull reads the tenant's head before its page
+    (``scoped_page``), so the hub reads no tenant row of its own for it. Counted in tenant reads and, on
+    SQLite, in trips to a reader thread."""
+    server = two_drivers_server
+    tenant = await server.tenant()
+    dispatcher = bearer(server, tenant)
+    d1 = bearer(server, tenant, "driver-1", "driver", channels=("driver:d1",))
+    d2 = bearer(server, tenant, "driver-2", "driver", channels=("driver:d2",))
+    assign = [{"op": "set", "field": "driver_id", "value": "d2"}]
+    await server.push(dispatcher, "web-1", [change(1, "dlv-1", assign)])
+    store = server.app.state.store
+    reader = store.database.reader if hasattr(store, "database") else None
+    tenant_reads: list[str] = []
+    real_get_tenant = store.get_tenant
+
+    async def counted_get_tenant(tenant_id: str) -> Any:
+        tenant_reads.append(tenant_id)
+        return await real_get_tenant(tenant_id)
+
+    trips: list[object] = []
+    with connected(await server.client.websocket_connect(WS, headers=d1)) as first:
+        first.hello()
+        first.catch_up()  # the tenant's feed exists from here on
+        monkeypatch.setattr(store, "get_tenant", counted_get_tenant)
+        if reader is not None:
+            real_run = reader.run
+
+            async def counted_run(work: Any) -> Any:
+                trips.append(work)
+                return await real_run(work)
+
+            monkeypatch.setattr(reader, "run", counted_run)
+        with connected(await server.client.websocket_connect(WS, headers=d2)) as second:
+            second.hello()
+            assert [e["entity"] for e in second.catch_up()[0]] == ["dlv-1"]
+    # One tenant read: the session's check, at its handshake, that its token's tenant exists; none per page.
+    assert len(tenant_reads) == 1
+    if reader is not None:
+        assert len(trips) == 2, trips  # that check and the one page's scoped pull
