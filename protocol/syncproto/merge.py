@@ -47,7 +47,7 @@ from syncproto.messages import (
 )
 from syncproto.rules import Rule
 from syncproto.schema import Collection, Kind
-from syncproto.values import INT64_MAX, MAX_HLC_COUNTER, MAX_VALUE_DEPTH, check_value, in_int64
+from syncproto.values import INT64_MAX, INT64_MIN, MAX_HLC_COUNTER, MAX_VALUE_DEPTH, check_value
 from syncproto.vv import Dot, covers
 from syncproto.vv import merge as vv_merge
 
@@ -140,7 +140,7 @@ def check_bounds(change: Change) -> None:
     Run it before anything encodes the change: such a change may not survive encoding.
     """
     wall, logical = change.hlc
-    if not in_int64(wall) or logical > MAX_HLC_COUNTER:
+    if not INT64_MIN <= wall <= INT64_MAX or logical > MAX_HLC_COUNTER:
         raise ChangeRejected(
             errors.VALUE_OUT_OF_RANGE, f"an HLC is [int64, int <= {MAX_HLC_COUNTER}]; got {[wall, logical]}"
         )
@@ -148,10 +148,15 @@ def check_bounds(change: Change) -> None:
         raise ChangeRejected(errors.VALUE_OUT_OF_RANGE, "a context counter is outside signed 64 bits")
     for op in change.ops:
         if isinstance(op, IncOp):
-            if not in_int64(op.by):
+            if not INT64_MIN <= op.by <= INT64_MAX:
                 raise ChangeRejected(errors.VALUE_OUT_OF_RANGE, f"'inc' of '{op.field}' is outside signed 64 bits")
-        elif isinstance(op, _VALUE_OPS) and type(op.value) is not str:
-            code = check_value(op.value)
+        elif isinstance(op, _VALUE_OPS):
+            value: Any = op.value
+            kind = type(value)
+            # Most values are a string or a number: checked here, without a call (this runs for every change).
+            if kind is str or value is None or kind is bool or (kind is int and INT64_MIN <= value <= INT64_MAX):
+                continue
+            code = check_value(value)
             if code is not None:
                 raise ChangeRejected(code, _VALUE_MESSAGES[code].format(op.field, MAX_VALUE_DEPTH))
 
@@ -169,6 +174,11 @@ def check_change(change: Change, collection: Collection, *, bounds_checked: bool
 
     ``bounds_checked``: the caller already ran ``check_bounds`` (the server does, before anything else).
     """
+    _field_kinds(change, collection, bounds_checked)
+
+
+def _field_kinds(change: Change, collection: Collection, bounds_checked: bool) -> list[Kind]:
+    """``check_change``; returns the kind of each op's field (none for a delete), for ``apply_change``."""
     if not bounds_checked:
         check_bounds(change)
     ops = change.ops
@@ -177,7 +187,8 @@ def check_change(change: Change, collection: Collection, *, bounds_checked: bool
     if isinstance(ops[0], DeleteOp):
         if len(ops) > 1:
             raise ChangeRejected(errors.INVALID_CHANGE, "a delete must be the only op of its change")
-        return
+        return []
+    kinds: list[Kind] = []
     for op in ops:
         want = _OP_KIND.get(type(op))
         if want is None:  # a delete after other ops
@@ -188,16 +199,13 @@ def check_change(change: Change, collection: Collection, *, bounds_checked: bool
                 errors.KIND_MISMATCH,
                 f"op '{_OP_NAME[type(op)]}' needs a {want} field, but {collection.name}.{op.field} is a {have}",  # type: ignore[union-attr]
             )
-        if isinstance(op, TextOp):
+        if want == "text":
             try:
-                text.decode_update(op.update)
+                text.decode_update(op.update)  # type: ignore[union-attr]
             except text.InvalidTextUpdate as exc:
                 raise ChangeRejected(errors.INVALID_TEXT_UPDATE, str(exc)) from exc
-
-
-def _field(state: EntityState, name: str, kind: Kind) -> FieldState:
-    current = state.fields.get(name)
-    return current if current is not None else _empty(kind)
+        kinds.append(have)
+    return kinds
 
 
 def apply_change(
@@ -214,7 +222,7 @@ def apply_change(
 
     ``hlc`` overrides the change's stamp (the server passes a clamped one).
     """
-    check_change(change, collection, bounds_checked=bounds_checked)
+    kinds = _field_kinds(change, collection, bounds_checked)
     stamp = hlc or change.hlc
     n = change.n
     dot = Dot(replica, n)
@@ -239,11 +247,13 @@ def apply_change(
 
     concurrent_deletes = [m for m in state.tomb if ctx.get(m.replica, 0) < m.n]
     out.state.tomb = concurrent_deletes
-    out.state.live = [*(m for m in state.live if ctx.get(m.replica, 0) < m.n), mark]
+    live = [m for m in state.live if ctx.get(m.replica, 0) < m.n]
+    live.append(mark)
+    out.state.live = live
     if concurrent_deletes:
         out.conflicts.extend(_delete_conflict(d, [mark], collection.on_delete) for d in concurrent_deletes)
     for i, op in enumerate(change.ops):
-        _apply_op(out, op, i, dot, ctx, stamp, user, collection)
+        _apply_op(out, op, i, dot, ctx, stamp, user, collection, kinds[i])
     if was_deleted and not is_deleted(out.state, collection.on_delete):
         out.revived = True
         out.changed.update(out.state.fields)
@@ -259,9 +269,12 @@ def _apply_op(
     stamp: tuple[int, int],
     user: str,
     collection: Collection,
+    kind: Kind,
 ) -> None:
     name: str = op.field
-    current = _field(out.state, name, collection.kind(name))
+    current = out.state.fields.get(name)
+    if current is None:
+        current = _empty(kind)
     new: FieldState
     match op:
         case SetOp(value=v):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 
 import msgspec
 
@@ -43,19 +44,42 @@ def genesis(tenant: str) -> bytes:
 
 def link(prev: bytes, change: ChangeRecord, ops_plaintext: bytes) -> bytes:
     """``L(change.seq)`` from the previous link; ``change.chain`` and ``change.payload`` are not read."""
+    dot = (
+        change.seq,
+        change.change_id,
+        change.collection,
+        change.entity_id,
+        change.replica_id,
+        change.n,
+        change.hlc,
+        change.user,
+    )
+    return link_fields(prev, dot, change.context, change.created_at, ops_plaintext)
+
+
+def link_fields(
+    prev: bytes,
+    head: tuple[int, str, str, str, str, int, tuple[int, int], str],
+    context: Mapping[str, int],
+    created_at: int,
+    ops_plaintext: bytes,
+) -> bytes:
+    """``link`` of a change not yet made a record (the push's hot path): ``head`` is its
+    ``(seq, change_id, collection, entity_id, replica_id, n, hlc, user)``."""
+    seq, change_id, collection, entity_id, replica_id, n, hlc, user = head
     meta = _encoder.encode(
         [
-            change.seq,
-            change.change_id,
-            change.collection,
-            change.entity_id,
-            change.replica_id,
-            change.n,
-            change.hlc[0],
-            change.hlc[1],
-            change.user,
-            sorted(change.context.items()),
-            change.created_at,
+            seq,
+            change_id,
+            collection,
+            entity_id,
+            replica_id,
+            n,
+            hlc[0],
+            hlc[1],
+            user,
+            sorted(context.items()),
+            created_at,
         ]
     )
     digest = hashlib.sha256(prev)

@@ -395,23 +395,23 @@ class _PushRun:
                 errors.TOO_MANY_FIELDS,
                 f"an entity may have at most {self.svc.limits.max_fields_per_entity} fields",
             )
-        if work.derived and outcome.changed.isdisjoint(channel_fields(collection.channels)):
-            channels = work.channels  # computed from the state before, and no field they come from changed
-        else:
+        if not (work.derived and outcome.changed.isdisjoint(channel_fields(collection.channels))):
             try:
                 channels = entity_channels(collection, outcome.state)
             except ChannelError as exc:
                 raise ChangeRejected(errors.INVALID_CHANGE, str(exc)) from exc
-        # ... and after it: a driver cannot create or move an entity outside its own channels,
-        # nor publish it into a channel its token does not hold (PROTOCOL.md §7.1).
-        if not self.scope.allows(channels):
-            raise ChangeRejected(errors.FORBIDDEN, FORBIDDEN_MESSAGE)
-        added = self.scope.foreign(channels - work.channels)
-        if added:
-            raise ChangeRejected(
-                errors.FORBIDDEN, f"the change would add the entity to channels your token does not hold: {added}"
-            )
-        work.channels, work.derived = channels, True
+            # ... and after it: a driver cannot create or move an entity outside its own channels,
+            # nor publish it into a channel its token does not hold (PROTOCOL.md §7.1).
+            if not self.scope.allows(channels):
+                raise ChangeRejected(errors.FORBIDDEN, FORBIDDEN_MESSAGE)
+            added = self.scope.foreign(channels - work.channels)
+            if added:
+                raise ChangeRejected(
+                    errors.FORBIDDEN, f"the change would add the entity to channels your token does not hold: {added}"
+                )
+            work.channels, work.derived = channels, True
+        # Else the channels are those computed from the state before (no field they come from changed), and
+        # the scope allowed them then: when they were derived, and above (the entity is not new).
         self.seq += 1
         seq = self.seq
         field_seq = dict(work.stored.field_seq)
@@ -420,23 +420,32 @@ class _PushRun:
         work.stored = payloads.StoredEntity(outcome.state, field_seq)
         work.seq = seq
         work.dirty = True
-        record = ChangeRecord(
-            seq=seq,
-            change_id=change.id,
-            collection=change.collection,
-            entity_id=change.entity,
-            replica_id=self.replica,
-            n=change.n,
-            hlc=stamp,
-            user=self.who.sub,
-            context=dict(change.context),
-            key_version=0,
-            payload=b"",
-            created_at=self.now,
+        context = dict(change.context)
+        self.head = work.chain = chain.link_fields(
+            self.head,
+            (seq, change.id, change.collection, change.entity, self.replica, change.n, stamp, self.who.sub),
+            context,
+            self.now,
+            plaintext,
         )
-        self.head = work.chain = chain.link(self.head, record, plaintext)
         version, payload = payloads.seal_ops(self.cipher, change.collection, change.entity, seq, self.head, plaintext)
-        self.changes.append(msgspec.structs.replace(record, key_version=version, payload=payload, chain=self.head))
+        self.changes.append(
+            ChangeRecord(
+                seq=seq,
+                change_id=change.id,
+                collection=change.collection,
+                entity_id=change.entity,
+                replica_id=self.replica,
+                n=change.n,
+                hlc=stamp,
+                user=self.who.sub,
+                context=context,
+                key_version=version,
+                payload=payload,
+                created_at=self.now,
+                chain=self.head,
+            )
+        )
         drafts = list(outcome.conflicts)
         for i, draft in enumerate(drafts):
             self._conflict(change, seq, i, draft)

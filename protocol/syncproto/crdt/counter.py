@@ -32,12 +32,18 @@ def increment(c: Counter, dot: Dot, by: int) -> Counter:
     last_n, inc, dec = c.entries.get(dot.replica, (0, 0, 0))
     if dot.n < last_n:
         return c  # an older change of this replica: already counted
-    entry = (dot.n, inc + max(by, 0), dec + max(-by, 0))
-    total = value(c) + by
+    if by >= 0:
+        inc += by
+    else:
+        dec -= by
+    total = by
+    for _, i, d in c.entries.values():
+        total += i - d
     if not INT64_MIN <= total <= INT64_MAX:
         raise OutOfRange(f"the counter would be {total}, outside signed 64 bits")
-    if max(entry[1], entry[2]) > UINT64_MAX:
+    if inc > UINT64_MAX or dec > UINT64_MAX:
         raise OutOfRange("this replica's increments or decrements of the counter would add up beyond 64 bits")
+    entry = (dot.n, inc, dec)
     entries = dict(c.entries)
     entries[dot.replica] = entry
     return Counter(entries)
