@@ -86,8 +86,21 @@ def open_tail(cipher: TenantCipher, owner: str, offset: int, blob: BytesLike, ke
         raise ChunkError(f"the partial chunk of upload {owner} does not open") from exc
 
 
+OFF_LOOP_BYTES = 256 * 1024
+"""A sealed chunk at least this long is opened on a worker thread (``SealedBlob._open_off_loop``)."""
+
+
+def _discard(task: asyncio.Future[bytes]) -> None:
+    """Cancel a read ahead that is no longer wanted, and retrieve its outcome if it already has one."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()  # retrieved: not reported as "never retrieved"
+    else:
+        task.cancel()
+
+
 class SealedBlob:
-    """Reads the plaintext of one stored blob, chunk by chunk (memory: one chunk)."""
+    """Reads the plaintext of one stored blob, chunk by chunk (memory: two chunks, see ``read``)."""
 
     def __init__(
         self, blobs: BlobStore, cipher: TenantCipher, tenant: str, owner: str, key_version: int, size: int, chunk: int
@@ -102,7 +115,18 @@ class SealedBlob:
         self.count = chunk_count(size, chunk)
 
     async def read_chunk(self, index: int) -> bytes:
-        return self._open(index, await self._get(index))
+        """The plaintext of chunk ``index``, read and authenticated (on a worker thread: see ``_open_off_loop``)."""
+        return await self._open_off_loop(index, await self._get(index))
+
+    async def _open_off_loop(self, index: int, blob: BytesLike) -> bytes:
+        """``_open`` on a worker thread for a chunk of ``OFF_LOOP_BYTES`` or more, else on the loop.
+
+        AES-GCM releases the GIL: decrypting a 1 MiB chunk on the event loop's thread held up every other
+        request for about 0.3 ms per chunk, twice per chunk of a streamed download (checked, then sent).
+        """
+        if len(blob) < OFF_LOOP_BYTES:
+            return self._open(index, blob)
+        return await asyncio.get_running_loop().run_in_executor(None, self._open, index, blob)
 
     async def _get(self, index: int) -> BytesLike:
         try:
@@ -162,18 +186,30 @@ class SealedBlob:
         open_chunk_into(self.cipher, self.owner, index, index == self.count - 1, blob, self.key_version, out)
 
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Plaintext bytes ``[start, end)`` (``end`` defaults to the size)."""
+        """Plaintext bytes ``[start, end)`` (``end`` defaults to the size), chunk by chunk.
+
+        One chunk ahead: the next chunk is read and opened while the caller handles (sends) the current
+        one, so at most two chunks are held, whatever the blob's size.
+        """
         stop = self.size if end is None else end
         index = start // self.chunk
-        while index * self.chunk < stop or (index == 0 and self.size == 0):
-            data = await self.read_chunk(index)
-            base = index * self.chunk
-            piece = data[max(0, start - base) : max(0, stop - base)]
-            if piece:
-                yield piece
-            index += 1
-            if index >= self.count:
-                break
+        if not (index * self.chunk < stop or (index == 0 and self.size == 0)):
+            return
+        ahead: asyncio.Future[bytes] | None = asyncio.ensure_future(self.read_chunk(index))
+        try:
+            while ahead is not None:
+                data = await ahead
+                following = index + 1
+                more = following < self.count and following * self.chunk < stop
+                ahead = asyncio.ensure_future(self.read_chunk(following)) if more else None
+                base = index * self.chunk
+                piece = data[max(0, start - base) : max(0, stop - base)]
+                if piece:
+                    yield piece
+                index = following
+        finally:
+            if ahead is not None:
+                _discard(ahead)  # the caller stopped early (a closed connection, a failed chunk)
 
     async def verify(self, start: int = 0, end: int | None = None) -> None:
         """Open every chunk covering ``[start, end)``; raise ``ChunkError`` at the first bad one."""
