@@ -20,6 +20,7 @@ from syncproto.crdt import AWSet, Counter, Log, LogEntry, Register, Sibling, Tex
 from syncproto.merge import EntityState, Mark
 from syncproto.messages import ConflictValue, SetOp
 from syncproto.vv import Dot
+from syncserver.keys.envelope import open_sealed, row_aad
 from syncserver.keys.keyring import DecryptionError, TenantCipher
 from syncserver.sync import compact, payloads
 from syncstore.records import ChangeRecord, EntityRecord
@@ -170,3 +171,18 @@ def sealed_change_row(version: int, sealed: bytes) -> ChangeRecord:
         created_at=0,
         chain=b"\x01" * 32,
     )
+
+
+_ids = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]), min_size=1, max_size=30)
+
+
+@given(table=_ids, row=_ids, version=st.integers(1, 3), body=st.binary(max_size=64))
+def test_a_cipher_seals_under_the_documented_associated_data(table: str, row: str, version: int, body: bytes) -> None:
+    """The cipher keeps ``row_aad``'s constant parts per table and version: what it seals opens under
+    ``row_aad`` itself (what the verify and key tools use), and under no other row."""
+    keys = {v: AESGCM(AESGCM.generate_key(bit_length=256)) for v in (1, 2, 3)}
+    cipher = TenantCipher("acme", keys, version)
+    _, sealed = cipher.seal(table, row, body)
+    assert open_sealed(keys[version], sealed, row_aad("acme", table, row, version)) == body
+    with pytest.raises(DecryptionError):
+        open_sealed(keys[version], sealed, row_aad("acme", table, row + "x", version))
