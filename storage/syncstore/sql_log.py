@@ -96,6 +96,9 @@ _NUMBERS = (
 )
 
 
+_NEW_NAME = insert(log_names)
+
+
 def numbers(conn: Connection, tenant_id: str, names: Collection[str]) -> tuple[int, dict[str, int]]:
     """The tenant's number and each name's, numbering the new ones. Run under the tenant's lock, in the
     transaction that writes the changes (so a rolled-back push leaves no number behind)."""
@@ -111,6 +114,8 @@ def numbers(conn: Connection, tenant_id: str, names: Collection[str]) -> tuple[i
     missing = sorted(set(names) - found.keys())
     if missing:
         new = {name: last + i for i, name in enumerate(missing, start=1)}
-        conn.execute(insert(log_names).values([{"tenant_id": tenant_id, "no": no, "name": n} for n, no in new.items()]))
+        # One statement, many parameter sets: a multi-row ``VALUES`` would be compiled anew for every count of
+        # names (a third of a first push's time, for a fleet of new devices).
+        conn.execute(_NEW_NAME, [{"tenant_id": tenant_id, "no": no, "name": n} for n, no in new.items()])
         found |= new
     return tenant, found
