@@ -78,7 +78,7 @@ from syncstore.records import (
     PushBatch,
     ReplicaRecord,
 )
-from syncstore.store import PushSession, Store
+from syncstore.store import PushLoad, PushSession, Store
 
 EntityKey = tuple[str, str]
 FORBIDDEN_MESSAGE = "the entity is not, or would not be, in one of the channels of your token"
@@ -206,11 +206,17 @@ class PushService:
         cipher = await self.ciphers.cipher(tenant)
         async with self.store.push_session(tenant) as session:
             prior: _PushRun | None = None
-            for waiting in group:
+            loaded = await session.load(
+                [waiting.request.replica for waiting in group],
+                list(dict.fromkeys((c.collection, c.entity) for waiting in group for c in waiting.request.changes)),
+            )
+            for i, waiting in enumerate(group):
+                if i:
+                    await asyncio.sleep(0)  # between pushes, the event loop answers other requests
                 run = _PushRun(self, session, cipher, waiting.principal, waiting.request.replica, prior)
                 first_conflict = len(run.conflicts)
                 try:
-                    results = await run.process(waiting.request.changes)
+                    results = await run.process(waiting.request.changes, loaded)
                 except ApiError as exc:  # refused as a whole before it changed anything (see process)
                     refused.append((waiting, exc))
                     continue
@@ -281,20 +287,24 @@ class _PushRun:
         # self.head: the chain link at self.seq, extended by every applied change;
         # self.unavailable: entities whose stored state failed its integrity check (changes to them are rejected).
 
-    async def process(self, changes: list[Change]) -> list[PushResult]:
-        """Each change's result. Raises ``ApiError`` only before anything changed (a replica of another user)."""
-        # The replica, the entities and their channel rows in one read (one step of the transaction). The
-        # entities of every change are read, duplicates' too: which are duplicates the replica row tells.
-        # An entity an earlier push of the group loaded (and maybe changed) is already here, as it is now.
+    async def process(self, changes: list[Change], loaded: PushLoad) -> list[PushResult]:
+        """Each change's result. Raises ``ApiError`` only before anything changed (a replica of another user).
+
+        ``loaded``: the group's replicas, entities and their channel rows, read in one step at its start (the
+        entities of every change, duplicates' too: which are duplicates the replica row tells). An entity an
+        earlier push of the group took (and maybe changed) is already here, as it is now: that one is not
+        taken from ``loaded`` again. A replica has at most one push in a group, so its row is as read."""
         keys = dict.fromkeys((c.collection, c.entity) for c in changes)
         wanted = [k for k in keys if k not in self.entities and k not in self.unavailable]
-        loaded = await self.session.load([self.replica], wanted)
         known = loaded.replicas.get(self.replica)
         if known is not None:
             if known.owner != self.who.sub:
                 raise ApiError(403, errors.REPLICA_FORBIDDEN, "this replica id belongs to another user")
             self.hwm = known.hwm
-        await self._take(loaded.entities, loaded.members)
+        await self._take(
+            {k: loaded.entities[k] for k in wanted if k in loaded.entities},
+            {k: loaded.members[k] for k in wanted if k in loaded.members},
+        )
         return [await self._one(c) for c in changes]
 
     async def _take(self, rows: dict[EntityKey, EntityRecord], members: dict[EntityKey, dict[str, int]]) -> None:

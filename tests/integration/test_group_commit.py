@@ -31,20 +31,27 @@ from tests.integration.conftest import make_settings
 
 
 class CountingStore(FaultyStore):
-    """Counts commits (one per group)."""
+    """Counts commits and loads (one of each per group)."""
 
     commits = 0
+    loads = 0
 
     @asynccontextmanager
     async def _push_session(self, tenant_id: str) -> AsyncIterator[PushSession]:
         async with super()._push_session(tenant_id) as session:
             inner = session.commit
+            inner_load = session.load
 
             async def commit(batch: PushBatch) -> None:
                 await inner(batch)
                 self.commits += 1
 
+            async def load(replica_ids: Any, keys: Any) -> Any:
+                self.loads += 1
+                return await inner_load(replica_ids, keys)
+
             session.commit = commit  # type: ignore[method-assign]
+            session.load = load  # type: ignore[method-assign]
             yield session
 
 
@@ -83,6 +90,7 @@ async def test_concurrent_pushes_share_commits_and_each_gets_its_own_results(svc
     # A change without ops is refused (a dead letter); each push has one applied and one rejected.
     responses = await asyncio.gather(*(svc.push.push(boss(tenant), p) for p in pushes))
     assert store.commits < 40, "concurrent pushes were not grouped"
+    assert store.loads == store.commits, "a group reads its replicas and entities in one step, not one per push"
     seqs = []
     for response in responses:
         first, second = response.results
