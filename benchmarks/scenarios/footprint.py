@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -34,9 +35,13 @@ from benchmarks.runner import Context
 from benchmarks.server import our_server
 from benchmarks.wire import Json, SyncClient, change, now_ms, push_bodies
 
-DEFAULTS = {"records": 10_000, "updates": 10, "batch": 500}
-QUICK = {"records": 1_000, "updates": 2, "batch": 500}
+DEFAULTS = {"records": 10_000, "updates": 10, "batch": 500, "ids": "hex"}
+QUICK = {"records": 1_000, "updates": 2, "batch": 500, "ids": "hex"}
 REPLICA = "dev-footprint"
+SDK_REPLICA = "web-6e2a9f0c-1d3b-4c5e-8f7a-9b0c1d2e3f40"
+"""``--param ids=sdk``: a replica id and change ids as the browser SDK makes them (``web-`` and a UUID;
+``crypto.randomUUID()`` per change). The default, ``hex``, is the scenario as first measured: a short
+replica id and 32 hex digits per change id."""
 STATUSES = ("out_for_delivery", "delivered", "failed", "pending")
 
 
@@ -72,17 +77,27 @@ def _update_ops(i: int, round_: int) -> list[Json]:
     ]
 
 
-def _creates(n: int) -> list[Json]:
+def _change_id(ids: str) -> str | None:
+    return str(uuid.uuid4()) if ids == "sdk" else None  # None: the wire's default, 32 hex digits
+
+
+def _creates(n: int, ids: str = "hex") -> list[Json]:
     wall = now_ms()
-    return [change(i + 1, f"dlv-{i}", _create_ops(record(i)), (wall, i)) for i in range(n)]
+    return [change(i + 1, f"dlv-{i}", _create_ops(record(i)), (wall, i), change_id=_change_id(ids)) for i in range(n)]
 
 
-def _updates(n: int, round_: int) -> Iterator[Json]:
+def _updates(n: int, round_: int, ids: str = "hex") -> Iterator[Json]:
     """Round ``round_`` (1-based) of updates; numbering continues after the creates."""
     wall = now_ms()
+    replica = _replica(ids)
     for i in range(n):
         seq = round_ * n + i + 1
-        yield change(seq, f"dlv-{i}", _update_ops(i, round_), (wall, i), context={REPLICA: seq - 1})
+        ops = _update_ops(i, round_)
+        yield change(seq, f"dlv-{i}", ops, (wall, i), context={replica: seq - 1}, change_id=_change_id(ids))
+
+
+def _replica(ids: str) -> str:
+    return SDK_REPLICA if ids == "sdk" else REPLICA
 
 
 def json_bytes(n: int) -> float:
@@ -160,6 +175,9 @@ class Measure:
 
 def run(ctx: Context, result: Result) -> None:
     n, rounds, batch = int(ctx.params["records"]), int(ctx.params["updates"]), int(ctx.params["batch"])
+    ids = str(ctx.params.get("ids", "hex"))
+    if ids not in ("hex", "sdk"):
+        raise ValueError(f"--param ids must be hex or sdk, not {ids!r}")
     json_size = json_bytes(n)
     result.params["json_bytes_per_record"] = round(json_size, 1)
     measure = Measure(ctx, result, n, json_size)
@@ -169,11 +187,11 @@ def run(ctx: Context, result: Result) -> None:
         tenant = server.tenant("footprint")
         client = stack.enter_context(SyncClient(server.base, server.headers(tenant, "bench-footprint")))
         task = ctx.progress.add_task(f"footprint {n:,} records x {rounds} updates", total=rounds + 1)
-        client.push_all(push_bodies(REPLICA, _creates(n), batch))
+        client.push_all(push_bodies(_replica(ids), _creates(n, ids), batch))
         ours_created = measure.ours("creates")
         ctx.progress.advance(task)
         for round_ in range(1, rounds + 1):
-            client.push_all(push_bodies(REPLICA, list(_updates(n, round_)), batch))
+            client.push_all(push_bodies(_replica(ids), list(_updates(n, round_, ids)), batch))
             vacuum(ctx)
             ctx.progress.advance(task)
         ours_updated = measure.ours(f"{rounds} updates")

@@ -1,7 +1,10 @@
 """Conversion between records (``records.py``) and table rows (``tables.py``).
 
 The only place that knows column names and the JSON encoding of ``vv`` and
-``context``. Keys are encoded sorted so equal maps are equal text. msgspec does
+``context``. Keys are encoded sorted so equal maps are equal text. A change row
+stores its id and its context compactly (ADR 0039): a canonical UUID as its 16
+bytes (``pack_change_id``), and the change's own replica in its context as
+``""`` with the distance to the change's counter (``pack_context``). msgspec does
 the field-by-field work (``structs.asdict`` out, ``convert`` in, in lax mode so a
 SQLite ``0``/``1`` is a bool and a driver's ``memoryview`` is bytes); only the
 columns whose name or encoding differs from the record are spelled out here.
@@ -42,6 +45,72 @@ def encode_counters(value: Mapping[str, int]) -> str:
 
 def decode_counters(text: str) -> dict[str, int]:
     return _counters.decode(text)
+
+
+UUID_DASHED = ""
+UUID_HEX = "x"
+"""The ``change_id`` column of a row whose ``change_uuid`` holds the id's 16 bytes: which text they stand for,
+the canonical dashed form (``str(uuid.uuid4())``, what both SDKs send) or 32 lowercase hex digits
+(``uuid.uuid4().hex``). A client's id is never empty, and a row without ``change_uuid`` holds its id as text."""
+
+
+def pack_change_id(change_id: str) -> tuple[str, bytes | None]:
+    """``(change_id column, change_uuid column)`` of a change id: a UUID in either canonical lowercase form is
+    stored as its 16 bytes; any other id (uppercase, braces, not a UUID at all) as the text it is."""
+    size = len(change_id)
+    if size == 36 and change_id[8] == change_id[13] == change_id[18] == change_id[23] == "-":
+        raw = _hex_bytes(change_id.replace("-", ""))
+        if raw is not None and _dashed(raw) == change_id:
+            return UUID_DASHED, raw
+    elif size == 32:
+        raw = _hex_bytes(change_id)
+        if raw is not None and raw.hex() == change_id:
+            return UUID_HEX, raw
+    return change_id, None
+
+
+def unpack_change_id(column: str, raw: bytes | None) -> str:
+    """The change id of a row's ``change_id`` and ``change_uuid`` columns (see ``pack_change_id``)."""
+    if raw is None:
+        return column
+    raw = bytes(raw)
+    return _dashed(raw) if column == UUID_DASHED else raw.hex()
+
+
+def _hex_bytes(text: str) -> bytes | None:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+def _dashed(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+OWN = ""
+"""In a stored context, the change's own replica; its value is the change's counter minus the context's."""
+
+
+def pack_context(context: Mapping[str, int], replica_id: str, n: int) -> str:
+    """A change's context as stored: the change's own replica (the entry almost every change has, a device's
+    previous change) named ``""`` with ``n`` minus its counter, usually 1; replica ids are never empty."""
+    own = context.get(replica_id)
+    if own is None:
+        return encode_counters(context)
+    packed = {OWN if k == replica_id else k: n - v if k == replica_id else v for k, v in context.items()}
+    return encode_counters(packed)
+
+
+def unpack_context(text: str, replica_id: str, n: int) -> dict[str, int]:
+    """``pack_context`` reversed; a context stored before it (no ``""`` key) reads as it was written."""
+    context = decode_counters(text)
+    distance = context.pop(OWN, None)
+    if distance is None:
+        return context
+    context[replica_id] = n - distance
+    return dict(sorted(context.items()))
 
 
 def _to_row(tenant_id: str, record: msgspec.Struct, **columns: Any) -> Row:
@@ -101,11 +170,14 @@ def entity_from_row(row: RowMapping) -> EntityRecord:
 
 
 def change_to_row(tenant_no: int, change: ChangeRecord, replica_no: int, user_no: int) -> Row:
-    """A ``changes`` row: the tenant, replica and user as their numbers (``sql_log``, ADR 0033)."""
+    """A ``changes`` row: the tenant, replica and user as their numbers (``sql_log``, ADR 0033); the id and
+    the context packed (ADR 0039)."""
+    change_id, change_uuid = pack_change_id(change.change_id)
     return {
         "tenant_no": tenant_no,
         "seq": change.seq,
-        "change_id": change.change_id,
+        "change_id": change_id,
+        "change_uuid": change_uuid,
         "collection": change.collection,
         "entity_id": change.entity_id,
         "replica_no": replica_no,
@@ -113,7 +185,7 @@ def change_to_row(tenant_no: int, change: ChangeRecord, replica_no: int, user_no
         "hlc_wall": change.hlc[0],
         "hlc_counter": change.hlc[1],
         "user_no": user_no,
-        "context": encode_counters(change.context),
+        "context": pack_context(change.context, change.replica_id, change.n),
         "key_version": change.key_version,
         "payload": change.payload,
         "created_at": change.created_at,
@@ -124,7 +196,15 @@ def change_to_row(tenant_no: int, change: ChangeRecord, replica_no: int, user_no
 def change_from_row(row: RowMapping) -> ChangeRecord:
     """A change read with its names joined back (``replica_id``, ``user_sub``; see ``sql_log``)."""
     hlc = (row["hlc_wall"], row["hlc_counter"])
-    return _from_row(row, ChangeRecord, hlc=hlc, user=row["user_sub"], context=decode_counters(row["context"]))
+    replica, n = row["replica_id"], row["n"]
+    return _from_row(
+        row,
+        ChangeRecord,
+        change_id=unpack_change_id(row["change_id"], row["change_uuid"]),
+        hlc=hlc,
+        user=row["user_sub"],
+        context=unpack_context(row["context"], replica, n),
+    )
 
 
 def conflict_to_row(tenant_id: str, conflict: ConflictRecord) -> Row:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table, bindparam, select, true, union_all, update
+from sqlalchemy import Connection, Table, bindparam, null, select, true, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
@@ -60,10 +60,10 @@ _MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, en
     entity_channels.c.member == true(),
 )
 _DOT_CHANGE_ID = union_all(
-    sql_log.select_changes(bindparam("tenant_id"), changes.c.change_id).where(
+    sql_log.select_changes(bindparam("tenant_id"), changes.c.change_id, changes.c.change_uuid).where(
         sql_log.replica_name == bindparam("replica_id"), changes.c.n == bindparam("n")
     ),
-    select(dead_letters.c.change_id).where(
+    select(dead_letters.c.change_id, null().label("change_uuid")).where(
         dead_letters.c.tenant_id == bindparam("tenant_id"),
         dead_letters.c.replica_id == bindparam("replica_id"),
         dead_letters.c.n == bindparam("n"),
@@ -178,8 +178,8 @@ def _load(conn: Connection, tenant_id: str, replica_ids: Sequence[str], keys: Se
 
 
 def _dot_change_id(conn: Connection, params: dict[str, object]) -> str | None:
-    change_id: str | None = conn.execute(_DOT_CHANGE_ID, params).scalar()
-    return change_id
+    found = conn.execute(_DOT_CHANGE_ID, params).first()
+    return None if found is None else rows.unpack_change_id(found.change_id, found.change_uuid)
 
 
 def _channel_members(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:

@@ -171,6 +171,9 @@ changes = Table(
     Column("payload", LargeBinary, nullable=False),
     # This change's link in the tenant's hash chain (bound into the payload's associated data).
     Column("chain", LargeBinary, nullable=True),
+    # A change id that is a UUID in canonical form, as its 16 bytes; ``change_id`` then says which form
+    # (ADR 0039, ``rows.pack_change_id``).
+    Column("change_uuid", LargeBinary, nullable=True),
     PrimaryKeyConstraint("tenant_no", "seq"),
     # A dot (replica, counter) is applied at most once; also serves dot_change_id.
     UniqueConstraint("tenant_no", "replica_no", "n"),

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 
-from syncstore import SqlStore, StoreUnavailable
+from syncstore import PushBatch, SqlStore, StoreUnavailable
 from syncstore.engine import create_engine
 from syncstore.migrate import upgrade
 from syncstore.rows import replica_to_row
 from syncstore.sql_log import of_tenant
-from syncstore.tables import entities, replicas, tenants
+from syncstore.tables import changes, entities, replicas, tenants
 from tests.contract import factories
 from tests.contract.backends import sqlite_url
 from tests.contract.factories import NOW
@@ -74,6 +76,27 @@ async def test_two_stores_on_one_database_take_turns(sql_url: str) -> None:
 
         assert await asyncio.wait_for(late, 15) == 3
         assert [c.seq for c in await second.changes(tenant, 0, 10)] == [1, 2, 3]
+
+
+async def test_a_uuid_change_id_and_the_own_replicas_context_entry_are_stored_packed(sql_url: str) -> None:
+    """ADR 0039: a canonical UUID id takes 16 bytes, not 36 characters; the change's own replica in its
+    context is ``""`` with its distance to the change's counter, not the replica id again."""
+    cid = "0b9e6a52-2f0d-4c4e-9a53-7d1c8e2f4b60"
+    pushed = msgspec.structs.replace(
+        factories.change(7, replica_id="web-6e2a9f0c-1d3b-4c5e-8f7a-9b0c1d2e3f40", n=7),
+        change_id=cid,
+        context={"web-6e2a9f0c-1d3b-4c5e-8f7a-9b0c1d2e3f40": 6, "dispatch-1": 40},
+    )
+    async with opened(sql_url) as store:
+        tenant = factories.new_tenant_id()
+        await store.create_tenant(tenant, factories.key(tenant), NOW)
+        async with store.push_session(tenant) as session:
+            await session.commit(PushBatch(last_seq=7, changes=[pushed]))
+        stored = select(changes.c.change_id, changes.c.change_uuid, changes.c.context)
+        [row] = await store.database.rows(stored.where(of_tenant(changes, tenant)))
+        assert (row["change_id"], bytes(row["change_uuid"])) == ("", uuid.UUID(cid).bytes)
+        assert row["context"] == '{"":1,"dispatch-1":40}'
+        assert await store.changes(tenant, 0, 10) == [pushed]
 
 
 async def test_push_of_500_changes_is_a_handful_of_statements(sql_url: str) -> None:

@@ -34,6 +34,18 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         yield request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(
+    params=[pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
+)
+def migration_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database, not migrated: a new SQLite file, or a private PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}"
+    else:
+        with services.private_database("migration") as url:
+            yield url
+
+
 def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
     return replace(
         Settings(

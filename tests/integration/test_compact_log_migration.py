@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -26,9 +24,7 @@ from syncstore.migrate import upgrade
 from syncstore.records import ChangeRecord, EntityRecord
 from syncstore.sql import SqlStore
 from syncstore.tables import conflicts, dead_letters, log_names, tenant_keys, tenants
-from tests import services
 from tests.contract import factories
-from tests.contract.backends import sqlite_url
 from tests.contract.test_sql_store import opened
 
 PREVIOUS_HEADS = ("0003_admin", "0004_attachments", "0005_integrity", "0006_footprint")
@@ -37,17 +33,6 @@ REPLICAS = ("phone-1", "phone-2", "web-1")
 USERS = {"phone-1": "driver-17", "phone-2": "driver-17", "web-1": "phone-1"}
 """Who pushed from each replica: the dispatcher's sub is the same string as a replica id."""
 CHANGES = 90
-
-
-@pytest.fixture(
-    params=[pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
-)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-    else:
-        with services.private_database("compactlog") as url:
-            yield url
 
 
 def old_changes(tenant: str) -> list[ChangeRecord]:
@@ -194,7 +179,10 @@ async def _read_unchanged_tables(store: SqlStore) -> dict[str, object]:
     }
 
 
-def test_an_old_change_log_reads_the_same_after_it_is_numbered(url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_old_change_log_reads_the_same_after_it_is_numbered(
+    migration_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = migration_url
     asyncio.run(_at(url, PREVIOUS_HEADS))
     asyncio.run(_run_sql(url, write_previous_release))
 

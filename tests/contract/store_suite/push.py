@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from syncstore import FaultyStore, InjectedFault, MembershipRecord, PushBatch, Store
 from tests.contract import factories
 from tests.contract.factories import as_stored, change, conflict, dead_letter, entity, replica
+from tests.contract.store_suite.admin import admin
 
 
 def full_batch() -> PushBatch:
@@ -268,6 +270,36 @@ async def test_dot_change_id_finds_changes_and_dead_letters(store: Store, tenant
         assert await session.dot_change_id("phone", 3) == "dead-phone-3"
         assert await session.dot_change_id("phone", 4) is None
         assert await session.dot_change_id("tablet", 1) is None
+
+
+CHANGE_IDS = (
+    "6f1c2a4e-93b7-4d0a-8c2e-5b9f01d7e3a4",  # what both SDKs send (str(uuid.uuid4())): stored as 16 bytes
+    "6f1c2a4e93b74d0a8c2e5b9f01d7e3a4",  # uuid.uuid4().hex: stored as 16 bytes
+    "6F1C2A4E-93B7-4D0A-8C2E-5B9F01D7E3A4",  # not canonical: stored as text, read back as sent
+    "{6f1c2a4e-93b7-4d0a-8c2e-5b9f01d7e3a4}",
+    "6f1c2a4e-93b7-4d0a-8c2e-5b9f01d7e3ax",
+    "x",
+    "",  # never sent by a client (ids are not empty); stored as text all the same
+    "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
+)
+
+
+async def test_every_form_of_change_id_reads_back_as_it_was_pushed(store: Store, tenant: str) -> None:
+    """A change id that is a canonical UUID is packed into 16 bytes on SQL stores (ADR 0039); every id,
+    packed or not, reads back the same through the log, the admin lookup and the dot check."""
+    pushed = [
+        msgspec.structs.replace(change(seq, f"dlv-{seq}", n=seq), change_id=cid)
+        for seq, cid in enumerate(CHANGE_IDS, start=1)
+    ]
+    async with store.push_session(tenant) as session:
+        await session.commit(PushBatch(last_seq=len(pushed), changes=pushed))
+
+    assert await store.changes(tenant, 0, 100) == pushed
+    async with store.push_session(tenant) as session:
+        for c in pushed:
+            assert await session.dot_change_id(c.replica_id, c.n) == c.change_id
+    for c in pushed:
+        assert await admin(store).change_at(tenant, c.replica_id, c.n) == c
 
 
 async def test_faulty_commit_writes_nothing(store: Store, tenant: str) -> None:
