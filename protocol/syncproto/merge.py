@@ -398,9 +398,12 @@ def _normalize_field(f: FieldState) -> FieldState:
 
 def field_value(f: FieldState, rule: Rule) -> Any:
     """The merged value a reader sees."""
+    if type(f) is Register:  # the common kind first, and no class pattern to match
+        sibs = f.siblings
+        if len(sibs) == 1:
+            return sibs[0].value  # every rule picks the only sibling there is
+        return rule.pick(sibs).value if sibs else None
     match f:
-        case Register(siblings=sibs):
-            return rule.pick(sibs).value if sibs else None
         case Counter():
             return counter.value(f)
         case AWSet():
