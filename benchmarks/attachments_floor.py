@@ -7,6 +7,9 @@ scenario would report if the server cost nothing beyond it (raw read ÷ it):
 
 * ``raw read``: the scenario's baseline, a file read from the page cache and hashed (SHA-256);
 * ``AES-256-GCM open``: decrypting the photo's two 1 MiB chunks into one buffer;
+* ``obstore local read``: reading the two sealed chunks from a ``LocalStore`` as a download does
+  (``get_range_async`` of each, concurrently, on uvloop); ``os.pread`` reads the same two files on the
+  event loop, for comparison (the blob store goes through obstore, MISSION.md: this is what that costs);
 * ``loopback TCP``: a Python thread sends the bytes (with an HTTP header) over 127.0.0.1 and the
   client receives them into a buffer and hashes them: no HTTP stack, no server work;
 * ``uvicorn + httpx``: ``GET`` of the same bytes from a bare ASGI app (no routing, no auth, no
@@ -18,6 +21,7 @@ scenario would report if the server cost nothing beyond it (raw read ÷ it):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import os
 import socket
@@ -78,6 +82,51 @@ def aes_open(n: int) -> float:
             aead.decrypt_into(nonce, blob, b"aad", view[i * MiB : (i + 1) * MiB])
 
     return per_photo(n, one)
+
+
+def _chunk_files(tmp: str) -> tuple[Any, list[str], int]:
+    from obstore.store import LocalStore
+
+    length = MiB + 28  # a sealed 1 MiB chunk: the format byte, nonce and tag
+    for i in range(2):
+        (Path(tmp) / f"chunk-{i}").write_bytes(os.urandom(length))
+    return LocalStore(tmp), [f"chunk-{i}" for i in range(2)], length
+
+
+def obstore_read(n: int) -> float:
+    import obstore
+    import uvloop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store, keys, length = _chunk_files(tmp)
+
+        async def run() -> float:
+            async def one() -> None:
+                await asyncio.gather(*(obstore.get_range_async(store, k, start=0, length=length) for k in keys))
+
+            for _ in range(5):
+                await one()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await one()
+            return (time.perf_counter() - t0) / n
+
+        return uvloop.run(run())
+
+
+def pread_read(n: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        _, keys, length = _chunk_files(tmp)
+
+        def one() -> None:
+            for key in keys:
+                fd = os.open(Path(tmp) / key, os.O_RDONLY)
+                try:
+                    os.pread(fd, length, 0)
+                finally:
+                    os.close(fd)
+
+        return per_photo(n, one)
 
 
 def loopback(n: int) -> float:
@@ -152,16 +201,18 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=200)
     n = parser.parse_args().photos
     base = raw_read(n)
-    print(f"{'raw read':<18} {base * 1000:6.2f} ms/photo")
+    print(f"{'raw read':<20} {base * 1000:6.2f} ms/photo")
     floors = {
         "AES-256-GCM open": aes_open,
+        "obstore local read": obstore_read,
+        "os.pread": pread_read,
         "loopback TCP": loopback,
         "uvicorn + httpx": uvicorn_httpx,
         "uvicorn + lean": uvicorn_lean,
     }
     for name, measure in floors.items():
         took = measure(n)
-        print(f"{name:<18} {took * 1000:6.2f} ms/photo   raw read ÷ this = {base / took:.2f}x")
+        print(f"{name:<20} {took * 1000:6.2f} ms/photo   raw read ÷ this = {base / took:.2f}x")
 
 
 if __name__ == "__main__":
