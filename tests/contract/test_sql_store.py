@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,13 +14,15 @@ from typing import Any
 import msgspec
 import pytest
 from sqlalchemy import event, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from syncstore import PushBatch, SqlStore, StoreUnavailable
 from syncstore.engine import create_engine
 from syncstore.migrate import upgrade
 from syncstore.rows import replica_to_row
 from syncstore.sql_log import of_tenant
+from syncstore.sqlite_sync import sync_engine
 from syncstore.tables import changes, entities, replicas, tenants
 from tests.contract import factories
 from tests.contract.backends import sqlite_url
@@ -173,22 +176,42 @@ async def test_a_push_cancelled_mid_step_leaves_sqlite_unlocked_and_whole(tmp_pa
 
 
 async def test_sqlite_write_sessions_begin_immediate_and_reads_do_not(tmp_path: Path) -> None:
+    """Seen from another connection: a write session holds the write lock from its start, a read never takes it.
+
+    (The BEGIN goes to the driver's cursor, past SQLAlchemy's statement events: ``on_sqlite_begin``.)"""
     url = sqlite_url(tmp_path)
     await upgrade(url)
-    async with opened(url) as store:
-        tenant = factories.new_tenant_id()
-        with statements(store) as sent:
+    other = sqlite3.connect(tmp_path / "store.db", timeout=0, isolation_level=None)
+    try:
+        async with opened(url) as store:
+            tenant = factories.new_tenant_id()
             await store.create_tenant(tenant, factories.key(tenant), NOW)
-        assert sent[0][0] == "BEGIN IMMEDIATE"
-
-        with statements(store) as sent:
             async with store.push_session(tenant) as session:
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
                 await session.commit(factories.changes_batch(1, 1))
-        assert sent[0][0] == "BEGIN IMMEDIATE"
 
-        with statements(store) as sent:
-            await store.pull(tenant, 0, 10)
-        assert sent[0][0] == "BEGIN"
+            other.execute("BEGIN IMMEDIATE")  # the write lock: a read beginning IMMEDIATE would wait 10 s for it
+            try:
+                pulled = await asyncio.wait_for(store.pull(tenant, 0, 10), 5)
+            finally:
+                other.execute("ROLLBACK")
+            assert [e.entity_id for e in pulled] == ["e-1"]
+    finally:
+        other.close()
+
+
+def test_a_begin_the_driver_refuses_raises_sqlalchemys_error(tmp_path: Path) -> None:
+    """Errors of the BEGIN map as any statement's do (``OperationalError``: a store that cannot be reached)."""
+    engine = sync_engine(make_url(sqlite_url(tmp_path)), "FULL", 1)
+    try:
+        with engine.connect() as conn:
+            conn.connection.dbapi_connection.execute("BEGIN")  # type: ignore[union-attr]
+            with pytest.raises(OperationalError, match="within a transaction") as caught:
+                conn.execute(text("SELECT 1"))
+            assert isinstance(caught.value.orig, sqlite3.OperationalError)
+    finally:
+        engine.dispose()
 
 
 async def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: Path) -> None:
