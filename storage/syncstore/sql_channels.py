@@ -332,16 +332,27 @@ def _channel_entities_query(by_collection: bool) -> Select[Any]:
 
 @functools.cache
 def _evictions_query(by_collection: bool) -> Select[Any]:
-    """Entities that left the channels after the cursor and are in none of them now (built once per shape)."""
+    """Entities that left the channels after the cursor and are in none of them now (built once per shape).
+
+    The rows that left are found first, through ``ix_entity_channels_tenant_channel_seq`` (a range per channel
+    after the cursor), in a ``MATERIALIZED`` CTE, then grouped. Written as one flat query, SQLite (which has no
+    statistics unless someone runs ``ANALYZE``) grouped by walking the tenant's whole primary key instead, so
+    every driver's pull read every channel row of the tenant: 90 µs at 1,000 deliveries, growing with the tenant.
+    """
     still_visible = _member_in(ec.alias("m"), ec, bindparam("visible_channels", expanding=True))
-    left = func.max(ec.c.seq)
-    return (
-        select(ec.c.collection, ec.c.entity_id, left.label("seq"))
+    gone = (
+        select(ec.c.collection, ec.c.entity_id, ec.c.seq)
         .where(
             *_in_bound_channels(by_collection), ec.c.member == false(), ec.c.seq > bindparam("after"), ~still_visible
         )
-        .group_by(ec.c.collection, ec.c.entity_id)
-        .order_by(left, ec.c.collection, ec.c.entity_id)
+        .cte("gone")
+        .prefix_with("MATERIALIZED")
+    )
+    left = func.max(gone.c.seq)
+    return (
+        select(gone.c.collection, gone.c.entity_id, left.label("seq"))
+        .group_by(gone.c.collection, gone.c.entity_id)
+        .order_by(left, gone.c.collection, gone.c.entity_id)
         .limit(bindparam("limit"))
     )
 

@@ -53,12 +53,14 @@ _ENTITY_ROWS = select(entities, latest_seq_column()).where(
 _REPLICA_ROWS = select(replicas).where(
     replicas.c.tenant_id == bindparam("tenant_id"), replicas.c.replica_id.in_(bindparam("ids", expanding=True))
 )
-_MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, entity_channels.c.joined_seq).where(
+MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, entity_channels.c.joined_seq).where(
     sql_log.of_tenant(entity_channels, bindparam("tenant_id")),
     entity_channels.c.collection == bindparam("collection"),
     entity_channels.c.entity_id.in_(bindparam("ids", expanding=True)),
     entity_channels.c.member == true(),
 )
+"""The channels some entities of one collection are members of (bound: ``tenant_id``, ``collection``, ``ids``):
+seeks of the primary key's ``(tenant_no, collection, entity_id)`` prefix, never a walk of the tenant's rows."""
 _DOT_CHANGE_ID = union_all(
     sql_log.select_changes(bindparam("tenant_id"), changes.c.change_id, changes.c.change_uuid).where(
         sql_log.replica_name == bindparam("replica_id"), changes.c.n == bindparam("n")
@@ -187,7 +189,7 @@ def _channel_members(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]
     for collection, ids in _by_collection(keys).items():
         for chunk in chunks(ids):
             params = {"tenant_id": tenant_id, "collection": collection, "ids": chunk}
-            for entity_id, channel, joined_seq in conn.execute(_MEMBER_ROWS, params).all():
+            for entity_id, channel, joined_seq in conn.execute(MEMBER_ROWS, params).all():
                 found.setdefault((collection, entity_id), {})[channel] = joined_seq
     return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import threading
 import uuid
@@ -212,6 +213,46 @@ def test_a_begin_the_driver_refuses_raises_sqlalchemys_error(tmp_path: Path) -> 
             assert isinstance(caught.value.orig, sqlite3.OperationalError)
     finally:
         engine.dispose()
+
+
+async def test_sqlite_reads_of_channel_rows_never_walk_the_tenants_rows(tmp_path: Path) -> None:
+    """A driver's pull (its page and its evictions) and verify's channel check seek ``entity_channels`` by an
+    index. SQLite keeps no statistics unless someone runs ``ANALYZE``: a flat ``GROUP BY`` (the evictions) and
+    a list of ``(collection, entity_id)`` pairs (verify) made it walk the primary key from ``tenant_no``, the
+    tenant's every channel row, on each call."""
+    url = sqlite_url(tmp_path)
+    await upgrade(url)
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, params: Any, _context: Any, _many: bool) -> None:
+        if "entity_channels" in sql:
+            sent.append((sql, params))
+
+    async with opened(url) as store:
+        tenant = factories.new_tenant_id()
+        await store.create_tenant(tenant, factories.key(tenant), NOW)
+        await write(store, tenant, 1, "dlv-1", [member("dlv-1", "driver:a", 1), member("dlv-1", "depot:n", 1)])
+        await write(store, tenant, 2, "dlv-1", [member("dlv-1", "driver:a", 2, 1, left=True)])
+        reader = store.database.reader
+        assert reader is not None
+        event.listen(reader.engine, "before_cursor_execute", record)
+        try:
+            page = await store.scoped_page(tenant, ["driver:a"], 1, 10, None, evictions=True)
+            members = await store.member_channels(tenant, [("deliveries", "dlv-1"), ("deliveries", "dlv-9")])
+        finally:
+            event.remove(reader.engine, "before_cursor_execute", record)
+    assert [e.entity_id for e in page.evictions] == ["dlv-1"]
+    assert members == {("deliveries", "dlv-1"): {"depot:n"}}
+
+    walks = re.compile(r"SCAN entity_channels\b|entity_channels USING PRIMARY KEY \(tenant_no=\?\)")
+    plain = sqlite3.connect(tmp_path / "store.db")
+    try:
+        plans = {sql: [row[3] for row in plain.execute("EXPLAIN QUERY PLAN " + sql, params)] for sql, params in sent}
+    finally:
+        plain.close()
+    assert len(plans) == 3, list(plans)  # the page, the evictions, the members
+    for sql, plan in plans.items():
+        assert not any(walks.search(step) for step in plan), (sql, plan)
 
 
 async def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: Path) -> None:
