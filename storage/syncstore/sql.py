@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, true, tuple_, update
+from sqlalchemy import delete, func, insert, select, true, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -39,6 +39,7 @@ from syncstore.records import (
 )
 from syncstore.sql_admin import SqlAdmin
 from syncstore.sql_channels import SqlChannels, purge_channel_rows
+from syncstore.sql_conflicts import conflict_page
 from syncstore.sql_database import UNREACHABLE, SqlDatabase
 from syncstore.sql_integrity import SqlIntegrity
 from syncstore.sql_keys import SqlKeys
@@ -198,15 +199,7 @@ class SqlStore:
         """
         if limit <= 0:
             return []
-        query = select(conflicts).where(conflicts.c.tenant_id == tenant_id)
-        if after is not None:
-            query = query.where(tuple_(conflicts.c.seq, conflicts.c.idx) > tuple_(after[0], after[1]))
-        if filters is not None:
-            for name in ("collection", "entity_id", "field", "kind", "status"):
-                value = getattr(filters, name)
-                if value is not None:
-                    query = query.where(conflicts.c[name] == value)
-        query = query.order_by(conflicts.c.seq, conflicts.c.idx).limit(limit)
+        query = conflict_page(tenant_id, after, limit, filters)
         return [rows.conflict_from_row(row) for row in await self._db.rows(query)]
 
     async def get_conflict(self, tenant_id: str, seq: int, idx: int) -> ConflictRecord | None:

@@ -26,7 +26,6 @@ from sqlalchemy import (
     literal,
     select,
     true,
-    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,9 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from syncstore import rows, sql_log
 from syncstore.channels import EvictionRecord, ScopedEntity, ScopedPage
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
+from syncstore.sql_conflicts import conflict_page
 from syncstore.sql_database import SqlDatabase
 from syncstore.sql_session import chunks
-from syncstore.tables import conflicts, entities, entity_channels, latest_seq_column
+from syncstore.tables import entities, entity_channels, latest_seq_column
 
 ec = entity_channels
 
@@ -143,16 +143,9 @@ class SqlChannels:
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted:
             return []
-        visible = _member_in(ec, conflicts, wanted, sql_log.tenant_no(tenant_id))
-        query = select(conflicts).where(conflicts.c.tenant_id == tenant_id, visible)
-        if after is not None:
-            query = query.where(tuple_(conflicts.c.seq, conflicts.c.idx) > tuple_(after[0], after[1]))
-        if filters is not None:
-            for name in ("collection", "entity_id", "field", "kind", "status"):
-                value = getattr(filters, name)
-                if value is not None:
-                    query = query.where(conflicts.c[name] == value)
-        query = query.order_by(conflicts.c.seq, conflicts.c.idx).limit(limit)
+        query = conflict_page(
+            tenant_id, after, limit, filters, lambda row: _member_in(ec, row, wanted, sql_log.tenant_no(tenant_id))
+        )
         return [rows.conflict_from_row(row) for row in await self._db.rows(query)]
 
     async def set_entity_channels(

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from syncstore import PushBatch, SqlStore, StoreUnavailable
 from syncstore.engine import create_engine
 from syncstore.migrate import upgrade
+from syncstore.records import ConflictFilter
 from syncstore.rows import replica_to_row
 from syncstore.sql_log import of_tenant
 from syncstore.sqlite_sync import sync_engine
@@ -224,7 +225,8 @@ _WALK = re.compile(
 
 async def test_sqlite_hot_paths_never_walk_the_tenants_rows(tmp_path: Path) -> None:
     """Every statement of a push, a dispatcher's pull, a driver's pull (page and evictions), the live feed's
-    wake-up, an entity read and verify's channel check seeks an index; none reads the tenant's rows one by one.
+    wake-up, an entity read, verify's channel check and an entity's conflicts seeks an index; none reads the
+    tenant's rows one by one.
 
     SQLite keeps no statistics unless someone runs ``ANALYZE``, and then a flat ``GROUP BY`` (the evictions) and
     a list of ``(collection, entity_id)`` pairs (verify's check) walked ``entity_channels`` from ``tenant_no``:
@@ -257,6 +259,9 @@ async def test_sqlite_hot_paths_never_walk_the_tenants_rows(tmp_path: Path) -> N
             latest = await store.latest_in_channels(tenant, ["driver:a", "depot:n"], 0)
             one = await store.get_entity(tenant, "deliveries", "dlv-1")
             members = await store.member_channels(tenant, [("deliveries", "dlv-1"), ("deliveries", "dlv-9")])
+            one = ConflictFilter(collection="deliveries", entity_id="dlv-1")
+            logged = await store.conflicts(tenant, None, 10, one)
+            seen = await store.conflicts_in_channels(tenant, ["depot:n"], None, 10, one)
         finally:
             for engine in engines:
                 event.remove(engine, "before_cursor_execute", record)
@@ -266,6 +271,7 @@ async def test_sqlite_hot_paths_never_walk_the_tenants_rows(tmp_path: Path) -> N
     assert [e.entity_id for e in page.evictions] == ["dlv-1"]
     assert latest == {"driver:a": 2, "depot:n": 1}
     assert members == {("deliveries", "dlv-1"): {"depot:n"}}
+    assert logged == seen == []
 
     plain = sqlite3.connect(tmp_path / "store.db")
     try:

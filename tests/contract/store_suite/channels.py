@@ -114,6 +114,10 @@ async def test_conflicts_in_channels_only_shows_visible_entities(store: Store, t
         tenant, ["driver:a", "driver:b"], None, 10, ConflictFilter(kind="register")
     )
     assert [c.entity_id for c in filtered] == ["dlv-2"]
+    one = ConflictFilter(collection="deliveries", entity_id="dlv-2")
+    assert [c.entity_id for c in await s.conflicts_in_channels(tenant, ["driver:b"], None, 10, one)] == ["dlv-2"]
+    assert await s.conflicts_in_channels(tenant, ["driver:a"], None, 10, one) == []  # not in driver a's channels
+    assert await s.conflicts_in_channels(tenant, ["driver:b"], (2, 0), 10, one) == []
     assert await s.conflicts_in_channels(tenant, [], None, 10) == []
 
 

@@ -130,6 +130,13 @@ async def test_conflicts_filters_combine(store: Store, tenant: str) -> None:
     assert await keys(ConflictFilter(entity_id="a", status="resolved")) == [(1, 0), (1, 1), (3, 1)]
     assert await keys(ConflictFilter(entity_id="a", status="resolved"), after=(1, 0)) == [(1, 1), (3, 1)]
     assert await keys(ConflictFilter(collection="notes")) == []
+    # One entity (collection and id): read through its own index first, then the other filters and the cursor.
+    one = ConflictFilter(collection="deliveries", entity_id="a", status="resolved")
+    assert await keys(one) == [(1, 0), (1, 1)]
+    assert await keys(one, after=(1, 0)) == [(1, 1)]
+    assert await keys(ConflictFilter(collection="deliveries", entity_id="a"), after=(1, 1)) == [(3, 0)]
+    assert await keys(ConflictFilter(collection="parcels", entity_id="a")) == [(3, 1)]
+    assert await keys(ConflictFilter(collection="deliveries", entity_id="zz")) == []
 
 
 async def test_get_conflict_by_key(store: Store, tenant: str) -> None:
