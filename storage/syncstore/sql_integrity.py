@@ -6,6 +6,7 @@ of each entity in ``ix_changes_tenant_entity_seq`` (one index-only seek per row)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from syncstore import rows
 from syncstore.integrity import EntityKey
 from syncstore.records import CheckpointRecord, VerificationRecord
 from syncstore.sql_database import SqlDatabase
-from syncstore.sql_session import MEMBER_ROWS, chunks
+from syncstore.sql_session import channel_members
 from syncstore.tables import chain_checkpoints, verifications
 
 
@@ -23,18 +24,9 @@ class SqlIntegrity:
         self._db = db
 
     async def member_channels(self, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:
-        """One read per collection and chunk of ids (``MEMBER_ROWS``). As one list of ``(collection, entity_id)``
-        pairs, SQLite walked every channel row of the tenant for each chunk: a verify of N entities read N²/250."""
-        found: dict[EntityKey, set[str]] = {}
-        by_collection: dict[str, list[str]] = {}
-        for collection, entity_id in sorted(set(keys)):
-            by_collection.setdefault(collection, []).append(entity_id)
-        for collection, ids in by_collection.items():
-            for chunk in chunks(ids):
-                params = {"tenant_id": tenant_id, "collection": collection, "ids": list(chunk)}
-                for row in await self._db.rows(MEMBER_ROWS, params):
-                    found.setdefault((collection, row["entity_id"]), set()).add(row["channel"])
-        return found
+        """In one read, by the push session's own statement (``sql_session.channel_members``)."""
+        found = await self._db.read(functools.partial(channel_members, tenant_id=tenant_id, keys=keys))
+        return {key: set(channels) for key, channels in found.items()}
 
     async def checkpoints(self, tenant_id: str, after_seq: int, limit: int) -> list[CheckpointRecord]:
         if limit <= 0:

@@ -53,14 +53,15 @@ _ENTITY_ROWS = select(entities, latest_seq_column()).where(
 _REPLICA_ROWS = select(replicas).where(
     replicas.c.tenant_id == bindparam("tenant_id"), replicas.c.replica_id.in_(bindparam("ids", expanding=True))
 )
-MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, entity_channels.c.joined_seq).where(
+_MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, entity_channels.c.joined_seq).where(
     sql_log.of_tenant(entity_channels, bindparam("tenant_id")),
     entity_channels.c.collection == bindparam("collection"),
     entity_channels.c.entity_id.in_(bindparam("ids", expanding=True)),
     entity_channels.c.member == true(),
 )
-"""The channels some entities of one collection are members of (bound: ``tenant_id``, ``collection``, ``ids``):
-seeks of the primary key's ``(tenant_no, collection, entity_id)`` prefix, never a walk of the tenant's rows."""
+"""The channels some entities of one collection are members of: seeks of the primary key's
+``(tenant_no, collection, entity_id)`` prefix. A list of ``(collection, entity_id)`` pairs instead made SQLite
+(without statistics) walk every channel row of the tenant."""
 _DOT_CHANGE_ID = union_all(
     sql_log.select_changes(bindparam("tenant_id"), changes.c.change_id, changes.c.change_uuid).where(
         sql_log.replica_name == bindparam("replica_id"), changes.c.n == bindparam("n")
@@ -111,7 +112,7 @@ class SqlPushSession:
     async def channel_members(self, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:
         """Member channels (with their ``joined_seq``) of the given entities; one query per collection chunk."""
         self._check_open()
-        return await self._step(functools.partial(_channel_members, tenant_id=self._tenant_id, keys=keys))
+        return await self._step(functools.partial(channel_members, tenant_id=self._tenant_id, keys=keys))
 
     async def load(self, replica_ids: Sequence[str], keys: Sequence[EntityKey]) -> PushLoad:
         """See ``PushSession.load``: one step."""
@@ -175,7 +176,7 @@ def _entities(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> di
 
 def _load(conn: Connection, tenant_id: str, replica_ids: Sequence[str], keys: Sequence[EntityKey]) -> PushLoad:
     found = _entities(conn, tenant_id, keys)
-    members = _channel_members(conn, tenant_id, list(found)) if found else {}
+    members = channel_members(conn, tenant_id, list(found)) if found else {}
     return PushLoad(_replicas(conn, tenant_id, replica_ids), found, members)
 
 
@@ -184,12 +185,13 @@ def _dot_change_id(conn: Connection, params: dict[str, object]) -> str | None:
     return None if found is None else rows.unpack_change_id(found.change_id, found.change_uuid)
 
 
-def _channel_members(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:
+def channel_members(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:
+    """The channels each entity of ``keys`` is a member of, with when it joined: a read per collection and chunk."""
     found: dict[EntityKey, dict[str, int]] = {}
     for collection, ids in _by_collection(keys).items():
         for chunk in chunks(ids):
             params = {"tenant_id": tenant_id, "collection": collection, "ids": chunk}
-            for entity_id, channel, joined_seq in conn.execute(MEMBER_ROWS, params).all():
+            for entity_id, channel, joined_seq in conn.execute(_MEMBER_ROWS, params).all():
                 found.setdefault((collection, entity_id), {})[channel] = joined_seq
     return found
 
