@@ -12,6 +12,9 @@ from syncproto.schema import Collection
 
 
 def field_view(f: FieldState, collection: Collection, name: str) -> FieldView:
+    if type(f) is Register and len(f.siblings) == 1:
+        # Nearly every field: one register value, which every rule picks (``field_value``), no siblings to list.
+        return FieldView("register", f.siblings[0].value)
     kind = f.__struct_config__.tag
     view = FieldView(kind=kind, value=field_value(f, collection.rule(name)))  # type: ignore[arg-type]
     if isinstance(f, Register) and len(f.siblings) > 1:

@@ -133,7 +133,7 @@ class PullService:
         unavailable: list[Unavailable] = []
         for row, after in rows:
             try:
-                entry = self.open(cipher, row, share=share)
+                entry = self.open(cipher, row, share=share, channels=scope is not None)
             except DecryptionError as exc:
                 unavailable.append(quarantine.unavailable_entity(cipher.tenant, row, exc))
                 continue
@@ -143,19 +143,25 @@ class PullService:
             views.append(entry.view_for(after))
         return views, unavailable
 
-    def open(self, cipher: TenantCipher, row: EntityRecord, *, share: bool = True) -> OpenedEntity:
+    def open(
+        self, cipher: TenantCipher, row: EntityRecord, *, share: bool = True, channels: bool = True
+    ) -> OpenedEntity:
         """What pulls need of the row's state, opened once per entity version (``view_cache``).
 
-        Raises ``DecryptionError`` (``NotCurrent`` included) like ``quarantine.open_current``: the check against
-        the change log runs on every call, the cache holds only rows that opened.
+        ``channels=False`` (a tenant-wide reader) may leave the entry's channels out, when it is not kept for
+        others: working them out was a tenth of a dispatcher's first pull. Raises ``DecryptionError``
+        (``NotCurrent`` included) like ``quarantine.open_current``: the check against the change log runs on
+        every call, the cache holds only rows that opened.
         """
         quarantine.check_current(row)
-        entry = self.view_cache.get(cipher.tenant, row) if share else None
+        cache = self.view_cache
+        entry = cache.get(cipher.tenant, row) if share else None
         if entry is None:
             stored = payloads.open_entity(cipher, row)  # current: checked above
-            entry = opened(stored, self.schema.get(row.collection), row)
-            if share:
-                self.view_cache.put(cipher.tenant, row, entry)
+            key = cache.admit(cipher.tenant, row) if share else None
+            entry = opened(stored, self.schema.get(row.collection), row, channels=channels or key is not None)
+            if key is not None:
+                cache.keep(key, entry)
         return entry
 
     async def entity(self, principal: Principal, collection: str, entity_id: str) -> EntityView:

@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 from syncproto.crdt.register import Register, Sibling
 from syncproto.merge import field_value
+from syncproto.messages import FieldView, SiblingView
 from syncproto.rules import LWW, Lww, Precedence, Resolver, Rule
+from syncproto.schema import Collection
+from syncproto.views import field_view
 
 ORDER = ["delivered", "failed", "pending"]
 
@@ -132,3 +135,18 @@ def test_a_registers_value_is_the_rules_pick_also_with_a_single_sibling(siblings
         for name, rule in rules.items():
             assert field_value(register, rule) == rule.pick(register.siblings).value, name
     assert field_value(Register([]), LWW) is None
+
+
+@given(sibling_sets())
+def test_a_registers_view_is_its_value_by_the_rule_and_lists_siblings_only_when_there_are_several(
+    siblings: list[Sibling],
+) -> None:
+    # field_view answers a register of one sibling without asking for its rule (most fields of every pull):
+    # the view must be the one the rule's pick gives, for every rule, with siblings listed only beside others.
+    rules: dict[str, Rule] = {**RULES, "python-raises": Resolver(raises, "tests:raises")}
+    for name, rule in rules.items():
+        collection = Collection("c", kinds={"f": "register"}, rules={"f": rule})
+        for register in (Register(siblings), Register(siblings[:1])):
+            listed = [SiblingView(s.value, s.replica, s.n, s.hlc) for s in register.siblings]
+            expected = FieldView("register", rule.pick(register.siblings).value, listed if len(listed) > 1 else None)
+            assert field_view(register, collection, "f") == expected, name
