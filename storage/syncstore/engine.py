@@ -175,17 +175,27 @@ def on_sqlite_begin(connection: Connection) -> None:
     SQLAlchemy's whole execution path (events, a result), about half of a point read's 98 µs on a reader
     thread. A driver error is raised as SQLAlchemy's (``OperationalError`` and so on), as that path raised it,
     so a database that cannot be reached still maps to ``StoreUnavailable``.
+
+    Pitfall: SQLAlchemy marks the ``Connection`` as beginning before this event and clears the mark only after
+    the dialect's own begin, which an error here skips. Such a ``Connection`` never begins again: every later
+    statement on it runs in autocommit. The push writer keeps its ``Connection`` (``SqliteWriter``), so after one
+    ``BEGIN IMMEDIATE`` that gave up on a lock, its pushes were written statement by statement, seen half
+    done and never rolled back. A failed BEGIN therefore invalidates the connection: its owner opens a new one.
     """
     statement = _BEGIN_SQL[connection.get_execution_options().get(BEGIN_MODE, "DEFERRED")]
+    dbapi_error = connection.dialect.loaded_dbapi.Error
     cursor = connection.connection.cursor()
     try:
         cursor.execute(statement)
-    except connection.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(
-            statement, None, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
-        ) from exc
+    except dbapi_error as exc:
+        failed: Exception | None = exc
+    else:
+        failed = None
     finally:
         cursor.close()
+    if failed is not None:
+        connection.invalidate(failed)  # closes the driver's connection (see the pitfall above)
+        raise DBAPIError.instance(statement, None, failed, dbapi_error, dialect=connection.dialect) from failed
 
 
 def is_sqlite(engine: AsyncEngine | Engine) -> bool:

@@ -36,6 +36,9 @@ a fleet writing large values cannot grow the server by more than the budget.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from cachetools import TTLCache
 from msgspec import Struct
 from msgspec.structs import replace
@@ -100,10 +103,12 @@ def opened(stored: StoredEntity, collection: Collection, row: EntityRecord, *, c
 class ViewCache:
     """Opened entity versions by their authenticated identity and ciphertext. See the module docs."""
 
-    def __init__(self, budget_bytes: int = BUDGET_BYTES, ttl_s: float = TTL_S) -> None:
+    def __init__(
+        self, budget_bytes: int = BUDGET_BYTES, ttl_s: float = TTL_S, timer: Callable[[], float] = time.monotonic
+    ) -> None:
         self.budget_bytes = budget_bytes
         self._entries: TTLCache[_Key, OpenedEntity] = TTLCache(
-            maxsize=budget_bytes, ttl=ttl_s, getsizeof=lambda entry: entry.size
+            maxsize=budget_bytes, ttl=ttl_s, timer=timer, getsizeof=lambda entry: entry.size
         )
         self._seen: set[int] = set()
         """Hashes of keys missed once and not kept (the admission filter, see the module docs)."""
@@ -116,9 +121,10 @@ class ViewCache:
     def get(self, tenant: str, row: EntityRecord) -> OpenedEntity | None:
         key = self.key(tenant, row)
         entries = self._entries
-        # ``in`` first: a miss (every version of a device's first sync) costs a third of what ``get`` costs
-        # on one, which raises and catches a KeyError inside cachetools.
-        return entries[key] if key in entries else None  # noqa: SIM401 (see above)
+        # ``in`` first: a miss (every version of a device's first sync) costs a third of what ``get`` costs on
+        # one, which raises and catches a KeyError inside cachetools. Then ``get``, not ``[]``: the entry may
+        # expire between the two (each reads the clock), and ``get`` answers None where ``[]`` would raise.
+        return entries.get(key) if key in entries else None
 
     def admit(self, tenant: str, row: EntityRecord) -> _Key | None:
         """Note a miss of ``row``'s version; the key to ``keep`` its entry under if this is its second miss

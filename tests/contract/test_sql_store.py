@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from syncstore import PushBatch, SqlStore, StoreUnavailable
+from syncstore import engine as engine_module
 from syncstore.engine import create_engine
 from syncstore.migrate import upgrade
 from syncstore.records import ConflictFilter
@@ -199,6 +200,38 @@ async def test_sqlite_write_sessions_begin_immediate_and_reads_do_not(tmp_path: 
             finally:
                 other.execute("ROLLBACK")
             assert [e.entity_id for e in pulled] == ["e-1"]
+    finally:
+        other.close()
+
+
+async def test_a_write_session_whose_begin_failed_leaves_the_next_one_a_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push whose ``BEGIN IMMEDIATE`` gave up (another process held the write lock past ``busy_timeout``) fails;
+    the next push is still one transaction holding the write lock. (SQLAlchemy leaves a connection whose
+    ``begin`` event raised unable to begin again: the writer's next pushes ran in autocommit, statement by
+    statement, visible half-written and never rolled back, until the connection was replaced.)"""
+    monkeypatch.setattr(engine_module, "_SQLITE_PRAGMAS", ("PRAGMA busy_timeout=50", "PRAGMA foreign_keys=ON"))
+    url = sqlite_url(tmp_path)
+    await upgrade(url)
+    other = sqlite3.connect(tmp_path / "store.db", timeout=0, isolation_level=None)
+    try:
+        async with opened(url) as store:
+            tenant = factories.new_tenant_id()
+            await store.create_tenant(tenant, factories.key(tenant), NOW)
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(OperationalError, match="locked"):  # transient: the server answers 503
+                    async with store.push_session(tenant) as session:
+                        await session.commit(factories.changes_batch(1, 1))
+            finally:
+                other.execute("ROLLBACK")
+            for n in (1, 2):
+                async with store.push_session(tenant) as session:
+                    with pytest.raises(sqlite3.OperationalError, match="locked"):
+                        other.execute("BEGIN IMMEDIATE")
+                    await session.commit(factories.changes_batch(n, 1))
+            assert [c.seq for c in await store.changes(tenant, 0, 10)] == [1, 2]
     finally:
         other.close()
 

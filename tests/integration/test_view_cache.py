@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from syncproto.messages import EntityView
 from syncserver.sync import payloads
 from syncserver.sync.pull import PullService
-from syncserver.sync.view_cache import ViewCache
+from syncserver.sync.view_cache import OpenedEntity, ViewCache
 from syncstore.records import EntityRecord
 from tests.integration.conftest import Server, change
 
@@ -130,3 +131,25 @@ async def test_the_live_feed_does_not_fill_the_cache(sqlite_server: Server) -> N
     pull.views(cipher, [(row, 0)])
     pull.views(cipher, [(row, 0)])
     assert len(pull.view_cache) == 1
+
+
+def test_an_entry_that_expires_while_it_is_looked_up_is_a_miss() -> None:
+    """A lookup reads the clock twice (is it there, then the entry): expiring in between is a miss, not an error
+    (``KeyError`` out of a pull)."""
+    now, step = [0.0], [0.0]
+
+    def clock() -> float:
+        now[0] += step[0]
+        return now[0]
+
+    cache = ViewCache(ttl_s=60.0, timer=clock)
+    row = EntityRecord("deliveries", "dlv-1", 1, False, 1, b"sealed", {}, 0)
+    key = cache.admit("t1", row) or cache.admit("t1", row)  # kept on the second miss
+    assert key is not None
+    entry = OpenedEntity(EntityView("deliveries", "dlv-1", 1, {}, False), {}, frozenset(), 10)
+    cache.keep(key, entry)  # at 0.0: it expires at 60.0
+    now[0] = 58.5
+    assert cache.get("t1", row) is entry  # still alive at 58.5
+    step[0] = 1.0  # from now on every reading is a second later: 59.5 (alive), then 60.5 (expired)
+    assert cache.get("t1", row) is None
+    assert cache.get("t1", row) is None
