@@ -6,8 +6,9 @@
   attachment still uploading, is ``not_found``: it looks exactly like absent.
 * ``ETag`` is the attachment id (content never changes under an id);
   ``Cache-Control: private, max-age=31536000, immutable``; ``If-None-Match``
-  gives 304. One ``Range: bytes=…`` range gives 206; several ranges are served
-  as the whole body (RFC 9110 allows it); an unsatisfiable one gives 416.
+  gives 304. One ``Range: bytes=…`` range gives 206; several ranges, or one whose
+  last position is before its first, are served as the whole body (RFC 9110); an
+  unsatisfiable one gives 416.
 * Every chunk in the range is opened (authenticated) before the first byte is
   sent: a tampered chunk gives 500 ``data_integrity`` and no data. A range of
   at most ``HOLD_BYTES`` is kept in memory from that check and sent as one
@@ -97,8 +98,17 @@ class AttachmentReader:
         return SealedBlob(self.blobs, cipher, row.tenant_id, owner, row.key_version, row.size, row.chunk_bytes)
 
 
+def _position(digits: str) -> int:
+    """A byte position from the header's digits; any past ``2**63`` is the same (Python refuses ``int`` of more
+    than 4,300 digits, and no attachment is that large)."""
+    return int(digits) if len(digits) <= 19 else 2**63
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``(start, end)`` (end exclusive) of a single satisfiable range, ``None`` for the whole body."""
+    """``(start, end)`` (end exclusive) of a single satisfiable range, ``None`` for the whole body.
+
+    A header that is not one valid range (several ranges, not ``bytes``, a last position before the first) is
+    ignored, as RFC 9110 (14.2) says: the whole body. A valid one that starts past the end raises 416."""
     if header is None or "," in header:
         return None
     match = _RANGE.match(header.strip())
@@ -106,10 +116,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = match.groups()
     if first == "":
-        start, end = max(0, size - int(last)), size
+        start, end = max(0, size - _position(last)), size
     else:
-        start = int(first)
-        end = size if last == "" else min(size, int(last) + 1)
+        start = _position(first)
+        if last != "" and _position(last) < start:
+            return None
+        end = size if last == "" else min(size, _position(last) + 1)
     if start >= size or start >= end:
         raise ApiError(
             416,
