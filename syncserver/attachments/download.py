@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
 
 from litestar import Controller, Request, Response, get
@@ -33,7 +33,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from syncproto import errors
-from syncproto.attachments import refs_in_view
+from syncproto.attachments import AttachmentRef, refs_in_view
 from syncserver.attachments import metrics
 from syncserver.attachments.blobstore import BlobStore
 from syncserver.attachments.chunks import ChunkError, SealedBlob
@@ -63,17 +63,35 @@ class AttachmentReader:
 
     async def readable(self, principal: Principal, attachment_id: str) -> AttachmentRecord:
         row = await self.meta.get_attachment(principal.tenant, attachment_id)
-        if row is None or row.state != "available" or not await self.allowed(principal, attachment_id):
+        if row is None or row.state != "available" or not await self.allowed(principal, row):
             raise ApiError(404, errors.NOT_FOUND, f"no attachment {attachment_id}")
         return row
 
-    async def allowed(self, principal: Principal, attachment_id: str) -> bool:
+    async def allowed(self, principal: Principal, row: AttachmentRecord) -> bool:
+        """A tenant-wide role reads any attachment; a driver one that an entity in its channels references with
+        this very content (the size and SHA-256 the upload was verified against).
+
+        The content check matters because a device writes references offline, naming any id: a driver who
+        learnt another's attachment id (from a delivery it no longer holds, say) could otherwise write it into
+        its own delivery and download it. A reference with the right size and SHA-256 names content its writer
+        already knows.
+        """
         if Scope.of(principal).unrestricted:
             return True
-        return attachment_id in await self.referenced_in_scope(principal, [attachment_id])
+        cipher = await self.pull.ciphers.cipher(row.tenant_id, [row.mac_version])
+        if not cipher.has([row.mac_version]):
+            return False  # no key to check the content with (re-encryption moves it on): fail closed
 
-    async def referenced_in_scope(self, principal: Principal, ids: Sequence[str]) -> set[str]:
-        """The ids an entity the principal may see references now (value or sibling).
+        def same_content(ref: AttachmentRef) -> bool:
+            return ref.size == row.size and cipher.mac(row.mac_version, bytes.fromhex(ref.sha256)) == row.mac
+
+        return row.id in await self.referenced_in_scope(principal, [row.id], same_content)
+
+    async def referenced_in_scope(
+        self, principal: Principal, ids: Sequence[str], accept: Callable[[AttachmentRef], bool] | None = None
+    ) -> set[str]:
+        """The ids an entity the principal may see references now (value or sibling), by a reference ``accept``
+        takes (any, without it).
 
         One query for the ref hints of all ids, then one read per distinct entity, each
         re-checked against the entity's current value: a hint alone grants nothing.
@@ -89,7 +107,7 @@ class AttachmentReader:
                 view = await self.pull.entity(principal, collection, entity_id)
             except ApiError:
                 continue  # gone or out of scope
-            found |= names & {r.id for r in refs_in_view(view)}
+            found |= names & {r.id for r in refs_in_view(view) if accept is None or accept(r)}
         return found
 
     async def sealed(self, row: AttachmentRecord) -> SealedBlob:

@@ -7,8 +7,8 @@ rules are the rows' rules:
   with, so ``keys destroy`` refuses a version an attachment still needs.
 * **reencrypt**: a blob not under the active version is read chunk by chunk,
   sealed again under the new version into a new prefix (``v<new>/``), then
-  every row using it moves to the new version by compare-and-set, then the old
-  objects go. A crash at any point leaves a readable blob (the rows name the
+  every row using it moves to the new version by compare-and-set (its keyed
+  hash of the content too), then the old objects go. A crash at any point leaves a readable blob (the rows name the
   version whose objects exist); running again resumes.
 * **erase**: after the keys are destroyed (the chunks are unreadable from then
   on), every object under the tenant's prefix and every row are deleted.
@@ -18,6 +18,7 @@ rules are the rows' rules:
 from __future__ import annotations
 
 import base64
+import hashlib
 
 from msgspec import Struct
 from msgspec.structs import replace
@@ -69,13 +70,16 @@ class AttachmentKeys:
         rows = await self._all(tenant)
         for owner in [r for r in rows if r.state == "available" and r.blob_owner == r.id and r.key_version != target]:
             try:
-                await self._reseal(cipher, owner, target)
+                digest = await self._reseal(cipher, owner, target)
             except ChunkError:
                 failed += 1
                 continue
+            # The keyed hash moves to the new version too: dedup and a driver's download check it, and the old
+            # version's key is destroyed once nothing is sealed under it.
+            mac = cipher.mac(target, digest)
             users = [r for r in rows if r.blob_owner == owner.id and r.key_version == owner.key_version]
             for row in users:
-                await self.meta.update_attachment(row, replace(row, key_version=target))
+                await self.meta.update_attachment(row, replace(row, key_version=target, mac=mac, mac_version=target))
             remaining = await self.meta.list_attachments(tenant, limit=PAGE)
             if not any(r.blob_owner == owner.id and r.key_version == owner.key_version for r in remaining):
                 old = chunks.prefix(tenant, owner.id) + f"v{owner.key_version}/"
@@ -83,13 +87,17 @@ class AttachmentKeys:
             moved += 1
         return moved, failed
 
-    async def _reseal(self, cipher: TenantCipher, row: AttachmentRecord, target: int) -> None:
+    async def _reseal(self, cipher: TenantCipher, row: AttachmentRecord, target: int) -> bytes:
+        """Seal the blob again under ``target``; returns its SHA-256 (the content, as its upload verified it)."""
         sealed = SealedBlob(self.blobs, cipher, row.tenant_id, row.id, row.key_version, row.size, row.chunk_bytes)
+        content = hashlib.sha256()
         for index in range(sealed.count):
             data = await sealed.read_chunk(index)
+            content.update(data)
             last = index == sealed.count - 1
             blob = chunks.seal_chunk(cipher, row.id, index, last, data, target)
             await self.blobs.put(chunks.chunk_key(row.tenant_id, row.id, target, index), blob)
+        return content.digest()
 
     async def erase(self, tenant: str) -> int:
         """Delete every object and row of the tenant (after its keys are destroyed); returns objects deleted."""

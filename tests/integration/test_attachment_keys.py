@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.attachment_client import ref_for, upload
-from tests.integration.conftest import Server, make_settings, start
+from tests.integration.conftest import Server, change, make_settings, start
 
 
 @pytest.fixture
@@ -40,6 +40,13 @@ async def test_reencrypt_moves_attachments_to_the_new_key_and_only_then_the_old_
     assert [p.name for p in blob_dir.iterdir()] == ["v2"]
     assert (await s.client.post("/v1/admin/keys/1/destroy", headers=admin)).status_code == 200
     r = await s.client.get(f"/v1/attachments/{ref.id}", headers=admin)
+    assert r.status_code == 200
+    assert r.content == data
+    # A driver's download checks the reference against the content's keyed hash, which moved to version 2 too.
+    own = s.headers(tenant, "driver-1", "driver", ("driver:1",))
+    ops = [{"op": "set", "field": "driver_id", "value": "1"}, {"op": "set", "field": "pod", "value": ref.to_value()}]
+    await s.push(own, "phone-1", [change(1, "dlv-1", ops)])
+    r = await s.client.get(f"/v1/attachments/{ref.id}", headers=own)
     assert r.status_code == 200
     assert r.content == data
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from syncproto.attachments import AttachmentRef
 from tests.integration.attachment_client import TUS, create, patch, ref_for, sha1_header, upload
 from tests.integration.conftest import Server, change, make_settings, start
 
@@ -172,6 +173,19 @@ async def test_another_tenant_and_another_drivers_channel_are_not_found(app_serv
     # Another user (or tenant) cannot resume or read the state of the upload either.
     head = await s.client.head(f"/v1/attachments/uploads/{ref.id}", headers={**s.headers(other, "driver-1"), **TUS})
     assert head.status_code == 404
+    # Driver 2 writes driver 1's attachment id into its own delivery: a reference grants the bytes only with
+    # their size and SHA-256, which a driver that learnt just the id does not have.
+    forged = [
+        AttachmentRef(id=ref.id, size=1, sha256="0" * 64, media_type="image/jpeg"),
+        AttachmentRef(id=ref.id, size=ref.size, sha256="0" * 64, media_type="image/jpeg"),
+        AttachmentRef(id=ref.id, size=ref.size + 1, sha256=ref.sha256, media_type="image/jpeg"),
+    ]
+    for n, fake in enumerate(forged, start=1):
+        mine = [{"op": "set", "field": "driver_id", "value": "2"}]
+        mine.append({"op": "set", "field": "pod", "value": fake.to_value()})
+        assert (await s.push(d2, "phone-2", [change(n, "dlv-2", mine)]))[0]["status"] == "applied"
+        r = await s.client.get(f"/v1/attachments/{ref.id}", headers=d2)
+        assert r.status_code == 404, fake
     # An entity moved out of driver 1's channels takes the attachment with it.
     await s.push(d1, "phone-1", [change(2, "dlv-1", [{"op": "set", "field": "depot", "value": "x"}])])
     moved = [{"op": "set", "field": "driver_id", "value": "2"}]
