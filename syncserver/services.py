@@ -130,7 +130,9 @@ def build_services(
     admin_store = admin_backend(store)
     audit_log = AuditLog(admin_store)
     server_changes = ServerChanges(admin_store, push, audit_log)
-    key_ops = KeyOps(store, keyring, provider, schema, attachments=attachment_keys)
+    key_ops = KeyOps(
+        store, keyring, provider, schema, attachments=attachment_keys, settle_ms=settings.key_cache_ttl_s * 1000
+    )
     push.dictionaries = DictionaryTrainer(
         store,
         keyring,

@@ -71,6 +71,10 @@ class KeyAdminController(Controller):
     @post(
         "/keys/{version:int}/destroy",
         summary="Destroy a retired key version",
+        description=(
+            "409 while a row is still sealed under it (run reencrypt), and until `SYNC_KEY_CACHE_TTL_S` has passed "
+            "since it was retired (servers may still write under it until their key cache expires)."
+        ),
         status_code=200,
         # 404: a version that is not an integer matches no route.
         responses=error_responses(400, 404, 409, *AUTHENTICATED),

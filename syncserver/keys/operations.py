@@ -118,7 +118,10 @@ class KeyOps:
         schema: Schema,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         attachments: AttachmentKeys | None = None,
+        settle_ms: int = 0,
     ) -> None:
+        """``settle_ms``: how long a process may keep a tenant's keys cached (``SYNC_KEY_CACHE_TTL_S``); a retired
+        version cannot be destroyed sooner after its retirement (``destroy_version``)."""
         if not (isinstance(store, KeyStore) and isinstance(store, AdminStore) and isinstance(store, ChannelStore)):
             raise TypeError(f"{type(store).__name__} must implement KeyStore, ChannelStore and AdminStore")
         self.store = store
@@ -130,6 +133,7 @@ class KeyOps:
         self.schema = schema
         self.clock = clock
         self.attachments = attachments
+        self.settle_ms = settle_ms
 
     async def _usage(self, tenant: str) -> dict[str, dict[int, int]]:
         """Cells per table and key version, attachment blobs included (as table ``attachments``)."""
@@ -181,7 +185,14 @@ class KeyOps:
         return RotateResult(tenant, version, previous, dictionary is not None)
 
     async def destroy_version(self, tenant: str, version: int, actor: str) -> int:
-        """Destroy one retired version; refuses while any cell is still sealed under it."""
+        """Destroy one retired version; refuses while any cell is still sealed under it, and until every
+        process has dropped its cached keys since the version was retired.
+
+        Pitfall: a server that cached the tenant's keys before the rotation keeps sealing new rows under the
+        retired version for up to ``settle_ms`` (``SYNC_KEY_CACHE_TTL_S``). Destroying it sooner would make
+        those rows, acknowledged to their devices, unreadable: so the version must have been retired (the next
+        version created) at least that long ago, and then ``reencrypt`` moves what was written meanwhile.
+        """
         wrapped = {k.version: k for k in await self.store.tenant_keys(tenant)}
         if version not in wrapped:
             raise KeyOpError(f"tenant {tenant!r} has no key version {version}")
@@ -191,6 +202,13 @@ class KeyOps:
         in_use = sum(t.get(version, 0) for t in usage.values())
         if in_use:
             raise KeyOpError(f"{in_use} rows are still sealed under version {version}; run reencrypt first")
+        retired_at = min((k.created_at for v, k in wrapped.items() if v > version), default=0)
+        wait_ms = retired_at + self.settle_ms - self.clock()
+        if wait_ms > 0:
+            raise KeyOpError(
+                f"version {version} was retired less than SYNC_KEY_CACHE_TTL_S ({self.settle_ms // 1000} s) ago: "
+                f"servers may still write under it; wait {-(-wait_ms // 1000)} s, run reencrypt again, then destroy"
+            )
         destroyed = await self.keys.destroy_tenant_keys(tenant, [version])
         self.keyring.forget(tenant)
         await self._audit(tenant, actor, "key.destroy", f"key/{version}", {"version": version})

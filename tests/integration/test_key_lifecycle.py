@@ -92,7 +92,20 @@ async def test_rotate_then_reencrypt_in_resumable_steps_then_destroy_the_old_ver
     assert [e for e in state if e["entity"] != "dlv-new"] == before[0]
 
     assert (await server.client.post("/v1/admin/keys/2/destroy", headers=admin)).status_code == 409
-    r = await server.client.post("/v1/admin/keys/1/destroy", headers=admin)
+    # Servers that cached version 1 before the rotation may still seal rows under it until their cache
+    # expires: destroying it now would make rows they acknowledged unreadable.
+    ops = server.app.state.services.key_ops
+    assert ops.settle_ms == server.settings.key_cache_ttl_s * 1000 > 0
+    early = await server.client.post("/v1/admin/keys/1/destroy", headers=admin)
+    assert early.status_code == 409
+    assert "SYNC_KEY_CACHE_TTL_S" in early.json()["error"]["message"]
+    rotated_at = max(k.created_at for k in await server.app.state.store.tenant_keys(tenant))
+    real_clock = ops.clock
+    ops.clock = lambda: rotated_at + ops.settle_ms  # every server's cache has expired since the rotation
+    try:
+        r = await server.client.post("/v1/admin/keys/1/destroy", headers=admin)
+    finally:
+        ops.clock = real_clock
     assert r.json() == {"destroyed": 1}
     assert (await everything(server, tenant)) == (state, conflicts)
     actions = [a for a, _ in await audit(server, tenant)]
