@@ -14,6 +14,12 @@ Redis carries only ``{tenant, seq, origin}`` notices on one channel
   while it was away are lost. A lost notice therefore only delays a change.
 * Redis' own retries are off (``retries=0``): this module owns reconnection, so
   it always knows whether Redis is up (``checks()``, shown by ``/health/ready``).
+* The subscriber sends a ``PING`` every ``ping_s`` and counts its connection
+  lost when nothing (no notice, no pong) has come back for ``ping_s +
+  timeout_s``. Without it a connection cut without a reset (a NAT or a
+  firewall that dropped it, a host that vanished) looked healthy forever: the
+  subscriber only polls, readiness said ``ok``, and every remote change waited
+  for the live hub's periodic resync.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from syncserver.fanout.interface import FanoutListener
@@ -62,10 +69,12 @@ class RedisFanout:
         min_backoff_s: float = 0.05,
         max_backoff_s: float = 2.0,
         timeout_s: float = 2.0,
+        ping_s: float = 5.0,
     ) -> None:
         self.channel = f"{key_prefix}changes"
         self._url = url
         self._timeout_s = timeout_s
+        self._ping_s = ping_s
         self._backoff = EqualJitterBackoff(cap=max_backoff_s, base=min_backoff_s)
         self._origin = secrets.token_hex(8)
         self._listeners = Listeners()
@@ -126,10 +135,7 @@ class RedisFanout:
                 self.connects += 1
                 failures = 0
                 self._listeners.resync()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None:
-                        self._receive(message["data"])
+                await self._listen(pubsub)
             except (RedisError, OSError) as exc:
                 if self._subscriber_state == "ok":
                     log.warning("redis fan-out lost (%s); local subscribers are still served; retrying", exc)
@@ -139,6 +145,24 @@ class RedisFanout:
                     await pubsub.aclose()
             await asyncio.sleep(self._backoff.compute(failures))
             failures = min(failures + 1, 32)  # the delay is capped long before; keep the exponent small
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Deliver notices until the connection fails, or stays silent past a ``PING`` (see the module docs)."""
+        clock = asyncio.get_running_loop().time
+        heard = pinged = clock()
+        poll_s = min(1.0, self._ping_s)
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_s)
+            now = clock()
+            if message is not None:
+                heard = now
+                if message["type"] == "message":
+                    self._receive(message["data"])
+            if now - heard > self._ping_s + self._timeout_s:
+                raise RedisConnectionError(f"no answer from redis for {now - heard:.1f} s")
+            if now - pinged >= self._ping_s:
+                await pubsub.ping()  # its pong comes back through get_message
+                pinged = now
 
     def _receive(self, data: bytes) -> None:
         try:

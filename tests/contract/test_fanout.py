@@ -210,3 +210,73 @@ async def test_redis_fanout_resyncs_its_listeners_after_redis_returns(tmp_path: 
         finally:
             await a.stop()
             await b.stop()
+
+
+class SilentProxy:
+    """A TCP proxy to Redis that can go silent: it keeps every connection open but forwards nothing, as a
+    connection dropped by a NAT or firewall without a reset looks from the client."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.silent = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        for a, b in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(a, b))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not self.silent:  # silent: swallowed, the connection stays open
+                    writer.write(data)
+                    await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_redis_fanout_notices_a_connection_gone_silent_and_resubscribes() -> None:
+    """A subscription whose connection forwards nothing (no reset, no close) is found dead by its PING, reported
+    down, and replaced once Redis answers again, with a resync (notices sent meanwhile were lost)."""
+    url = services.redis_url()
+    host, port = url.removeprefix("redis://").split("/")[0].split(":")
+    proxy = SilentProxy((host, int(port)))
+    await proxy.start()
+    fanout = RedisFanout(
+        f"redis://127.0.0.1:{proxy.port}/0",
+        f"test-{time.time_ns()}:",
+        min_backoff_s=0.02,
+        max_backoff_s=0.1,
+        timeout_s=0.5,
+        ping_s=0.5,
+    )
+    heard = Recorder()
+    fanout.subscribe(heard)
+    await fanout.start()
+    try:
+        await until_ready(fanout)
+        resyncs = heard.resyncs
+        proxy.silent = True
+        await heard.until(lambda: fanout.checks()["redis"].startswith("down: "), "the silent connection to be found")
+        proxy.silent = False
+        await heard.until(lambda: heard.resyncs > resyncs, "a resync after resubscribing")
+        await until_ready(fanout)
+    finally:
+        await fanout.stop()
+        await proxy.stop()
