@@ -19,11 +19,16 @@ Usage::
 
     budget = PushBudget(16 * 1024 * 1024)
     raw = await request.body()
-    async with budget.reserve(len(raw)):
-        body = decode_json_body(raw, push_request_decoder)
-        result = await push_service.push(principal, body)
+    result = await budget.run(len(raw), lambda: push_service.push(principal, decode(raw)))
 
 Pitfalls:
+
+* The bytes are held until the push ends, not until its request does. A push
+  keeps running once queued (its group commits it whether or not the client
+  still waits), so a client that gives up and resends must not hand its bytes
+  back early: with ``reserve`` around the handler's ``await``, five rounds of
+  time-outs left five times the budget decoded in the queue. ``run`` holds
+  them for its task, whatever happens to the caller.
 
 * A body larger than the whole budget is admitted alone, once nothing else is
   in flight: the body limit (``SYNC_MAX_BODY_BYTES``) bounds it, not this.
@@ -39,8 +44,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from prometheus_client import Counter, Gauge
 
@@ -50,6 +56,8 @@ INFLIGHT_BYTES = Gauge(
     multiprocess_mode="livesum",
 )
 WAITS = Counter("sync_push_budget_waits", "Pushes that waited for room in the push budget before being decoded.")
+
+_T = TypeVar("_T")
 
 
 class PushBudget:
@@ -68,15 +76,42 @@ class PushBudget:
             yield
             return
         size = max(0, min(size, self.limit))
+        await self._take(size)
+        try:
+            yield
+        finally:
+            self._release(size)
+
+    async def run(self, size: int, work: Callable[[], Awaitable[_T]]) -> _T:
+        """``await work()`` as a task of its own, holding ``size`` bytes from before it starts until it ends.
+
+        The caller may be cancelled (a client that went away): the task goes on and keeps the bytes until it
+        ends, as the push it runs does. Its outcome is still retrieved, so a failure is not reported as lost.
+        """
+        if self.limit <= 0:
+            return await work()
+        size = max(0, min(size, self.limit))
+        await self._take(size)
+        try:
+            task = asyncio.ensure_future(work())
+        except BaseException:
+            self._release(size)
+            raise
+
+        def done(finished: asyncio.Future[_T]) -> None:
+            self._release(size)
+            if not finished.cancelled():
+                finished.exception()  # retrieved: the caller may be gone
+
+        task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _take(self, size: int) -> None:
         if self._waiting or self.used + size > self.limit:
             await self._wait(size)
         else:
             self.used += size
         INFLIGHT_BYTES.set(self.used)
-        try:
-            yield
-        finally:
-            self._release(size)
 
     async def _wait(self, size: int) -> None:
         waiter = asyncio.get_running_loop().create_future()

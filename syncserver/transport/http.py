@@ -51,12 +51,13 @@ class SyncController(Controller):
     )
     async def push(self, request: SyncRequest, push_service: NamedDependency[PushService]) -> Response[bytes]:
         # Read (within the body limit), then room for it before it is decoded: a reconnect storm waits here,
-        # undecoded, while a client that sends its body slowly holds nothing but its own connection
-        # (sync/push_budget.py).
+        # undecoded, while a client that sends its body slowly holds nothing but its own connection. The room is
+        # held until the push ends, even if this client gives up first (sync/push_budget.py).
         raw = await request.body()
-        async with push_service.budget.reserve(len(raw)):
-            body = decode_json_body(raw, push_request_decoder)
-            result: PushResponse = await push_service.push(request.user, body)
+        user = request.user
+        result: PushResponse = await push_service.budget.run(
+            len(raw), lambda: push_service.push(user, decode_json_body(raw, push_request_decoder))
+        )
         return _json(result)
 
     @post(

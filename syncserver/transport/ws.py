@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -383,19 +384,20 @@ class Session:
                 conn.control(WsError(errors.BODY_TOO_LARGE, f"a message may be at most {limit} bytes"))
                 continue
             # A frame big enough to matter waits for room in the push budget before it is decoded, as an
-            # HTTP push does (sync/push_budget.py); pings, pongs and small pushes go straight on.
-            room = (
-                self.push_service.budget.reserve(len(data))
-                if len(data) >= UNCOUNTED_FRAME_BYTES
-                else contextlib.nullcontext()
-            )
-            async with room:
-                try:
-                    message = _decode(data)
-                except msgspec.DecodeError as exc:
-                    conn.control(_error_for(exc, data))
-                    continue
-                await self._handle(conn, message)
+            # HTTP push does, and holds it until its push ends, even if the socket closes first
+            # (sync/push_budget.py); pings, pongs and small pushes go straight on.
+            if len(data) >= UNCOUNTED_FRAME_BYTES:
+                await self.push_service.budget.run(len(data), functools.partial(self._decode_and_handle, conn, data))
+            else:
+                await self._decode_and_handle(conn, data)
+
+    async def _decode_and_handle(self, conn: Connection, data: str | bytes) -> None:
+        try:
+            message = _decode(data)
+        except msgspec.DecodeError as exc:
+            conn.control(_error_for(exc, data))
+            return
+        await self._handle(conn, message)
 
     async def _handle(self, conn: Connection, message: WsClientMessage) -> None:
         match message:

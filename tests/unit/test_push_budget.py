@@ -147,3 +147,41 @@ async def test_waits_are_counted_and_the_gauge_follows_the_bytes_in_flight() -> 
     hold.set()
     await asyncio.gather(*tasks)
     assert REGISTRY.get_sample_value("sync_push_inflight_bytes") == 0
+
+
+async def test_a_run_holds_its_bytes_until_its_work_ends_even_if_its_caller_gave_up() -> None:
+    """A push keeps running once queued (its group commits it whether or not the client still waits): the bytes
+    it holds go back when it ends, not when its request is cancelled, or resent pushes pile up past the budget."""
+    budget = PushBudget(100)
+    finish = asyncio.Event()
+    ran: list[str] = []
+
+    async def work(name: str) -> str:
+        ran.append(name)
+        await finish.wait()
+        return name
+
+    caller = asyncio.create_task(budget.run(80, lambda: work("first")))
+    await settle()
+    caller.cancel()  # the client gave up
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert budget.used == 80, "the push it started still runs and still holds its bytes"
+    resent = asyncio.create_task(budget.run(80, lambda: work("resent")))
+    await settle()
+    assert ran == ["first"], "the resend waits for room"
+    finish.set()
+    assert await resent == "resent"
+    assert ran == ["first", "resent"]
+    assert budget.used == 0
+
+
+async def test_a_run_whose_work_fails_gives_its_bytes_back_and_raises() -> None:
+    budget = PushBudget(100)
+
+    async def failing() -> None:
+        raise ValueError("bad body")
+
+    with pytest.raises(ValueError, match="bad body"):
+        await budget.run(50, failing)
+    assert budget.used == 0
