@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from syncserver.admin.cli import admin as admin_commands
-from syncserver.admin.tenants import InvalidTenantId, create_tenant
+from syncserver.admin.tenants import InvalidTenantId, TenantRecentlyErased, create_tenant
 from syncserver.attachments.cli import attachments as attachment_commands
 from syncserver.auth.tokens import ROLES, TokenVerifier
 from syncserver.integrity import cli as integrity_cli
@@ -112,7 +112,7 @@ def tenant_create(settings: Settings, tenant_id: str) -> None:
         record = run_services(settings, lambda s: create_tenant(s.store, s.keyring, tenant_id))
     except TenantExists:
         raise click.ClickException(f"tenant {tenant_id!r} already exists") from None
-    except InvalidTenantId as exc:
+    except (InvalidTenantId, TenantRecentlyErased) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(record.id)
 

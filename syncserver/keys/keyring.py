@@ -167,6 +167,9 @@ class TenantKeyring:
     def __init__(self, store: Store, provider: KeyProvider, ttl_s: float = 300) -> None:
         self._store = store
         self._provider = provider
+        self.ttl_s = ttl_s
+        """How long a tenant's keys stay cached (``SYNC_KEY_CACHE_TTL_S``): a change of keys in another process
+        reaches this one within it."""
         self._cache: TTLCache[str, TenantCipher] = TTLCache(maxsize=10_000, ttl=ttl_s)
         self.stats = CacheStats()
 

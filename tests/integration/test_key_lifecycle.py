@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from syncproto.schema import Schema
+from syncserver.admin.tenants import TenantRecentlyErased, create_tenant
 from syncserver.keys.envelope import DecryptionError, open_sealed, row_aad
 from syncserver.keys.keyring import TenantKeyring, wrap_aad
 from syncserver.keys.operations import KeyOps
@@ -305,6 +306,14 @@ async def test_an_erased_tenants_leftover_bytes_cannot_be_decrypted(sqlite_serve
         ("tenant.erase", "start"),
         ("tenant.erase", "done"),
     ]
+    # Its id cannot be reused while a server may still hold the destroyed keys in its cache: rows of a new
+    # tenant sealed there under them would be acknowledged and unreadable.
+    keyring: TenantKeyring = server.app.state.keyring
+    assert keyring.ttl_s > 0
+    with pytest.raises(TenantRecentlyErased, match="SYNC_KEY_CACHE_TTL_S"):
+        await create_tenant(store, keyring, doomed)
+    assert await store.get_tenant(doomed) is None
+    assert (await create_tenant(store, TenantKeyring(store, provider, ttl_s=0), doomed)).id == doomed  # no cache
 
     # A backup taken before the erasure still holds the wrapped key, which today's master key opens.
     # Rotating the master key and destroying the old one is what shreds such copies (docs/security.md).
