@@ -311,6 +311,8 @@ attachments = Table(
     PrimaryKeyConstraint("tenant_id", "id"),
     # Dedup: find an available blob with this keyed hash.
     Index("ix_attachments_tenant_mac", "tenant_id", "mac"),
+    # blob_users: the rows that read an owner's objects (every upload's creation and first PATCH ask).
+    Index("ix_attachments_tenant_blob_owner", "tenant_id", "blob_owner"),
     Index("ix_attachments_tenant_state", "tenant_id", "state", "id"),
 )
 

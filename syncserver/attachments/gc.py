@@ -7,6 +7,9 @@
   referenced, its last update) is older than the retention period is deleted,
   row first, then its objects once no other row shares them (dedup). An
   unfinished upload past its ``expires_at`` is deleted (tus expiration).
+  An owner's row can go while deduplicated rows still read its objects: they
+  stay under its prefix, and its id cannot name a new upload until the last of
+  those rows goes (``UploadService``).
 
 Pitfall: a change that references an attachment between mark and sweep does not
 save it if it had already been unreferenced for the whole retention period; use

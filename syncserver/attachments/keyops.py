@@ -3,13 +3,23 @@
 ``KeyOps`` (``syncserver/keys/operations.py``) calls these beside its table work, so the
 rules are the rows' rules:
 
-* **usage**: every blob counts under the key version its chunks are sealed
-  with, so ``keys destroy`` refuses a version an attachment still needs.
-* **reencrypt**: a blob not under the active version is read chunk by chunk,
-  sealed again under the new version into a new prefix (``v<new>/``), then
-  every row using it moves to the new version by compare-and-set (its keyed
-  hash of the content too), then the old objects go. A crash at any point leaves a readable blob (the rows name the
-  version whose objects exist); running again resumes.
+A blob is the objects under one owner's prefix at one key version
+(``<tenant>/<owner>/v<version>/``), read by every available or uploading row
+whose ``blob_owner or id`` is that owner, at that version: several rows when
+deduplicated, and possibly none of them the owner's own row (GC collects an
+unreferenced owner while the others still read its objects).
+
+* **usage**: every blob counts once under the key version its chunks are
+  sealed with, whether or not its owner's row still exists, so ``keys destroy``
+  refuses a version an attachment still needs.
+* **reencrypt**: a blob not under the active version is read chunk by chunk
+  from its owner's prefix (the owner id in each chunk's associated data, as
+  ``SealedBlob`` reads it), sealed again under the new version into a new
+  prefix (``v<new>/``), then every row using it moves to the new version by
+  compare-and-set (its keyed hash of the content too), then the old objects go
+  once no row uses them. A crash at any point leaves a readable blob (the rows
+  name the version whose objects exist); running again resumes. A blob still
+  being uploaded is left where it is (usage keeps counting it).
 * **erase**: after the keys are destroyed (the chunks are unreadable from then
   on), every object under the tenant's prefix and every row are deleted.
 * **export**: a user's attachments (the ones they uploaded), with their bytes.
@@ -30,6 +40,11 @@ from syncserver.keys.keyring import TenantCipher
 from syncstore.attachments import AttachmentRecord, AttachmentStore
 
 PAGE = 500
+
+
+def _blob(row: AttachmentRecord) -> tuple[str, int]:
+    """The blob ``row`` reads: its owner's prefix (itself unless deduplicated) at its key version."""
+    return row.blob_owner or row.id, row.key_version
 
 
 class ExportedAttachment(Struct, gc=False):
@@ -55,48 +70,65 @@ class AttachmentKeys:
             after = page[-1].id
         return rows
 
-    async def usage(self, tenant: str) -> dict[int, int]:
-        """Blobs (objects of available or uploading rows) per key version."""
-        usage: dict[int, int] = {}
+    async def _blobs(self, tenant: str) -> dict[tuple[str, int], list[AttachmentRecord]]:
+        """The rows using each blob, by (owner, key version): available and uploading rows (a refused one's
+        objects are gone)."""
+        blobs: dict[tuple[str, int], list[AttachmentRecord]] = {}
         for row in await self._all(tenant):
-            if row.state != "refused" and row.blob_owner in (None, row.id):
-                usage[row.key_version] = usage.get(row.key_version, 0) + 1
+            if row.state != "refused":
+                blobs.setdefault(_blob(row), []).append(row)
+        return blobs
+
+    async def usage(self, tenant: str) -> dict[int, int]:
+        """Blobs (one per owner prefix and key version, however many rows read it) per key version."""
+        usage: dict[int, int] = {}
+        for _, version in await self._blobs(tenant):
+            usage[version] = usage.get(version, 0) + 1
         return usage
 
     async def reencrypt(self, tenant: str, cipher: TenantCipher) -> tuple[int, int]:
         """Move every available blob to ``cipher.current_version``; returns (moved, failed)."""
         target = cipher.current_version
         moved = failed = 0
-        rows = await self._all(tenant)
-        for owner in [r for r in rows if r.state == "available" and r.blob_owner == r.id and r.key_version != target]:
+        for (owner, version), users in (await self._blobs(tenant)).items():
+            if version == target or any(r.state != "available" for r in users):
+                continue  # current, or still being uploaded (its upload seals it under ``version``)
+            if len({(r.size, r.chunk_bytes) for r in users}) != 1:
+                failed += 1  # rows disagreeing on the blob's shape: they were not deduplicated by this server
+                continue
             try:
-                digest = await self._reseal(cipher, owner, target)
+                digest = await self._reseal(cipher, tenant, owner, users[0], target)
             except ChunkError:
                 failed += 1
                 continue
             # The keyed hash moves to the new version too: dedup and a driver's download check it, and the old
             # version's key is destroyed once nothing is sealed under it.
             mac = cipher.mac(target, digest)
-            users = [r for r in rows if r.blob_owner == owner.id and r.key_version == owner.key_version]
+            in_use = False
             for row in users:
-                await self.meta.update_attachment(row, replace(row, key_version=target, mac=mac, mac_version=target))
-            remaining = await self.meta.list_attachments(tenant, limit=PAGE)
-            if not any(r.blob_owner == owner.id and r.key_version == owner.key_version for r in remaining):
-                old = chunks.prefix(tenant, owner.id) + f"v{owner.key_version}/"
-                await self.blobs.delete(await self.blobs.list(old))
+                if not await self.meta.update_attachment(
+                    row, replace(row, key_version=target, mac=mac, mac_version=target)
+                ):
+                    now = await self.meta.get_attachment(tenant, row.id)  # moved meanwhile: deleted, or still here?
+                    in_use |= now is not None and now.state != "refused" and _blob(now) == (owner, version)
+            # A row deduplicated onto the owner after the rows were read re-reads the owner's row, sees it moved
+            # and keeps its own objects (``UploadService._finish``); an owner whose row is gone gains no new users.
+            if not in_use:
+                await self.blobs.delete(await self.blobs.list(chunks.prefix(tenant, owner) + f"v{version}/"))
             moved += 1
         return moved, failed
 
-    async def _reseal(self, cipher: TenantCipher, row: AttachmentRecord, target: int) -> bytes:
-        """Seal the blob again under ``target``; returns its SHA-256 (the content, as its upload verified it)."""
-        sealed = SealedBlob(self.blobs, cipher, row.tenant_id, row.id, row.key_version, row.size, row.chunk_bytes)
+    async def _reseal(self, cipher: TenantCipher, tenant: str, owner: str, row: AttachmentRecord, target: int) -> bytes:
+        """Seal ``owner``'s blob that ``row`` reads again under ``target``; returns its SHA-256 (the content, as its
+        upload verified it)."""
+        sealed = SealedBlob(self.blobs, cipher, tenant, owner, row.key_version, row.size, row.chunk_bytes)
         content = hashlib.sha256()
         for index in range(sealed.count):
             data = await sealed.read_chunk(index)
             content.update(data)
             last = index == sealed.count - 1
-            blob = chunks.seal_chunk(cipher, row.id, index, last, data, target)
-            await self.blobs.put(chunks.chunk_key(row.tenant_id, row.id, target, index), blob)
+            blob = chunks.seal_chunk(cipher, owner, index, last, data, target)
+            await self.blobs.put(chunks.chunk_key(tenant, owner, target, index), blob)
         return content.digest()
 
     async def erase(self, tenant: str) -> int:

@@ -21,6 +21,18 @@ back, which also re-checks them.
 
 Nothing is downloadable before ``available``: the download route only serves
 available rows.
+
+Equal content is stored once per tenant: a completed upload whose content equals
+an available attachment's gets ``blob_owner`` = that attachment and reads the
+objects under its prefix (``<tenant>/<owner>/``), which may outlive the owner's
+own row (GC collects an unreferenced owner while the others still read them). So:
+
+* every delete of a prefix goes through ``_drop_objects``, which deletes nothing
+  while another row uses the prefix;
+* an id whose prefix other rows read cannot name a new upload (it would write
+  into their objects): creating it is ``attachment_conflict``, and so is a first
+  PATCH of such a row, or replaying it. Ids are device-chosen UUIDs: reusing one
+  is a client bug.
 """
 
 from __future__ import annotations
@@ -100,7 +112,8 @@ class UploadService:
     async def create(self, principal: Principal, declared: Declared) -> AttachmentRecord:
         """Create the upload, or return the one this id already names (a retried creation).
 
-        A refusal (too large, media type) is stored as a refused row and raised as ``ApiError``.
+        A refusal (too large, media type) is stored as a refused row and raised as ``ApiError``. An id whose
+        objects other rows still read (deduplicated onto it; its own row collected) is ``attachment_conflict``.
         """
         tenant = principal.tenant
         cipher = await self.ciphers.cipher(tenant)
@@ -126,6 +139,12 @@ class UploadService:
         if refusal is not None:
             record = replace(record, state="refused", code=refusal[0], message=refusal[1])
         stored = await self.meta.create_attachment(record)
+        if stored.blob_owner is None and await self.meta.blob_users(tenant, stored.id):
+            # Its id names objects other attachments read (they were deduplicated onto an earlier upload of
+            # this id, whose row has been collected since): refused, before any byte is written there.
+            if stored == record:
+                await self.meta.delete_attachment(tenant, stored.id)
+            raise ApiError(409, errors.ATTACHMENT_CONFLICT, _REUSED.format(declared.id))
         same = (stored.user_sub, stored.size, stored.media_type) == (principal.sub, declared.size, declared.media_type)
         if not same or cipher.mac(stored.mac_version, bytes.fromhex(declared.sha256)) != stored.mac:
             raise ApiError(409, errors.ATTACHMENT_CONFLICT, f"attachment {declared.id} exists with other content")
@@ -138,7 +157,7 @@ class UploadService:
             restarted = replace(stored, upload_offset=0, updated_at=now, expires_at=record.expires_at)
             if await self.meta.update_attachment(stored, restarted):
                 self._hashing.pop((tenant, stored.id), None)
-                await self.blobs.delete(await self.blobs.list(chunks.prefix(tenant, stored.id)))
+                await self._drop_objects(tenant, stored.id, own_row=True)
                 stored = restarted
         if stored.state == "uploading" and stored.size == 0:
             stored = await self._finish_empty(stored, cipher)
@@ -204,6 +223,10 @@ class UploadService:
             raise ApiError(409, errors.OFFSET_MISMATCH, f"the upload is complete ({row.upload_offset} bytes)")
         if offset != row.upload_offset:
             raise ApiError(409, errors.OFFSET_MISMATCH, f"the upload is at offset {row.upload_offset}, not {offset}")
+        if offset == 0 and await self.meta.blob_users(row.tenant_id, row.id):
+            # A row that slipped past ``create``'s check (created while the old owner's row was being
+            # collected): its first PATCH would overwrite objects other rows read.
+            raise ApiError(409, errors.ATTACHMENT_CONFLICT, _REUSED.format(row.id))
         cipher = await self.ciphers.cipher(row.tenant_id, [row.key_version])
         hashing = await self._hashing_at(row, cipher)
         writer = _ChunkWriter(self.blobs, cipher, row, await self._tail(row, cipher))
@@ -330,16 +353,17 @@ class UploadService:
                 updated_at=now,
             )
             if await self.meta.update_attachment(row, refused):
-                await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, row.id)))
+                await self._drop_objects(row.tenant_id, row.id, own_row=True)
                 metrics.UPLOADS_FAILED.labels(errors.ATTACHMENT_HASH_MISMATCH).inc()
                 log.info(
                     "attachment upload refused", extra={"attachment": row.id, "code": errors.ATTACHMENT_HASH_MISMATCH}
                 )
                 self._raise_if_refused(refused)
             raise ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
+        stored = row
         if same is not None and same.id != row.id:
             # Equal content is stored once per tenant: use the existing objects, drop ours.
-            done = replace(
+            shared = replace(
                 received,
                 state="available",
                 blob_owner=same.id,
@@ -347,11 +371,16 @@ class UploadService:
                 chunk_bytes=same.chunk_bytes,
                 updated_at=now,
             )
-            if await self.meta.update_attachment(row, done):
-                await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, row.id)))
-                return done
+            if await self.meta.update_attachment(row, shared):
+                # GC (the owner's row deleted, then its objects unless a row uses them) or a re-encryption (the
+                # rows moved, then the old version's objects gone) may have passed between ``find_blob`` and
+                # this write, not counting us: only an owner still as found vouches for its objects.
+                if _same_blob(await self.meta.get_attachment(row.tenant_id, same.id), same):
+                    await self._drop_objects(row.tenant_id, row.id, own_row=True)
+                    return shared
+                stored = shared  # keep our own objects after all
         done = replace(received, state="available", blob_owner=row.id, updated_at=now)
-        if not await self.meta.update_attachment(row, done):
+        if not await self.meta.update_attachment(stored, done):
             raise ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
         await self._drop_tail(row)
         metrics.BYTES_STORED.inc(row.size)
@@ -374,19 +403,37 @@ class UploadService:
         await self.meta.delete_attachment(row.tenant_id, row.id)
         # Its own objects (a deduplicated row's may be left over from a crash), and the ones it used.
         for owner in {row.id, row.blob_owner or row.id}:
-            if not await self.meta.blob_users(row.tenant_id, owner):
-                await self.blobs.delete(await self.blobs.list(chunks.prefix(row.tenant_id, owner)))
+            await self._drop_objects(row.tenant_id, owner)
+
+    async def _drop_objects(self, tenant: str, owner: str, *, own_row: bool = False) -> None:
+        """Delete the objects under ``owner``'s prefix, unless a row other than the caller's uses them.
+
+        Every prefix delete goes through here. A row reads the prefix of its ``blob_owner`` (a deduplicated
+        row another's, possibly after that one's own row is gone), and writes its own id's prefix while it
+        has no owner yet (uploading). ``own_row``: the caller's row named ``owner`` is stored and gives its
+        objects up (restarted, refused, replayed or deduplicated; none of these owns them through
+        ``blob_owner``); without it the caller's row is deleted, and a row named ``owner`` that is stored
+        (created again meanwhile) keeps them.
+        """
+        if await self.meta.blob_users(tenant, owner):
+            return
+        if not own_row and await self.meta.get_attachment(tenant, owner) is not None:
+            return
+        await self.blobs.delete(await self.blobs.list(chunks.prefix(tenant, owner)))
 
     async def replay(self, tenant: str, attachment_id: str) -> AttachmentRecord:
         """Re-admit a refused upload: drop its bytes and let the device upload it again from offset 0.
 
         Admission (size, media type) is checked again under the current settings; if it still
-        fails the row stays refused with the current reason.
+        fails the row stays refused with the current reason. A row whose id names objects other rows
+        read is not re-admitted (``attachment_conflict``): its upload would write into them.
         """
         row = await self.meta.get_attachment(tenant, attachment_id)
         if row is None or row.state != "refused":
             raise ApiError(404, errors.NOT_FOUND, f"no refused upload {attachment_id}")
-        await self.blobs.delete(await self.blobs.list(chunks.prefix(tenant, attachment_id)))
+        if await self.meta.blob_users(tenant, attachment_id):
+            raise ApiError(409, errors.ATTACHMENT_CONFLICT, _REUSED.format(attachment_id))
+        await self._drop_objects(tenant, attachment_id, own_row=True)
         now = self.clock()
         declared = Declared(row.id, row.size, "0" * 64, row.media_type)
         refusal = self._admission(declared)
@@ -400,6 +447,16 @@ class UploadService:
         if not await self.meta.update_attachment(row, again):
             raise ApiError(409, errors.INVALID_REQUEST, "the upload changed meanwhile; try again")
         return again
+
+
+_REUSED = "attachment id {} names the stored bytes of other attachments; upload under a new id"
+
+
+def _same_blob(found: AttachmentRecord | None, same: AttachmentRecord) -> bool:
+    """``found`` (the owner's row read again) still owns the objects ``same`` (as ``find_blob`` saw it) named."""
+    if found is None or found.state != "available" or found.blob_owner != found.id:
+        return False
+    return (found.key_version, found.chunk_bytes, found.mac) == (same.key_version, same.chunk_bytes, same.mac)
 
 
 class ClientGone(Exception):
