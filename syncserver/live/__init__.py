@@ -12,7 +12,9 @@ How a commit reaches a subscriber:
    (cursor, encoding) and shared by every connection at that cursor.
 4. Offering never waits. A connection whose queue is full drops its queued
    change frames, is marked lagging and, once its socket has drained, catches up
-   from the log from the last frame the socket took: nothing is lost.
+   from the log from the last frame the socket took: nothing is lost. A catch-up
+   already running drops what it read before the overflow and starts over from
+   there; its ``synced`` waits for room rather than overflow the queue.
 
 A connection that is not live (just connected, or lagging) catches up with
 ``PullService.pull`` (the HTTP pull itself) and goes live when it reaches what

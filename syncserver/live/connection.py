@@ -82,6 +82,11 @@ class Connection:
     them (``cursor.Position``): an entity first met on a later page carries every
     field changed after it.
 
+    ``epoch`` counts the overflows. A catch-up reads from the position it had
+    when it started: a frame it built before an overflow (or a page it was still
+    reading) belongs to the old epoch and is discarded (``put`` refuses it), and
+    the catch-up starts again from ``handed``.
+
     The transport plugs in ``start_writer`` (called when frames wait and no writer
     runs; the writer calls ``pop``/``sent`` until ``pop`` returns None) and
     ``on_close``. An idle connection holds no task of its own besides the reader.
@@ -100,6 +105,7 @@ class Connection:
         "close_reason",
         "collections",
         "encoding",
+        "epoch",
         "expires_at",
         "handed",
         "handed_since",
@@ -142,6 +148,7 @@ class Connection:
         self.encoding: WsEncoding = encoding
         self.position = position
         self.handed = position
+        self.epoch = 0
         self.since = self.handed_since = position if since is None else since
         self.has_cursor = has_cursor
         self.collections = collections
@@ -223,17 +230,26 @@ class Connection:
         self._append(frame)
         return True
 
-    async def put(self, frame: Frame) -> None:
-        """Queue a catch-up frame, waiting until at most one change frame is queued (flow control)."""
+    async def put(self, frame: Frame, epoch: int) -> bool:
+        """Queue a catch-up frame, waiting until at most one change frame is queued (flow control).
+
+        ``epoch`` is the connection's ``epoch`` when the frame's page was read. If an overflow came since
+        (while the page was read or while this waits), the frame follows a position that was rewound: it
+        is discarded and False returned (the catch-up reads again from the new position).
+        """
         await self.wait_room()
+        if self.epoch != epoch:
+            return False
         self._append(frame)
+        return True
 
     async def wait_room(self) -> None:
         while self._changes > 1:
             await self._wait_progress()
 
-    async def wait_not_full(self) -> None:
-        while self.full() and self.close_code is None:
+    async def wait_not_full(self, size: int = 0) -> None:
+        """Until one more frame of ``size`` bytes fits (or a close is requested)."""
+        while self.full(size) and self.close_code is None:
             await self._wait_progress()
 
     async def wait_drained(self) -> None:
@@ -306,6 +322,7 @@ class Connection:
         self._changes = 0
         self._progressed()
         self.position, self.since = self.handed, self.handed_since
+        self.epoch += 1  # whatever a catch-up read from the old position is stale
         self.live = False
         self.lagging = True
         OVERFLOWS.inc()

@@ -107,6 +107,8 @@ class LiveHub:
     # --- catch-up ---------------------------------------------------------
 
     def catch_up(self, conn: Connection) -> None:
+        """Catch ``conn`` up from its position. A catch-up already running carries on: after an overflow
+        (a new ``Connection.epoch``) it drops what it read and starts again from the rewound position."""
         conn.live = False
         if conn.catchup is None or conn.catchup.done():
             conn.catchup = asyncio.create_task(self._catch_up(conn), name="live-catch-up")
@@ -116,25 +118,40 @@ class LiveHub:
         if feed is None or conn not in feed.connections:
             return  # detached meanwhile
         try:
-            if conn.lagging:
-                await conn.wait_drained()
-            while True:
+            epoch: int | None = None
+            while conn.close_code is None:
+                if epoch != conn.epoch:
+                    # A start, or an overflow since the last pass: go on from ``handed``, once the socket
+                    # has taken what is queued (an overflow leaves only control frames there).
+                    epoch = conn.epoch
+                    if conn.lagging:
+                        await conn.wait_drained()
+                        continue  # another overflow meanwhile? start over again
                 await conn.wait_room()
                 await feed.ready.wait()
+                if epoch != conn.epoch:
+                    continue
                 assert feed.read_upto is not None
                 if conn.position >= feed.read_upto:
+                    synced = WsSynced(conn.cursor())
+                    size = len(encode(synced, conn.encoding))
+                    if conn.full(size):
+                        # Queued as it is, it would overflow: the change frames before it would be dropped,
+                        # and its cursor would claim them. Wait for room, then look again from the top.
+                        await conn.wait_not_full(size)
+                        continue
                     conn.live, conn.lagging = True, False
-                    conn.control(WsSynced(conn.cursor()))
+                    conn.control(synced)  # it fits: nothing queued before it is dropped
                     return
                 page = feed.covering(conn.position) if conn.shared else None
                 if page is None:
-                    await self._read_log(conn)
+                    await self._read_log(conn, epoch)
                     continue
                 frame = page.frame(self.pull, conn)
                 if frame is None:
                     conn.position, conn.since = page.upto, page.since_after(conn)
                 else:
-                    await conn.put(frame)
+                    await conn.put(frame, epoch)
         except asyncio.CancelledError:
             raise
         except TRANSIENT_ERRORS as exc:
@@ -147,8 +164,12 @@ class LiveHub:
             if conn.catchup is asyncio.current_task():
                 conn.catchup = None  # a finished task is dead weight on an idle connection
 
-    async def _read_log(self, conn: Connection) -> None:
-        """One page of catch-up: an HTTP pull from the connection's cursor, filtered by its scope."""
+    async def _read_log(self, conn: Connection, epoch: int) -> None:
+        """One page of catch-up: an HTTP pull from the connection's cursor, filtered by its scope.
+
+        If the connection overflowed while the page was read (``epoch`` moved on), the page is discarded:
+        it was read from a position that has been rewound since.
+        """
         head: int | None = None
         if conn.shared:
             # A tenant-wide pull's cursor stops at its last row: the head read before it says how far it saw.
@@ -156,7 +177,13 @@ class LiveHub:
             head = record.last_seq if record is not None else 0
         request = PullRequest(cursor=conn.cursor(), limit=self.settings.page_limit, collections=conn.collections)
         response = await self.pull.pull(conn.principal, request)
+        if conn.epoch != epoch:
+            return
         if response.reset:
+            # Once the socket has taken every queued frame: ``handed`` must not move past the reset.
+            await conn.wait_drained()
+            if conn.epoch != epoch or conn.close_code is not None:
+                return
             conn.control(WsReset())
             conn.position = conn.handed = conn.since = conn.handed_since = 0
             conn.has_cursor = False
@@ -176,7 +203,7 @@ class LiveHub:
         message = WsChanges(views, cursor.encode(conn.tenant, position, whole), response.more, response.evictions)
         if unavailable:
             message.unavailable = unavailable
-        await conn.put(Frame(encode(message, conn.encoding), position, since=whole))
+        await conn.put(Frame(encode(message, conn.encoding), position, since=whole), epoch)
 
     # --- heartbeats, token expiry, periodic resync -------------------------
 
