@@ -185,6 +185,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             "audit_log": from_state("audit_log"),
             "key_ops": from_state("key_ops"),
             "subject_requests": from_state("subject_requests"),
+            "live": from_state("live"),
             "integrity_verifier": from_state("integrity_verifier"),
             "upload_service": from_state("upload_service"),
             "attachment_reader": from_state("attachment_reader"),

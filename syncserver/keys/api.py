@@ -27,6 +27,7 @@ from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.operations import KeyOpError, KeyOps, KeyStatus, ReencryptResult, RotateResult
 from syncserver.keys.subjects import EraseResult, SubjectRequests, UserExport
+from syncserver.live import LiveHub
 from syncserver.transport.openapi import AUTHENTICATED, error_responses
 
 AdminRequest = Request[Principal, Any, Any]
@@ -102,12 +103,17 @@ class KeyAdminController(Controller):
         self,
         request: AdminRequest,
         subject_requests: NamedDependency[SubjectRequests],
+        live: NamedDependency[LiveHub],
         confirm: Annotated[str, QueryParameter(min_length=1, description="The token's tenant id, to confirm.")],
     ) -> EraseResult:
         if confirm != request.user.tenant:
             # Well-formed but not this tenant: the request conflicts with the tenant it would erase (not a 422).
             raise ApiError(409, errors.INVALID_REQUEST, "set confirm to the tenant id to erase it")
-        return await subject_requests.erase_tenant(request.user.tenant, request.user.sub)
+        result = await subject_requests.erase_tenant(request.user.tenant, request.user.sub)
+        # Its WebSockets close and the pages its live feed kept (decrypted views, keys) go now, not at the
+        # feed's next read: nothing of an erased tenant is served from memory.
+        live.forget(request.user.tenant)
+        return result
 
     @get(
         "/users/{sub:str}/export",

@@ -131,6 +131,17 @@ class Feed:
                 return page
         return None
 
+    def drop(self) -> None:
+        """Forget every page (and the keys they hold) and stop reading: the tenant is gone (``LiveHub.forget``)."""
+        for page in self.pages:
+            page.forget()
+        self.pages.clear()
+        self.cached_rows = 0
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+
     async def close(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
@@ -154,6 +165,9 @@ class Feed:
     async def _read_head(self) -> None:
         self._refresh = False
         record = await self.hub.store.get_tenant(self.tenant)
+        if record is None and self.hub.feeds.get(self.tenant) is self:
+            self.hub.forget(self.tenant)  # erased, here or in another process
+            return
         last = record.last_seq if record is not None else 0
         if self.read_upto is None:
             self.read_upto = last

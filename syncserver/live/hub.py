@@ -15,6 +15,7 @@ from syncproto.messages import (
     WsReset,
     WsSynced,
 )
+from syncserver.errors import ApiError
 from syncserver.fanout.interface import Fanout
 from syncserver.live.admission import Admission
 from syncserver.live.connection import (
@@ -34,7 +35,7 @@ from syncserver.settings import LiveSettings
 from syncserver.sync import cursor
 from syncserver.sync.pull import PullService
 from syncstore import TRANSIENT_ERRORS
-from syncstore.store import Store
+from syncstore.store import Store, TenantNotFound
 
 
 class LiveHub:
@@ -92,6 +93,21 @@ class LiveHub:
         if not feed.connections:
             del self.feeds[conn.tenant]
             await feed.close()
+
+    def forget(self, tenant: str) -> None:
+        """The tenant is gone (erased): close its connections and drop its feed, with the pages and keys it holds.
+
+        Called by the erase in this process; a feed in another process finds the tenant gone at its next read
+        of the head (every fan-out resync and the periodic one), and comes here too.
+        """
+        feed = self.feeds.pop(tenant, None)
+        if feed is None:
+            return
+        for conn in list(feed.connections):
+            conn.request_close(CLOSE_UNAUTHORIZED, errors.TENANT_UNKNOWN)
+            if conn.catchup is not None and conn.catchup is not asyncio.current_task():
+                conn.catchup.cancel()
+        feed.drop()
 
     # --- FanoutListener ---------------------------------------------------
 
@@ -157,6 +173,13 @@ class LiveHub:
         except TRANSIENT_ERRORS as exc:
             log.warning("catch-up stopped, the database is unavailable: %s", exc)
             conn.request_close(CLOSE_UNAVAILABLE, errors.UNAVAILABLE)
+        except (TenantNotFound, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.code != errors.TENANT_UNKNOWN:
+                log.exception("catch-up failed for a connection of tenant %s", conn.tenant)
+                conn.request_close(CLOSE_INTERNAL, errors.INTERNAL)
+            else:  # erased (perhaps by another process): its connections end here, as an unknown tenant
+                self.forget(conn.tenant)
+                conn.request_close(CLOSE_UNAUTHORIZED, errors.TENANT_UNKNOWN)
         except Exception:
             log.exception("catch-up failed for a connection of tenant %s", conn.tenant)
             conn.request_close(CLOSE_INTERNAL, errors.INTERNAL)

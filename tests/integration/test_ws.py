@@ -565,3 +565,52 @@ async def test_a_drivers_live_catch_up_is_one_read_per_page(
     assert len(tenant_reads) == 1
     if reader is not None:
         assert len(trips) == 2, trips  # that check and the one page's scoped pull
+
+
+async def test_an_erased_tenants_sockets_close_and_its_feed_keeps_nothing(server: Server) -> None:
+    """Erasure crypto-shreds the tenant: its live sessions end as an unknown tenant's, and the pages its feed kept
+    in memory (decrypted views and the keys to open its rows) go at once, not at the feed's next read."""
+    tenant, other = await server.tenant(), await server.tenant("other")
+    headers, admin = bearer(server, tenant), bearer(server, tenant, "ops", "admin")
+    hub = server.app.state.live
+    with (
+        connected(await server.client.websocket_connect(WS, headers=headers)) as peer,
+        connected(await server.client.websocket_connect(WS, headers=bearer(server, other))) as neighbour,
+    ):
+        peer.hello(replica="phone-1")
+        neighbour.hello(replica="phone-2")
+        peer.catch_up()
+        neighbour.catch_up()
+        await server.push(headers, "web-1", [status(1, "dlv-1", "SECRET")])
+        assert peer.recv_type("changes")["changes"][0]["entity"] == "dlv-1"
+        assert hub.feeds[tenant].pages, "the feed keeps the page it read"
+        feed = hub.feeds[tenant]
+
+        r = await server.client.post(f"/v1/admin/tenant/erase?confirm={tenant}", headers=admin)
+        assert r.status_code == 200, r.text
+        close = peer.closed_with()
+        assert (close.code, close.detail) == (4401, "tenant_unknown")
+        assert tenant not in hub.feeds
+        assert not feed.pages
+        assert feed.cached_rows == 0
+        # Another tenant's session goes on.
+        await server.push(bearer(server, other), "web-2", [status(1, "dlv-9")])
+        assert neighbour.recv_type("changes")["changes"][0]["entity"] == "dlv-9"
+
+
+async def test_a_feed_that_finds_its_tenant_gone_closes_its_sessions(quick_resync: Server) -> None:
+    """An erase run by another process (the CLI) reaches this one's feed at its next read of the head (here the
+    hub's periodic resync, every 200 ms)."""
+    server = quick_resync
+    tenant = await server.tenant()
+    headers = bearer(server, tenant)
+    hub = server.app.state.live
+    with connected(await server.client.websocket_connect(WS, headers=headers)) as peer:
+        peer.hello(replica="phone-1")
+        peer.catch_up()
+        await server.push(headers, "web-1", [status(1, "dlv-1")])
+        peer.recv_type("changes")
+        await server.app.state.subject_requests.erase_tenant(tenant, "cli")  # as another process would: no forget
+        close = peer.closed_with()
+        assert (close.code, close.detail) == (4401, "tenant_unknown")
+        assert tenant not in hub.feeds
