@@ -146,7 +146,14 @@ class UploadService:
                 await self.meta.delete_attachment(tenant, stored.id)
             raise ApiError(409, errors.ATTACHMENT_CONFLICT, _REUSED.format(declared.id))
         same = (stored.user_sub, stored.size, stored.media_type) == (principal.sub, declared.size, declared.media_type)
-        if not same or cipher.mac(stored.mac_version, bytes.fromhex(declared.sha256)) != stored.mac:
+        if same and not cipher.has([stored.mac_version]):
+            cipher = await self.ciphers.cipher(tenant, [stored.mac_version])
+        # A row whose keyed hash is under a destroyed key version cannot show it holds this content: a conflict.
+        if (
+            not same
+            or not cipher.has([stored.mac_version])
+            or cipher.mac(stored.mac_version, bytes.fromhex(declared.sha256)) != stored.mac
+        ):
             raise ApiError(409, errors.ATTACHMENT_CONFLICT, f"attachment {declared.id} exists with other content")
         if stored == record and refusal is not None:  # refused now, not a retry of an earlier refusal
             metrics.UPLOADS_FAILED.labels(refusal[0]).inc()
@@ -433,6 +440,14 @@ class UploadService:
             raise ApiError(404, errors.NOT_FOUND, f"no refused upload {attachment_id}")
         if await self.meta.blob_users(tenant, attachment_id):
             raise ApiError(409, errors.ATTACHMENT_CONFLICT, _REUSED.format(attachment_id))
+        needed = [row.key_version, row.mac_version]
+        if not (await self.ciphers.cipher(tenant, needed)).has(needed):
+            # Its upload would seal under, and check its declared content against, a destroyed key version.
+            raise ApiError(
+                409,
+                errors.INVALID_REQUEST,
+                f"upload {attachment_id} was recorded under a key version destroyed since; upload it under a new id",
+            )
         await self._drop_objects(tenant, attachment_id, own_row=True)
         now = self.clock()
         declared = Declared(row.id, row.size, "0" * 64, row.media_type)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.attachment_client import ref_for, upload
+from tests.integration.attachment_client import create, ref_for, upload
 from tests.integration.conftest import Server, change, make_settings, start
 
 
@@ -77,3 +77,30 @@ async def test_export_user_includes_their_attachments_with_bytes(fs_server: Serv
     files = r.json()["attachments"]
     assert [(f["id"], f["state"], f["media_type"]) for f in files] == [(mine.id, "available", "image/jpeg")]
     assert base64.b64decode(files[0]["content_b64"]) == data
+
+
+async def test_uploads_recorded_under_a_destroyed_key_version_are_refused_cleanly(fs_server: Server) -> None:
+    """A dead letter whose declared content was recorded under a key version destroyed since cannot be replayed
+    (its upload would seal under, and check against, that key): 409, not a 500 at every PATCH after."""
+    s = fs_server
+    tenant = await s.tenant()
+    admin, device = s.headers(tenant, "ops", "admin"), s.headers(tenant, "d-1")
+    s.app.state.key_ops.settle_ms = 0  # destroy right after the rotation: no other server writes to this tenant here
+    data = os.urandom(50_000)
+    ref = ref_for(data)
+    r = await upload(s.client, device, ref, data[::-1])  # not the declared bytes: a dead letter
+    assert r.json()["error"]["code"] == "attachment_hash_mismatch"
+    assert (await s.client.post("/v1/admin/keys/rotate", headers=admin)).status_code == 200
+    assert (await s.client.post("/v1/admin/keys/reencrypt", headers=admin)).json()["remaining"] == 0
+    assert (await s.client.post("/v1/admin/keys/1/destroy", headers=admin)).status_code == 200
+
+    replay = await s.client.post(f"/v1/admin/attachments/{ref.id}/replay", headers=admin)
+    assert replay.status_code == 409, replay.text
+    assert "destroyed" in replay.json()["error"]["message"]
+    # Created again by its device, it is a conflict too (the record cannot show it holds this content).
+    again = await create(s.client, device, ref)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "attachment_conflict"
+    # A new id goes through.
+    fresh = ref_for(data)
+    assert (await upload(s.client, device, fresh, data)).status_code == 204
