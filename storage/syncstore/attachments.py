@@ -88,7 +88,9 @@ class AttachmentStore(Protocol):
         ...
 
     async def update_attachment(self, old: AttachmentRecord, new: AttachmentRecord) -> bool:
-        """Replace ``old`` by ``new`` iff the stored row still has ``old``'s state, offset and key version."""
+        """Replace ``old`` by ``new`` iff the stored row still has ``old``'s state, offset, key version and creation
+        time (a row deleted and created again under the same id is another row: a PATCH that read the old one must
+        not write into it)."""
         ...
 
     async def delete_attachment(self, tenant_id: str, attachment_id: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from syncproto.attachments import AttachmentRef
+from syncserver.attachments.uploads import Declared
+from syncserver.auth.tokens import Principal
+from syncserver.errors import ApiError
 from tests.integration.attachment_client import TUS, create, patch, ref_for, sha1_header, upload
 from tests.integration.conftest import Server, change, make_settings, start
 
@@ -280,3 +284,32 @@ async def test_a_refused_creation_body_keeps_nothing_and_the_resend_goes_through
     r = await create(s.client, h, ref, data, sha1_header(data))
     assert (r.status_code, r.headers["Upload-Offset"]) == (201, str(len(data)))
     assert (await s.client.get(f"/v1/attachments/{ref.id}", headers=h)).content == data
+
+
+async def test_a_patch_in_flight_never_writes_into_an_upload_created_again_under_its_id(app_server: Server) -> None:
+    """A PATCH under way, then its upload terminated (tus DELETE) and created again with other content: the old
+    PATCH's write is refused, and the new upload keeps its own size and content."""
+    s = app_server
+    tenant = await s.tenant()
+    uploads = s.app.state.upload_service
+    device = Principal(tenant, "d-1", "dispatcher")
+    first, second = os.urandom(4000), os.urandom(50)
+    await uploads.create(device, Declared("att-1", len(first), hashlib.sha256(first).hexdigest(), "image/png"))
+    gate = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield first[:10]
+        await gate.wait()
+        yield first[10:2000]
+
+    patching = asyncio.create_task(uploads.receive(device, "att-1", 0, slow_body()))
+    await asyncio.sleep(0.05)
+    await uploads.terminate(device, "att-1")
+    declared = Declared("att-1", len(second), hashlib.sha256(second).hexdigest(), "image/png")
+    again = await uploads.create(device, declared)
+    gate.set()
+    with pytest.raises(ApiError) as refused:
+        await patching
+    assert refused.value.status == 409
+    row = await uploads.meta.get_attachment(tenant, "att-1")
+    assert (row.size, row.upload_offset, row.mac) == (len(second), 0, again.mac)

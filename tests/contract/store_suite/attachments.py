@@ -54,6 +54,17 @@ async def test_update_is_compare_and_set_on_state_offset_and_key_version(store: 
     assert await meta.attachment_states(tenant, ["a1", "zz"]) == {"a1": "available"}
 
 
+async def test_update_does_not_write_into_a_row_created_again_under_the_same_id(store: Store, tenant: str) -> None:
+    """A PATCH that read the row, then the row deleted (tus termination) and created again: same state, offset and
+    key version, but another row; the PATCH's write must not land in it."""
+    meta = meta_of(store)
+    old = await meta.create_attachment(record(tenant, "a1"))
+    assert await meta.delete_attachment(tenant, "a1")
+    new = await meta.create_attachment(record(tenant, "a1", size=50, mac="n" * 64, created_at=2))
+    assert not await meta.update_attachment(old, replace(old, upload_offset=256))
+    assert await meta.get_attachment(tenant, "a1") == new
+
+
 async def test_find_blob_returns_only_available_owners_of_that_mac(store: Store, tenant: str) -> None:
     meta = meta_of(store)
     await meta.create_attachment(record(tenant, "a1", mac="x" * 64))
