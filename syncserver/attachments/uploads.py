@@ -32,7 +32,10 @@ own row (GC collects an unreferenced owner while the others still read them). So
 * an id whose prefix other rows read cannot name a new upload (it would write
   into their objects): creating it is ``attachment_conflict``, and so is a first
   PATCH of such a row, or replaying it. Ids are device-chosen UUIDs: reusing one
-  is a client bug.
+  is a client bug;
+* a dedup reads the owner's objects and compares their SHA-256 with the new
+  upload's before it points at them (``_holds``): a row's record of its content
+  is not proof that its objects hold it.
 """
 
 from __future__ import annotations
@@ -368,7 +371,7 @@ class UploadService:
                 self._raise_if_refused(refused)
             raise ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
         stored = row
-        if same is not None and same.id != row.id:
+        if same is not None and same.id != row.id and await self._holds(same, digest):
             # Equal content is stored once per tenant: use the existing objects, drop ours.
             shared = replace(
                 received,
@@ -392,6 +395,38 @@ class UploadService:
         await self._drop_tail(row)
         metrics.BYTES_STORED.inc(row.size)
         return done
+
+    async def _holds(self, owner: AttachmentRecord, digest: bytes) -> bool:
+        """Whether ``owner``'s stored objects hold the content ``digest`` names: read, opened and hashed.
+
+        Dedup trusts no row's record of its content alone. Two PATCHes of one upload racing on two server
+        processes (one process refuses the second) can leave objects that differ from what the winner hashed,
+        and an upload deduplicated onto them would serve those bytes in place of its own, verified ones. So a
+        dedup reads the owner's bytes once (only on a hit: equal content is rare for photos), and keeps its own
+        objects if they differ, reporting the owner as damaged.
+        """
+        cipher = await self.ciphers.cipher(owner.tenant_id, [owner.key_version])
+        sealed = SealedBlob(
+            self.blobs,
+            cipher,
+            owner.tenant_id,
+            owner.blob_owner or owner.id,
+            owner.key_version,
+            owner.size,
+            owner.chunk_bytes,
+        )
+        content = hashlib.sha256()
+        try:
+            async for piece in sealed.read():
+                content.update(piece)
+        except ChunkError:
+            pass  # damaged: not the content either
+        else:
+            if content.digest() == digest:
+                return True
+        metrics.INTEGRITY_FAILURES.inc()
+        log.error("a stored attachment does not hold its recorded content", extra={"attachment": owner.id})
+        return False
 
     # --- termination and dead letters -----------------------------------------
 

@@ -187,3 +187,39 @@ async def test_reencrypt_moves_a_blob_whose_owner_row_is_gone_and_only_then_the_
     assert (row.key_version, row.mac_version) == (2, 2)
     assert (await s.client.post("/v1/admin/keys/1/destroy", headers=admin)).status_code == 200
     await assert_serves(s, h, second, data)
+
+
+async def test_an_upload_is_not_deduplicated_onto_objects_that_do_not_hold_its_content(fs_server: Server) -> None:
+    """A's objects hold other bytes than A's record says (what two PATCHes racing on two processes can leave):
+    B, with the recorded content, keeps its own objects and serves its own bytes, and A is reported damaged."""
+    from prometheus_client import REGISTRY
+
+    from syncserver.attachments import chunks
+
+    def failures() -> float:
+        return REGISTRY.get_sample_value("sync_attachment_integrity_failures_total") or 0.0
+
+    s = fs_server
+    tenant = await s.tenant()
+    h = s.headers(tenant, "ops")
+    data = os.urandom(3000)
+    first = ref_for(data)
+    assert (await upload(s.client, h, first, data)).status_code == 204
+    meta = s.app.state.upload_service.meta
+    row = await meta.get_attachment(tenant, first.id)
+    assert row is not None
+    # Sealed as the server seals A's one chunk, but other bytes of the same length.
+    cipher = await s.app.state.keyring.cipher(tenant, [row.key_version])
+    other = os.urandom(len(data))
+    sealed = chunks.seal_chunk(cipher, first.id, 0, True, other, row.key_version)
+    await s.app.state.upload_service.blobs.put(chunks.chunk_key(tenant, first.id, row.key_version, 0), sealed)
+    before = failures()
+
+    second = ref_for(data)
+    assert (await upload(s.client, h, second, data)).status_code == 204
+    stored = await meta.get_attachment(tenant, second.id)
+    assert stored is not None
+    assert stored.blob_owner == second.id  # its own objects, not A's
+    r = await s.client.get(f"/v1/attachments/{second.id}", headers=h)
+    assert r.content == data
+    assert failures() == before + 1
