@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from litestar import Litestar
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -37,9 +36,9 @@ from syncserver.auth.tokens import Principal
 from syncserver.live import Connection, LiveHub
 from syncserver.settings import LiveSettings
 from syncserver.sync import cursor
-from syncserver.testing import free_port
 from syncstore import MemoryStore
 from tests.integration.conftest import make_settings
+from tests.integration.in_loop import uvicorn_in_loop
 from tests.integration.ws_client import changes
 
 LIMITS = LiveSettings(queue_bytes=2000, page_limit=5)
@@ -103,22 +102,14 @@ class Served:
 async def serve(tmp_path: Path, live: LiveSettings) -> AsyncIterator[Served]:
     app = create_app(make_settings(tmp_path, "memory://", live=live), store=MemoryStore())
     gate = Gated(app)
-    config = uvicorn.Config(gate, host="127.0.0.1", port=free_port(), log_level="warning", ws_ping_interval=None)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                assert not task.done(), "the server did not start"
-                await asyncio.sleep(0.02)
-        tenant = f"acme-{uuid.uuid4().hex[:8]}"
-        await create_tenant(app.state.store, app.state.keyring, tenant)
-        token = app.state.verifier.issue(tenant, "dispatcher-1", "dispatcher")
-        yield Served(app, gate, f"http://127.0.0.1:{config.port}", tenant, token)
-    finally:
-        gate.open.set()
-        server.should_exit = True
-        await task
+    async with uvicorn_in_loop(gate) as port:
+        try:
+            tenant = f"acme-{uuid.uuid4().hex[:8]}"
+            await create_tenant(app.state.store, app.state.keyring, tenant)
+            token = app.state.verifier.issue(tenant, "dispatcher-1", "dispatcher")
+            yield Served(app, gate, f"http://127.0.0.1:{port}", tenant, token)
+        finally:
+            gate.open.set()  # the server stops only once nothing it sends is held
 
 
 class Client:
