@@ -7,7 +7,7 @@ memory at the peak grows with the fleet: about 0.16 MiB per device, 298 MiB for
 1,000 devices and 619 MiB for 3,000 (benchmarks/README.md).
 
 A push reserves its body's size once the body has arrived (within the body limit)
-and before it is decoded. It gives the bytes back once it has its results. Pushes
+and before it is decoded. It gives the bytes back once its push has ended. Pushes
 that do not fit wait their turn, in arrival order, as bytes: decoded, a push takes
 several times that. Reserving only once the body is whole means a client that sends
 its body slowly holds nothing but its own connection. It cannot take the budget
@@ -26,7 +26,7 @@ Pitfalls:
 * The bytes are held until the push ends, not until its request does. A push
   keeps running once queued (its group commits it whether or not the client
   still waits), so a client that gives up and resends must not hand its bytes
-  back early: with ``reserve`` around the handler's ``await``, five rounds of
+  back early: held only around the handler's ``await``, five rounds of
   time-outs left five times the budget decoded in the queue. ``run`` holds
   them for its task, whatever happens to the caller.
 
@@ -44,8 +44,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from prometheus_client import Counter, Gauge
@@ -68,19 +67,6 @@ class PushBudget:
         """The bound in bytes; 0 or less: no bound."""
         self.used = 0
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
-
-    @asynccontextmanager
-    async def reserve(self, size: int) -> AsyncIterator[None]:
-        """Hold ``size`` bytes of the budget for the block, waiting in line for them if they do not fit."""
-        if self.limit <= 0:
-            yield
-            return
-        size = max(0, min(size, self.limit))
-        await self._take(size)
-        try:
-            yield
-        finally:
-            self._release(size)
 
     async def run(self, size: int, work: Callable[[], Awaitable[_T]]) -> _T:
         """``await work()`` as a task of its own, holding ``size`` bytes from before it starts until it ends.

@@ -21,9 +21,11 @@ async def test_reservations_that_fit_go_at_once_and_the_rest_wait_in_arrival_ord
     release = {name: asyncio.Event() for name in "abcd"}
 
     async def push(name: str, size: int) -> None:
-        async with budget.reserve(size):
+        async def work() -> None:
             order.append(name)
             await release[name].wait()
+
+        await budget.run(size, work)
 
     tasks = [asyncio.create_task(push(name, size)) for name, size in (("a", 60), ("b", 30), ("c", 50), ("d", 5))]
     await settle()
@@ -49,18 +51,16 @@ async def test_a_body_larger_than_the_budget_goes_alone_once_nothing_else_is_in_
     first = asyncio.Event()
 
     async def small() -> None:
-        async with budget.reserve(10):
-            inside.append(10)
-            await first.wait()
+        inside.append(10)
+        await first.wait()
 
     async def huge() -> None:
-        async with budget.reserve(1_000):
-            inside.append(1_000)
-            assert budget.used == 100, "counted as the whole budget, not more"
+        inside.append(1_000)
+        assert budget.used == 100, "counted as the whole budget, not more"
 
-    a = asyncio.create_task(small())
+    a = asyncio.create_task(budget.run(10, small))
     await settle()
-    b = asyncio.create_task(huge())
+    b = asyncio.create_task(budget.run(1_000, huge))
     await settle()
     assert inside == [10]
     first.set()
@@ -75,10 +75,12 @@ async def test_a_push_cancelled_while_it_waits_leaves_the_line_and_the_next_move
     entered: list[str] = []
 
     async def push(name: str, size: int, until: asyncio.Event | None = None) -> None:
-        async with budget.reserve(size):
+        async def work() -> None:
             entered.append(name)
             if until is not None:
                 await until.wait()
+
+        await budget.run(size, work)
 
     holder = asyncio.create_task(push("holder", 60, hold))
     await settle()
@@ -100,35 +102,40 @@ async def test_a_push_granted_room_but_cancelled_before_it_ran_gives_the_room_ba
     hold = asyncio.Event()
 
     async def push(size: int, until: asyncio.Event | None = None) -> None:
-        async with budget.reserve(size):
+        async def work() -> None:
             if until is not None:
                 await until.wait()
+
+        await budget.run(size, work)
 
     holder = asyncio.create_task(push(100, hold))
     await settle()
     waiter = asyncio.create_task(push(50))
     await settle()
     hold.set()
-    await asyncio.sleep(0)  # the holder leaves and grants the waiter its 50 bytes...
+    async with asyncio.timeout(1):
+        while budget.used != 50:  # the holder's push ends and grants the waiter its 50 bytes...
+            await asyncio.sleep(0)
     waiter.cancel()  # ... which is cancelled before it resumes
     await asyncio.gather(holder, waiter, return_exceptions=True)
     assert budget.used == 0
-    async with budget.reserve(100):  # the whole budget is free again
+
+    async def whole() -> None:
         assert budget.used == 100
 
-
-async def test_an_exception_inside_gives_the_room_back() -> None:
-    budget = PushBudget(100)
-    with pytest.raises(RuntimeError):
-        async with budget.reserve(70):
-            raise RuntimeError("the push failed")
-    assert budget.used == 0
+    await asyncio.wait_for(budget.run(100, whole), 1)  # the whole budget is free again
 
 
 async def test_zero_means_no_bound() -> None:
     budget = PushBudget(0)
-    async with budget.reserve(10**9), budget.reserve(10**9):
+
+    async def inner() -> None:
         assert budget.used == 0
+
+    async def outer() -> None:
+        await budget.run(10**9, inner)
+
+    await budget.run(10**9, outer)
 
 
 async def test_waits_are_counted_and_the_gauge_follows_the_bytes_in_flight() -> None:
@@ -136,11 +143,7 @@ async def test_waits_are_counted_and_the_gauge_follows_the_bytes_in_flight() -> 
     waits_before = REGISTRY.get_sample_value("sync_push_budget_waits_total") or 0.0
     hold = asyncio.Event()
 
-    async def push(size: int) -> None:
-        async with budget.reserve(size):
-            await hold.wait()
-
-    tasks = [asyncio.create_task(push(8)) for _ in range(3)]
+    tasks = [asyncio.create_task(budget.run(8, hold.wait)) for _ in range(3)]
     await settle()
     assert REGISTRY.get_sample_value("sync_push_inflight_bytes") == 8
     assert (REGISTRY.get_sample_value("sync_push_budget_waits_total") or 0.0) - waits_before == 2
