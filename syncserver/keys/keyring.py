@@ -171,6 +171,8 @@ class TenantKeyring:
         """How long a tenant's keys stay cached (``SYNC_KEY_CACHE_TTL_S``): a change of keys in another process
         reaches this one within it."""
         self._cache: TTLCache[str, TenantCipher] = TTLCache(maxsize=10_000, ttl=ttl_s)
+        self._forgets = 0
+        """How many times ``forget`` ran: a load that saw it change while it read keys does not cache them."""
         self.stats = CacheStats()
 
     def new_key(self, tenant: str, version: int, dictionary: bytes | None = None) -> WrappedKey:
@@ -191,6 +193,7 @@ class TenantKeyring:
             self.stats.hits += 1
             return cached
         self.stats.misses += 1
+        forgets = self._forgets
         wrapped = await self._store.tenant_keys(tenant)
         usable = [k for k in wrapped if k.state != "destroyed"]
         if not usable:
@@ -200,11 +203,16 @@ class TenantKeyring:
         active = [k.version for k in usable if k.state == "active"] or list(keys)
         dictionaries = {k.version: d for k in usable if (d := _open_dictionary(tenant, k, keys[k.version]))}
         cipher = TenantCipher(tenant, keys, max(active), {v: _mac_key(key) for v, key in raw.items()}, dictionaries)
-        self._cache[tenant] = cipher
+        if forgets == self._forgets:
+            # Not if a rotation or an erasure forgot keys while these were read: they may be the ones it replaced
+            # or destroyed, and cached they would be used for a whole TTL (a reader already in flight may still
+            # use them once, as it would have had it begun a moment earlier).
+            self._cache[tenant] = cipher
         return cipher
 
     def forget(self, tenant: str | None = None) -> None:
-        """Drop cached keys (after a rotation or erasure)."""
+        """Drop cached keys (after a rotation or erasure), and keep loads already reading keys from caching them."""
+        self._forgets += 1
         if tenant is None:
             self._cache.clear()
         else:
