@@ -61,6 +61,9 @@ class AttachmentRecord(Struct, frozen=True, gc=False, kw_only=True):
     """An ``uploading`` row not finished by then is abandoned (tus expiration); GC removes it."""
     referenced_at: int | None = None
     """When GC last saw a live value or sibling referencing it."""
+    chunk_tokens: str | None = None
+    """Which PATCH's objects hold which chunks: ``"<first index>:<token>,…"`` (``syncserver.attachments.chunks``);
+    ``None`` for objects named without a token (written before tokens, or re-encrypted)."""
 
 
 class AttachmentRefRecord(Struct, frozen=True, gc=False):
@@ -88,9 +91,9 @@ class AttachmentStore(Protocol):
         ...
 
     async def update_attachment(self, old: AttachmentRecord, new: AttachmentRecord) -> bool:
-        """Replace ``old`` by ``new`` iff the stored row still has ``old``'s state, offset, key version and creation
-        time (a row deleted and created again under the same id is another row: a PATCH that read the old one must
-        not write into it)."""
+        """Replace ``old`` by ``new`` iff the stored row still has ``old``'s state, offset, key version, chunk tokens
+        and creation time (a row deleted and created again under the same id is another row: a PATCH that read the
+        old one must not write into it)."""
         ...
 
     async def delete_attachment(self, tenant_id: str, attachment_id: str) -> bool:

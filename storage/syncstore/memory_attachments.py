@@ -29,10 +29,11 @@ class MemoryAttachmentStore:
     async def update_attachment(self, old: AttachmentRecord, new: AttachmentRecord) -> bool:
         key = (old.tenant_id, old.id)
         now = self._rows.get(key)
-        if now is None or (now.state, now.upload_offset, now.key_version, now.created_at) != (
+        if now is None or (now.state, now.upload_offset, now.key_version, now.chunk_tokens, now.created_at) != (
             old.state,
             old.upload_offset,
             old.key_version,
+            old.chunk_tokens,
             old.created_at,
         ):
             return False

@@ -101,6 +101,7 @@ class SqlAttachmentStore:
                 a.state == old.state,
                 a.upload_offset == old.upload_offset,
                 a.key_version == old.key_version,
+                a.chunk_tokens.is_not_distinct_from(old.chunk_tokens),
                 a.created_at == old.created_at,  # not a row deleted and created again under the same id
             )
             .values(_to_row(new))

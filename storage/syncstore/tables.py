@@ -308,6 +308,8 @@ attachments = Table(
     Column("updated_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("referenced_at", BigInteger, nullable=True),
+    # Which PATCH's objects hold which chunks (``AttachmentRecord.chunk_tokens``); null: objects without a token.
+    Column("chunk_tokens", Text, nullable=True),
     PrimaryKeyConstraint("tenant_id", "id"),
     # Dedup: find an available blob with this keyed hash.
     Index("ix_attachments_tenant_mac", "tenant_id", "mac"),

@@ -12,16 +12,32 @@ never wrong bytes.
 An upload in progress keeps the bytes after its last whole chunk in a sealed
 ``tail-<offset>`` object, so a resumed upload (even after a crash) continues
 exactly where the committed offset says.
+
+Every PATCH writes its objects under a token of its own (``<index>-<token>``,
+``tail-<offset>-<token>``, the token also in the associated data), and the row
+records which token holds which chunks (``AttachmentRecord.chunk_tokens``,
+segments ``"<first index>:<token>,…"``) in the same compare-and-set that moves
+its offset. So two PATCHes of one upload racing on two server processes never
+write the same object: the loser's objects are simply not named by the row
+(and are swept when the upload completes), and the stored bytes are exactly
+the ones the winner hashed. A row without tokens (``None``: written before
+tokens, or re-encrypted, where every writer writes the same verified content)
+names its objects ``<index>`` and ``tail-<offset>``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from syncserver.attachments.blobstore import BlobNotFound, BlobStore
 from syncserver.keys.envelope import OVERHEAD, BytesLike, DecryptionError
 from syncserver.keys.keyring import TenantCipher
+
+if TYPE_CHECKING:
+    from syncstore.attachments import AttachmentRecord
 
 TABLE = "attachment"
 
@@ -38,52 +54,120 @@ def prefix(tenant: str, owner: str) -> str:
     return f"{tenant}/{owner}/"
 
 
-def chunk_key(tenant: str, owner: str, key_version: int, index: int) -> str:
-    return f"{tenant}/{owner}/v{key_version}/{index:08d}"
+def new_token() -> str:
+    """A PATCH's own token: 48 random bits, so two PATCHes of one upload never share one."""
+    return secrets.token_hex(6)
 
 
-def tail_key(tenant: str, owner: str, key_version: int, offset: int) -> str:
-    return f"{tenant}/{owner}/v{key_version}/tail-{offset}"
+def _segments(tokens: str | None) -> list[tuple[int, str]]:
+    if not tokens:
+        return []
+    found = []
+    for part in tokens.split(","):
+        first, _, token = part.partition(":")
+        found.append((int(first), token))
+    return found
 
 
-def _row(owner: str, index: int, last: bool) -> str:
-    # Ids never contain "/", so this names exactly one (owner, index, last).
-    return f"{owner}/{index}/{'last' if last else 'more'}"
+def token_at(tokens: str | None, index: int) -> str | None:
+    """The token of the PATCH that wrote chunk ``index`` (the last segment starting at or before it)."""
+    found = None
+    for first, token in _segments(tokens):
+        if first > index:
+            break
+        found = token
+    return found
+
+
+def last_token(tokens: str | None) -> str | None:
+    """The token of the last PATCH recorded: the one that wrote the tail, if there is one."""
+    segments = _segments(tokens)
+    return segments[-1][1] if segments else None
+
+
+def with_segment(tokens: str | None, first: int, token: str) -> str:
+    """``tokens`` after a PATCH that wrote chunks from ``first`` on (and any tail) under ``token``.
+
+    Segments from ``first`` on are replaced: an earlier PATCH that started in the same chunk wrote only a
+    tail there, which this PATCH has read and sealed again."""
+    kept = [f"{i}:{t}" for i, t in _segments(tokens) if i < first]
+    return ",".join([*kept, f"{first}:{token}"])
+
+
+def _suffix(token: str | None) -> str:
+    return f"-{token}" if token else ""
+
+
+def chunk_key(tenant: str, owner: str, key_version: int, index: int, token: str | None = None) -> str:
+    return f"{tenant}/{owner}/v{key_version}/{index:08d}{_suffix(token)}"
+
+
+def tail_key(tenant: str, owner: str, key_version: int, offset: int, token: str | None = None) -> str:
+    return f"{tenant}/{owner}/v{key_version}/tail-{offset}{_suffix(token)}"
+
+
+def _row(owner: str, index: int, last: bool, token: str | None) -> str:
+    # Ids and tokens never contain "/", so this names exactly one (owner, index, last, token).
+    return f"{owner}/{index}/{'last' if last else 'more'}" + (f"/{token}" if token else "")
 
 
 def seal_chunk(
-    cipher: TenantCipher, owner: str, index: int, last: bool, data: BytesLike, key_version: int
+    cipher: TenantCipher, owner: str, index: int, last: bool, data: BytesLike, key_version: int, token: str | None
 ) -> bytearray:
     # Chunks of one blob share its key version, even if the tenant's key rotated during the upload.
-    return cipher.seal_buffer(TABLE, _row(owner, index, last), data, key_version)
+    return cipher.seal_buffer(TABLE, _row(owner, index, last, token), data, key_version)
 
 
-def open_chunk(cipher: TenantCipher, owner: str, index: int, last: bool, blob: BytesLike, key_version: int) -> bytes:
+def open_chunk(
+    cipher: TenantCipher, owner: str, index: int, last: bool, blob: BytesLike, key_version: int, token: str | None
+) -> bytes:
     try:
-        return cipher.open(TABLE, _row(owner, index, last), key_version, blob)
+        return cipher.open(TABLE, _row(owner, index, last, token), key_version, blob)
     except DecryptionError as exc:
         raise ChunkError(f"chunk {index} of attachment {owner} does not open") from exc
 
 
 def open_chunk_into(
-    cipher: TenantCipher, owner: str, index: int, last: bool, blob: BytesLike, key_version: int, out: memoryview
+    cipher: TenantCipher,
+    owner: str,
+    index: int,
+    last: bool,
+    blob: BytesLike,
+    key_version: int,
+    token: str | None,
+    out: memoryview,
 ) -> None:
     """``open_chunk`` into ``out``, exactly the chunk's plaintext length (on ``ChunkError`` discard ``out``)."""
     try:
-        cipher.open_into(TABLE, _row(owner, index, last), key_version, blob, out)
+        cipher.open_into(TABLE, _row(owner, index, last, token), key_version, blob, out)
     except DecryptionError as exc:
         raise ChunkError(f"chunk {index} of attachment {owner} does not open") from exc
 
 
-def seal_tail(cipher: TenantCipher, owner: str, offset: int, data: BytesLike, key_version: int) -> bytearray:
-    return cipher.seal_buffer(TABLE, f"{owner}/tail/{offset}", data, key_version)
+def _tail_row(owner: str, offset: int, token: str | None) -> str:
+    return f"{owner}/tail/{offset}" + (f"/{token}" if token else "")
 
 
-def open_tail(cipher: TenantCipher, owner: str, offset: int, blob: BytesLike, key_version: int) -> bytes:
+def seal_tail(
+    cipher: TenantCipher, owner: str, offset: int, data: BytesLike, key_version: int, token: str | None
+) -> bytearray:
+    return cipher.seal_buffer(TABLE, _tail_row(owner, offset, token), data, key_version)
+
+
+def open_tail(
+    cipher: TenantCipher, owner: str, offset: int, blob: BytesLike, key_version: int, token: str | None
+) -> bytes:
     try:
-        return cipher.open(TABLE, f"{owner}/tail/{offset}", key_version, blob)
+        return cipher.open(TABLE, _tail_row(owner, offset, token), key_version, blob)
     except DecryptionError as exc:
         raise ChunkError(f"the partial chunk of upload {owner} does not open") from exc
+
+
+def blob_keys(tenant: str, owner: str, key_version: int, size: int, chunk_bytes: int, tokens: str | None) -> set[str]:
+    """The keys of every chunk of a whole blob as a row names them."""
+    return {
+        chunk_key(tenant, owner, key_version, i, token_at(tokens, i)) for i in range(chunk_count(size, chunk_bytes))
+    }
 
 
 OFF_LOOP_BYTES = 256 * 1024
@@ -103,7 +187,15 @@ class SealedBlob:
     """Reads the plaintext of one stored blob, chunk by chunk (memory: two chunks, see ``read``)."""
 
     def __init__(
-        self, blobs: BlobStore, cipher: TenantCipher, tenant: str, owner: str, key_version: int, size: int, chunk: int
+        self,
+        blobs: BlobStore,
+        cipher: TenantCipher,
+        tenant: str,
+        owner: str,
+        key_version: int,
+        size: int,
+        chunk: int,
+        tokens: str | None = None,
     ) -> None:
         self.blobs = blobs
         self.cipher = cipher
@@ -113,6 +205,21 @@ class SealedBlob:
         self.size = size
         self.chunk = chunk
         self.count = chunk_count(size, chunk)
+        self.tokens = tokens
+
+    @classmethod
+    def of(cls, blobs: BlobStore, cipher: TenantCipher, row: AttachmentRecord) -> SealedBlob:
+        """The blob ``row`` reads: its owner's objects (its own unless deduplicated), as the row names them."""
+        return cls(
+            blobs,
+            cipher,
+            row.tenant_id,
+            row.blob_owner or row.id,
+            row.key_version,
+            row.size,
+            row.chunk_bytes,
+            row.chunk_tokens,
+        )
 
     async def read_chunk(self, index: int) -> bytes:
         """The plaintext of chunk ``index``, read and authenticated (on a worker thread: see ``_open_off_loop``)."""
@@ -132,7 +239,7 @@ class SealedBlob:
         try:
             # The sealed length is known, so the store reads it in one request; a chunk cut short or grown
             # still fails (wrong length, or its tag over the bytes read).
-            key = chunk_key(self.tenant, self.owner, self.key_version, index)
+            key = chunk_key(self.tenant, self.owner, self.key_version, index, token_at(self.tokens, index))
             return await self.blobs.get(key, self._length(index) + OVERHEAD)
         except BlobNotFound as exc:
             raise ChunkError(f"chunk {index} of attachment {self.owner} is missing") from exc
@@ -175,7 +282,7 @@ class SealedBlob:
 
     def _open(self, index: int, blob: BytesLike) -> bytes:
         last = index == self.count - 1
-        data = open_chunk(self.cipher, self.owner, index, last, blob, self.key_version)
+        data = open_chunk(self.cipher, self.owner, index, last, blob, self.key_version, token_at(self.tokens, index))
         if len(data) != self._length(index):
             raise ChunkError(f"chunk {index} of attachment {self.owner} has the wrong length")
         return data
@@ -183,7 +290,9 @@ class SealedBlob:
     def _open_into(self, index: int, blob: BytesLike, out: memoryview) -> None:
         if memoryview(blob).nbytes - OVERHEAD != len(out):
             raise ChunkError(f"chunk {index} of attachment {self.owner} has the wrong length")
-        open_chunk_into(self.cipher, self.owner, index, index == self.count - 1, blob, self.key_version, out)
+        last = index == self.count - 1
+        token = token_at(self.tokens, index)
+        open_chunk_into(self.cipher, self.owner, index, last, blob, self.key_version, token, out)
 
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Plaintext bytes ``[start, end)`` (``end`` defaults to the size), chunk by chunk.

@@ -112,8 +112,7 @@ class AttachmentReader:
 
     async def sealed(self, row: AttachmentRecord) -> SealedBlob:
         cipher = await self.pull.ciphers.cipher(row.tenant_id, [row.key_version])
-        owner = row.blob_owner or row.id
-        return SealedBlob(self.blobs, cipher, row.tenant_id, owner, row.key_version, row.size, row.chunk_bytes)
+        return SealedBlob.of(self.blobs, cipher, row)
 
 
 def _position(digits: str) -> int:

@@ -27,8 +27,9 @@ unreferenced owner while the others still read its objects).
 
 from __future__ import annotations
 
-import base64
 import hashlib
+from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 from msgspec import Struct
 from msgspec.structs import replace
@@ -107,7 +108,7 @@ class AttachmentKeys:
             in_use = False
             for row in users:
                 if not await self.meta.update_attachment(
-                    row, replace(row, key_version=target, mac=mac, mac_version=target)
+                    row, replace(row, key_version=target, mac=mac, mac_version=target, chunk_tokens=None)
                 ):
                     now = await self.meta.get_attachment(tenant, row.id)  # moved meanwhile: deleted, or still here?
                     in_use |= now is not None and now.state != "refused" and _blob(now) == (owner, version)
@@ -121,13 +122,14 @@ class AttachmentKeys:
     async def _reseal(self, cipher: TenantCipher, tenant: str, owner: str, row: AttachmentRecord, target: int) -> bytes:
         """Seal ``owner``'s blob that ``row`` reads again under ``target``; returns its SHA-256 (the content, as its
         upload verified it)."""
-        sealed = SealedBlob(self.blobs, cipher, tenant, owner, row.key_version, row.size, row.chunk_bytes)
+        sealed = SealedBlob.of(self.blobs, cipher, row)
         content = hashlib.sha256()
         for index in range(sealed.count):
             data = await sealed.read_chunk(index)
             content.update(data)
             last = index == sealed.count - 1
-            blob = chunks.seal_chunk(cipher, owner, index, last, data, target)
+            # Without a token: every re-encryption of this blob writes the same, verified content.
+            blob = chunks.seal_chunk(cipher, owner, index, last, data, target, None)
             await self.blobs.put(chunks.chunk_key(tenant, owner, target, index), blob)
         return content.digest()
 
@@ -139,15 +141,44 @@ class AttachmentKeys:
             await self.meta.delete_attachment(tenant, row.id)
         return len(keys)
 
-    async def export(self, tenant: str, sub: str, cipher: TenantCipher) -> list[ExportedAttachment]:
-        found = []
-        for row in await self._all(tenant):
-            if row.user_sub != sub:
+    async def _rows_of(self, tenant: str, sub: str) -> AsyncIterator[AttachmentRecord]:
+        """The rows ``sub`` uploaded, in id order, read a page at a time (never the whole tenant at once)."""
+        after: str | None = None
+        while page := await self.meta.list_attachments(tenant, after=after, limit=PAGE):
+            for row in page:
+                if row.user_sub == sub:
+                    yield row
+            after = page[-1].id
+
+    async def export(self, tenant: str, sub: str, cipher: TenantCipher) -> AsyncIterator[ExportItem]:
+        """A user's attachments (the ones they uploaded), in id order, each with its bytes to stream.
+
+        An available attachment's chunks are all opened (``SealedBlob.verify``) before it is yielded: then
+        ``content`` reads them again, chunk by chunk (``SealedBlob.read``: two chunks in memory), and raises
+        ``ChunkError`` if one changed since. One that fails the check comes with ``failure`` and no content.
+        Read each item's ``content`` before asking for the next item.
+        """
+        async for row in self._rows_of(tenant, sub):
+            meta = ExportedAttachment(row.id, row.size, row.media_type, row.state, row.created_at, None)
+            if row.state != "available":
+                yield ExportItem(meta, None, None)
                 continue
-            content = None
-            if row.state == "available":
-                owner = row.blob_owner or row.id
-                blob = SealedBlob(self.blobs, cipher, tenant, owner, row.key_version, row.size, row.chunk_bytes)
-                content = base64.b64encode(b"".join([piece async for piece in blob.read()])).decode()
-            found.append(ExportedAttachment(row.id, row.size, row.media_type, row.state, row.created_at, content))
-        return found
+            blob = SealedBlob.of(self.blobs, cipher, row)
+            try:
+                await blob.verify()
+            except ChunkError as exc:
+                yield ExportItem(meta, None, exc)
+                continue
+            yield ExportItem(meta, blob.read(), None)
+
+
+class ExportItem(NamedTuple):
+    """One attachment of a user's export (``AttachmentKeys.export``)."""
+
+    meta: ExportedAttachment
+    """Its metadata; ``content_b64`` is always ``None`` here (the bytes are in ``content``)."""
+    content: AsyncIterator[bytes] | None
+    """Its plaintext, chunk by chunk, every chunk checked once already; ``None`` unless it is available and
+    passed the check."""
+    failure: ChunkError | None
+    """Why its stored chunks failed the check, if they did."""

@@ -164,7 +164,9 @@ class UploadService:
         self._raise_if_refused(stored)
         if stored.state == "uploading" and stored.expires_at < now:
             # Expired and not yet collected: creating it again starts it over.
-            restarted = replace(stored, upload_offset=0, updated_at=now, expires_at=record.expires_at)
+            restarted = replace(
+                stored, upload_offset=0, chunk_tokens=None, updated_at=now, expires_at=record.expires_at
+            )
             if await self.meta.update_attachment(stored, restarted):
                 self._hashing.pop((tenant, stored.id), None)
                 await self._drop_objects(tenant, stored.id, own_row=True)
@@ -239,7 +241,7 @@ class UploadService:
             raise ApiError(409, errors.ATTACHMENT_CONFLICT, _REUSED.format(row.id))
         cipher = await self.ciphers.cipher(row.tenant_id, [row.key_version])
         hashing = await self._hashing_at(row, cipher)
-        writer = _ChunkWriter(self.blobs, cipher, row, await self._tail(row, cipher))
+        writer = _ChunkWriter(self.blobs, cipher, row, await self._tail(row, cipher), chunks.new_token())
         try:
             return await self._append(row, offset, body, checksum, hashing, writer)
         finally:
@@ -279,7 +281,10 @@ class UploadService:
             raise ApiError(460, errors.CHECKSUM_MISMATCH, "the body does not match Upload-Checksum; resend it")
         new_offset = offset + received
         await writer.flush(final=new_offset == row.size)
-        advanced = replace(row, upload_offset=new_offset, updated_at=self.clock())
+        # The objects this PATCH wrote are named by its token, recorded by the same compare-and-set as the offset:
+        # a PATCH racing this one on another process wrote objects of its own, which no row names.
+        tokens = chunks.with_segment(row.chunk_tokens, offset // row.chunk_bytes, writer.token)
+        advanced = replace(row, upload_offset=new_offset, chunk_tokens=tokens, updated_at=self.clock())
         advanced = replace(advanced, expires_at=advanced.updated_at + self.settings.upload_expiry_s * 1000)
         # Durable before the offset says so: a 204 means the bytes survive a power cut (one sync per PATCH).
         if new_offset == row.size:
@@ -298,18 +303,20 @@ class UploadService:
     async def _drop_tail(self, row: AttachmentRecord) -> None:
         """Delete the tail the PATCH from ``row``'s offset started from (now sealed into chunks or a new tail)."""
         if row.upload_offset % row.chunk_bytes:
-            await self.blobs.delete([chunks.tail_key(row.tenant_id, row.id, row.key_version, row.upload_offset)])
+            token = chunks.last_token(row.chunk_tokens)
+            await self.blobs.delete([chunks.tail_key(row.tenant_id, row.id, row.key_version, row.upload_offset, token)])
 
     async def _tail(self, row: AttachmentRecord, cipher: TenantCipher) -> bytes:
         if row.upload_offset % row.chunk_bytes == 0:
             return b""
-        key = chunks.tail_key(row.tenant_id, row.id, row.key_version, row.upload_offset)
+        token = chunks.last_token(row.chunk_tokens)
+        key = chunks.tail_key(row.tenant_id, row.id, row.key_version, row.upload_offset, token)
         try:
             blob = await self.blobs.get(key)
         except BlobNotFound as exc:
             raise _integrity(row.id) from exc
         try:
-            return chunks.open_tail(cipher, row.id, row.upload_offset, blob, row.key_version)
+            return chunks.open_tail(cipher, row.id, row.upload_offset, blob, row.key_version, token)
         except ChunkError as exc:
             raise _integrity(row.id) from exc
 
@@ -320,7 +327,7 @@ class UploadService:
         # Another process (or a previous life of this one) received the committed bytes: hash them again.
         sha = hashlib.sha256()
         whole = row.upload_offset // row.chunk_bytes
-        sealed = SealedBlob(self.blobs, cipher, row.tenant_id, row.id, row.key_version, row.size, row.chunk_bytes)
+        sealed = SealedBlob.of(self.blobs, cipher, row)
         try:
             for index in range(whole):
                 sha.update(await sealed.read_chunk(index))
@@ -332,11 +339,12 @@ class UploadService:
     # --- completion ---------------------------------------------------------------
 
     async def _finish_empty(self, row: AttachmentRecord, cipher: TenantCipher) -> AttachmentRecord:
-        writer = _ChunkWriter(self.blobs, cipher, row, b"")
+        writer = _ChunkWriter(self.blobs, cipher, row, b"", chunks.new_token())
         await writer.flush(final=True)
         await self.blobs.sync(writer.written)
         same = await self.meta.find_blob(row.tenant_id, row.mac)
-        return await self._finish(row, row, cipher, hashlib.sha256().digest(), same)
+        written = replace(row, chunk_tokens=chunks.with_segment(row.chunk_tokens, 0, writer.token))
+        return await self._finish(row, written, cipher, hashlib.sha256().digest(), same)
 
     async def _finish(
         self,
@@ -379,6 +387,7 @@ class UploadService:
                 blob_owner=same.id,
                 key_version=same.key_version,
                 chunk_bytes=same.chunk_bytes,
+                chunk_tokens=same.chunk_tokens,
                 updated_at=now,
             )
             if await self.meta.update_attachment(row, shared):
@@ -392,9 +401,20 @@ class UploadService:
         done = replace(received, state="available", blob_owner=row.id, updated_at=now)
         if not await self.meta.update_attachment(stored, done):
             raise ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
-        await self._drop_tail(row)
+        await self._sweep(done)
         metrics.BYTES_STORED.inc(row.size)
         return done
+
+    async def _sweep(self, done: AttachmentRecord) -> None:
+        """Delete the objects of a completed upload that its row does not name: the tail the last PATCH started
+        from, and what PATCHes that lost a race or were cut off (a dropped connection, a crash) left behind.
+
+        Only under its own key version: a re-encryption may already be writing the next one's objects."""
+        version = f"{chunks.prefix(done.tenant_id, done.id)}v{done.key_version}/"
+        named = chunks.blob_keys(
+            done.tenant_id, done.id, done.key_version, done.size, done.chunk_bytes, done.chunk_tokens
+        )
+        await self.blobs.delete([key for key in await self.blobs.list(version) if key not in named])
 
     async def _holds(self, owner: AttachmentRecord, digest: bytes) -> bool:
         """Whether ``owner``'s stored objects hold the content ``digest`` names: read, opened and hashed.
@@ -406,15 +426,7 @@ class UploadService:
         objects if they differ, reporting the owner as damaged.
         """
         cipher = await self.ciphers.cipher(owner.tenant_id, [owner.key_version])
-        sealed = SealedBlob(
-            self.blobs,
-            cipher,
-            owner.tenant_id,
-            owner.blob_owner or owner.id,
-            owner.key_version,
-            owner.size,
-            owner.chunk_bytes,
-        )
+        sealed = SealedBlob.of(self.blobs, cipher, owner)
         content = hashlib.sha256()
         try:
             async for piece in sealed.read():
@@ -492,7 +504,14 @@ class UploadService:
         else:
             expires = now + self.settings.upload_expiry_s * 1000
             again = replace(
-                row, state="uploading", upload_offset=0, code=None, message=None, updated_at=now, expires_at=expires
+                row,
+                state="uploading",
+                upload_offset=0,
+                chunk_tokens=None,
+                code=None,
+                message=None,
+                updated_at=now,
+                expires_at=expires,
             )
         if not await self.meta.update_attachment(row, again):
             raise ApiError(409, errors.INVALID_REQUEST, "the upload changed meanwhile; try again")
@@ -506,7 +525,12 @@ def _same_blob(found: AttachmentRecord | None, same: AttachmentRecord) -> bool:
     """``found`` (the owner's row read again) still owns the objects ``same`` (as ``find_blob`` saw it) named."""
     if found is None or found.state != "available" or found.blob_owner != found.id:
         return False
-    return (found.key_version, found.chunk_bytes, found.mac) == (same.key_version, same.chunk_bytes, same.mac)
+    return (found.key_version, found.chunk_bytes, found.chunk_tokens, found.mac) == (
+        same.key_version,
+        same.chunk_bytes,
+        same.chunk_tokens,
+        same.mac,
+    )
 
 
 class ClientGone(Exception):
@@ -526,10 +550,12 @@ class _ChunkWriter:
     place: growing a ``bytearray`` piece by piece copies the chunk again at every reallocation.
     """
 
-    def __init__(self, blobs: BlobStore, cipher: TenantCipher, row: AttachmentRecord, tail: bytes) -> None:
+    def __init__(self, blobs: BlobStore, cipher: TenantCipher, row: AttachmentRecord, tail: bytes, token: str) -> None:
         self.blobs = blobs
         self.cipher = cipher
         self.row = row
+        self.token = token
+        """This PATCH's own: in the name and associated data of every object it writes."""
         self.size = row.chunk_bytes
         self.count = chunks.chunk_count(row.size, row.chunk_bytes)
         self.index = row.upload_offset // row.chunk_bytes
@@ -569,8 +595,8 @@ class _ChunkWriter:
             self.filled = 0
         elif self.filled:
             offset = self.index * self.size + self.filled
-            sealed = chunks.seal_tail(self.cipher, row.id, offset, self.buffered, row.key_version)
-            await self._put(chunks.tail_key(row.tenant_id, row.id, row.key_version, offset), sealed)
+            sealed = chunks.seal_tail(self.cipher, row.id, offset, self.buffered, row.key_version, self.token)
+            await self._put(chunks.tail_key(row.tenant_id, row.id, row.key_version, offset, self.token), sealed)
         await self._settle()
 
     async def abandon(self) -> None:
@@ -584,8 +610,8 @@ class _ChunkWriter:
     async def _seal(self, data: BytesLike) -> None:
         row = self.row
         last = self.index == self.count - 1
-        sealed = chunks.seal_chunk(self.cipher, row.id, self.index, last, data, row.key_version)
-        await self._put(chunks.chunk_key(row.tenant_id, row.id, row.key_version, self.index), sealed)
+        sealed = chunks.seal_chunk(self.cipher, row.id, self.index, last, data, row.key_version, self.token)
+        await self._put(chunks.chunk_key(row.tenant_id, row.id, row.key_version, self.index, self.token), sealed)
         self.index += 1
 
     async def _put(self, key: str, sealed: bytearray) -> None:

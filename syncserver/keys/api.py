@@ -7,7 +7,7 @@
 | ``POST /v1/admin/keys/reencrypt?max_rows=N`` | move up to N rows to the active version; repeat until done |
 | ``POST /v1/admin/keys/{version}/destroy`` | destroy a retired version no row uses |
 | ``POST /v1/admin/tenant/erase?confirm=<tenant id>`` | crypto-shred the token's tenant |
-| ``GET /v1/admin/users/{sub}/export`` | every change and dead letter of one user, decrypted |
+| ``GET /v1/admin/users/{sub}/export`` | every change, dead letter and attachment of one user, decrypted (streamed) |
 
 Master-key rotation concerns every tenant, so it is CLI-only. Each action is
 audited with the admin's ``sub`` as the actor (read it at ``/v1/admin/audit``).
@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, MediaType, Request, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, Parameter, QueryParameter
+from litestar.response import Stream
 
 from syncproto import errors
 from syncserver.auth.scopes import admin_only
@@ -118,9 +120,25 @@ class KeyAdminController(Controller):
     @get(
         "/users/{sub:str}/export",
         summary="Export one user's data (GDPR access)",
-        responses=error_responses(400, *AUTHENTICATED),
+        description=(
+            "Every change and dead letter the user pushed and every attachment they uploaded (bytes as base64), "
+            "decrypted, as one JSON document streamed as it is read: each element of its lists on a line of its "
+            "own, `replicas` and `unavailable` last. What failed its integrity check is named in `unavailable` "
+            "(`changes/<seq>`, `dead_letters/<replica>/<n>`, `attachments/<id>`; such an attachment is listed with "
+            "`content_b64` null). If stored attachment bytes change while they are being sent, the response is cut "
+            "off (not valid JSON) rather than carry wrong bytes. Audited as `user.export`: "
+            '`{"phase": "start"}` before the first byte, the counts after the last.'
+        ),
+        media_type=MediaType.JSON,
+        responses={
+            200: ResponseSpec(
+                data_container=UserExport, description="The user's data, streamed", generate_examples=False
+            ),
+            **error_responses(400, *AUTHENTICATED),
+        },
     )
     async def export(
         self, request: AdminRequest, subject_requests: NamedDependency[SubjectRequests], sub: FromPath[str]
-    ) -> UserExport:
-        return await subject_requests.export_user(request.user.tenant, sub, request.user.sub)
+    ) -> Stream:
+        pieces = await subject_requests.export_user_stream(request.user.tenant, sub, request.user.sub)
+        return Stream(pieces, media_type=MediaType.JSON)

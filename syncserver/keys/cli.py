@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import click
-import msgspec
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -32,9 +32,11 @@ from rich.table import Table
 
 from syncproto import errors
 from syncserver.admin.cli import integrity_failure
+from syncserver.attachments.chunks import ChunkError
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.operations import KeyOpError, KeyOps
 from syncserver.keys.providers import KeyProviderError
+from syncserver.keys.subjects import ExportSummary
 from syncserver.services import Services, open_services
 from syncserver.settings import Settings
 from syncstore.store import TenantNotFound
@@ -209,18 +211,53 @@ def tenant_erase(settings: Settings, tenant_id: str, yes: bool) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: stdout.")
 @click.pass_obj
 def export_user(settings: Settings, tenant_id: str, sub: str, output: Path | None) -> None:
-    """Export every change and dead letter a user pushed, decrypted, as JSON (GDPR access request)."""
-    export = run_services(settings, lambda s: s.subjects.export_user(tenant_id, sub, actor()))
-    data = msgspec.json.format(msgspec.json.encode(export), indent=2)
-    if output is None:
-        sys.stdout.buffer.write(data + b"\n")
-    else:
-        output.write_bytes(data + b"\n")
-        output.chmod(0o600)
-        console.print(f"{len(export.changes)} changes, {len(export.dead_letters)} dead letters -> {output}")
-    if export.unavailable:
-        names = ", ".join(export.unavailable)
+    """Export every change, dead letter and attachment of a user, decrypted, as JSON (GDPR access request).
+
+    Written as it is read, one element of each list per line: memory stays small however much the user has.
+    """
+    # Created private (0600) before any of the user's data is in it; an export that fails part way (a stored
+    # attachment that changed while it was read) leaves no file behind.
+    try:
+        sink = sys.stdout.buffer if output is None else _private_file(output)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+
+    async def export(services: Services) -> ExportSummary:
+        stream = await services.subjects.export_user_stream(tenant_id, sub, actor())
+        async for piece in stream:
+            sink.write(piece)
+        return stream.summary
+
+    try:
+        summary = run_services(settings, export)
+        sink.write(b"\n")
+        sink.flush()
+    except BaseException as exc:
+        if output is not None:
+            sink.close()
+            output.unlink(missing_ok=True)
+        if isinstance(exc, ChunkError):
+            # An attachment's bytes changed after their check: the stream stopped before writing them.
+            detail = f"stored attachment data changed while it was exported ({exc}); the export was stopped"
+            raise click.ClickException(f"{errors.DATA_INTEGRITY}: {detail}") from None
+        raise
+    if output is not None:
+        sink.close()
+        console.print(f"{summary.changes} changes, {summary.dead_letters} dead letters -> {output}")
+    if summary.unavailable:
+        names = ", ".join(summary.unavailable)
         raise click.ClickException(f"{errors.DATA_INTEGRITY}: rows that failed their integrity check: {names}")
+
+
+def _private_file(path: Path) -> BinaryIO:
+    """``path`` opened for writing, emptied, readable by its owner only (also if it existed before)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @click.group()

@@ -190,8 +190,9 @@ async def test_reencrypt_moves_a_blob_whose_owner_row_is_gone_and_only_then_the_
 
 
 async def test_an_upload_is_not_deduplicated_onto_objects_that_do_not_hold_its_content(fs_server: Server) -> None:
-    """A's objects hold other bytes than A's record says (what two PATCHes racing on two processes can leave):
-    B, with the recorded content, keeps its own objects and serves its own bytes, and A is reported damaged."""
+    """A's objects hold other bytes than A's record says (objects replaced in the store, sealed as the server
+    seals them): B, with the recorded content, keeps its own objects and serves its own bytes, and A is reported
+    damaged."""
     from prometheus_client import REGISTRY
 
     from syncserver.attachments import chunks
@@ -211,8 +212,10 @@ async def test_an_upload_is_not_deduplicated_onto_objects_that_do_not_hold_its_c
     # Sealed as the server seals A's one chunk, but other bytes of the same length.
     cipher = await s.app.state.keyring.cipher(tenant, [row.key_version])
     other = os.urandom(len(data))
-    sealed = chunks.seal_chunk(cipher, first.id, 0, True, other, row.key_version)
-    await s.app.state.upload_service.blobs.put(chunks.chunk_key(tenant, first.id, row.key_version, 0), sealed)
+    token = chunks.token_at(row.chunk_tokens, 0)
+    sealed = chunks.seal_chunk(cipher, first.id, 0, True, other, row.key_version, token)
+    key = chunks.chunk_key(tenant, first.id, row.key_version, 0, token)
+    await s.app.state.upload_service.blobs.put(key, sealed)
     before = failures()
 
     second = ref_for(data)

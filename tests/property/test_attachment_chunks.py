@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from obstore.store import MemoryStore
 
+from syncserver.attachments import chunks
 from syncserver.attachments.blob_obstore import ObstoreBlobStore
 from syncserver.attachments.chunks import ChunkError, SealedBlob
 from syncserver.attachments.settings import AttachmentSettings
@@ -68,6 +69,13 @@ async def upload(uploads: UploadService, data: bytes, patches: list[int], cuts: 
     return row.blob_owner or row.id
 
 
+async def stored_blob(uploads: UploadService, owner: str) -> SealedBlob:
+    """The owner's blob as its row names it (each chunk under the token of the PATCH that wrote it)."""
+    row = await uploads.meta.get_attachment("acme", owner)
+    assert row is not None
+    return SealedBlob.of(uploads.blobs, await uploads.ciphers.cipher("acme"), row)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     data=st.binary(max_size=700),
@@ -81,10 +89,12 @@ def test_any_split_into_patches_and_pieces_stores_the_same_bytes(
     async def check() -> None:
         uploads = service(chunk)
         owner = await upload(uploads, data, patches, cuts)
-        cipher = await uploads.ciphers.cipher("acme")
-        blob = SealedBlob(uploads.blobs, cipher, "acme", owner, 1, len(data), chunk)
+        blob = await stored_blob(uploads, owner)
         assert b"".join([p async for p in blob.read()]) == data
         assert await blob.read_all() == data
+        # Completed, it keeps exactly the objects its row names: no tail, nothing a PATCH left behind.
+        named = chunks.blob_keys("acme", owner, 1, len(data), chunk, blob.tokens)
+        assert set(await uploads.blobs.list(f"acme/{owner}/")) == named
 
     asyncio.run(check())
 
@@ -105,8 +115,7 @@ def test_any_changed_byte_in_any_stored_chunk_is_detected(data: bytes, which: in
         raw = bytearray(await uploads.blobs.get(key))
         raw[where % len(raw)] ^= flip
         await uploads.blobs.put(key, bytes(raw))
-        cipher = await uploads.ciphers.cipher("acme")
-        blob = SealedBlob(uploads.blobs, cipher, "acme", owner, 1, len(data), 64)
+        blob = await stored_blob(uploads, owner)
         try:
             got = b"".join([p async for p in blob.read()])
         except ChunkError:

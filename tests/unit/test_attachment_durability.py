@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from syncserver.attachments import chunks
 from syncserver.attachments.blob_fs import FilesystemBlobStore
 from syncserver.attachments.chunks import SealedBlob
 from syncserver.attachments.settings import AttachmentSettings
@@ -88,7 +89,10 @@ async def test_a_patch_fsyncs_each_object_it_wrote_and_its_directories_once_befo
 
     row = await uploads.receive(WHO, "a1", 0, body(data[:2500]))  # two whole chunks and a tail
 
-    objects = ["acme/a1/v1/00000000", "acme/a1/v1/00000001", "acme/a1/v1/tail-2500"]
+    first = chunks.token_at(row.chunk_tokens, 0)  # the PATCH's own token names what it wrote
+    objects = [chunks.chunk_key("acme", "a1", 1, i, first) for i in (0, 1)] + [
+        chunks.tail_key("acme", "a1", 1, 2500, first)
+    ]
     directories = [".", "acme", "acme/a1", "acme/a1/v1"]
     assert sorted(synced(events, root)) == sorted(objects + directories)  # each once, nothing per put
     assert events[-1] == "row uploading 2500"  # every fsync came before the offset moved
@@ -97,7 +101,11 @@ async def test_a_patch_fsyncs_each_object_it_wrote_and_its_directories_once_befo
     events.clear()
     row = await uploads.receive(WHO, "a1", 2500, body(data[2500:]))  # the tail, then the last chunk
 
-    assert sorted(synced(events, root)) == sorted(["acme/a1/v1/00000002", "acme/a1/v1/00000003", *directories])
+    second = chunks.token_at(row.chunk_tokens, 2)
+    assert second not in (None, first)
+    assert row.chunk_tokens == f"0:{first},2:{second}"
+    objects = [chunks.chunk_key("acme", "a1", 1, i, second) for i in (2, 3)]
+    assert sorted(synced(events, root)) == sorted([*objects, *directories])
     assert events[-1] == f"row available {len(data)}"  # the last PATCH completes the row in one write
     assert [e for e in events if e.startswith("row ")] == [events[-1]]
     assert row.state == "available"
@@ -131,8 +139,9 @@ async def test_an_upload_begun_under_another_chunk_size_finishes_and_reads_under
     row = await after.receive(WHO, "a1", 600, body(data[600:]))
 
     assert (row.state, row.chunk_bytes) == ("available", 256)
-    assert await before.blobs.list("acme/a1/") == [f"acme/a1/v1/{i:08d}" for i in range(4)]
+    named = chunks.blob_keys("acme", "a1", 1, len(data), 256, row.chunk_tokens)
+    assert await before.blobs.list("acme/a1/") == sorted(named)  # and nothing else: the tail is gone
     cipher = await after.ciphers.cipher("acme")
-    sealed = SealedBlob(after.blobs, cipher, "acme", "a1", 1, len(data), row.chunk_bytes)
+    sealed = SealedBlob.of(after.blobs, cipher, row)
     assert await sealed.read_all() == data
     assert b"".join([p async for p in sealed.read(100, 900)]) == data[100:900]

@@ -18,14 +18,12 @@ from syncserver.attachments import chunks
 from syncserver.attachments.blobstore import BlobStore
 from syncserver.attachments.chunks import SealedBlob
 from syncserver.keys.envelope import BytesLike
-from tests.property.test_attachment_chunks import service, upload
+from tests.property.test_attachment_chunks import service, stored_blob, upload
 
 
 async def _stored(data: bytes, chunk: int) -> SealedBlob:
     uploads = service(chunk)
-    owner = await upload(uploads, data, [], [])
-    cipher = await uploads.ciphers.cipher("acme")
-    return SealedBlob(uploads.blobs, cipher, "acme", owner, 1, len(data), chunk)
+    return await stored_blob(uploads, await upload(uploads, data, [], []))
 
 
 class CountingBlobs:
@@ -38,7 +36,7 @@ class CountingBlobs:
         self.held_cancelled = asyncio.Event()
 
     async def get(self, key: str, length: int | None = None) -> memoryview:
-        index = int(key.rsplit("/", 1)[1])
+        index = int(key.rsplit("/", 1)[1].partition("-")[0])  # "<index>-<token>"
         self.asked.append(index)
         if index == self.hold:
             try:

@@ -65,6 +65,21 @@ async def test_update_does_not_write_into_a_row_created_again_under_the_same_id(
     assert await meta.get_attachment(tenant, "a1") == new
 
 
+async def test_update_compares_the_chunk_tokens_too(store: Store, tenant: str) -> None:
+    """Two PATCHes at one offset that wrote nothing new past it (a tail sealed again under each one's token) leave
+    the offset where it was: the tokens tell them apart, so only one moves the row."""
+    meta = meta_of(store)
+    row = await meta.create_attachment(record(tenant, "a1"))
+    first = replace(row, chunk_tokens="0:aaaaaaaaaaaa")
+    assert await meta.update_attachment(row, first)
+    assert not await meta.update_attachment(row, replace(row, chunk_tokens="0:bbbbbbbbbbbb"))  # read before
+    second = replace(first, upload_offset=300, chunk_tokens="0:aaaaaaaaaaaa,1:cccccccccccc")
+    assert await meta.update_attachment(first, second)
+    assert await meta.get_attachment(tenant, "a1") == second
+    assert await meta.update_attachment(second, replace(second, chunk_tokens=None))  # re-encrypted: no tokens
+    assert (await meta.get_attachment(tenant, "a1")).chunk_tokens is None  # type: ignore[union-attr]
+
+
 async def test_find_blob_returns_only_available_owners_of_that_mac(store: Store, tenant: str) -> None:
     meta = meta_of(store)
     await meta.create_attachment(record(tenant, "a1", mac="x" * 64))
