@@ -4,7 +4,9 @@ Keyset pagination by ``(seq, idx)``. A page filtered by one entity (collection a
 entity's rows of ``ix_conflicts_tenant_entity`` first, in a ``MATERIALIZED`` CTE, and only then orders them.
 Written flat, SQLite (which keeps no statistics unless someone runs ``ANALYZE``) walked the tenant's conflicts
 in primary-key order to spare itself the sort, and tested each one: an entity's few conflicts cost a read of
-the whole log.
+the whole log. A restricted reader's page (a driver's) looks at the next rows of the log first, a bounded
+``log_window``, and if its page is not among them, finds it from its channels' entities (``among``; see
+``SqlChannels.conflicts_in_channels``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,22 @@ def conflict_page(
     limit: int,
     filters: ConflictFilter | None = None,
     visible: Callable[[FromClause], ColumnElement[bool]] | None = None,
+    among: FromClause | None = None,
+    until: tuple[int, int] | None = None,
 ) -> Select[Any]:
     """The tenant's conflicts after ``after`` that pass ``filters`` (and ``visible``, a condition on the rows'
-    source: the channels of a restricted reader), ordered by ``(seq, idx)``, at most ``limit``."""
+    source: the channels of a restricted reader), ordered by ``(seq, idx)``, at most ``limit``.
+
+    ``among``: find the page among these of the tenant's conflicts (a ``MATERIALIZED`` CTE of their ``seq``,
+    ``idx`` and filtered columns) instead of the whole log, then read its rows by primary key. ``until``: only
+    conflicts up to this ``(seq, idx)`` (a bounded walk of the log, see ``window_end``)."""
+    if among is not None:
+        keys = _filtered(among, after, filters).order_by(among.c.seq, among.c.idx).limit(limit).subquery("page")
+        found = conflicts.join(
+            keys,
+            (conflicts.c.tenant_id == tenant_id) & (conflicts.c.seq == keys.c.seq) & (conflicts.c.idx == keys.c.idx),
+        )
+        return select(conflicts).select_from(found).order_by(conflicts.c.seq, conflicts.c.idx)
     source: FromClause = conflicts
     where: list[ColumnElement[bool]] = [conflicts.c.tenant_id == tenant_id]
     if filters is not None and filters.collection is not None and filters.entity_id is not None:
@@ -45,8 +60,35 @@ def conflict_page(
         where = []
     if visible is not None:
         where.append(visible(source))
+    if until is not None:
+        where.append(tuple_(source.c.seq, source.c.idx) <= tuple_(until[0], until[1]))
+    return _filtered(source, after, filters, where).order_by(source.c.seq, source.c.idx).limit(limit)
+
+
+def window_end(
+    tenant_id: str, after: tuple[int, int] | None, filters: ConflictFilter | None, window: int
+) -> Select[Any]:
+    """The ``(seq, idx)`` of the ``window``-th of the tenant's conflicts after ``after`` that pass ``filters`` (no
+    row if there are fewer): read from the primary key, about as costly as ``window`` index entries."""
+    first = _filtered(conflicts, after, filters, [conflicts.c.tenant_id == tenant_id])
+    return (
+        first.with_only_columns(conflicts.c.seq, conflicts.c.idx)
+        .order_by(conflicts.c.seq, conflicts.c.idx)
+        .offset(window - 1)
+        .limit(1)
+    )
+
+
+def _filtered(
+    source: FromClause,
+    after: tuple[int, int] | None,
+    filters: ConflictFilter | None,
+    where: list[ColumnElement[bool]] | None = None,
+) -> Select[Any]:
+    """``source``'s rows after ``after`` that pass ``filters`` (and ``where``)."""
+    conditions = list(where or [])
     if after is not None:
-        where.append(tuple_(source.c.seq, source.c.idx) > tuple_(after[0], after[1]))
+        conditions.append(tuple_(source.c.seq, source.c.idx) > tuple_(after[0], after[1]))
     if filters is not None:
-        where += [source.c[name] == getattr(filters, name) for name in FILTERED if getattr(filters, name) is not None]
-    return select(source).where(*where).order_by(source.c.seq, source.c.idx).limit(limit)
+        conditions += [source.c[n] == getattr(filters, n) for n in FILTERED if getattr(filters, n) is not None]
+    return select(source).where(*conditions)

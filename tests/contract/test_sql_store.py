@@ -256,10 +256,10 @@ _WALK = re.compile(
 """A plan step that reads a whole table, or every row of the tenant in one."""
 
 
-async def test_sqlite_hot_paths_never_walk_the_tenants_rows(tmp_path: Path) -> None:
+async def test_sqlite_hot_paths_never_walk_the_tenants_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every statement of a push, a dispatcher's pull, a driver's pull (page and evictions), the live feed's
-    wake-up, an entity read, verify's channel check and an entity's conflicts seeks an index; none reads the
-    tenant's rows one by one.
+    wake-up, an entity read, verify's channel check, an entity's conflicts and a driver's conflicts seeks an
+    index; none reads the tenant's rows one by one.
 
     SQLite keeps no statistics unless someone runs ``ANALYZE``, and then a flat ``GROUP BY`` (the evictions) and
     a list of ``(collection, entity_id)`` pairs (verify's check) walked ``entity_channels`` from ``tenant_no``:
@@ -267,6 +267,9 @@ async def test_sqlite_hot_paths_never_walk_the_tenants_rows(tmp_path: Path) -> N
     url = sqlite_url(tmp_path)
     await upgrade(url)
     sent: list[tuple[str, Any]] = []
+    # A window of one row: a restricted reader's conflict page walks one row of the log, finds nothing it may
+    # see, and is then found from its channels' side. Both statements run, and both are checked.
+    monkeypatch.setattr("syncstore.sql_channels.CONFLICT_WINDOW", 1)
 
     def record(_conn: Any, _cursor: Any, sql: str, params: Any, _context: Any, many: bool) -> None:
         if not many and sql.lstrip().upper().startswith(("SELECT", "WITH", "UPDATE", "DELETE")):
@@ -283,6 +286,17 @@ async def test_sqlite_hot_paths_never_walk_the_tenants_rows(tmp_path: Path) -> N
             event.listen(engine, "before_cursor_execute", record)
         try:
             await write(store, tenant, 2, "dlv-1", [member("dlv-1", "driver:a", 2, 1, left=True)])
+            async with store.push_session(tenant) as session:  # a conflict of an entity in no reader's channels
+                await session.commit(
+                    PushBatch(
+                        last_seq=3,
+                        changes=[factories.change(3, "dlv-9")],
+                        entities=[factories.entity("dlv-9", 3)],
+                        conflicts=[factories.conflict(3, 0, entity_id="dlv-9")],
+                        replicas=[factories.replica(hwm=3)],
+                        memberships=[member("dlv-9", "depot:z", 3)],
+                    )
+                )
             async with store.push_session(tenant) as session:
                 await session.load(["phone", "tablet"], [("deliveries", "dlv-1"), ("deliveries", "dlv-2")])
                 assert await session.dot_change_id("phone", 2) == "chg-phone-2"
@@ -295,16 +309,27 @@ async def test_sqlite_hot_paths_never_walk_the_tenants_rows(tmp_path: Path) -> N
             one = ConflictFilter(collection="deliveries", entity_id="dlv-1")
             logged = await store.conflicts(tenant, None, 10, one)
             seen = await store.conflicts_in_channels(tenant, ["depot:n"], None, 10, one)
+            # A driver's own conflicts, unfiltered: found from its channel rows, not among all of the tenant's.
+            mine = await store.conflicts_in_channels(tenant, ["driver:a"], None, 10)
+            later = await store.conflicts_in_channels(tenant, ["driver:a"], (5, 0), 10, ConflictFilter(status="open"))
+            # A token of two channels (its driver's and its depot's): each channel's range of the index, as for one
+            # (SQLite's statistics, migration 0012; without them it walked the tenant's channel rows).
+            two = ["driver:a", "depot:x"]
+            both = await store.scoped_page(tenant, two, 1, 10, None, evictions=True)
+            both_first = await store.scoped_page(tenant, two, 0, 10, None, evictions=False)
+            ours = await store.conflicts_in_channels(tenant, two, None, 10)
         finally:
             for engine in engines:
                 event.remove(engine, "before_cursor_execute", record)
-    assert [e.entity_id for e in pulled] == ["dlv-1"]
+    assert [e.entity_id for e in pulled] == ["dlv-1", "dlv-9"]
     assert one is not None
     assert first.entities == []
     assert [e.entity_id for e in page.evictions] == ["dlv-1"]
     assert latest == {"driver:a": 2, "depot:n": 1}
-    assert members == {("deliveries", "dlv-1"): {"depot:n"}}
-    assert logged == seen == []
+    assert members == {("deliveries", "dlv-1"): {"depot:n"}, ("deliveries", "dlv-9"): {"depot:z"}}
+    assert logged == seen == mine == later == ours == []
+    assert [e.entity_id for e in both.evictions] == ["dlv-1"]
+    assert both_first.entities == []
 
     plain = sqlite3.connect(tmp_path / "store.db")
     try:
@@ -312,9 +337,14 @@ async def test_sqlite_hot_paths_never_walk_the_tenants_rows(tmp_path: Path) -> N
     finally:
         plain.close()
     assert sum("entity_channels" in sql for sql in plans) >= 5, list(plans)
+    # A restricted reader's conflict page walked a bounded window of the log, then read from its channels' side.
+    assert any(") <= (" in sql and "conflicts" in sql for sql in plans), list(plans)
+    assert any("member_conflicts" in sql for sql in plans), list(plans)
     for sql, plan in plans.items():
-        # The highest name number: SQLite's min/max optimization reads the last entry of the primary key.
-        walks = [step for step in plan if _WALK.search(step) and "log_last" not in step]
+        # The highest name number: SQLite's min/max optimization reads the last entry of the primary key. The
+        # window's end (``window_end``) reads at most that many entries of the primary key, by OFFSET.
+        bounded = "OFFSET" in sql and "conflicts" in sql
+        walks = [step for step in plan if _WALK.search(step) and "log_last" not in step and not bounded]
         assert not walks, (sql, plan)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from syncstore import ChannelStore, ConflictFilter, MembershipRecord, PushBatch, Store
 from tests.contract import factories
 from tests.contract.factories import change, conflict, entity, replica
@@ -119,6 +121,49 @@ async def test_conflicts_in_channels_only_shows_visible_entities(store: Store, t
     assert await s.conflicts_in_channels(tenant, ["driver:a"], None, 10, one) == []  # not in driver a's channels
     assert await s.conflicts_in_channels(tenant, ["driver:b"], (2, 0), 10, one) == []
     assert await s.conflicts_in_channels(tenant, [], None, 10) == []
+
+
+async def test_scoped_conflict_pages_list_exactly_the_visible_conflicts_in_order(
+    store: Store, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every page of every reader, sparse (a quarter of the entities) or dense, filtered or not, read to the end:
+    exactly its visible conflicts in log order. On SQL stores with a window of 3 log rows, so that the pages come
+    from the window, from the window that reached the end of the log, and from the channels' side."""
+    monkeypatch.setattr("syncstore.sql_channels.CONFLICT_WINDOW", 3)
+    ids = [f"dlv-{i}" for i in range(12)]
+    channel = {e: "driver:a" if i % 4 == 0 else "driver:b" for i, e in enumerate(ids)}
+    logged = [
+        conflict(i + 1, idx, entity_id=e, status="open" if (i + idx) % 3 else "resolved")
+        for i, e in enumerate(ids)
+        for idx in range(1 + i % 2)
+    ]
+    async with store.push_session(tenant) as session:
+        await session.commit(
+            PushBatch(
+                last_seq=len(ids),
+                changes=[change(i + 1, e) for i, e in enumerate(ids)],
+                entities=[entity(e, i + 1) for i, e in enumerate(ids)],
+                conflicts=logged,
+                replicas=[replica(hwm=len(ids))],
+                memberships=[member(e, channel[e], i + 1) for i, e in enumerate(ids)],
+            )
+        )
+    s = access(store)
+    for channels in (["driver:a"], ["driver:b"], ["driver:a", "driver:b"], ["driver:c"]):
+        for filters in (None, ConflictFilter(status="open")):
+            expected = [
+                (c.seq, c.idx)
+                for c in logged
+                if channel[c.entity_id] in channels and (filters is None or c.status == filters.status)
+            ]
+            for size in (1, 2, 5):
+                seen: list[tuple[int, int]] = []
+                after = None
+                while page := await s.conflicts_in_channels(tenant, channels, after, size, filters):
+                    assert len(page) <= size
+                    seen += [(c.seq, c.idx) for c in page]
+                    after = seen[-1]
+                assert seen == expected, (channels, filters, size)
 
 
 async def test_set_entity_channels_is_compare_and_set_on_the_entity_seq(store: Store, tenant: str) -> None:
