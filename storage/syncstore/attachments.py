@@ -104,8 +104,8 @@ class AttachmentStore(Protocol):
         """An available row owning objects whose content has this keyed hash."""
         ...
 
-    async def blob_users(self, tenant_id: str, owner: str) -> int:
-        """How many rows (any state) use ``owner``'s objects."""
+    async def blob_users(self, tenant_id: str, owner: str, key_version: int | None = None) -> int:
+        """How many rows (any state) use ``owner``'s objects (only those sealed under ``key_version``, if given)."""
         ...
 
     async def list_attachments(

@@ -50,8 +50,12 @@ class MemoryAttachmentStore:
                 return row
         return None
 
-    async def blob_users(self, tenant_id: str, owner: str) -> int:
-        return sum(1 for (t, _), r in self._rows.items() if t == tenant_id and r.blob_owner == owner)
+    async def blob_users(self, tenant_id: str, owner: str, key_version: int | None = None) -> int:
+        return sum(
+            1
+            for (t, _), r in self._rows.items()
+            if t == tenant_id and r.blob_owner == owner and key_version in (None, r.key_version)
+        )
 
     async def list_attachments(
         self, tenant_id: str, *, state: AttachmentState | None = None, after: str | None = None, limit: int = 1000

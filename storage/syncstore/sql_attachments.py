@@ -126,9 +126,11 @@ class SqlAttachmentStore:
         found = await self._rows(query)
         return _from_row(found[0]) if found else None
 
-    async def blob_users(self, tenant_id: str, owner: str) -> int:
+    async def blob_users(self, tenant_id: str, owner: str, key_version: int | None = None) -> int:
         a = attachments.c
         query = select(func.count().label("n")).where(a.tenant_id == tenant_id, a.blob_owner == owner)
+        if key_version is not None:
+            query = query.where(a.key_version == key_version)
         found = await self._rows(query)
         return int(found[0]["n"]) if found else 0
 

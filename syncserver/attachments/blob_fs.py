@@ -11,6 +11,7 @@ from typing import Any
 from obstore.store import LocalStore
 
 from syncserver.attachments.blob_obstore import ObstoreBlobStore
+from syncserver.attachments.blobstore import BlobNotFound
 
 
 class FilesystemBlobStore(ObstoreBlobStore):
@@ -38,7 +39,10 @@ class FilesystemBlobStore(ObstoreBlobStore):
         one after another cost one each).
         """
         if keys:
-            await asyncio.gather(*(asyncio.to_thread(_fsync, path) for path in self.synced_paths(keys)))
+            try:
+                await asyncio.gather(*(asyncio.to_thread(_fsync, path) for path in self.synced_paths(keys)))
+            except FileNotFoundError as exc:  # deleted since it was put (another process's upload moved on)
+                raise BlobNotFound(str(exc.filename)) from exc
 
     def synced_paths(self, keys: Sequence[str]) -> list[Path]:
         """The files of ``keys`` and their directories up to the root, each once."""

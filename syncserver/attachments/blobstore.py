@@ -59,7 +59,8 @@ class BlobStore(Protocol):
         ...
 
     async def sync(self, keys: Sequence[str]) -> None:
-        """Make these objects (already ``put``) durable against power loss, with their names."""
+        """Make these objects (already ``put``) durable against power loss, with their names; ``BlobNotFound`` if
+        one was deleted since it was put."""
         ...
 
     async def get(self, key: str, length: int | None = None) -> bytes | memoryview:

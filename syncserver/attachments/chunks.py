@@ -28,6 +28,7 @@ names its objects ``<index>`` and ``tail-<offset>``.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -69,14 +70,23 @@ def _segments(tokens: str | None) -> list[tuple[int, str]]:
     return found
 
 
+class Tokens:
+    """A row's segments, parsed once, for looking up many chunks (a download, a sweep): ``at(index)``."""
+
+    def __init__(self, tokens: str | None) -> None:
+        segments = _segments(tokens)
+        self.starts = [first for first, _ in segments]
+        self.tokens = [token for _, token in segments]
+
+    def at(self, index: int) -> str | None:
+        """The token of the PATCH that wrote chunk ``index`` (the last segment starting at or before it)."""
+        i = bisect.bisect_right(self.starts, index) - 1
+        return self.tokens[i] if i >= 0 else None
+
+
 def token_at(tokens: str | None, index: int) -> str | None:
-    """The token of the PATCH that wrote chunk ``index`` (the last segment starting at or before it)."""
-    found = None
-    for first, token in _segments(tokens):
-        if first > index:
-            break
-        found = token
-    return found
+    """``Tokens(tokens).at(index)``, for one lookup."""
+    return Tokens(tokens).at(index)
 
 
 def last_token(tokens: str | None) -> str | None:
@@ -165,9 +175,8 @@ def open_tail(
 
 def blob_keys(tenant: str, owner: str, key_version: int, size: int, chunk_bytes: int, tokens: str | None) -> set[str]:
     """The keys of every chunk of a whole blob as a row names them."""
-    return {
-        chunk_key(tenant, owner, key_version, i, token_at(tokens, i)) for i in range(chunk_count(size, chunk_bytes))
-    }
+    named = Tokens(tokens)
+    return {chunk_key(tenant, owner, key_version, i, named.at(i)) for i in range(chunk_count(size, chunk_bytes))}
 
 
 OFF_LOOP_BYTES = 256 * 1024
@@ -206,6 +215,7 @@ class SealedBlob:
         self.chunk = chunk
         self.count = chunk_count(size, chunk)
         self.tokens = tokens
+        self._named = Tokens(tokens)
 
     @classmethod
     def of(cls, blobs: BlobStore, cipher: TenantCipher, row: AttachmentRecord) -> SealedBlob:
@@ -239,7 +249,7 @@ class SealedBlob:
         try:
             # The sealed length is known, so the store reads it in one request; a chunk cut short or grown
             # still fails (wrong length, or its tag over the bytes read).
-            key = chunk_key(self.tenant, self.owner, self.key_version, index, token_at(self.tokens, index))
+            key = chunk_key(self.tenant, self.owner, self.key_version, index, self._named.at(index))
             return await self.blobs.get(key, self._length(index) + OVERHEAD)
         except BlobNotFound as exc:
             raise ChunkError(f"chunk {index} of attachment {self.owner} is missing") from exc
@@ -282,7 +292,7 @@ class SealedBlob:
 
     def _open(self, index: int, blob: BytesLike) -> bytes:
         last = index == self.count - 1
-        data = open_chunk(self.cipher, self.owner, index, last, blob, self.key_version, token_at(self.tokens, index))
+        data = open_chunk(self.cipher, self.owner, index, last, blob, self.key_version, self._named.at(index))
         if len(data) != self._length(index):
             raise ChunkError(f"chunk {index} of attachment {self.owner} has the wrong length")
         return data
@@ -291,7 +301,7 @@ class SealedBlob:
         if memoryview(blob).nbytes - OVERHEAD != len(out):
             raise ChunkError(f"chunk {index} of attachment {self.owner} has the wrong length")
         last = index == self.count - 1
-        token = token_at(self.tokens, index)
+        token = self._named.at(index)
         open_chunk_into(self.cipher, self.owner, index, last, blob, self.key_version, token, out)
 
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:

@@ -114,7 +114,10 @@ class AttachmentKeys:
                     in_use |= now is not None and now.state != "refused" and _blob(now) == (owner, version)
             # A row deduplicated onto the owner after the rows were read re-reads the owner's row, sees it moved
             # and keeps its own objects (``UploadService._finish``); an owner whose row is gone gains no new users.
-            if not in_use:
+            # And a row deduplicated onto the owner's old version after the rows were read (an upload completing
+            # while this blob was resealed; it re-read the owner before the owner moved) still reads it: kept, and
+            # moved by the next run.
+            if not in_use and not await self.meta.blob_users(tenant, owner, key_version=version):
                 await self.blobs.delete(await self.blobs.list(chunks.prefix(tenant, owner) + f"v{version}/"))
             moved += 1
         return moved, failed

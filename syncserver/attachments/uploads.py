@@ -44,7 +44,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +89,14 @@ class Declared:
 
 @dataclass
 class _Hashing:
+    """The SHA-256 of an upload's committed bytes, as of the row that committed them."""
+
     offset: int
     sha256: Any  # hashlib's hash object has no public type
+    tokens: str | None = None
+    created_at: int = 0
+    """With the offset, which row's bytes these are: another process may have restarted or re-created the upload
+    and committed other bytes up to the same offset (its objects then have other tokens)."""
 
 
 class UploadService:
@@ -134,6 +140,9 @@ class UploadService:
             state="uploading",
             upload_offset=0,
             chunk_bytes=self.settings.chunk_bytes,
+            # A token that names nothing yet: a row created again under this id (terminated, then created in the
+            # same millisecond) is told apart from the old one by it, as a restart is (see below).
+            chunk_tokens=chunks.with_segment(None, 0, chunks.new_token()),
             created_at=now,
             updated_at=now,
             expires_at=now + self.settings.upload_expiry_s * 1000,
@@ -164,12 +173,20 @@ class UploadService:
         self._raise_if_refused(stored)
         if stored.state == "uploading" and stored.expires_at < now:
             # Expired and not yet collected: creating it again starts it over.
+            # A fresh token that names nothing: a PATCH still in flight from before, whose objects go with the
+            # old ones below, can no longer move this row (its compare-and-set would otherwise still match). The
+            # objects to drop are listed first: a PATCH of the restarted upload may commit new ones meanwhile.
+            listed = await self.blobs.list(chunks.prefix(tenant, stored.id))
             restarted = replace(
-                stored, upload_offset=0, chunk_tokens=None, updated_at=now, expires_at=record.expires_at
+                stored,
+                upload_offset=0,
+                chunk_tokens=chunks.with_segment(None, 0, chunks.new_token()),
+                updated_at=now,
+                expires_at=record.expires_at,
             )
             if await self.meta.update_attachment(stored, restarted):
                 self._hashing.pop((tenant, stored.id), None)
-                await self._drop_objects(tenant, stored.id, own_row=True)
+                await self._drop_objects(tenant, stored.id, own_row=True, listed=listed)
                 stored = restarted
         if stored.state == "uploading" and stored.size == 0:
             stored = await self._finish_empty(stored, cipher)
@@ -244,6 +261,10 @@ class UploadService:
         writer = _ChunkWriter(self.blobs, cipher, row, await self._tail(row, cipher), chunks.new_token())
         try:
             return await self._append(row, offset, body, checksum, hashing, writer)
+        except BaseException:
+            if not writer.claimed:
+                await writer.discard()  # no row names them, and none ever will: its token was never recorded
+            raise
         finally:
             await writer.abandon()
 
@@ -290,15 +311,40 @@ class UploadService:
         if new_offset == row.size:
             # The last PATCH moves the row from its offset straight to complete: one write, not two. The
             # dedup lookup reads while the disk syncs.
-            same, _ = await asyncio.gather(self.meta.find_blob(row.tenant_id, row.mac), self.blobs.sync(writer.written))
-            return await self._finish(row, advanced, writer.cipher, hashing.sha256.digest(), same)
-        await self.blobs.sync(writer.written)
-        if not await self.meta.update_attachment(row, advanced):
+            same, _ = await asyncio.gather(self.meta.find_blob(row.tenant_id, row.mac), self._sync(row, writer))
+            return await self._finish(row, advanced, writer, hashing.sha256.digest(), same)
+        await self._sync(row, writer)
+        if not await self._claim(row, advanced, writer):
             self._hashing.pop(key, None)
             raise ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
         await self._drop_tail(row)
-        self._hashing[key] = _Hashing(new_offset, hashing.sha256)
+        self._hashing[key] = _Hashing(new_offset, hashing.sha256, advanced.chunk_tokens, advanced.created_at)
         return advanced
+
+    async def _sync(self, row: AttachmentRecord, writer: _ChunkWriter) -> None:
+        """Make the PATCH's objects durable; one gone already means the upload moved on (see ``_moved``)."""
+        try:
+            await self.blobs.sync(writer.written)
+        except BlobNotFound:
+            raise await self._moved(row) from None
+
+    async def _claim(self, old: AttachmentRecord, new: AttachmentRecord, writer: _ChunkWriter) -> bool:
+        """``update_attachment(old, new)`` where ``new`` names ``writer``'s objects: from the moment it is sent
+        they may be named (``writer.claimed``), until it answers that it did not apply."""
+        writer.claimed = True
+        if await self.meta.update_attachment(old, new):
+            return True
+        writer.claimed = False
+        return False
+
+    async def _moved(self, row: AttachmentRecord) -> ApiError:
+        """The answer to a PATCH that found objects of ``row`` missing: the upload moved on meanwhile (another
+        process completed, restarted or terminated it, and its objects went) is a 409 like any lost race; an
+        upload still as ``row`` says has lost stored data."""
+        now = await self.meta.get_attachment(row.tenant_id, row.id)
+        if now is None or _position(now) != _position(row):
+            return ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
+        return _integrity(row.id)
 
     async def _drop_tail(self, row: AttachmentRecord) -> None:
         """Delete the tail the PATCH from ``row``'s offset started from (now sealed into chunks or a new tail)."""
@@ -313,8 +359,8 @@ class UploadService:
         key = chunks.tail_key(row.tenant_id, row.id, row.key_version, row.upload_offset, token)
         try:
             blob = await self.blobs.get(key)
-        except BlobNotFound as exc:
-            raise _integrity(row.id) from exc
+        except BlobNotFound:
+            raise await self._moved(row) from None  # committed past it by another process, which dropped it
         try:
             return chunks.open_tail(cipher, row.id, row.upload_offset, blob, row.key_version, token)
         except ChunkError as exc:
@@ -322,7 +368,11 @@ class UploadService:
 
     async def _hashing_at(self, row: AttachmentRecord, cipher: TenantCipher) -> _Hashing:
         cached = self._hashing.get((row.tenant_id, row.id))
-        if cached is not None and cached.offset == row.upload_offset:
+        if cached is not None and (cached.offset, cached.tokens, cached.created_at) == (
+            row.upload_offset,
+            row.chunk_tokens,
+            row.created_at,
+        ):
             return _Hashing(cached.offset, cached.sha256.copy())
         # Another process (or a previous life of this one) received the committed bytes: hash them again.
         sha = hashlib.sha256()
@@ -331,26 +381,42 @@ class UploadService:
         try:
             for index in range(whole):
                 sha.update(await sealed.read_chunk(index))
-        except ChunkError as exc:
-            raise _integrity(row.id) from exc
+        except ChunkError:
+            raise await self._moved(row) from None
         sha.update(await self._tail(row, cipher))
         return _Hashing(row.upload_offset, sha)
 
     # --- completion ---------------------------------------------------------------
 
     async def _finish_empty(self, row: AttachmentRecord, cipher: TenantCipher) -> AttachmentRecord:
+        """Complete an empty file at its creation. Two processes creating it at once (a retried POST) both try;
+        the one that loses deletes its object and answers with the row the other completed, as a retry does."""
         writer = _ChunkWriter(self.blobs, cipher, row, b"", chunks.new_token())
-        await writer.flush(final=True)
-        await self.blobs.sync(writer.written)
-        same = await self.meta.find_blob(row.tenant_id, row.mac)
-        written = replace(row, chunk_tokens=chunks.with_segment(row.chunk_tokens, 0, writer.token))
-        return await self._finish(row, written, cipher, hashlib.sha256().digest(), same)
+        try:
+            await writer.flush(final=True)
+            await self._sync(row, writer)
+            same = await self.meta.find_blob(row.tenant_id, row.mac)
+            written = replace(row, chunk_tokens=chunks.with_segment(row.chunk_tokens, 0, writer.token))
+            return await self._finish(row, written, writer, hashlib.sha256().digest(), same)
+        except ApiError as exc:
+            if writer.claimed or exc.code != errors.OFFSET_MISMATCH:
+                raise
+            await writer.discard()
+            now = await self.meta.get_attachment(row.tenant_id, row.id)
+            if now is None or now.state == "uploading":
+                raise
+            self._raise_if_refused(now)
+            return now
+        except BaseException:
+            if not writer.claimed:
+                await writer.discard()
+            raise
 
     async def _finish(
         self,
         row: AttachmentRecord,
         received: AttachmentRecord,
-        cipher: TenantCipher,
+        writer: _ChunkWriter,
         digest: bytes,
         same: AttachmentRecord | None,
     ) -> AttachmentRecord:
@@ -362,7 +428,7 @@ class UploadService:
         """
         self._hashing.pop((row.tenant_id, row.id), None)
         now = self.clock()
-        if cipher.mac(row.mac_version, digest) != row.mac:
+        if writer.cipher.mac(row.mac_version, digest) != row.mac:
             refused = replace(
                 received,
                 state="refused",
@@ -370,7 +436,7 @@ class UploadService:
                 message="the uploaded bytes do not match the declared SHA-256",
                 updated_at=now,
             )
-            if await self.meta.update_attachment(row, refused):
+            if await self._claim(row, refused, writer):
                 await self._drop_objects(row.tenant_id, row.id, own_row=True)
                 metrics.UPLOADS_FAILED.labels(errors.ATTACHMENT_HASH_MISMATCH).inc()
                 log.info(
@@ -399,7 +465,7 @@ class UploadService:
                     return shared
                 stored = shared  # keep our own objects after all
         done = replace(received, state="available", blob_owner=row.id, updated_at=now)
-        if not await self.meta.update_attachment(stored, done):
+        if not await self._claim(stored, done, writer):
             raise ApiError(409, errors.OFFSET_MISMATCH, "the upload moved meanwhile; HEAD and resume")
         await self._sweep(done)
         metrics.BYTES_STORED.inc(row.size)
@@ -454,12 +520,17 @@ class UploadService:
     async def discard(self, row: AttachmentRecord) -> None:
         """Delete the row, then the objects holding its bytes once no other row uses them (dedup)."""
         self._hashing.pop((row.tenant_id, row.id), None)
+        # Its own objects (a deduplicated row's may be left over from a crash), and the ones it used: listed
+        # before the row goes, so that an upload created again under its id right after keeps what it writes.
+        owners = sorted({row.id, row.blob_owner or row.id})
+        listed = {owner: await self.blobs.list(chunks.prefix(row.tenant_id, owner)) for owner in owners}
         await self.meta.delete_attachment(row.tenant_id, row.id)
-        # Its own objects (a deduplicated row's may be left over from a crash), and the ones it used.
-        for owner in {row.id, row.blob_owner or row.id}:
-            await self._drop_objects(row.tenant_id, owner)
+        for owner in owners:
+            await self._drop_objects(row.tenant_id, owner, listed=listed[owner])
 
-    async def _drop_objects(self, tenant: str, owner: str, *, own_row: bool = False) -> None:
+    async def _drop_objects(
+        self, tenant: str, owner: str, *, own_row: bool = False, listed: Sequence[str] | None = None
+    ) -> None:
         """Delete the objects under ``owner``'s prefix, unless a row other than the caller's uses them.
 
         Every prefix delete goes through here. A row reads the prefix of its ``blob_owner`` (a deduplicated
@@ -467,13 +538,14 @@ class UploadService:
         has no owner yet (uploading). ``own_row``: the caller's row named ``owner`` is stored and gives its
         objects up (restarted, refused, replayed or deduplicated; none of these owns them through
         ``blob_owner``); without it the caller's row is deleted, and a row named ``owner`` that is stored
-        (created again meanwhile) keeps them.
+        (created again meanwhile) keeps them. ``listed``: only these of its objects (listed before the caller's
+        row changed), not whatever the prefix holds by now.
         """
         if await self.meta.blob_users(tenant, owner):
             return
         if not own_row and await self.meta.get_attachment(tenant, owner) is not None:
             return
-        await self.blobs.delete(await self.blobs.list(chunks.prefix(tenant, owner)))
+        await self.blobs.delete(await self.blobs.list(chunks.prefix(tenant, owner)) if listed is None else listed)
 
     async def replay(self, tenant: str, attachment_id: str) -> AttachmentRecord:
         """Re-admit a refused upload: drop its bytes and let the device upload it again from offset 0.
@@ -507,7 +579,7 @@ class UploadService:
                 row,
                 state="uploading",
                 upload_offset=0,
-                chunk_tokens=None,
+                chunk_tokens=chunks.with_segment(None, 0, chunks.new_token()),  # as a restart does: see ``create``
                 code=None,
                 message=None,
                 updated_at=now,
@@ -519,6 +591,11 @@ class UploadService:
 
 
 _REUSED = "attachment id {} names the stored bytes of other attachments; upload under a new id"
+
+
+def _position(row: AttachmentRecord) -> tuple[object, ...]:
+    """What the compare-and-set compares (``AttachmentStore.update_attachment``): where the upload is."""
+    return row.state, row.upload_offset, row.key_version, row.chunk_tokens, row.created_at
 
 
 def _same_blob(found: AttachmentRecord | None, same: AttachmentRecord) -> bool:
@@ -564,6 +641,8 @@ class _ChunkWriter:
         self.filled = len(tail)
         self.written: list[str] = []
         """Keys of the objects put so far, for one ``BlobStore.sync`` before the offset moves."""
+        self.claimed = False
+        """A compare-and-set naming these objects was sent and did not answer no (``UploadService._claim``)."""
         self._putting: asyncio.Task[None] | None = None
 
     @property
@@ -606,6 +685,14 @@ class _ChunkWriter:
             await asyncio.wait([putting])
             if not putting.cancelled():
                 putting.exception()  # the request already failed for its own reason; this one is retrieved
+
+    async def discard(self) -> None:
+        """Delete every object this PATCH wrote (a PATCH that failed before any row could name them)."""
+        await self.abandon()
+        try:
+            await self.blobs.delete(self.written)
+        except Exception:  # the request already failed for its own reason; a completion sweeps these later
+            log.warning("could not delete a failed PATCH's objects", extra={"attachment": self.row.id}, exc_info=True)
 
     async def _seal(self, data: BytesLike) -> None:
         row = self.row

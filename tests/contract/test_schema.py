@@ -121,3 +121,29 @@ def test_packaged_migrations_are_complete() -> None:
         "versions/0003_admin.py",
         "versions/0002_access.py",
     } <= files
+
+
+async def test_a_downgrade_past_patch_tokens_is_refused_while_an_attachment_uses_them(empty_url: str) -> None:
+    """The previous release names objects ``<index>`` and opens them without a token: after a downgrade every
+    attachment uploaded since would be unreadable, silently. Refused, as long as one row has tokens."""
+    from syncstore import attachment_store_for, open_store
+    from tests.contract.factories import NOW, key
+    from tests.contract.store_suite.attachments import record
+
+    await upgrade(empty_url)
+    store = open_store(empty_url)
+    try:
+        await store.create_tenant("acme", key("acme"), NOW)
+        meta = attachment_store_for(store)
+        await meta.create_attachment(record("acme", "a1", state="available", chunk_tokens="0:aaaaaaaaaaaa"))
+    finally:
+        await store.close()
+
+    def downgrade(conn: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0010_attachment_owner_index")
+
+    with pytest.raises(RuntimeError, match="1 attachments name their objects with PATCH tokens"):
+        await run_locked(empty_url, downgrade)
+    assert await inspect_db(empty_url, current_revision) == script_heads()  # nothing was undone

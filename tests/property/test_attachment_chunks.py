@@ -123,3 +123,22 @@ def test_any_changed_byte_in_any_stored_chunk_is_detected(data: bytes, which: in
         raise AssertionError(f"tampered object {key} was read as {len(got)} bytes")
 
     asyncio.run(check())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    patches=st.lists(st.tuples(st.integers(min_value=0, max_value=40), st.sampled_from("abcdef")), max_size=12),
+    index=st.integers(min_value=0, max_value=50),
+)
+def test_a_chunks_token_is_that_of_the_last_patch_that_wrote_from_at_or_before_it(
+    patches: list[tuple[int, str]], index: int
+) -> None:
+    """Segments built PATCH by PATCH (each from the chunk it started in) name, for any chunk, the token of the last
+    PATCH that started at or before it; parsed once (a download's lookups) or per call, the same answer."""
+    tokens: str | None = None
+    wrote: dict[int, str] = {}  # chunk -> token, as the PATCHes wrote them in order
+    for start, token in sorted(patches, key=lambda p: p[0]):  # offsets only grow
+        tokens = chunks.with_segment(tokens, start, token * 12)
+        for i in range(start, 51):
+            wrote[i] = token * 12
+    assert chunks.token_at(tokens, index) == chunks.Tokens(tokens).at(index) == wrote.get(index)

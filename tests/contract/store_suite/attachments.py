@@ -90,6 +90,8 @@ async def test_find_blob_returns_only_available_owners_of_that_mac(store: Store,
     assert found is not None
     assert found.id == "a2"
     assert await meta.blob_users(tenant, "a2") == 2
+    assert await meta.blob_users(tenant, "a2", key_version=1) == 2
+    assert await meta.blob_users(tenant, "a2", key_version=2) == 0
     assert await meta.find_blob(tenant, "y" * 64) is None
 
 
