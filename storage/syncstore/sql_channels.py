@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from syncstore import rows, sql_log
 from syncstore.channels import EvictionRecord, ScopedEntity, ScopedPage
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
-from syncstore.sql_conflicts import conflict_page, window_end
+from syncstore.sql_conflicts import conflict_page, visible_in_window, window_end
 from syncstore.sql_database import SqlDatabase
 from syncstore.sql_session import chunks
 from syncstore.tables import conflicts, entities, entity_channels, latest_seq_column
@@ -142,11 +142,14 @@ class SqlChannels:
     ) -> list[ConflictRecord]:
         """See ``ChannelStore.conflicts_in_channels``: keyset pagination, like ``Store.conflicts``.
 
-        Unless the filters name one entity (then its few conflicts are each checked), the page is looked for in
-        the next ``CONFLICT_WINDOW`` rows of the log first: enough for a reader that sees much of the tenant (a
-        depot's supervisor). If it is not all there and the log goes on, it is found from the reader's channels'
-        entities instead, at the cost of their conflicts (a driver with few, in a log of many). Either way a page
-        costs at most the window plus what the reader may see, never a walk of the whole log.
+        On PostgreSQL one query: the log's rows each tested against the reader's channels, which its planner (it
+        keeps statistics) drives from the reader's channel rows. On SQLite the same query walks the log in order
+        until it has a page: a driver who sees few of the tenant's conflicts read the whole log. So there, unless
+        the filters name one entity (then its few conflicts are each checked), the page is looked for in the next
+        ``CONFLICT_WINDOW`` rows of the log first. If it is not all there and the log goes on, the window says how
+        much of the log the reader sees: a tenth or more (a depot's supervisor), and the walk goes on as before, a
+        page costing about ten times its size in rows; less (a driver), and the page is found from the reader's
+        channels' entities instead, at the cost of their conflicts, not of the log.
         """
         wanted = sorted(set(channels))
         if limit <= 0 or not wanted:
@@ -156,18 +159,33 @@ class SqlChannels:
         def visible(row: FromClause) -> Exists:
             return _member_in(ec, row, wanted, tenant_no)
 
-        if filters is not None and filters.collection is not None and filters.entity_id is not None:
+        one_entity = filters is not None and filters.collection is not None and filters.entity_id is not None
+        if one_entity or not self._db.sqlite:
             found = await self._db.rows(conflict_page(tenant_id, after, limit, filters, visible))
             return [rows.conflict_from_row(row) for row in found]
 
+        def visible_count(conn: Connection, until: tuple[int, int]) -> int:
+            counted = visible_in_window(tenant_id, after, until, visible, CONFLICT_WINDOW // 10)
+            return int(conn.execute(counted).scalar_one())
+
         def page(conn: Connection) -> Sequence[RowMapping]:
-            end = conn.execute(window_end(tenant_id, after, filters, CONFLICT_WINDOW)).one_or_none()
-            until = None if end is None else (end.seq, end.idx)
+            end = conn.execute(window_end(tenant_id, after, CONFLICT_WINDOW)).one_or_none()
+            if end is None:  # the rest of the log is shorter than the window
+                return conn.execute(conflict_page(tenant_id, after, limit, filters, visible)).mappings().all()
+            until = (end.seq, end.idx)
             near = conn.execute(conflict_page(tenant_id, after, limit, filters, visible, until=until)).mappings().all()
-            if len(near) == limit or until is None:
-                return near  # a whole page, or the rest of the log was within the window
-            among = _conflicts_of_members(tenant_id, tenant_no, wanted)
-            return conn.execute(conflict_page(tenant_id, after, limit, filters, among=among)).mappings().all()
+            if len(near) == limit:
+                return near
+            # The window holds all of the page up to ``until``; the rest comes after it, by the walk or from the
+            # channels' side. Without filters the window's visible rows are what it found; with them, count them.
+            seen = len(near) if filters is None else visible_count(conn, until)
+            more = limit - len(near)
+            if seen * 10 >= CONFLICT_WINDOW:
+                rest = conflict_page(tenant_id, until, more, filters, visible)
+            else:
+                among = _conflicts_of_members(tenant_id, tenant_no, wanted)
+                rest = conflict_page(tenant_id, until, more, filters, among=among)
+            return [*near, *conn.execute(rest).mappings().all()]
 
         return [rows.conflict_from_row(row) for row in await self._db.read(page)]
 

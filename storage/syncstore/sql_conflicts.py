@@ -4,9 +4,9 @@ Keyset pagination by ``(seq, idx)``. A page filtered by one entity (collection a
 entity's rows of ``ix_conflicts_tenant_entity`` first, in a ``MATERIALIZED`` CTE, and only then orders them.
 Written flat, SQLite (which keeps no statistics unless someone runs ``ANALYZE``) walked the tenant's conflicts
 in primary-key order to spare itself the sort, and tested each one: an entity's few conflicts cost a read of
-the whole log. A restricted reader's page (a driver's) looks at the next rows of the log first, a bounded
-``log_window``, and if its page is not among them, finds it from its channels' entities (``among``; see
-``SqlChannels.conflicts_in_channels``).
+the whole log. On SQLite a restricted reader's page (a driver's) looks in the next rows of the log first, up to
+``window_end``, and if its page is not all there and the reader sees little of the log (``visible_in_window``),
+finds the rest from its channels' entities (``among``; see ``SqlChannels.conflicts_in_channels``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Select, select, tuple_
+from sqlalchemy import ColumnElement, FromClause, Select, func, select, tuple_
 
 from syncstore.records import ConflictFilter
 from syncstore.tables import conflicts
@@ -65,18 +65,35 @@ def conflict_page(
     return _filtered(source, after, filters, where).order_by(source.c.seq, source.c.idx).limit(limit)
 
 
-def window_end(
-    tenant_id: str, after: tuple[int, int] | None, filters: ConflictFilter | None, window: int
-) -> Select[Any]:
-    """The ``(seq, idx)`` of the ``window``-th of the tenant's conflicts after ``after`` that pass ``filters`` (no
-    row if there are fewer): read from the primary key, about as costly as ``window`` index entries."""
-    first = _filtered(conflicts, after, filters, [conflicts.c.tenant_id == tenant_id])
+def window_end(tenant_id: str, after: tuple[int, int] | None, window: int) -> Select[Any]:
+    """The ``(seq, idx)`` of the ``window``-th of the tenant's conflicts after ``after`` (no row if there are fewer):
+    read from the primary key alone (covering), about as costly as ``window`` index entries, whatever the page's
+    filters (they would need the rows)."""
+    c = conflicts.c
     return (
-        first.with_only_columns(conflicts.c.seq, conflicts.c.idx)
-        .order_by(conflicts.c.seq, conflicts.c.idx)
+        select(c.seq, c.idx)
+        .where(c.tenant_id == tenant_id, *([] if after is None else [tuple_(c.seq, c.idx) > tuple_(*after)]))
+        .order_by(c.seq, c.idx)
         .offset(window - 1)
         .limit(1)
     )
+
+
+def visible_in_window(
+    tenant_id: str,
+    after: tuple[int, int] | None,
+    until: tuple[int, int],
+    visible: Callable[[FromClause], ColumnElement[bool]],
+    enough: int,
+) -> Select[Any]:
+    """How many of the tenant's conflicts after ``after`` and up to ``until`` pass ``visible`` (any filters aside),
+    counting no further than ``enough``: a reader who sees much of the log answers after a few rows."""
+    c = conflicts.c
+    where = [c.tenant_id == tenant_id, tuple_(c.seq, c.idx) <= tuple_(*until), visible(conflicts)]
+    if after is not None:
+        where.append(tuple_(c.seq, c.idx) > tuple_(*after))
+    found = select(c.seq).where(*where).order_by(c.seq, c.idx).limit(enough).subquery("found")
+    return select(func.count()).select_from(found)
 
 
 def _filtered(
