@@ -22,13 +22,16 @@ unreferenced owner while the others still read its objects).
   being uploaded is left where it is (usage keeps counting it).
 * **erase**: after the keys are destroyed (the chunks are unreadable from then
   on), every object under the tenant's prefix and every row are deleted.
-* **export**: a user's attachments (the ones they uploaded), with their bytes.
+* **export**: a user's attachments (the ones they uploaded), with their bytes,
+  each row read again just before its turn: one deleted during the export is
+  left out (before its bytes begin; after, the export stops), one
+  re-encrypted during it is read from its new objects.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import NamedTuple
 
 from msgspec import Struct
@@ -37,7 +40,7 @@ from msgspec.structs import replace
 from syncserver.attachments import chunks
 from syncserver.attachments.blobstore import BlobStore
 from syncserver.attachments.chunks import ChunkError, SealedBlob
-from syncserver.keys.keyring import TenantCipher
+from syncserver.keys.keyring import Ciphers, TenantCipher
 from syncstore.attachments import AttachmentRecord, AttachmentStore
 
 PAGE = 500
@@ -153,26 +156,100 @@ class AttachmentKeys:
                     yield row
             after = page[-1].id
 
-    async def export(self, tenant: str, sub: str, cipher: TenantCipher) -> AsyncIterator[ExportItem]:
+    async def export(self, tenant: str, sub: str, ciphers: Ciphers) -> AsyncGenerator[ExportItem, None]:
         """A user's attachments (the ones they uploaded), in id order, each with its bytes to stream.
 
-        An available attachment's chunks are all opened (``SealedBlob.verify``) before it is yielded: then
-        ``content`` reads them again, chunk by chunk (``SealedBlob.read``: two chunks in memory), and raises
-        ``ChunkError`` if one changed since. One that fails the check comes with ``failure`` and no content.
-        Read each item's ``content`` before asking for the next item.
+        Each row is read again just before its turn (the listing is a page old by then): one deleted since is
+        left out, and its chunks are opened with a cipher holding its key version (``ciphers.cipher(tenant,
+        [key_version])``: the key may have rotated since the export began). An available attachment's chunks
+        are all opened (``SealedBlob.verify``) before it is yielded; if one fails, the row is read again: gone,
+        it is left out; its blob moved meanwhile (``keys rotate`` then ``keys reencrypt``: another key version,
+        owner or chunk tokens), the check starts over on the new row; unchanged, it is damaged and comes with
+        ``failure`` and no content. ``content`` reads the chunks again (``_content``). Read each item's
+        ``content`` before asking for the next item.
         """
-        async for row in self._rows_of(tenant, sub):
-            meta = ExportedAttachment(row.id, row.size, row.media_type, row.state, row.created_at, None)
+        async for listed in self._rows_of(tenant, sub):
+            row = await self.meta.get_attachment(tenant, listed.id)
+            if row is None or not _same_attachment(listed, row):
+                continue  # deleted since it was listed (GC, the discard of a refused upload)
+            item = await self._export_item(tenant, row, ciphers)
+            if item is not None:
+                yield item
+
+    async def _export_item(self, tenant: str, row: AttachmentRecord, ciphers: Ciphers) -> ExportItem | None:
+        """``row`` (just read) checked and ready to stream; ``None`` if it was deleted while it was checked."""
+        while True:
             if row.state != "available":
-                yield ExportItem(meta, None, None)
-                continue
-            blob = SealedBlob.of(self.blobs, cipher, row)
+                return ExportItem(_exported(row), None, None)
+            blob = await self._sealed(tenant, row, ciphers)
             try:
                 await blob.verify()
             except ChunkError as exc:
-                yield ExportItem(meta, None, exc)
+                now = await self.meta.get_attachment(tenant, row.id)
+                if now is None or not _same_attachment(row, now):
+                    return None
+                if now.state == "available" and not _moved(row, now):
+                    return ExportItem(_exported(row), None, exc)  # the blob it reads is damaged
+                row = now  # moved (or no longer available): check it as it is now
                 continue
-            yield ExportItem(meta, blob.read(), None)
+            return ExportItem(_exported(row), self._content(tenant, row, blob, ciphers), None)
+
+    async def _sealed(self, tenant: str, row: AttachmentRecord, ciphers: Ciphers) -> SealedBlob:
+        """The blob ``row`` reads, with a cipher holding its key version."""
+        return SealedBlob.of(self.blobs, await ciphers.cipher(tenant, [row.key_version]), row)
+
+    async def _content(
+        self, tenant: str, row: AttachmentRecord, blob: SealedBlob, ciphers: Ciphers
+    ) -> AsyncGenerator[bytes, None]:
+        """The plaintext of ``row``'s blob (checked once already), chunk by chunk (``SealedBlob.read``).
+
+        On a ``ChunkError`` the row is read again. Its blob moved meanwhile (re-encrypted under another key
+        version, or its objects otherwise renamed): the reading goes on from the new row's objects, at the
+        first byte not yet given out (the plaintext is the same). Gone (or another attachment under its id, or
+        no longer available): ``AttachmentGone``. Unchanged: the ``ChunkError``, its stored bytes changed.
+        """
+        sent = 0
+        while True:
+            reading = blob.read(sent)
+            try:
+                async for piece in reading:
+                    sent += len(piece)
+                    yield piece
+                return
+            except ChunkError as exc:
+                now = await self.meta.get_attachment(tenant, row.id)
+                if now is None or not _same_attachment(row, now) or now.state != "available":
+                    raise AttachmentGone(f"attachment {row.id} was deleted while it was exported") from exc
+                if not _moved(row, now) or now.size != row.size:
+                    raise
+                row = now
+                blob = await self._sealed(tenant, row, ciphers)
+            finally:
+                await _close(reading)  # at once, its read ahead with it, also if the export stops here
+
+
+async def _close(reading: AsyncIterator[bytes]) -> None:
+    aclose = getattr(reading, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _exported(row: AttachmentRecord) -> ExportedAttachment:
+    return ExportedAttachment(row.id, row.size, row.media_type, row.state, row.created_at, None)
+
+
+def _same_attachment(before: AttachmentRecord, now: AttachmentRecord) -> bool:
+    """``now`` is the row ``before`` was, not another created under its id since ``before`` was deleted."""
+    return (now.created_at, now.user_sub) == (before.created_at, before.user_sub)
+
+
+def _moved(before: AttachmentRecord, now: AttachmentRecord) -> bool:
+    """``now`` reads other objects than ``before`` did (its blob was re-encrypted, or its chunks renamed)."""
+    return (_blob(now), now.chunk_tokens) != (_blob(before), before.chunk_tokens)
+
+
+class AttachmentGone(ChunkError):
+    """An attachment was deleted while its bytes were being exported (not damage: nothing of it is wrong)."""
 
 
 class ExportItem(NamedTuple):
@@ -180,8 +257,9 @@ class ExportItem(NamedTuple):
 
     meta: ExportedAttachment
     """Its metadata; ``content_b64`` is always ``None`` here (the bytes are in ``content``)."""
-    content: AsyncIterator[bytes] | None
+    content: AsyncGenerator[bytes, None] | None
     """Its plaintext, chunk by chunk, every chunk checked once already; ``None`` unless it is available and
-    passed the check."""
+    passed the check. Raises ``ChunkError`` if its stored bytes change while they are read, ``AttachmentGone``
+    if it is deleted meanwhile; one re-encrypted meanwhile is read on from its new objects."""
     failure: ChunkError | None
     """Why its stored chunks failed the check, if they did."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, Parameter, QueryParameter
@@ -125,9 +126,12 @@ class KeyAdminController(Controller):
             "decrypted, as one JSON document streamed as it is read: each element of its lists on a line of its "
             "own, `replicas` and `unavailable` last. What failed its integrity check is named in `unavailable` "
             "(`changes/<seq>`, `dead_letters/<replica>/<n>`, `attachments/<id>`; such an attachment is listed with "
-            "`content_b64` null). If stored attachment bytes change while they are being sent, the response is cut "
-            "off (not valid JSON) rather than carry wrong bytes. Audited as `user.export`: "
-            '`{"phase": "start"}` before the first byte, the counts after the last.'
+            "`content_b64` null). An attachment deleted during the export is left out, one re-encrypted during it "
+            "is read from its new objects. If stored attachment bytes change (or the attachment is deleted) while "
+            "they are being sent, the response is cut off (not valid JSON) rather than carry wrong bytes. Audited "
+            'as `user.export`: `{"phase": "start"}` before the first byte, the counts before the last, or '
+            '`{"phase": "aborted", ...}` with the counts so far if the export ends early (an error, the client '
+            "leaving)."
         ),
         media_type=MediaType.JSON,
         responses={
@@ -140,5 +144,7 @@ class KeyAdminController(Controller):
     async def export(
         self, request: AdminRequest, subject_requests: NamedDependency[SubjectRequests], sub: FromPath[str]
     ) -> Stream:
-        pieces = await subject_requests.export_user_stream(request.user.tenant, sub, request.user.sub)
-        return Stream(pieces, media_type=MediaType.JSON)
+        stream = await subject_requests.export_user_stream(request.user.tenant, sub, request.user.sub)
+        # After the response, also when the client left part way: the export stops there and its closing audit
+        # row says ``aborted`` (a stream read to its end is closed already: this does nothing).
+        return Stream(stream, media_type=MediaType.JSON, background=BackgroundTask(stream.aclose))

@@ -11,9 +11,14 @@ import asyncio
 import functools
 import getpass
 import os
+import signal
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import BinaryIO, TypeVar
 
 import click
@@ -33,6 +38,7 @@ from rich.table import Table
 from syncproto import errors
 from syncserver.admin.cli import integrity_failure
 from syncserver.attachments.chunks import ChunkError
+from syncserver.attachments.keyops import AttachmentGone
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.operations import KeyOpError, KeyOps
 from syncserver.keys.providers import KeyProviderError
@@ -214,50 +220,129 @@ def export_user(settings: Settings, tenant_id: str, sub: str, output: Path | Non
     """Export every change, dead letter and attachment of a user, decrypted, as JSON (GDPR access request).
 
     Written as it is read, one element of each list per line: memory stays small however much the user has.
+    With --output, the export goes to a private (0600) file beside it, which becomes --output only once the
+    document is complete: an export that fails or is stopped (SIGTERM, Ctrl-C) leaves no file behind, and an
+    earlier file at --output as it was.
     """
-    # Created private (0600) before any of the user's data is in it; an export that fails part way (a stored
-    # attachment that changed while it was read) leaves no file behind.
     try:
-        sink = sys.stdout.buffer if output is None else _private_file(output)
+        partial = None if output is None else _PartialFile.beside(output)
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    sink = sys.stdout.buffer if partial is None else partial.file
 
     async def export(services: Services) -> ExportSummary:
         stream = await services.subjects.export_user_stream(tenant_id, sub, actor())
-        async for piece in stream:
-            sink.write(piece)
+        async with aclosing(stream):  # stopped part way, its closing audit row says so
+            async for piece in stream:
+                sink.write(piece)
         return stream.summary
 
-    try:
-        summary = run_services(settings, export)
-        sink.write(b"\n")
-        sink.flush()
-    except BaseException as exc:
-        if output is not None:
-            sink.close()
-            output.unlink(missing_ok=True)
-        if isinstance(exc, ChunkError):
-            # An attachment's bytes changed after their check: the stream stopped before writing them.
-            detail = f"stored attachment data changed while it was exported ({exc}); the export was stopped"
-            raise click.ClickException(f"{errors.DATA_INTEGRITY}: {detail}") from None
-        raise
+    with _terminated_by_sigterm():  # also around the cleanup: a second SIGTERM does not cut it short
+        try:
+            summary = run_services(settings, export)
+            sink.write(b"\n")
+            if partial is None:
+                sink.flush()
+            else:
+                partial.complete()
+        except BaseException as exc:
+            if partial is not None:
+                partial.discard()
+            if isinstance(exc, AttachmentGone):
+                raise click.ClickException(f"{exc}; the export was stopped: run it again") from None
+            if isinstance(exc, ChunkError):
+                # An attachment's bytes changed after their check: the stream stopped before writing them.
+                detail = f"stored attachment data changed while it was exported ({exc}); the export was stopped"
+                raise click.ClickException(f"{errors.DATA_INTEGRITY}: {detail}") from None
+            if isinstance(exc, Terminated):
+                stopped = "terminated: the export was stopped" + ("" if output is None else "; no file written")
+                console.print(f"[red]{stopped}[/]")
+            raise
     if output is not None:
-        sink.close()
         console.print(f"{summary.changes} changes, {summary.dead_letters} dead letters -> {output}")
     if summary.unavailable:
         names = ", ".join(summary.unavailable)
         raise click.ClickException(f"{errors.DATA_INTEGRITY}: rows that failed their integrity check: {names}")
 
 
-def _private_file(path: Path) -> BinaryIO:
-    """``path`` opened for writing, emptied, readable by its owner only (also if it existed before)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+class Terminated(SystemExit):
+    """SIGTERM arrived during an export (``systemctl stop``, ``timeout``, a pod's shutdown): exit 143 after cleanup.
+
+    A ``SystemExit``, so that asyncio lets it through (it stops the event loop, which then cancels the export and
+    runs its cleanup) and no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+@contextmanager
+def _terminated_by_sigterm() -> Iterator[None]:
+    """Within this block SIGTERM raises ``Terminated`` (once: a second one during the cleanup is ignored), so the
+    cleanup runs instead of the process dying with a partial file and no closing audit row."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    raised = False
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        os.fchmod(fd, 0o600)
-        return os.fdopen(fd, "wb")
-    except BaseException:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _PartialFile:
+    """An export being written: a private file beside its destination, renamed onto it once complete."""
+
+    def __init__(self, output: Path, path: Path, file: BinaryIO) -> None:
+        self.output = output
+        self.path = path
+        self.file = file
+
+    @classmethod
+    def beside(cls, output: Path) -> _PartialFile:
+        """A new file in ``output``'s directory, readable by its owner only (``mkstemp``: ``O_EXCL``, 0600)."""
+        fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            return cls(output, Path(name), os.fdopen(fd, "wb"))
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+
+    def complete(self) -> None:
+        """Flush and sync it, then put it at its destination in one step (an earlier file there is replaced)."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.path, self.output)
+        _sync_directory(self.output.parent)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable (where directories can be opened: not on Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
         os.close(fd)
-        raise
 
 
 @click.group()

@@ -2,8 +2,8 @@
 
 ``SubjectRequests.export_user_stream`` writes one JSON document piece by piece
 (``GET /v1/admin/users/{sub}/export`` and ``syncserver export-user`` both send
-it on as it comes): memory holds one page of rows or one attachment chunk,
-never the user's data. An attachment whose stored chunks fail their check is
+it on as it comes): memory holds one row (of a page of at most 100 read at
+a time) or one attachment chunk, never the user's data. An attachment whose stored chunks fail their check is
 listed with ``content_b64`` null and named in ``unavailable``; one whose bytes
 change between that check and the streaming stops the stream.
 """
@@ -113,6 +113,39 @@ async def test_memory_is_bounded_by_a_chunk_not_by_the_users_attachments(fs_serv
     assert peak < expected_b64 / 4, f"peak {peak:,} bytes for an export of {total:,} bytes"
 
 
+async def test_memory_is_bounded_by_a_row_not_by_a_page_of_the_users_changes(sqlite_server: Server) -> None:
+    """Each change is written as a piece of its own, and changes are read 100 at a time: a driver with hundreds of
+    large changes does not hold a page of them, decrypted and encoded, at once."""
+    s = sqlite_server
+    tenant = await s.tenant()
+    mine = s.headers(tenant, "d-17")
+    rows, value_chars = 400, 60_000  # 24 MB of (hardly compressible) values
+    for first in range(0, rows, 50):
+        values = [base64.b64encode(os.urandom(value_chars * 3 // 4)).decode() for _ in range(50)]
+        batch = [
+            change(first + i + 1, f"e-{first + i}", [{"op": "set", "field": "note", "value": v}])
+            for i, v in enumerate(values)
+        ]
+        await s.push(mine, "phone-17", batch)
+
+    total = biggest = 0
+    tracemalloc.start()
+    try:
+        stream = await subjects(s).export_user_stream(tenant, "d-17", "test")
+        async for piece in stream:
+            total += len(piece)
+            biggest = max(biggest, len(piece))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert stream.summary.changes == rows
+    assert total > rows * value_chars
+    assert biggest < 2 * value_chars, f"a piece of {biggest:,} bytes: more than one change"
+    # A page of 100 rows as read (about 9 MB here, with the database driver's copies) and one row decrypted and
+    # encoded; not 400 rows as read, nor 100 in three forms more (decrypted, encoded, joined).
+    assert peak < 200 * value_chars, f"peak {peak:,} bytes for an export of {total:,} bytes"
+
+
 async def test_streamed_base64_is_that_of_the_whole_file_and_the_document_decodes(fs_server: Server) -> None:
     s = fs_server
     tenant = await s.tenant()
@@ -211,13 +244,7 @@ async def test_bytes_changed_after_their_check_stop_the_stream_without_sending_t
     data = os.urandom(3 * CHUNK)
     ref = await stored(s, tenant, "d-17", data)
     victim = chunk_files(s.settings.data_dir, tenant, ref)[1]
-    checked = SealedBlob.verify
-
-    async def check_then_tamper(self: SealedBlob, start: int = 0, end: int | None = None) -> None:
-        await checked(self, start, end)
-        flip(victim)  # after the check, before the bytes are read again to be sent
-
-    monkeypatch.setattr(SealedBlob, "verify", check_then_tamper)
+    tamper_after_its_check(monkeypatch, victim)  # after the check, before the bytes are read again to be sent
     pieces: list[bytes] = []
     stream = await subjects(s).export_user_stream(tenant, "d-17", "test")
 
@@ -234,7 +261,10 @@ async def test_bytes_changed_after_their_check_stop_the_stream_without_sending_t
     assert 0 < len(started) < len(base64.b64encode(data))
     assert base64.b64encode(data).startswith(started)  # what left was the stored bytes, nothing after
     assert stream.summary.complete is False
-    assert await audit(s, tenant) == [("user.export", {"phase": "start"})]  # no closing row
+    assert await audit(s, tenant) == [  # no counts of a whole document: aborted, with what left
+        ("user.export", {"phase": "start"}),
+        ("user.export", {"phase": "aborted", "changes": 0, "dead_letters": 0, "attachments": 1}),
+    ]
     # Over HTTP the response has started by then: it is cut off, never finished as if whole.
     flip(victim)  # intact again, until its check is over
     with pytest.raises(LitestarException, match="after response started"):
@@ -298,11 +328,8 @@ def test_the_cli_writes_the_export_and_names_a_tampered_attachment(env: dict[str
     assert [c.n for c in export.changes] == [1]
 
 
-def test_the_cli_leaves_no_file_when_bytes_change_while_exported(
-    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ((ref, _),) = asyncio.run(seed(env, [3 * CHUNK]))
-    victim = chunk_files(tmp_path / "data", "acme", ref)[2]
+def tamper_after_its_check(monkeypatch: pytest.MonkeyPatch, victim: Path) -> None:
+    """Flip a byte of ``victim`` (a stored chunk) right after the export has checked the attachment's chunks."""
     checked = SealedBlob.verify
 
     async def check_then_tamper(self: SealedBlob, start: int = 0, end: int | None = None) -> None:
@@ -310,6 +337,13 @@ def test_the_cli_leaves_no_file_when_bytes_change_while_exported(
         flip(victim)
 
     monkeypatch.setattr(SealedBlob, "verify", check_then_tamper)
+
+
+def test_the_cli_leaves_no_file_when_bytes_change_while_exported(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ((ref, _),) = asyncio.run(seed(env, [3 * CHUNK]))
+    tamper_after_its_check(monkeypatch, chunk_files(tmp_path / "data", "acme", ref)[2])
     out = tmp_path / "export.json"
     result = run(env, "export-user", "--tenant", "acme", "--sub", "d-17", "--output", str(out))
     assert result.exit_code == 1, result.output
