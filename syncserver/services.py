@@ -97,8 +97,10 @@ class Services:
         await self.fanout.stop()
 
     async def close(self) -> None:
-        """Finish the pushes being committed, then release the blob store, and the store when it was opened here."""
+        """Finish the pushes being committed and the export audit rows being written, then release the blob store,
+        and the store when it was opened here."""
         await self.push.drained()
+        await self.subjects.closing_rows_written()
         if self.push.dictionaries is not None:
             await self.push.dictionaries.close()
         await self.blobs.close()

@@ -54,7 +54,9 @@ exactly once, either the counts, written before the document's last piece is
 handed out (a client that has the whole document may leave at once), or, if the
 export ends without it (an error, the client gone, a cancellation, the stream
 closed early), ``{"phase": "aborted", ...}`` with the counts so far, shielded
-from the cancellation that ended it.
+from the cancellation that ended it. A closing row still being written when the
+server stops is waited for (``SubjectRequests.closing_rows_written``, called by
+the services' ``close`` before the store closes).
 """
 
 from __future__ import annotations
@@ -173,12 +175,7 @@ class UserExportStream:
             await self._closing.aborted()  # not started, the generator wrote none
 
 
-_writing: set[asyncio.Task[None]] = set()
-"""Closing audit rows being written, referenced until written: the export awaiting one may be cancelled meanwhile."""
-
-
 def _written(task: asyncio.Task[None]) -> None:
-    _writing.discard(task)
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("could not write an export's closing audit row", exc_info=exc)
 
@@ -212,8 +209,8 @@ class _Closing:
         # Shielded: an export cancelled while (or before) its row is written (a client gone) still writes it.
         tenant, sub, actor = self._who
         task = asyncio.ensure_future(self._requests._audit(tenant, actor, "user.export", sub, details))
-        _writing.add(task)
         task.add_done_callback(_written)
+        self._requests.writing(task)
         try:
             await asyncio.shield(task)
         except Exception:
@@ -287,6 +284,26 @@ class SubjectRequests:
         self.keyring = keyring
         self.clock = clock
         self.attachments = attachments
+        self._writing: set[asyncio.Task[None]] = set()
+        """Closing audit rows being written, referenced until written: the export awaiting one may be cancelled
+        meanwhile (a client gone), and the server may be stopping."""
+
+    def writing(self, task: asyncio.Task[None]) -> None:
+        """Keep ``task`` (a closing audit row's write) until it is done, for ``closing_rows_written``."""
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+
+    async def closing_rows_written(self, timeout_s: float = 10.0) -> None:
+        """Wait, up to ``timeout_s``, for the closing audit rows still being written (before the store closes).
+
+        An export cut short by the server's shutdown (its response cancelled) writes its ``aborted`` row from a
+        task of its own; closing the store under it would lose the row. One still not written by then is logged.
+        """
+        if not self._writing:
+            return
+        _, late = await asyncio.wait(set(self._writing), timeout=timeout_s)
+        if late:
+            log.error("%d export closing audit rows were not written before shutdown", len(late))
 
     async def erase_tenant(self, tenant: str, actor: str) -> EraseResult:
         """Crypto-shred: destroy every data key, then delete every row. Safe to run again after a crash."""

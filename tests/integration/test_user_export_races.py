@@ -24,6 +24,7 @@ import msgspec
 import pytest
 from click.testing import CliRunner, Result
 
+from syncserver.admin.tenants import create_tenant
 from syncserver.attachments.chunks import SealedBlob
 from syncserver.attachments.keyops import AttachmentGone
 from syncserver.attachments.settings import AttachmentSettings
@@ -519,6 +520,7 @@ def test_a_failed_export_leaves_an_earlier_file_as_it_was_and_nothing_else(
 
 SLOW_CLI = """
 import asyncio, sys
+from syncserver.admin.tenants import create_tenant
 from syncserver.attachments.chunks import SealedBlob
 real = SealedBlob.read_chunk
 async def slow(self, index):
@@ -569,3 +571,37 @@ def test_sigterm_mid_export_leaves_no_file_and_an_aborted_audit_row(env: dict[st
     aborted = asyncio.run(closing_row())
     assert (aborted["changes"], aborted["dead_letters"]) == (1, 0)
     assert 1 <= aborted["attachments"] < 6
+
+
+async def test_a_closing_row_being_written_when_the_server_stops_is_written_before_the_store_closes(
+    tmp_path: Path,
+) -> None:
+    """The server stops while an export cut short is still writing its ``aborted`` row (its response cancelled,
+    the row's write slow): closing the services waits for the row before it closes the store."""
+    settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}")
+    async with open_services(settings) as services:
+        await create_tenant(services.store, services.keyring, "acme")
+        requests = services.subjects
+        stream = await requests.export_user_stream("acme", "d-17", "test")
+        await anext(aiter(stream))
+        write = requests._audit
+        writing = asyncio.Event()
+
+        async def slow(*args: Any) -> None:
+            writing.set()
+            await asyncio.sleep(0.5)  # a busy database
+            await write(*args)
+
+        requests._audit = slow  # type: ignore[method-assign,assignment]
+        closing = asyncio.ensure_future(stream.aclose())
+        await writing.wait()
+        closing.cancel()  # the response is cancelled (the client gone, the server stopping): the write goes on
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    async with open_services(settings) as services:
+        assert isinstance(services.store, AdminStore)
+        rows = [a for a in await services.store.audit_log("acme", None, 10) if a.action == "user.export"]
+    assert [msgspec.json.decode(a.details) for a in reversed(rows)] == [
+        {"phase": "start"},
+        {"phase": "aborted", "changes": 0, "dead_letters": 0},
+    ]
