@@ -549,6 +549,53 @@ async def test_an_expiry_restart_drops_only_the_objects_from_before_it() -> None
     assert await (await stored_blob(one, "a1")).read_all() == data
 
 
+class PausedSecondRead:
+    """An attachment store whose second row read, once answered, waits until ``go`` (``paused`` says it is
+    waiting): for a termination, its check that the row was not created again before it deletes the objects."""
+
+    def __init__(self, inner: AttachmentStore) -> None:
+        self.inner = inner
+        self.reads = 0
+        self.paused = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def get_attachment(self, tenant_id: str, attachment_id: str) -> AttachmentRecord | None:
+        row = await self.inner.get_attachment(tenant_id, attachment_id)
+        self.reads += 1
+        if self.reads == 2:
+            self.paused.set()
+            await self.go.wait()
+        return row
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_termination_drops_only_the_objects_listed_before_its_row_went() -> None:
+    """Process two terminates an upload and is about to delete its objects (its row already gone, checked not
+    created again) when the device creates the upload again on process one and its first PATCH commits: the
+    delete takes the terminated upload's objects, listed before its row went, not the new upload's."""
+    one, two = processes()
+    paused = PausedSecondRead(two.meta)
+    two = UploadService(paused, two.blobs, two.ciphers, two.settings, two.clock)
+    data = os.urandom(3 * CHUNK)
+    await one.create(WHO, declared("a1", data))
+    old = await one.receive(WHO, "a1", 0, one_piece(data[:CHUNK]))
+    old_keys = named_so_far(old)
+    terminating = asyncio.ensure_future(two.terminate(WHO, "a1"))
+    await paused.paused.wait()  # the row is deleted and found not created again; its objects not yet deleted
+    await one.create(WHO, declared("a1", data))
+    row = await one.receive(WHO, "a1", 0, one_piece(data[: 2 * CHUNK]))
+    assert not named_so_far(row) & old_keys  # the new PATCH wrote objects of its own
+    paused.go.set()
+    await terminating
+
+    assert await stored_keys(one, "a1") == named_so_far(row)  # the old objects went, the new ones stayed
+    done = await one.receive(WHO, "a1", 2 * CHUNK, one_piece(data[2 * CHUNK :]))
+    assert done.state == "available"
+    assert await (await stored_blob(one, "a1")).read_all() == data
+
+
 async def test_a_patch_in_flight_across_a_termination_and_creation_in_the_same_millisecond_gets_409() -> None:
     """The old row terminated and the id created again within one millisecond (same creation time, same offset):
     the new row's own token still tells it apart, so the old PATCH cannot complete it onto objects that went."""
