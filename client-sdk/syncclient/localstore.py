@@ -332,10 +332,20 @@ class LocalStore:
             out.last_n = self.counter()
         return out
 
-    def reject_locally(self, row: OutboxRow, code: str, message: str) -> RejectedChange:
-        """Drop a change the server can never take (for example larger than any push body)."""
+    def reject_locally(self, row: OutboxRow, code: str, message: str) -> tuple[RejectedChange, int]:
+        """Drop a change the server can never take (for example larger than any push body), and close the gap it
+        leaves; returns the rejection and how many pending changes were renumbered.
+
+        The server never saw its number, so it has processed none after it: the pending changes numbered after
+        it take the numbers from its own on. Left open, the gap would make the next push ``out_of_order``, read
+        as a server that lost acknowledged changes: a reset, and every synced entity pulled again.
+        """
         with self.transaction():
-            return self._reject(row, code, message)
+            rejected = self._reject(row, code, message)
+            renumbered = self._renumber(row.n + 1, row.n)
+            if not renumbered and self.counter() == row.n:
+                self._set_meta("counter", str(row.n - 1))
+            return rejected, renumbered
 
     def _reject(self, row: OutboxRow, code: str, message: str) -> RejectedChange:
         c = row.change

@@ -97,8 +97,9 @@ class RoundTrip:
                     size = max(1, len(rows) // 2)  # the server's limits are lower than ours
                     continue
                 # One change alone is too large: it can never be accepted, so it must not block the rest.
-                rejected = self.store.reject_locally(rows[0], exc.code, exc.message)
+                rejected, renumbered = self.store.reject_locally(rows[0], exc.code, exc.message)
                 stats.rejected += 1
+                stats.renumbered += renumbered
                 self.emit(rejected)
                 continue
             stats.pushes += 1

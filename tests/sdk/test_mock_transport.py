@@ -156,12 +156,41 @@ async def test_a_change_too_large_for_any_push_is_rejected_locally_without_block
     huge = d.set("dlv-huge", photo="...")
     last = d.set("dlv-2", status="pending")
 
-    await client.sync()
+    stats = await client.sync()
 
     assert [(e.id, e.code) for e in events if isinstance(e, RejectedChange)] == [(huge.id, errors.BODY_TOO_LARGE)]
     assert [e.id for e in server.log] == [first.id, last.id]
     assert [e.n for e in server.log] == [1, 2]  # the gap was closed by renumbering
+    # Closed before the next push: not read as a server that lost changes, so no reset (a full pull again).
+    assert (stats.renumbered, stats.resets, stats.pulled) == (1, 0, 2)
     assert client.pending_count() == 0
+    assert client.store.counter() == 2
+    assert d.set("dlv-3", status="pending").n == 3
+    await client.aclose()
+
+
+async def test_a_last_change_too_large_for_any_push_gives_its_number_back(tmp_path: Path) -> None:
+    """The rejected change was the last one written: the next change takes its number, not one past it (a gap)."""
+    server = MemoryServer(SCHEMA)
+
+    def handler(request: PushRequest | PullRequest) -> PushResponse | PullResponse:
+        if isinstance(request, PushRequest) and any(c.entity == "dlv-huge" for c in request.changes):
+            raise ServerError(413, errors.BODY_TOO_LARGE, "the body is over the server's limit")
+        return server(request)
+
+    client = mock_client(tmp_path, "phone-a", handler)
+    d = client.collection("deliveries")
+    d.set("dlv-1", status="pending")
+    await client.sync()
+    assert d.set("dlv-huge", photo="...").n == 2
+    stats = await client.sync()
+    assert (stats.rejected, stats.renumbered, stats.resets) == (1, 0, 0)
+    assert client.store.counter() == 1
+    after = d.set("dlv-2", status="pending")
+    assert after.n == 2
+    stats = await client.sync()
+    assert (stats.applied, stats.resets) == (1, 0)
+    assert [e.n for e in server.log] == [1, 2]
     await client.aclose()
 
 
