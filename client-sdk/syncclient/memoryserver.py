@@ -100,6 +100,7 @@ class MemoryServer:
         self.log: list[LoggedChange] = []
         self.conflicts: list[ConflictView] = []
         self.dead_letters: list[DeadLetter] = []
+        self.refusals: dict[tuple[str, int], ErrorBody] = {}
 
     def __call__(self, request: PushRequest | PullRequest) -> PushResponse | PullResponse:
         return self.handle(request, self.user)
@@ -133,6 +134,9 @@ class MemoryServer:
             if seen is not None and seen != change.id:
                 error = ErrorBody(errors.N_REUSED, f"counter {change.n} was already used by change {seen}")
                 return Rejected(change.id, change.n, error)
+            refused = self.refusals.get((replica, change.n))
+            if refused is not None:  # answered as it was first (PROTOCOL §4.2)
+                return Rejected(change.id, change.n, refused)
             return Duplicate(change.id, change.n)
         if change.n > hwm + 1:
             return OutOfOrder(change.id, change.n, hwm + 1)
@@ -149,6 +153,7 @@ class MemoryServer:
             )
         except ChangeRejected as exc:
             self.dead_letters.append(DeadLetter(replica, user, change, ErrorBody(exc.code, exc.message)))
+            self.refusals[(replica, change.n)] = ErrorBody(exc.code, exc.message)
             return Rejected(change.id, change.n, ErrorBody(exc.code, exc.message))
         self.seq += 1
         field_seq = dict(current.field_seq)

@@ -27,7 +27,7 @@ from syncstore.adminstore import AdminStore
 from syncstore.channels import ChannelStore
 from syncstore.integrity import IntegrityStore
 from syncstore.keystore import KeyStore
-from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
+from syncstore.records import DotRecord, EntityRecord, PushBatch, ReplicaRecord
 from syncstore.store import EntityKey, PushLoad, PushSession, Store, StoreUnavailable
 
 INTERFACES: tuple[type, ...] = (Store, AdminStore, ChannelStore, KeyStore, IntegrityStore)
@@ -120,6 +120,9 @@ class _FaultySession:
 
     async def entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, EntityRecord]:
         return await self._inner.entities(keys)
+
+    async def dot(self, replica_id: str, n: int) -> DotRecord | None:
+        return await self._inner.dot(replica_id, n)
 
     async def dot_change_id(self, replica_id: str, n: int) -> str | None:
         return await self._inner.dot_change_id(replica_id, n)

@@ -27,6 +27,7 @@ from syncstore.records import (
     ConflictFilter,
     ConflictRecord,
     DeadLetterRecord,
+    DotRecord,
     EntityRecord,
     PushBatch,
     ReplicaRecord,
@@ -55,13 +56,17 @@ class MemoryPushSession:
         known = self._tenant.entities
         return {key: as_read(self._tenant, known[key]) for key in keys if key in known}
 
-    async def dot_change_id(self, replica_id: str, n: int) -> str | None:
+    async def dot(self, replica_id: str, n: int) -> DotRecord | None:
         self._check_open()
         dot = (replica_id, n)
         if dot in self._tenant.change_ids:
-            return self._tenant.change_ids[dot]
+            return DotRecord(self._tenant.change_ids[dot])
         letter = self._tenant.dead_letters.get(dot)
-        return letter.change_id if letter else None
+        return DotRecord(letter.change_id, letter.code, letter.message) if letter else None
+
+    async def dot_change_id(self, replica_id: str, n: int) -> str | None:
+        found = await self.dot(replica_id, n)
+        return None if found is None else found.change_id
 
     async def channel_members(self, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:
         self._check_open()

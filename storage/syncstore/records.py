@@ -101,6 +101,15 @@ class ConflictRecord(Struct, frozen=True, gc=False):
     """Encrypted: the competing values, their writers and the winner."""
 
 
+class DotRecord(Struct, frozen=True, gc=False):
+    """What a replica's counter was used for: the change's id, and the refusal when it was rejected (a dead letter)."""
+
+    change_id: str
+    code: str | None = None
+    """The dead letter's error code when the change was rejected; ``None`` when it was applied."""
+    message: str | None = None
+
+
 class DeadLetterRecord(Struct, frozen=True, gc=False):
     replica_id: str
     n: int

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from syncstore import rows, sql_log
 from syncstore.batches import check_batch, latest_entities, latest_replicas
-from syncstore.records import EntityRecord, PushBatch, ReplicaRecord
+from syncstore.records import DotRecord, EntityRecord, PushBatch, ReplicaRecord
 from syncstore.sql_database import Steps
 from syncstore.store import EntityKey, PushLoad
 from syncstore.tables import (
@@ -62,11 +62,15 @@ _MEMBER_ROWS = select(entity_channels.c.entity_id, entity_channels.c.channel, en
 """The channels some entities of one collection are members of: seeks of the primary key's
 ``(tenant_no, collection, entity_id)`` prefix. A list of ``(collection, entity_id)`` pairs instead made SQLite
 (without statistics) walk every channel row of the tenant."""
-_DOT_CHANGE_ID = union_all(
-    sql_log.select_changes(bindparam("tenant_id"), changes.c.change_id, changes.c.change_uuid).where(
-        sql_log.replica_name == bindparam("replica_id"), changes.c.n == bindparam("n")
-    ),
-    select(dead_letters.c.change_id, null().label("change_uuid")).where(
+_DOT = union_all(
+    sql_log.select_changes(
+        bindparam("tenant_id"),
+        changes.c.change_id,
+        changes.c.change_uuid,
+        null().label("code"),
+        null().label("message"),
+    ).where(sql_log.replica_name == bindparam("replica_id"), changes.c.n == bindparam("n")),
+    select(dead_letters.c.change_id, null().label("change_uuid"), dead_letters.c.code, dead_letters.c.message).where(
         dead_letters.c.tenant_id == bindparam("tenant_id"),
         dead_letters.c.replica_id == bindparam("replica_id"),
         dead_letters.c.n == bindparam("n"),
@@ -103,11 +107,16 @@ class SqlPushSession:
         self._check_open()
         return await self._step(functools.partial(_entities, tenant_id=self._tenant_id, keys=keys))
 
-    async def dot_change_id(self, replica_id: str, n: int) -> str | None:
-        """The change id stored for ``(replica_id, n)`` in the change log or the dead letters."""
+    async def dot(self, replica_id: str, n: int) -> DotRecord | None:
+        """What ``(replica_id, n)`` was used for: its change in the log, or its dead letter with the refusal."""
         self._check_open()
         params = {"tenant_id": self._tenant_id, "replica_id": replica_id, "n": n}
-        return await self._step(functools.partial(_dot_change_id, params=params))
+        return await self._step(functools.partial(_dot, params=params))
+
+    async def dot_change_id(self, replica_id: str, n: int) -> str | None:
+        """The change id stored for ``(replica_id, n)`` in the change log or the dead letters."""
+        found = await self.dot(replica_id, n)
+        return None if found is None else found.change_id
 
     async def channel_members(self, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:
         """Member channels (with their ``joined_seq``) of the given entities; one query per collection chunk."""
@@ -180,9 +189,11 @@ def _load(conn: Connection, tenant_id: str, replica_ids: Sequence[str], keys: Se
     return PushLoad(_replicas(conn, tenant_id, replica_ids), found, members)
 
 
-def _dot_change_id(conn: Connection, params: dict[str, object]) -> str | None:
-    found = conn.execute(_DOT_CHANGE_ID, params).first()
-    return None if found is None else rows.unpack_change_id(found.change_id, found.change_uuid)
+def _dot(conn: Connection, params: dict[str, object]) -> DotRecord | None:
+    found = conn.execute(_DOT, params).first()
+    if found is None:
+        return None
+    return DotRecord(rows.unpack_change_id(found.change_id, found.change_uuid), found.code, found.message)
 
 
 def channel_members(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:

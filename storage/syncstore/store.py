@@ -34,6 +34,7 @@ from syncstore.records import (
     ConflictFilter,
     ConflictRecord,
     DeadLetterRecord,
+    DotRecord,
     EntityRecord,
     PushBatch,
     ReplicaRecord,
@@ -81,11 +82,17 @@ class PushSession(Protocol):
         """Current rows of the given entities, including deleted ones; unknown ones are absent."""
         ...
 
-    async def dot_change_id(self, replica_id: str, n: int) -> str | None:
-        """The change id recorded for ``(replica, n)`` in the change log or the dead letters.
+    async def dot(self, replica_id: str, n: int) -> DotRecord | None:
+        """What ``(replica, n)`` was used for: the change id recorded in the change log, or in the dead letters
+        with the refusal's code and message.
 
-        Used to tell a true duplicate from a client that reused a counter.
+        Used to answer a replayed change as it was answered first (``duplicate``, or its ``rejected`` again), and
+        to tell a replay from a client that reused a counter.
         """
+        ...
+
+    async def dot_change_id(self, replica_id: str, n: int) -> str | None:
+        """The change id of ``dot(replica_id, n)``."""
         ...
 
     async def channel_members(self, keys: Sequence[EntityKey]) -> dict[EntityKey, dict[str, int]]:

@@ -3,7 +3,8 @@
 For one push the service holds the tenant's write lock (``Store.push_session``)
 and, per change:
 
-1. ``n <= hwm``: a duplicate (or, if the id differs, a reused counter: rejected);
+1. ``n <= hwm``: answered as it was first: ``duplicate`` if it was applied, its ``rejected`` again (the
+   dead letter's code and message) if it was refused; if the id differs, a reused counter (``n_reused``);
 2. ``n > hwm + 1``: out of order, with the counter the server expects;
 3. otherwise the change is checked and merged; it is either applied (next seq)
    or rejected and kept as a dead letter. Both advance the high-water mark, so
@@ -73,6 +74,7 @@ from syncstore.records import (
     CheckpointRecord,
     ConflictRecord,
     DeadLetterRecord,
+    DotRecord,
     EntityRecord,
     MembershipRecord,
     PushBatch,
@@ -259,7 +261,8 @@ class _PushRun:
         self.replica = replica
         self.hwm = 0
         self.owner = who.sub
-        self.ids_in_batch: dict[int, str] = {}
+        self.ids_in_batch: dict[int, DotRecord] = {}
+        """What each counter processed by this push was used for (a replay within the push is answered from it)."""
         self.applied = 0
         self.scope = Scope.of(who)
         self.conflicts_found = (0, 0)
@@ -330,7 +333,7 @@ class _PushRun:
         if change.n > self.hwm + 1:
             return OutOfOrder(change.id, change.n, self.hwm + 1)
         self.hwm = change.n
-        self.ids_in_batch[change.n] = change.id
+        self.ids_in_batch[change.n] = DotRecord(change.id)
         try:
             check_bounds(change)  # first: a change out of bounds may not survive encoding
             plaintext = payloads.encode_ops(change.ops)
@@ -338,13 +341,22 @@ class _PushRun:
             return self._apply(change, plaintext)
         except ChangeRejected as exc:
             self._dead_letter(change, exc.code, exc.message)
+            self.ids_in_batch[change.n] = DotRecord(change.id, exc.code, exc.message)
             return Rejected(change.id, change.n, ErrorBody(exc.code, exc.message))
 
     async def _duplicate(self, change: Change) -> PushResult:
-        seen = self.ids_in_batch.get(change.n) or await self.session.dot_change_id(self.replica, change.n)
-        if seen is not None and seen != change.id:
-            message = f"counter {change.n} of this replica was already used by change {seen}"
+        """A counter already processed: answered as it was the first time.
+
+        A device resends a change whose answer it did not get (a timeout, a dropped connection); if that change
+        was refused, a ``duplicate`` would tell the device it was delivered, and the write would vanish with no
+        rejection to show for it. So a dead-lettered counter answers its ``rejected`` again.
+        """
+        seen = self.ids_in_batch.get(change.n) or await self.session.dot(self.replica, change.n)
+        if seen is not None and seen.change_id != change.id:
+            message = f"counter {change.n} of this replica was already used by change {seen.change_id}"
             return Rejected(change.id, change.n, ErrorBody(errors.N_REUSED, message))
+        if seen is not None and seen.code is not None:
+            return Rejected(change.id, change.n, ErrorBody(seen.code, seen.message or ""))
         return Duplicate(change.id, change.n)
 
     def _check_limits(self, change: Change, ops_bytes: int) -> None:

@@ -126,6 +126,29 @@ async def test_a_rejected_change_is_dead_lettered_and_does_not_block_the_next(se
     assert again[0]["status"] == "applied"
 
 
+async def test_a_rejected_change_resent_is_rejected_again_not_a_duplicate(server: Server) -> None:
+    """The device did not get the answer to a push whose change was refused (a timeout, a dropped connection) and
+    sends it again: it is told again that it was refused, with the same code and message, so it shows the
+    rejection instead of taking the change for delivered. The same within one push."""
+    tenant = await server.tenant()
+    h = server.headers(tenant, "driver-1")
+    refused = change(1, "dlv-1", [{"op": "inc", "field": "status", "by": 1}])  # status is a register
+    applied = change(2, "dlv-1", [{"op": "set", "field": "status", "value": "pending"}])
+    first = await server.push(h, "phone-1", [refused, applied])
+    assert [r["status"] for r in first] == ["rejected", "applied"]
+
+    again = await server.push(h, "phone-1", [refused, applied, refused])
+    assert again[0] == first[0]
+    assert again[1] == {"status": "duplicate", "id": applied["id"], "n": 2}
+    assert again[2] == first[0]
+    dead = await server.app.state.store.dead_letters(tenant, 10)
+    assert [(d.n, d.code) for d in dead] == [(1, "kind_mismatch")]  # still one dead letter
+
+    within = await server.push(h, "phone-1", [change(3, "dlv-2", [{"op": "inc", "field": "status", "by": 1}])] * 2)
+    assert [r["status"] for r in within] == ["rejected", "rejected"]
+    assert within[0] == within[1]
+
+
 async def test_a_reused_counter_with_a_different_change_is_rejected(server: Server) -> None:
     tenant = await server.tenant()
     h = server.headers(tenant, "driver-1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from syncstore import FaultyStore, InjectedFault, MembershipRecord, PushBatch, Store
+from syncstore import DotRecord, FaultyStore, InjectedFault, MembershipRecord, PushBatch, Store
 from tests.contract import factories
 from tests.contract.factories import as_stored, change, conflict, dead_letter, entity, replica
 from tests.contract.store_suite.admin import admin
@@ -270,6 +270,22 @@ async def test_dot_change_id_finds_changes_and_dead_letters(store: Store, tenant
         assert await session.dot_change_id("phone", 3) == "dead-phone-3"
         assert await session.dot_change_id("phone", 4) is None
         assert await session.dot_change_id("tablet", 1) is None
+
+
+async def test_a_dot_says_whether_its_change_was_applied_or_refused(store: Store, tenant: str) -> None:
+    """A replayed counter is answered as it was first (PROTOCOL §4.2): the dot tells an applied change from a
+    dead-lettered one, with the refusal's code and message."""
+    async with store.push_session(tenant) as session:
+        await session.commit(full_batch())
+
+    async with store.push_session(tenant) as session:
+        assert await session.dot("phone", 1) == DotRecord("chg-phone-1")
+        letter = await session.dot("phone", 3)
+        assert letter is not None
+        assert (letter.change_id, letter.code) == ("dead-phone-3", "schema_violation")
+        assert letter.message == "unknown field 'colour'"
+        assert await session.dot("phone", 4) is None
+        assert await session.dot("tablet", 1) is None
 
 
 CHANGE_IDS = (
