@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     run.add_argument("--no-plot", action="store_true", help="write JSON only")
     sub.add_parser("list", help="list the scenarios and their parameters")
-    prof = sub.add_parser("profile", help="profile the push hot path in-process with pyinstrument")
+    prof = sub.add_parser("profile", help="profile the push hot path: the real server process under pyinstrument")
     prof.add_argument("--changes", type=int, default=10_000)
     prof.add_argument("--batch", type=int, default=500, help="changes per push")
     prof.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")

@@ -169,7 +169,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             health.ready,
             AdminController,
             KeyAdminController,
-            admin_router(devsecrets.jwt_secret(settings), secure_cookies=settings.admin_cookie_secure),
+            admin_router(devsecrets.admin_secret(settings), secure_cookies=settings.admin_cookie_secure),
             metrics.MetricsController,
         ],
         lifespan=[lifespan, rate_limiting.lifespan],

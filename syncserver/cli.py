@@ -57,7 +57,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     import uvicorn
 
     devsecrets.master_key_b64(settings)
-    devsecrets.jwt_secret(settings)
+    devsecrets.admin_secret(settings)  # created before the workers start (and only when tokens are HS256)
     if settings.migrate_on_start:
         run_services(settings, lambda services: asyncio.sleep(0))
         os.environ["SYNC_MIGRATE_ON_START"] = "0"  # workers must not race to migrate

@@ -90,9 +90,9 @@ class SignInRequired(Exception):
     """No valid admin token in the cookie: the handler answers with the sign-in page."""
 
 
-def csrf_secret(jwt_secret: str) -> str:
-    """The CSRF signing secret, derived from the JWT secret so every replica shares it."""
-    return hmac.new(jwt_secret.encode(), b"syncserver admin csrf", hashlib.sha256).hexdigest()
+def csrf_secret(shared_secret: str) -> str:
+    """The CSRF signing secret, derived from a secret every replica shares (``devsecrets.admin_secret``)."""
+    return hmac.new(shared_secret.encode(), b"syncserver admin csrf", hashlib.sha256).hexdigest()
 
 
 def signed_in(request: WebRequest) -> Principal:
@@ -435,10 +435,10 @@ async def content_security_policy(message: Message, scope: Scope) -> None:
             headers[name] = value
 
 
-def admin_router(jwt_secret: str, *, secure_cookies: bool = False) -> Router:
-    """The ``/admin`` pages with their own cookie sign-in and CSRF protection."""
+def admin_router(shared_secret: str, *, secure_cookies: bool = False) -> Router:
+    """The ``/admin`` pages with their own cookie sign-in and CSRF protection (keyed by ``shared_secret``)."""
     csrf = CSRFConfig(
-        secret=csrf_secret(jwt_secret),
+        secret=csrf_secret(shared_secret),
         cookie_name=CSRF_COOKIE,
         cookie_path="/admin",
         cookie_httponly=True,

@@ -154,8 +154,7 @@ def build_verifier(settings: Settings) -> TokenVerifier:
     HMAC is off: no development secret is created or read.
     """
     public_keys = PublicKeys.from_files(settings.jwt_public_key_file, settings.jwt_jwks_file)
-    explicit = settings.jwt_secret is not None or settings.jwt_secret_file is not None
-    secret = devsecrets.jwt_secret(settings) if explicit or public_keys is None else None
+    secret = devsecrets.jwt_secret(settings) if devsecrets.hmac_tokens(settings) else None
     return TokenVerifier(
         secret, settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_s, public_keys=public_keys
     )

@@ -46,6 +46,25 @@ def master_key_b64(settings: Settings) -> str:
     )
 
 
+def hmac_tokens(settings: Settings) -> bool:
+    """Whether bearer tokens are HS256-signed with a shared secret: one is set, or no public key replaces it."""
+    explicit = settings.jwt_secret is not None or settings.jwt_secret_file is not None
+    return explicit or (settings.jwt_public_key_file is None and settings.jwt_jwks_file is None)
+
+
+def admin_secret(settings: Settings) -> str:
+    """What the admin page's CSRF tokens are derived from; every replica of a deployment must share it.
+
+    The JWT secret when tokens are HS256-signed. With public keys only there is no JWT secret (tokens come
+    from an identity provider), and one made up in each replica's data directory would differ from replica to
+    replica: a form served by one would be refused by the next. So it is the master key then, which every
+    replica has.
+    """
+    if hmac_tokens(settings):
+        return jwt_secret(settings)
+    return "master-key:" + master_key_b64(settings)
+
+
 def previous_master_keys_b64(settings: Settings) -> list[str]:
     """Master keys being rotated away (``SYNC_MASTER_KEY_PREVIOUS(_FILE)``): base64, comma- or line-separated."""
     raw = settings.master_key_previous or ""
