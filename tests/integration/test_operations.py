@@ -52,9 +52,11 @@ async def test_metrics_count_pushes_results_conflicts_and_key_cache(mem: Server)
     bad = {"id": "bad-1", "n": 2, "collection": "deliveries", "entity": "dlv-123", "hlc": [1, 0], "context": {}}
     results = await mem.push(device, "phone-b", [{**bad, "ops": [{"op": "inc", "field": "status", "by": 1}]}])
     assert results[0]["status"] == "rejected"
-    assert (await mem.push(device, "phone-b", [{**bad, "ops": [{"op": "inc", "field": "status", "by": 1}]}]))[0][
-        "status"
-    ] == "duplicate"
+    # Resent, a refused change is refused again (PROTOCOL §4.2); an applied one resent is a duplicate.
+    again = await mem.push(device, "phone-b", [{**bad, "ops": [{"op": "inc", "field": "status", "by": 1}]}])
+    assert again[0]["status"] == "rejected"
+    good = {**bad, "id": "good-3", "n": 3, "ops": [{"op": "add", "field": "scanned", "value": "parcel-9"}]}
+    assert [r["status"] for r in await mem.push(device, "phone-b", [good, good])] == ["applied", "duplicate"]
     await mem.pull_all(device)
 
     after = await scrape(mem)
@@ -62,14 +64,14 @@ async def test_metrics_count_pushes_results_conflicts_and_key_cache(mem: Server)
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("sync_changes_total", result="applied") == 2
-    assert delta("sync_changes_total", result="rejected") == 1
+    assert delta("sync_changes_total", result="applied") == 3
+    assert delta("sync_changes_total", result="rejected") == 2
     assert delta("sync_changes_total", result="duplicate") == 1
     assert delta("sync_conflicts_total", kind="register") == 1
-    assert delta("sync_requests_total", path="/v1/sync/push", method="POST", status_code="200") == 4
-    assert delta("sync_request_duration_seconds_count", path="/v1/sync/push") == 4
+    assert delta("sync_requests_total", path="/v1/sync/push", method="POST", status_code="200") == 5
+    assert delta("sync_request_duration_seconds_count", path="/v1/sync/push") == 5
     assert delta("sync_request_duration_seconds_count", path="/v1/sync/pull") >= 1
-    assert delta("sync_push_changes_count") == 4
+    assert delta("sync_push_changes_count") == 5
     assert delta("sync_key_cache_hits_total") >= 4
     assert value(after, "sync_key_cache_misses_total") >= 1
     assert ("sync_websocket_connections", ()) in after

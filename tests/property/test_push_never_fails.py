@@ -198,9 +198,11 @@ class Outcome:
         self.applied: dict[tuple[str, str], int] = {}
         self.seqs: list[int] = []
         self.rejected = 0
+        self.results: list[dict[str, Any]] = []
 
     def record(self, changes: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
         assert [(r["id"], r["n"]) for r in results] == [(c["id"], c["n"]) for c in changes]
+        self.results.extend(results)
         for c, r in zip(changes, results, strict=True):
             assert r["status"] in ("applied", "rejected"), r
             event(r["status"] if r["status"] == "applied" else r["error"]["code"])
@@ -251,10 +253,14 @@ def test_no_schema_valid_push_is_a_request_error_and_nothing_applied_is_lost(
     for changes in numbered(pushes):
         outcome.record(changes, post(app, "/v1/sync/push", pusher, {"replica": REPLICA, "changes": changes})["results"])
     outcome.check_nothing_applied_is_lost(app, tenant)
-    # A replay of everything is all duplicates.
+    # A replay of everything is answered as it was the first time: an applied change is a duplicate, a refused
+    # one is refused again with the same code and message (PROTOCOL §4.2).
     sent = [c for batch in numbered(pushes) for c in batch]
     replay = post(app, "/v1/sync/push", pusher, {"replica": REPLICA, "changes": sent})["results"]
-    assert {x["status"] for x in replay} == {"duplicate"}
+    assert replay == [
+        {"status": "duplicate", "id": c["id"], "n": c["n"]} if first["status"] == "applied" else first
+        for c, first in zip(sent, outcome.results, strict=True)
+    ]
 
 
 def _msgpack_ints(value: Any) -> Any:
