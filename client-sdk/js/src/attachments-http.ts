@@ -5,6 +5,8 @@
  * and adds tus's `Upload-Checksum` (SHA-1, WebCrypto) to every request carrying bytes (PATCH, and
  * the creation that carries the first chunk), so the server refuses
  * a chunk damaged on the way (460 `checksum_mismatch`) instead of storing it.
+ * `IdleTimeoutHttpStack` aborts a request that makes no progress for a while (a half-open mobile
+ * connection answers nothing and fails nothing), so one stalled file cannot hold the upload queue.
  */
 import type { HttpRequest, HttpResponse, HttpStack } from "tus-js-client";
 
@@ -143,6 +145,104 @@ class ChecksummedRequest implements HttpRequest {
       this.inner.setHeader("Upload-Checksum", `sha1 ${btoa(String.fromCharCode(...digest))}`);
     }
     return this.inner.send(body);
+  }
+
+  abort(): Promise<void> {
+    return this.inner.abort();
+  }
+
+  getUnderlyingObject(): unknown {
+    return this.inner.getUnderlyingObject();
+  }
+}
+
+/** A request aborted by `IdleTimeoutHttpStack`: a transient failure, retried later from the server's offset. */
+export class UploadStalled extends Error {
+  override name = "UploadStalled";
+}
+
+/**
+ * Fails a request of `inner` that makes no progress for `idleMs`: nothing sent (XMLHttpRequest reports
+ * progress within a request; `fetch` only when a chunk is done) and no answer. An idle timeout, not a
+ * total one, so a large chunk on a slow but moving link still gets through. It rejects by itself: an
+ * aborted XMLHttpRequest never settles the stack's promise.
+ */
+export class IdleTimeoutHttpStack implements HttpStack {
+  constructor(
+    private readonly inner: HttpStack,
+    private readonly idleMs: number,
+  ) {}
+
+  createRequest(method: string, url: string): HttpRequest {
+    return new IdleTimeoutRequest(this.inner.createRequest(method, url), this.idleMs);
+  }
+
+  getName(): string {
+    return `IdleTimeout(${this.inner.getName()})`;
+  }
+}
+
+class IdleTimeoutRequest implements HttpRequest {
+  /** Restarts the idle timer while a request is out. */
+  private touch: () => void = () => undefined;
+
+  constructor(
+    private readonly inner: HttpRequest,
+    private readonly idleMs: number,
+  ) {
+    inner.setProgressHandler(() => this.touch());
+  }
+
+  getMethod(): string {
+    return this.inner.getMethod();
+  }
+
+  getURL(): string {
+    return this.inner.getURL();
+  }
+
+  setHeader(header: string, value: string): void {
+    this.inner.setHeader(header, value);
+  }
+
+  getHeader(header: string): string | undefined {
+    return this.inner.getHeader(header);
+  }
+
+  setProgressHandler(handler: (bytesSent: number) => void): void {
+    this.inner.setProgressHandler((bytesSent) => {
+      this.touch();
+      handler(bytesSent);
+    });
+  }
+
+  send(body?: Blob | ArrayBuffer | null): Promise<HttpResponse> {
+    return new Promise<HttpResponse>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      this.touch = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          this.touch = () => undefined;
+          this.inner.abort().catch(() => undefined);
+          reject(new UploadStalled(`${this.getMethod()} made no progress for ${this.idleMs} ms`));
+        }, this.idleMs);
+      };
+      this.touch();
+      const done = (): void => {
+        clearTimeout(timer);
+        this.touch = () => undefined;
+      };
+      this.inner.send(body).then(
+        (response) => {
+          done();
+          resolve(response);
+        },
+        (exc: unknown) => {
+          done();
+          reject(exc instanceof Error ? exc : new Error(String(exc)));
+        },
+      );
+    });
   }
 
   abort(): Promise<void> {

@@ -28,7 +28,7 @@
  */
 import { defaultOptions, Upload, type DetailedError, type HttpStack } from "tus-js-client";
 
-import { ChecksumHttpStack, FetchHttpStack } from "./attachments-http.js";
+import { ChecksumHttpStack, FetchHttpStack, IdleTimeoutHttpStack } from "./attachments-http.js";
 import {
   asAttachmentRef,
   attachmentRef,
@@ -88,6 +88,11 @@ export interface AttachmentsOptions {
   chunkSize?: number;
   /** bytes of uploaded and downloaded files kept for reads (default 64 MiB) */
   cacheBytes?: number;
+  /**
+   * an upload request that makes no progress (no bytes sent, no answer) for this long is aborted and the file
+   * retried later with backoff, resuming from the server's offset; the queue goes on meanwhile (default 60 s)
+   */
+  idleTimeoutMs?: number;
   backoff?: Backoff;
   /** replaces tus-js-client's HTTP stack (default: XMLHttpRequest where there is one, else fetch) */
   httpStack?: HttpStack;
@@ -125,7 +130,8 @@ export class Attachments {
   private readonly unseen = new Set<string>();
   private readonly httpStack: HttpStack;
   private running: Promise<void> | null = null;
-  private current: Upload | null = null;
+  /** The upload in flight, with a way to settle its promise: tus-js-client's `abort()` never does. */
+  private current: { upload: Upload; reject: (exc: Error) => void } | null = null;
   private stopped = false;
   readonly cacheBytes: number;
 
@@ -141,7 +147,7 @@ export class Attachments {
       (typeof XMLHttpRequest === "function" && options.fetch === undefined
         ? undefined
         : new FetchHttpStack(options.fetch ?? ((input, init) => fetch(input, init))));
-    this.httpStack = new ChecksumHttpStack(base ?? defaultStack());
+    this.httpStack = new ChecksumHttpStack(new IdleTimeoutHttpStack(base ?? defaultStack(), options.idleTimeoutMs ?? 60_000));
   }
 
   // --- attaching --------------------------------------------------------------------
@@ -189,9 +195,18 @@ export class Attachments {
     return (await this.store.uploads()).map(statusOf);
   }
 
-  /** Files the server refused (kept until the app deals with them; events can be missed, this cannot). */
+  /** Files the server refused (kept, bytes and all, until `discard(id)`; events can be missed, this cannot). */
   async refused(): Promise<AttachmentStatus[]> {
     return (await this.list()).filter((s) => s.state === "refused");
+  }
+
+  /**
+   * Forget a refused file (its bytes leave IndexedDB) or an uploaded one (its status; a cached copy stays in
+   * the read cache until evicted, and `fetch` still downloads it). Resolves true if there was one to forget;
+   * rejects for a file still queued or uploading, whose reference has synced and whose bytes must follow.
+   */
+  async discard(id: string): Promise<boolean> {
+    return (await this.store.discardUpload(id)) !== undefined;
   }
 
   // --- statuses on the server --------------------------------------------------------
@@ -399,6 +414,10 @@ export class Attachments {
 
   private tusOnce(row: UploadRow, blob: Blob, base: string): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      if (this.stopped) {
+        reject(new TransportError("upload stopped")); // stop() came while this file was being prepared
+        return;
+      }
       const upload: Upload = new Upload(blob, {
         endpoint: base + UPLOADS_PATH,
         uploadUrl: row.uploadUrl,
@@ -435,7 +454,7 @@ export class Attachments {
           reject(error);
         },
       });
-      this.current = upload;
+      this.current = { upload, reject };
       upload.start();
     });
   }
@@ -458,7 +477,14 @@ export class Attachments {
   async stop(): Promise<void> {
     this.stopped = true;
     this.stopSignal.set();
-    await this.current?.abort().catch(() => undefined);
+    // Abort the request in flight without waiting on it (an aborted request may never settle), and settle
+    // its upload ourselves, so the loop ends and the uploads lock is released: another tab takes over.
+    const current = this.current;
+    this.current = null;
+    if (current !== null) {
+      current.upload.abort().catch(() => undefined);
+      current.reject(new TransportError("upload stopped"));
+    }
     await this.running?.catch(() => undefined);
     await this.statusRunning?.catch(() => undefined);
     this.running = null;

@@ -71,9 +71,10 @@ export interface SyncClientOptions {
   now?: () => number;
   /**
    * attachments: bytes per tus PATCH (default 1 MiB) and of the read cache (default 64 MiB); the first delay
-   * between refreshes of pending attachment statuses, doubling to 60 s (default 2000 ms)
+   * between refreshes of pending attachment statuses, doubling to 60 s (default 2000 ms); how long an upload
+   * request may make no progress before it is aborted and retried later (default 60 000 ms)
    */
-  attachments?: { chunkSize?: number; cacheBytes?: number; statusRefreshMs?: number };
+  attachments?: { chunkSize?: number; cacheBytes?: number; statusRefreshMs?: number; idleTimeoutMs?: number };
 }
 
 export interface ClientStatus {
@@ -120,6 +121,10 @@ export class SyncClient {
   private liveFailures = 0;
   private liveUnconfirmed: number | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The `exp` of the token the refresh timer was armed for: a round or a new token re-arms it only for another. */
+  private refreshFor: number | null = null;
+  /** Delays between refreshes that brought no token good for longer: 30-60 s, doubling to 5-10 min, jittered. */
+  private readonly tokenRetry = new Backoff(60, 600);
   private refusedInARow = 0;
   private onlineListener: (() => void) | null = null;
   private readonly state: Omit<ClientStatus, "leader"> = {
@@ -571,27 +576,56 @@ export class SyncClient {
     this.broadcastStatus();
   }
 
+  /**
+   * Arm the refresh of the current token a minute before its `exp`. Only a token with another `exp` re-arms
+   * the timer (the loop calls this after every round), and one already due when it arrives (a lifetime under
+   * a minute, or the stale token a provider hands back offline) waits a retry delay, never 0 ms: a refresh
+   * that brings no token good for longer must not spin, calling the provider and waking the loop each time.
+   */
   private scheduleTokenRefresh(): void {
+    if (this.closed || typeof this.options.token === "string") return;
+    const exp = this.tokens.expiry();
+    if (exp === this.refreshFor) return; // armed for this token already, or retrying its refresh
+    this.refreshFor = exp;
     clearTimeout(this.refreshTimer);
-    const inMs = this.tokens.refreshInMs();
-    if (inMs === null || this.closed || typeof this.options.token === "string") return;
-    this.refreshTimer = setTimeout(() => {
-      void this.tokens
-        .refresh()
-        .then((token) => this.useToken(token))
-        .catch((exc: unknown) => {
-          this.state.lastError = `token refresh failed: ${String(exc)}`;
-        });
-    }, Math.min(inMs, 2 ** 31 - 1));
+    this.refreshTimer = undefined;
+    if (exp === null) return; // no `exp`: refreshed when the server refuses it
+    const due = this.tokens.refreshInMs() ?? 0;
+    if (due > 0) this.tokenRetry.reset();
+    this.armTokenRefresh(due > 0 ? due : this.tokenRetry.next() * 1000);
+  }
+
+  private armTokenRefresh(ms: number): void {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => void this.refreshToken(), Math.min(ms, 2 ** 31 - 1));
+  }
+
+  /** The timer fired: ask the provider; a new `exp` re-arms the timer, anything else retries with backoff. */
+  private async refreshToken(): Promise<void> {
+    this.refreshTimer = undefined;
+    const before = this.tokens.peek();
+    let token: string | null = null;
+    try {
+      token = await this.tokens.refresh();
+    } catch (exc) {
+      this.state.lastError = `token refresh failed: ${String(exc)}`;
+    }
+    if (this.closed) return;
+    if (token !== null && token !== before) await this.useToken(token); // re-arms the timer if its exp is new
+    if (this.refreshTimer === undefined && this.tokens.expiry() !== null && !this.closed) {
+      this.armTokenRefresh(this.tokenRetry.next() * 1000); // the same token, or none: ask again later
+    }
   }
 
   /** Use a fresh token from now on: on the open live session too, and retry at once if the loop waited. */
   async setToken(token: string): Promise<void> {
+    const changed = token !== this.tokens.peek();
     this.tokens.set(token);
     await this.store.setMeta("token", token); // for the service worker's Background Sync
-    await this.useToken(token);
+    if (changed) await this.useToken(token);
   }
 
+  /** Only for a token that changed: waking the loop for the same token would retry what just failed. */
   private async useToken(token: string): Promise<void> {
     if (this.live !== null && isLive(this.live)) await this.live.refreshToken(token).catch(() => undefined);
     this.onlineSignal.set();
@@ -671,6 +705,9 @@ export class SyncClient {
   }
 }
 
+/** Thrown inside a write whose text already reads what `setText` was given: nothing to queue. */
+class Unchanged extends Error {}
+
 /** The change as the server will decode it, or an error now rather than a refused push later. */
 function validated(draft: Change): Change {
   const blob = JSON.stringify(draft);
@@ -726,6 +763,34 @@ export class CollectionHandle {
       }
       return [{ op: "text", field, update: text.splice(current?.update, pos, deleteCount, insert) }];
     });
+  }
+
+  /**
+   * Make a text field read `value` with the smallest edit: the common prefix and suffix (in code points) of
+   * the text as this replica sees it at the moment of the write (pending edits and pulled remote edits
+   * included) stay, only the middle is replaced, so no position can be stale. For an input box, pass its
+   * whole value and, as `basis`, the text the box last showed: if the text changed since (a remote edit
+   * was pulled), the box's edit of `basis` is made on the text as it is now, and the remote edit stays
+   * (without `basis`, the text becomes `value`, undoing an edit the box never showed). Resolves with the
+   * change, or null when there is nothing to change (nothing queued).
+   */
+  async setText(entity: string, field: string, value: string, options: { basis?: string } = {}): Promise<Change | null> {
+    try {
+      return await this.client.write(this.name, entity, (view) => {
+        const current = view?.fields[field];
+        if (current !== undefined && current.kind !== "text") {
+          throw new TypeError(`${this.name}.${field} is a ${current.kind}, not a text field`);
+        }
+        const now = text.value(current?.update);
+        const target = options.basis === undefined ? value : text.merge(options.basis, value, now);
+        const edit = text.diff(now, target);
+        if (edit === null) throw new Unchanged(); // aborts the transaction
+        return [{ op: "text", field, update: text.splice(current?.update, ...edit) }];
+      });
+    } catch (exc) {
+      if (exc instanceof Unchanged) return null;
+      throw exc;
+    }
   }
 
   /** Delete the entity (a tombstone; a later update revives it under `update_wins`). */

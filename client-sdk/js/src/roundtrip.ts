@@ -64,15 +64,34 @@ export class RoundTrip {
   }
 
   async run(transport: Transport, stats: SyncStats = emptyStats()): Promise<SyncStats> {
-    if (await this.push(transport, stats)) {
-      // The server forgot acknowledged changes, so our cursor may point past its log.
-      await this.store.reset();
-      stats.resets++;
-      this.emit({ type: "reset" });
-    }
+    await this.pushAndSettle(transport, stats);
     await this.pull(transport, stats);
     if (this.unavailable) stats.pulled += await this.unavailable.afterRound();
     return stats;
+  }
+
+  /**
+   * `push`, then the reset a server that lost acknowledged changes calls for: the service worker's flush
+   * and every round run this (under the round lock), so the cursor is dropped whoever found out.
+   */
+  async pushAndSettle(transport: Transport, stats: SyncStats): Promise<void> {
+    try {
+      await this.push(transport, stats);
+    } finally {
+      await this.resetIfServerBehind(stats);
+    }
+  }
+
+  /**
+   * The server forgot acknowledged changes (restored from a backup), so our cursor may point past its log:
+   * drop the synced state (never the outbox). The verdict is stored with the renumbering that found it, so
+   * it survives a push that failed later on, a crash, or a service worker that pushed while no page pulled.
+   */
+  async resetIfServerBehind(stats: SyncStats): Promise<void> {
+    if (!(await this.store.serverBehind())) return;
+    await this.store.reset();
+    stats.resets++;
+    this.emit({ type: "reset" });
   }
 
   /** Push every pending change; true if the server turned out to have lost acknowledged ones. */
@@ -94,10 +113,12 @@ export class RoundTrip {
           size = Math.max(1, Math.floor(rows.length / 2)); // the server's limits are lower than ours
           continue;
         }
-        // One change alone is too large: it can never be accepted, so it must not block the rest.
-        const rejected = await this.store.rejectLocally(rows[0]!, exc.code, exc.message);
+        // One change alone is too large: it can never be accepted, so it must not block the rest. The
+        // changes after it take its number down, so the server sees no gap (and we no restored server).
+        const { rejection, renumbered } = await this.store.rejectLocally(rows[0]!, exc.code, exc.message);
         stats.rejected++;
-        this.emit(rejected);
+        stats.renumbered += renumbered;
+        this.emit(rejection);
         continue;
       }
       const outcome = await this.store.recordResults(rows, response.results);

@@ -25,6 +25,8 @@ import { mergeDelta } from "./optimistic.js";
 import type { Change, EntityView, Eviction, FieldView, Hlc, PushResult, Unavailable } from "./types.js";
 
 export const DB_VERSION = 2;
+/** Meta key: set with the renumbering that found the server behind, cleared by the `reset` it calls for. */
+const SERVER_BEHIND = "server_behind";
 
 export interface OutboxRow {
   /** local write order, stable when `n` is renumbered */
@@ -48,7 +50,7 @@ export interface UploadRow {
   collection: string;
   entity: string;
   field: string;
-  /** the bytes until the server has them all; then they move to the cache */
+  /** the bytes until the server has them all (then they move to the cache), or until a refused file is discarded */
   blob: Blob | null;
   state: UploadState;
   /** bytes the server has acknowledged */
@@ -320,6 +322,9 @@ export class LocalStore {
         // so our pending changes can take those numbers.
         out.renumbered = await renumber(tx, expected, expected);
         out.serverBehind = true;
+        // Kept with the renumbering: whoever runs the next round (this tab, another, after a crash, or the
+        // page after the service worker pushed) drops the cursor, which may point past the server's log.
+        await tx.objectStore("meta").put(true, SERVER_BEHIND);
       }
       out.lastN = ((await tx.objectStore("meta").get("counter")) as number | undefined) ?? 0;
     } catch (exc) {
@@ -331,12 +336,28 @@ export class LocalStore {
     return out;
   }
 
-  /** Drop a change the server can never take (larger than any push body). */
-  async rejectLocally(row: OutboxRow, code: string, message: string): Promise<Rejection> {
-    const tx = this.tx(["outbox", "rejections"]);
-    const rejection = await this.reject(tx, row, code, message);
+  /**
+   * Drop a change the server can never take (larger than any push body). The server never saw its counter,
+   * so the pending changes after it move down by one in the same transaction (n+1, n+2, ... become n, n+1,
+   * ...) and the counter with them: otherwise the next push would leave a gap, which the server answers
+   * `out_of_order` and we would take for a server that lost acknowledged changes (a needless reset).
+   */
+  async rejectLocally(row: OutboxRow, code: string, message: string): Promise<{ rejection: Rejection; renumbered: number }> {
+    const tx = this.tx(["meta", "outbox", "rejections"]);
+    let rejection: Rejection;
+    let renumbered: number;
+    try {
+      rejection = await this.reject(tx, row, code, message);
+      renumbered = await renumber(tx, row.n + 1, row.n);
+      // `renumber` leaves the counter alone when nothing moved: the dropped change was the last one.
+      await tx.objectStore("meta").put(row.n - 1 + renumbered, "counter");
+    } catch (exc) {
+      tx.abort();
+      await tx.done.catch(() => undefined);
+      throw exc;
+    }
     await tx.done;
-    return rejection;
+    return { rejection, renumbered };
   }
 
   private async reject(tx: Tx, row: OutboxRow, code: string, message: string): Promise<Rejection> {
@@ -441,10 +462,30 @@ export class LocalStore {
     const row = await tx.objectStore("uploads").get(id);
     if (row) {
       if (row.blob) await tx.objectStore("blob_cache").put({ id, blob: row.blob, size: row.blob.size, usedAt: Date.now() });
-      await tx.objectStore("uploads").put({ ...row, blob: null, state: "uploaded", sent: row.ref.size, code: null, message: null });
+      // What status reporting needs stays; the bytes (now in the bounded cache) and the tus URL go.
+      const done: UploadRow = { ...row, blob: null, state: "uploaded", sent: row.ref.size, uploadUrl: null, code: null, message: null };
+      await tx.objectStore("uploads").put(done);
     }
     await tx.done;
     await this.trimCache(cacheBytes, id);
+  }
+
+  /**
+   * Forget a file that is done with, refused or uploaded: its row and, for a refused one, its bytes (an
+   * uploaded one's copy is in the read cache, which evicts it in its turn). A file still to be uploaded stays:
+   * the reference synced with its change would point at bytes the server never gets. Returns what was there.
+   */
+  async discardUpload(id: string): Promise<UploadRow | undefined> {
+    const tx = this.tx(["uploads"]);
+    const row = await tx.objectStore("uploads").get(id);
+    if (row && (row.state === "queued" || row.state === "uploading")) {
+      tx.abort();
+      await tx.done.catch(() => undefined);
+      throw new Error(`attachment ${id} is ${row.state}: only a refused or uploaded file can be discarded`);
+    }
+    if (row) await tx.objectStore("uploads").delete(id);
+    await tx.done;
+    return row;
   }
 
   /** A cached copy, marked as just used. */
@@ -580,7 +621,13 @@ export class LocalStore {
     await tx.objectStore("entities").clear();
     await tx.objectStore("meta").put(null, "cursor");
     await tx.objectStore("meta").delete("unavailable");
+    await tx.objectStore("meta").delete(SERVER_BEHIND);
     await tx.done;
+  }
+
+  /** A push found the server behind (it lost acknowledged changes) and the synced state was not dropped yet. */
+  async serverBehind(): Promise<boolean> {
+    return (await this.meta<boolean>(SERVER_BEHIND)) === true;
   }
 }
 

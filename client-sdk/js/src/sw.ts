@@ -10,7 +10,8 @@
  * The page calls `client.requestBackgroundSync()` after queueing writes while offline.
  * The worker pushes over HTTP with the last token the page stored in IndexedDB, under
  * the same round lock as the tabs, so a change is never pushed twice. It only pushes:
- * pulling is the page's job when it opens. It then uploads attached files
+ * pulling is the page's job when it opens (a push that finds the server restored from a
+ * backup drops the synced state and cursor, as a page's round does). It then uploads attached files
  * (`flushUploads`) with tus-js-client over `fetch` (a worker has no XMLHttpRequest),
  * under the uploads lock the tabs use, resuming each from its kept upload URL.
  */
@@ -55,7 +56,9 @@ export async function flushOutbox(options: OutboxSyncOptions): Promise<SyncStats
     const stats = emptyStats();
     const roundtrip = new RoundTrip(store, (event) => tabs.post({ kind: "event", event }));
     const locks = options.locks ?? defaultLocks();
-    await locks.request(`syncclient-round:${dbName}`, {}, () => roundtrip.push(http, stats));
+    // A server found behind (restored from a backup) is settled here as in a page's round: the cursor goes,
+    // so the page's next pull starts from scratch instead of past the server's log.
+    await locks.request(`syncclient-round:${dbName}`, {}, () => roundtrip.pushAndSettle(http, stats));
     tabs.post({ kind: "event", event: { type: "outbox", pending: await store.pendingCount() } });
     return stats;
   } finally {

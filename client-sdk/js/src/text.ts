@@ -101,3 +101,37 @@ export function splice(state: string | undefined, pos: number, deleteCount: numb
   });
   return toBase64(Y.encodeStateAsUpdate(doc, before));
 }
+
+/**
+ * The smallest single edit that turns `before` into `after`, in code points: `[pos, deleteCount, insert]`
+ * after their common prefix and common suffix, or null when they are equal.
+ */
+export function diff(before: string, after: string): [number, number, string] | null {
+  if (before === after) return null;
+  const a = Array.from(before);
+  const b = Array.from(after);
+  let p = 0;
+  while (p < a.length && p < b.length && a[p] === b[p]) p++;
+  let s = 0;
+  while (s < a.length - p && s < b.length - p && a[a.length - 1 - s] === b[b.length - 1 - s]) s++;
+  return [p, a.length - p - s, b.slice(p, b.length - s).join("")];
+}
+
+/**
+ * Both edits of `base`, each a single splice: `mine` (typed into a box that showed `base`) and `theirs` (the
+ * text now, a remote edit pulled meanwhile). Edits apart are both kept; overlapping ones keep both
+ * insertions (theirs first) and every deletion. Code points throughout.
+ */
+export function merge(base: string, mine: string, theirs: string): string {
+  const m = diff(base, mine);
+  const t = diff(base, theirs);
+  if (m === null || mine === theirs) return theirs;
+  if (t === null) return mine;
+  const b = Array.from(base);
+  const cut = (from: number, to = b.length): string => b.slice(from, to).join("");
+  const [mp, md, mi] = m;
+  const [tp, td, ti] = t;
+  if (tp + td <= mp) return cut(0, tp) + ti + cut(tp + td, mp) + mi + cut(mp + md);
+  if (mp + md <= tp) return cut(0, mp) + mi + cut(mp + md, tp) + ti + cut(tp + td);
+  return cut(0, Math.min(mp, tp)) + ti + mi + cut(Math.max(mp + md, tp + td));
+}

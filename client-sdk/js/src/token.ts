@@ -68,6 +68,11 @@ export class TokenSource {
     return this.current;
   }
 
+  /** The current token's `exp` (seconds), or null: none yet, not a JWT, or no `exp`. */
+  expiry(): number | null {
+    return this.current === null ? null : tokenExpiry(this.current);
+  }
+
   /** Milliseconds until the current token should be refreshed, or null when it never expires. */
   refreshInMs(): number | null {
     const exp = this.current === null ? null : tokenExpiry(this.current);

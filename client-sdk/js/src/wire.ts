@@ -94,8 +94,28 @@ function int(v: unknown, path: string, min: number, max = Number.MAX_SAFE_INTEGE
   return v;
 }
 
+/**
+ * A lone UTF-16 surrogate (text cut inside an emoji by `.slice()`): a high one not followed by a low
+ * one, or a low one not preceded by a high one. No lookbehind: Safari before 16.4 cannot parse it.
+ */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?:^|[^\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * True unless `s` holds a lone surrogate. JSON.stringify escapes one as `\udXXX`, which the server's
+ * decoder refuses as `malformed_json` for the whole push, so it must never enter the outbox.
+ */
+export function wellFormed(s: string): boolean {
+  const native = (s as { isWellFormed?: () => boolean }).isWellFormed;
+  return typeof native === "function" ? native.call(s) : !LONE_SURROGATE.test(s);
+}
+
+function unicode(v: string, path: string): void {
+  if (!wellFormed(v)) invalid(path, "text is not valid Unicode: a lone surrogate (a string cut inside a character?)");
+}
+
 function str(v: unknown, path: string, min = 0, max = Infinity, pattern?: RegExp): string {
   if (typeof v !== "string") invalid(path, "Expected `str`");
+  unicode(v, path);
   const length = [...v].length;
   if (length < min || length > max) invalid(path, `Expected \`str\` of length ${min}..${max}`);
   if (pattern && !pattern.test(v)) invalid(path, `Expected \`str\` matching ${String(pattern)}`);
@@ -107,13 +127,38 @@ export const fieldName = (v: unknown, path: string): string => str(v, path, 1, 6
 
 function scalar(v: unknown, path: string): void {
   if (!["string", "number", "boolean"].includes(typeof v)) invalid(path, "Expected `str | int | float | bool`");
+  if (typeof v === "string") unicode(v, path);
 }
 
+/** `.key` for a plain key, `["key"]` (JSON-escaped, so a lone surrogate shows as `\udXXX`) for any other. */
+function keyPath(path: string, key: string): string {
+  return /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
+}
+
+/** A JSON value, walked whole: every string and object key must be valid Unicode (the server decodes them all). */
 function json(v: unknown, path: string): void {
-  if (v === undefined || typeof v === "function" || typeof v === "symbol" || typeof v === "bigint") {
-    invalid(path, "Expected a JSON value");
+  // An explicit stack, not recursion: a value nested too deep is the server's per-change business
+  // (`value_too_deep`), not a stack overflow here.
+  const todo: [unknown, string][] = [[v, path]];
+  for (let item = todo.pop(); item !== undefined; item = todo.pop()) {
+    const [x, at] = item;
+    if (x === undefined || typeof x === "function" || typeof x === "symbol" || typeof x === "bigint") {
+      invalid(at, "Expected a JSON value");
+    }
+    if (typeof x === "number" && !Number.isFinite(x)) invalid(at, "Expected a finite number");
+    if (typeof x === "string") unicode(x, at);
+    const children: [unknown, string][] = [];
+    if (Array.isArray(x)) x.forEach((e, i) => children.push([e, `${at}[${i}]`]));
+    else if (isObject(x)) {
+      for (const [key, e] of Object.entries(x)) {
+        const child = keyPath(at, key);
+        unicode(key, child);
+        children.push([e, child]);
+      }
+    }
+    // Reversed, so the first bad string in document order is the one reported.
+    for (let i = children.length - 1; i >= 0; i--) todo.push(children[i]!);
   }
-  if (typeof v === "number" && !Number.isFinite(v)) invalid(path, "Expected a finite number");
 }
 
 function op(v: unknown, path: string): void {
@@ -174,18 +219,22 @@ export function validatePushRequest(v: unknown): PushRequest {
   return o as unknown as PushRequest;
 }
 
+/** Most collections a pull or a `hello` may name (`syncproto.messages.MAX_PULL_COLLECTIONS`). */
+export const MAX_PULL_COLLECTIONS = 256;
+
+function pullCollections(v: unknown, path: string): string[] {
+  if (!Array.isArray(v)) invalid(path, "Expected `array`");
+  if (v.length > MAX_PULL_COLLECTIONS) invalid(path, `Expected \`array\` of length <= ${MAX_PULL_COLLECTIONS}`);
+  return v.map((c, i) => id(c, `${path}[${i}]`));
+}
+
 export function validatePullRequest(v: unknown): PullRequest {
   const o = object(v, "$");
   strict(o, "$", [], ["cursor", "limit", "collections"]);
   const cursor = o["cursor"] ?? null;
   if (cursor !== null) str(cursor, "$.cursor", 1, 512);
   const limit = "limit" in o ? int(o["limit"], "$.limit", 1, 10_000) : 1000;
-  let collections: string[] | null = null;
-  if (o["collections"] != null) {
-    const list = o["collections"];
-    if (!Array.isArray(list)) invalid("$.collections", "Expected `array`");
-    collections = list.map((c, i) => id(c, `$.collections[${i}]`));
-  }
+  const collections = o["collections"] != null ? pullCollections(o["collections"], "$.collections") : null;
   return { cursor: cursor as string | null, limit, collections };
 }
 
@@ -417,13 +466,12 @@ export function validateWsClientMessage(v: unknown): WsClientMessage {
     case "hello": {
       present(o, "$", ["versions"]);
       const versions = array(o["versions"], "$.versions").map((x, i) => anyInt(x, `$.versions[${i}]`));
-      const ids = (x: unknown, path: string): string[] => array(x, path).map((c, i) => id(c, `${path}[${i}]`));
       return {
         type,
         versions,
         replica: member(o, "replica", "$", (x, path) => nullable(x, path, id), null),
         cursor: member(o, "cursor", "$", (x, path) => nullable(x, path, (c, p) => str(c, p, 1, 512)), null),
-        collections: member(o, "collections", "$", (x, path) => nullable(x, path, ids), null),
+        collections: member(o, "collections", "$", (x, path) => nullable(x, path, pullCollections), null),
         encoding: member(o, "encoding", "$", encoding, "json"),
       };
     }

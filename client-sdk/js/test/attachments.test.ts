@@ -253,6 +253,66 @@ describe("fetch", () => {
   });
 });
 
+describe("what stays on the device", () => {
+  type Stored = { id: string; state: string; blob: Blob | null; uploadUrl: string | null };
+  async function stored(dbName: string): Promise<Stored[]> {
+    const db = await openDB(dbName);
+    const rows = (await db.getAll("uploads")) as Stored[];
+    db.close();
+    return rows;
+  }
+
+  it("an uploaded file keeps no bytes and no upload URL in `uploads`, and still fetches once the cache let it go", async () => {
+    const server = new FakeTus();
+    const dbName = freshDb();
+    const client = await open(server, dbName, 1000); // the cache holds one of them
+    const data = bytes(800, 5);
+    const ref = await client.attachments.attach("deliveries", "dlv-1", "pod_photo", new Blob([data]), { mediaType: "image/png" });
+    const other = await client.attachments.attach("deliveries", "dlv-2", "pod_photo", new Blob([bytes(800, 6)]), { mediaType: "image/png" });
+    await client.attachments.uploadPending();
+    const rows = await stored(dbName);
+    expect(rows.map((r) => [r.id, r.state, r.blob, r.uploadUrl])).toEqual([
+      [ref.id, "uploaded", null, null],
+      [other.id, "uploaded", null, null],
+    ].sort((a, b) => (a[0]! < b[0]! ? -1 : 1)));
+    expect(await client.attachments.status(ref.id)).toMatchObject({ state: "uploaded", sent: 800, total: 800 });
+    // The second upload pushed the first out of the cache: it comes from the server, checked.
+    const gets = server.requests.filter((r) => r.startsWith("GET")).length;
+    expect(new Uint8Array(await (await client.attachments.fetch(ref)).arrayBuffer())).toEqual(data);
+    expect(server.requests.filter((r) => r.startsWith("GET")).length).toBe(gets + 1);
+    // Discarded, its status goes; the bytes are still the server's (and now the cache's).
+    expect(await client.attachments.discard(ref.id)).toBe(true);
+    expect(await client.attachments.status(ref.id)).toBeUndefined();
+    expect(new Uint8Array(await (await client.attachments.fetch(ref)).arrayBuffer())).toEqual(data);
+    expect((await stored(dbName)).map((r) => r.id)).toEqual([other.id]);
+    await client.close();
+  });
+
+  it("a refused file keeps its bytes until `discard(id)`, which drops them; a file still to be sent cannot be discarded", async () => {
+    const server = new FakeTus();
+    const dbName = freshDb();
+    const client = await open(server, dbName);
+    const refused = await client.attachments.attach("deliveries", "dlv-1", "pod_video", new Blob([bytes(20_000)]), { mediaType: server.refuseMediaType });
+    await client.attachments.uploadPending();
+    expect(await client.attachments.status(refused.id)).toMatchObject({ state: "refused", code: "media_type_not_allowed" });
+    expect((await stored(dbName)).find((r) => r.id === refused.id)?.blob?.size).toBe(20_000);
+
+    const queued = await client.attachments.attach("deliveries", "dlv-2", "pod_photo", new Blob([bytes(10)]), { mediaType: "image/png" });
+    await expect(client.attachments.discard(queued.id)).rejects.toThrow(/queued/);
+    expect(await client.attachments.status(queued.id)).toMatchObject({ state: "queued" });
+
+    expect(await client.attachments.discard(refused.id)).toBe(true);
+    expect(await client.attachments.discard(refused.id)).toBe(false); // nothing left to forget
+    expect(await client.attachments.refused()).toEqual([]);
+    expect(await client.attachments.status(refused.id)).toBeUndefined();
+    const rows = await stored(dbName);
+    expect(rows.map((r) => r.id)).toEqual([queued.id]);
+    expect(rows.reduce((sum, r) => sum + (r.state === "refused" ? (r.blob?.size ?? 0) : 0), 0)).toBe(0);
+    await expect(client.attachments.fetch(refused)).rejects.toMatchObject({ status: 404, code: "not_found" });
+    await client.close();
+  });
+});
+
 describe("pulled views", () => {
   it("keep the server's status of attachments a later delta does not mention, and take the new ones", () => {
     const base = { collection: "deliveries", entity: "dlv-1", vv: {}, deleted: false };

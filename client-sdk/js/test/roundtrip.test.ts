@@ -95,7 +95,7 @@ describe("sync()", () => {
     // The server lost change 1 after acknowledging it (restored from a backup): our copy is gone too.
     const store = await LocalStore.open(dbName);
     const [first] = await store.pending(1, 1 << 20, 1);
-    await store.rejectLocally(first!, "gone", "lost");
+    await store.db.delete("outbox", first!.seq); // gone, counter and all: no renumbering on our side
     store.close();
     const stats = await client.sync();
     expect(server.log.map((c) => c.n)).toEqual([1, 2]);
@@ -123,6 +123,57 @@ describe("sync()", () => {
     expect((await client.sync()).rejected).toBe(1);
     expect(events.at(-1)).toMatchObject({ type: "outbox", pending: 0 });
     expect(events.find((e) => e.type === "rejected")).toMatchObject({ code: "body_too_large" });
+    await client.close();
+  });
+
+  it("closes the gap a change too large for any push leaves: the next ones take its number, and nothing is reset", async () => {
+    const { server, client, d, events, dbName } = await setup();
+    server.intercept = (path, body) =>
+      path === "/v1/sync/push" && JSON.stringify(body).length > 200_000
+        ? json({ error: { code: "body_too_large", message: "over the limit" } }, 413)
+        : undefined;
+    server.pages = [{ changes: [entity("dlv-9", { other: 1 }, { status: { kind: "register", value: "pending" } })], cursor: "c1", more: false }];
+    await client.sync();
+    await d.append("dlv-1", "trail", ...Array.from({ length: 8 }, () => "x".repeat(40_000))); // n = 1, ~320 KB
+    const kept = await d.set("dlv-2", { status: "delivered" }); // n = 2
+    await d.set("dlv-3", { status: "delivered" }); // n = 3
+    expect(kept.n).toBe(2);
+    const pullsBefore = server.pulls.length;
+    const stats = await client.sync();
+    expect(stats).toMatchObject({ rejected: 1, renumbered: 2, resets: 0, pushed: 2 });
+    expect(events.some((e) => e.type === "reset")).toBe(false);
+    expect(events.find((e) => e.type === "rejected")).toMatchObject({ code: "body_too_large", n: 1, entity: "dlv-1" });
+    // The server saw no gap: the two others as 1 and 2, and no out_of_order answer on the way.
+    expect(server.log.map((c) => [c.entity, c.n])).toEqual([
+      ["dlv-2", 1],
+      ["dlv-3", 2],
+    ]);
+    expect(server.log[0]!.id).toBe(kept.id);
+    expect(server.pulls.slice(pullsBefore).map((p) => p.cursor)).toEqual(["c1"]); // on from the cursor, not from scratch
+    expect(await d.get("dlv-9")).toEqual({ status: "pending" }); // the synced state stays
+    const store = await LocalStore.open(dbName);
+    expect(await store.counter()).toBe(2);
+    store.close();
+    expect((await d.set("dlv-4", { status: "x" })).n).toBe(3);
+    expect((await client.sync()).pushed).toBe(1);
+    await client.close();
+  });
+
+  it("takes back the number of a too large change that was the last one written", async () => {
+    const { server, client, d, events, dbName } = await setup();
+    await d.set("dlv-1", { status: "a" }); // n = 1
+    await client.sync();
+    server.intercept = (path) => (path === "/v1/sync/push" ? json({ error: { code: "body_too_large", message: "no" } }, 413) : undefined);
+    await d.set("dlv-1", { blob: "x".repeat(1000) }); // n = 2, refused alone
+    expect(await client.sync()).toMatchObject({ rejected: 1, renumbered: 0, resets: 0 });
+    const store = await LocalStore.open(dbName);
+    expect(await store.counter()).toBe(1);
+    store.close();
+    server.intercept = null;
+    expect((await d.set("dlv-1", { status: "b" })).n).toBe(2);
+    expect(await client.sync()).toMatchObject({ pushed: 1, resets: 0, renumbered: 0 });
+    expect(server.log.map((c) => c.n)).toEqual([1, 2]);
+    expect(events.some((e) => e.type === "reset")).toBe(false);
     await client.close();
   });
 

@@ -2,8 +2,13 @@
 import { describe, expect, it } from "vitest";
 
 import { SyncClient } from "../src/client.js";
-import { BACKGROUND_SYNC_TAG, registerOutboxSync } from "../src/sw.js";
-import { FakeServer, freshDb, until } from "./fake-server.js";
+import type { SyncEvent } from "../src/events.js";
+import { emptyStats, RoundTrip } from "../src/roundtrip.js";
+import { LocalStore } from "../src/store.js";
+import { BACKGROUND_SYNC_TAG, flushOutbox, registerOutboxSync } from "../src/sw.js";
+import { TokenSource } from "../src/token.js";
+import { HttpTransport } from "../src/transport/http.js";
+import { FakeServer, freshDb, json, until } from "./fake-server.js";
 import { FakeTus } from "./fake-tus.js";
 
 describe("registerOutboxSync", () => {
@@ -67,6 +72,73 @@ describe("flushUploads", () => {
 
     const reopened = await SyncClient.open({ url: "http://sync.test", token: "t0", dbName, fetch: server.fetch });
     expect(await reopened.attachments.status(ref.id)).toMatchObject({ state: "uploaded", sent: 3000 });
+    await reopened.close();
+  });
+});
+
+describe("a server restored from a backup", () => {
+  /** A page that pushed change 1 and pulled past it; then the server loses it and change 2 is queued offline. */
+  async function restored() {
+    const server = new FakeServer();
+    const dbName = freshDb();
+    const page = await SyncClient.open({ url: "http://sync.test", token: "t0", dbName, fetch: server.fetch, transport: "http" });
+    await page.collection("deliveries").set("dlv-1", { status: "out_for_delivery" });
+    server.pages = [{ changes: [], cursor: "c-after-seq-1", more: false }];
+    await page.sync();
+    server.hwm.clear();
+    server.ids.clear();
+    server.log.length = 0;
+    await page.collection("deliveries").set("dlv-1", { status: "delivered" }); // n = 2, the server expects 1
+    const events: SyncEvent[] = [];
+    page.subscribe((e) => events.push(e));
+    return { server, dbName, page, events };
+  }
+
+  it("found by the service worker's flush: the cursor goes, and the page's next round pulls from scratch", async () => {
+    const { server, dbName, page, events } = await restored();
+    const stats = await flushOutbox({ url: "http://sync.test", dbName, fetch: server.fetch });
+    expect(stats).toMatchObject({ renumbered: 1, resets: 1, pushed: 1 });
+    expect(server.log.map((c) => c.n)).toEqual([1]);
+    const store = await LocalStore.open(dbName);
+    expect(await store.cursor()).toBeNull();
+    expect(await store.serverBehind()).toBe(false);
+    store.close();
+    await until(() => events.some((e) => e.type === "reset")); // the page hears it over the BroadcastChannel
+    const pullsBefore = server.pulls.length;
+    await page.sync();
+    expect(server.pulls.slice(pullsBefore).map((p) => p.cursor)).toEqual([null]);
+    await page.close();
+  });
+
+  it("found by a push that then fails: the verdict was kept with the renumbering, and the cursor goes all the same", async () => {
+    const { server, dbName, page, events } = await restored();
+    let pushes = 0;
+    server.intercept = (path) => (path === "/v1/sync/push" && ++pushes === 2 ? json({ error: { code: "unavailable", message: "" } }, 503) : undefined);
+    await expect(page.sync()).rejects.toMatchObject({ status: 503 }); // out_of_order, renumbered, then the resend fails
+    const store = await LocalStore.open(dbName);
+    expect(await store.cursor()).toBeNull();
+    store.close();
+    expect(events.some((e) => e.type === "reset")).toBe(true);
+    const pullsBefore = server.pulls.length;
+    expect(await page.sync()).toMatchObject({ pushed: 1, resets: 0 });
+    expect(server.pulls.slice(pullsBefore).map((p) => p.cursor)).toEqual([null]);
+    await page.close();
+  });
+
+  it("found by a push whose round never got to settle it (a crash): the next round, in any realm, drops the cursor", async () => {
+    const { server, dbName, page } = await restored();
+    await page.close();
+    // Another realm pushes and dies before its reset: only the stored verdict is left.
+    const store = await LocalStore.open(dbName);
+    const http = new HttpTransport("http://sync.test", new TokenSource("t0"), server.fetch);
+    expect(await new RoundTrip(store, () => undefined).push(http, emptyStats())).toBe(true);
+    expect(await store.serverBehind()).toBe(true);
+    expect(await store.cursor()).toBe("c-after-seq-1");
+    store.close();
+    const reopened = await SyncClient.open({ url: "http://sync.test", token: "t0", dbName, fetch: server.fetch, transport: "http" });
+    const pullsBefore = server.pulls.length;
+    expect(await reopened.sync()).toMatchObject({ resets: 1, pushed: 0 });
+    expect(server.pulls.slice(pullsBefore).map((p) => p.cursor)).toEqual([null]);
     await reopened.close();
   });
 });

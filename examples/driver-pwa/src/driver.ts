@@ -107,15 +107,18 @@ class AttachmentSlot {
   }
 }
 
-/** Code-point diff of two strings as one edit (position, deleted count, inserted text): what `editText` takes. */
-export function textEdit(before: string, after: string): [number, number, string] {
-  const a = Array.from(before);
-  const b = Array.from(after);
+/**
+ * Where a caret at `caret` (UTF-16, as `selectionStart`) of `before` belongs in `after`, `before` with one
+ * edit: unchanged before the edit, shifted by its length after it, at its end inside it.
+ */
+export function moveCaret(before: string, after: string, caret: number): number {
   let p = 0;
-  while (p < a.length && p < b.length && a[p] === b[p]) p++;
+  while (p < before.length && p < after.length && before[p] === after[p]) p++;
   let s = 0;
-  while (s < a.length - p && s < b.length - p && a[a.length - 1 - s] === b[b.length - 1 - s]) s++;
-  return [p, a.length - p - s, b.slice(p, b.length - s).join("")];
+  while (s < before.length - p && s < after.length - p && before[before.length - 1 - s] === after[after.length - 1 - s]) s++;
+  if (caret <= p) return caret;
+  if (caret >= before.length - s) return caret + after.length - before.length;
+  return after.length - s;
 }
 
 class DriverApp {
@@ -292,7 +295,8 @@ class DriverApp {
       signature.progress(event);
     });
     let watchId: number | null = null;
-    let notesBasis = "";
+    // The SDK's text the notes box last showed: the box is that plus what the driver typed since.
+    let notesShown = "";
     let notesChain: Promise<void> = Promise.resolve();
 
     const addPoint = (pos: GeolocationPosition) => {
@@ -420,14 +424,26 @@ class DriverApp {
       ),
     );
 
-    notes.addEventListener("input", () => {
-      const target = notes.value;
+    // One step at a time, for a keystroke or a remote change: write what the driver typed (the SDK makes
+    // the edit of `notesShown` on its text as it is now, so a remote edit pulled meanwhile stays and no
+    // position is stale), then show the SDK's text, the caret kept, unless the driver typed on meanwhile.
+    const syncNotes = () => {
       notesChain = notesChain.then(async () => {
-        const [pos, del, ins] = textEdit(notesBasis, target);
-        notesBasis = target;
-        if (del > 0 || ins) await this.act(() => d.editText(entity, "notes", pos, del, ins));
+        const value = notes.value;
+        if (value !== notesShown) await this.act(() => d.setText(entity, "notes", value, { basis: notesShown }));
+        const now = str((await d.get(entity).catch(() => undefined))?.notes);
+        if (notes.value !== value) {
+          notesShown = value; // the next keystroke's step writes from here, onto the SDK's text
+          return;
+        }
+        notesShown = now;
+        if (now === value) return;
+        const [start, end] = [notes.selectionStart, notes.selectionEnd];
+        notes.value = now;
+        if (document.activeElement === notes) notes.setSelectionRange(moveCaret(value, now, start), moveCaret(value, now, end));
       });
-    });
+    };
+    notes.addEventListener("input", syncNotes);
     shareToggle.addEventListener("change", () => {
       if (shareToggle.checked) {
         watchId = navigator.geolocation.watchPosition(addPoint, geoError, { enableHighAccuracy: true });
@@ -475,13 +491,7 @@ class DriverApp {
       trailInfo.textContent = last
         ? `${trail.length} point${trail.length === 1 ? "" : "s"} · last ${last.lat.toFixed(5)}, ${last.lon.toFixed(5)}`
         : "No points yet.";
-      const text = str(next.notes);
-      if (document.activeElement !== notes && text !== notes.value) {
-        notes.value = text;
-        notesBasis = text;
-      } else if (document.activeElement !== notes) {
-        notesBasis = text;
-      }
+      if (str(next.notes) !== notesShown) syncNotes();
     };
     this.detail = {
       entity,
