@@ -39,7 +39,11 @@ log = logging.getLogger("syncclient")
 
 @dataclass(frozen=True)
 class RemoteChange:
-    """A pull brought changes other replicas made to this entity."""
+    """A pull brought changes other replicas made to this entity.
+
+    Also, with ``fields=()`` and ``deleted=True``, an entity this replica showed left it: evicted (it is out
+    of the token's scope now, PROTOCOL §4.4 ``evictions``), or not brought back by the pull after a reset.
+    """
 
     collection: str
     entity: str

@@ -6,6 +6,15 @@ its last HLC stamp, rejected changes, the last heard status of each
 attachment a pulled entity referenced (``attachment_status``), and the entities
 a pull named ``unavailable`` (``unavailable``, committed with that page's cursor).
 
+A reset (PROTOCOL §4.4 ``reset``) does not wipe the synced state at once: it bumps the
+``epoch`` (in ``meta``) and clears the cursor in one transaction. The old rows of
+``entities``, ``attachment_status`` and ``unavailable`` stay (reads show them, and local
+writes take their version vectors as context) while the pull from the start rewrites each
+row it brings at the new epoch; when that pull ends with ``more: false``
+(``drop_stale``), the rows of older epochs, which the server no longer has for this
+replica, are dropped. An interrupted reset resumes from the stored mid-pull cursor and
+ends the same way. The outbox is never touched.
+
 Durability: WAL journal with ``synchronous=FULL``, so ``COMMIT`` returns only
 after the WAL is fsynced. ``enqueue`` takes the next counter and inserts the
 outbox row in one transaction: a crash either keeps both or neither, so a
@@ -52,7 +61,11 @@ from syncproto.messages import (
 
 __all__ = ["LocalStore", "OutboxRow", "PushOutcome"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first layout; 2: an ``epoch`` column on the synced-state tables (a reset keeps old rows until the
+pull from the start ends)."""
+STALE_CHUNK = 500
+"""Rows of an older epoch dropped (and reported) per transaction when the pull after a reset ends."""
 _view_decoder = msgspec.json.Decoder(EntityView)
 _hlc_decoder = msgspec.json.Decoder(tuple[int, int])
 
@@ -74,17 +87,20 @@ CREATE TABLE IF NOT EXISTS entities (
     collection TEXT NOT NULL,
     entity TEXT NOT NULL,
     view BLOB NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0,  -- the reset generation that wrote it (meta epoch)
     PRIMARY KEY (collection, entity)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attachment_status (
     id TEXT PRIMARY KEY,  -- an attachment a pulled entity referenced
-    status TEXT NOT NULL  -- pending, available or refused, as last heard (pull or status refresh)
+    status TEXT NOT NULL,  -- pending, available or refused, as last heard (pull or status refresh)
+    epoch INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unavailable (
     collection TEXT NOT NULL,  -- an entity a pull named unavailable (PROTOCOL §4.4), not read back yet
     entity TEXT NOT NULL,
     seq INTEGER NOT NULL,
     code TEXT NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (collection, entity)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejections (
@@ -144,11 +160,25 @@ class LocalStore:
                 self._set_meta("schema", str(SCHEMA_VERSION))
             elif owner != replica:
                 raise ValueError(f"{path} belongs to replica {owner!r}, not {replica!r}")
+            self._migrate(path)
 
     def _create(self) -> None:
         # executescript would COMMIT the open transaction; run the statements one by one.
         for statement in filter(str.strip, _DDL.split(";")):
             self._db.execute(statement)
+
+    def _migrate(self, path: str | Path) -> None:
+        """Bring a file written by an older SDK to ``SCHEMA_VERSION`` (in the opening transaction)."""
+        version = int(self._meta("schema") or 1)
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"{path} has local schema {version}; this SDK reads up to {SCHEMA_VERSION}")
+        for table in ("entities", "attachment_status", "unavailable"):  # 1 -> 2
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if "epoch" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("CREATE INDEX IF NOT EXISTS entities_epoch ON entities (epoch)")
+        if version != SCHEMA_VERSION:
+            self._set_meta("schema", str(SCHEMA_VERSION))
 
     def close(self) -> None:
         with self._lock:
@@ -202,6 +232,14 @@ class LocalStore:
     def cursor(self) -> str | None:
         with self._lock:
             return self._meta("cursor")
+
+    def _epoch(self) -> int:
+        return int(self._meta("epoch") or 0)
+
+    def resetting(self) -> bool:
+        """A reset happened and the pull from the start has not ended yet: older rows are still shown."""
+        with self._lock:
+            return self._meta("stale") is not None
 
     # --- writes ---------------------------------------------------------------
 
@@ -392,24 +430,27 @@ class LocalStore:
         """Store these statuses; an ``AttachmentStatusChanged`` for each that differs from a known one."""
         events: list[Event] = []
         with self.transaction():
+            epoch = self._epoch()
             for attachment_id, status in sorted(statuses.items()):
                 before = self.attachment_status(attachment_id)
-                if before == status:
-                    continue
                 self._db.execute(
-                    "INSERT OR REPLACE INTO attachment_status (id, status) VALUES (?, ?)", (attachment_id, status)
+                    "INSERT OR REPLACE INTO attachment_status (id, status, epoch) VALUES (?, ?, ?)",
+                    (attachment_id, status, epoch),
                 )
-                if before is not None:
+                if before is not None and before != status:
                     events.append(AttachmentStatusChanged(attachment_id, status, before))
         return events
 
     def _note_unknown_refs(self, delta: EntityView) -> None:
         """References a pulled view carries without a status (a live frame may omit them) count as pending."""
+        epoch = self._epoch()
         for ref in refs_in_view(delta):
             if delta.attachments is None or ref.id not in delta.attachments:
                 self._db.execute(
-                    "INSERT OR IGNORE INTO attachment_status (id, status) VALUES (?, 'pending')", (ref.id,)
+                    "INSERT OR IGNORE INTO attachment_status (id, status, epoch) VALUES (?, 'pending', ?)",
+                    (ref.id, epoch),
                 )
+                self._db.execute("UPDATE attachment_status SET epoch = ? WHERE id = ?", (epoch, ref.id))
 
     def forget_attachments(self, ids: Sequence[str]) -> None:
         """Drop ids the server no longer shows this replica (unreferenced, or out of its scope)."""
@@ -429,39 +470,68 @@ class LocalStore:
 
         Entities the page names ``unavailable`` keep what this replica holds and join
         the set ``unavailable()`` lists (an ``EntityUnavailable`` when first named);
-        an eviction takes an entity out of it.
+        an eviction takes an entity out of it, drops it and, if this replica showed it,
+        emits ``RemoteChange(collection, entity, (), deleted=True)``.
+
+        After a reset, a view kept from before it (an older epoch) is replaced, not
+        merged: the pull from the start carries every field.
         """
         events: list[Event] = []
         with self.transaction():
+            epoch = self._epoch()
             for delta in changes:
-                old = self.view(delta.collection, delta.entity)
-                new = merge_delta(old, delta)
+                old, old_epoch = self._stored(delta.collection, delta.entity)
+                if old is not None and old_epoch < epoch:
+                    # Kept from before a reset: the server's whole state replaces it.
+                    new = merge_delta(None, delta)
+                    found = events_for(old, new, self.replica)
+                    if not any(isinstance(e, RemoteChange) for e in found) and _differs(old, new):
+                        found.insert(
+                            0, RemoteChange(new.collection, new.entity, tuple(sorted(new.fields)), new.deleted)
+                        )
+                    events.extend(found)
+                else:
+                    new = merge_delta(old, delta)
+                    events.extend(events_for(old, delta, self.replica))
                 self._put_view(new)
-                events.extend(events_for(old, delta, self.replica))
                 events.extend(self.set_attachment_statuses(delta.attachments or {}))
                 self._note_unknown_refs(delta)
             for ev in evictions:
+                gone = self.view(ev.collection, ev.entity)
                 self._db.execute("DELETE FROM entities WHERE collection = ? AND entity = ?", (ev.collection, ev.entity))
                 self._db.execute(
                     "DELETE FROM unavailable WHERE collection = ? AND entity = ?", (ev.collection, ev.entity)
                 )
+                if gone is not None and not gone.deleted:
+                    # It left this replica's scope: to the app it is gone, like a delete.
+                    events.append(RemoteChange(ev.collection, ev.entity, (), True))
             for u in unavailable:
                 known = self._db.execute(
                     "SELECT 1 FROM unavailable WHERE collection = ? AND entity = ?", (u.collection, u.entity)
                 ).fetchone()
                 self._db.execute(
-                    "INSERT OR REPLACE INTO unavailable (collection, entity, seq, code) VALUES (?, ?, ?, ?)",
-                    (u.collection, u.entity, u.seq, u.code),
+                    "INSERT OR REPLACE INTO unavailable (collection, entity, seq, code, epoch) VALUES (?, ?, ?, ?, ?)",
+                    (u.collection, u.entity, u.seq, u.code, epoch),
+                )
+                # What we hold of it stays, also through the end of a reset's pull.
+                self._db.execute(
+                    "UPDATE entities SET epoch = ? WHERE collection = ? AND entity = ?", (epoch, u.collection, u.entity)
                 )
                 if known is None:
                     events.append(EntityUnavailable(u.collection, u.entity, u.code))
             self._set_meta("cursor", cursor)
         return events
 
+    def _stored(self, collection: str, entity: str) -> tuple[EntityView | None, int]:
+        row = self._db.execute(
+            "SELECT view, epoch FROM entities WHERE collection = ? AND entity = ?", (collection, entity)
+        ).fetchone()
+        return (None, 0) if row is None else (_view_decoder.decode(row[0]), int(row[1]))
+
     def _put_view(self, view: EntityView) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO entities (collection, entity, view) VALUES (?, ?, ?)",
-            (view.collection, view.entity, json_encoder.encode(view)),
+            "INSERT OR REPLACE INTO entities (collection, entity, view, epoch) VALUES (?, ?, ?, ?)",
+            (view.collection, view.entity, json_encoder.encode(view), self._epoch()),
         )
         # Acked changes the server state now includes are no longer needed for reads.
         self._db.execute(
@@ -513,9 +583,44 @@ class LocalStore:
             self._db.execute("DELETE FROM outbox WHERE acked = 1 AND seq <= ?", (up_to_seq,))
 
     def reset(self) -> None:
-        """Forget synced state (views, cursor, unavailable entities), never the outbox (PROTOCOL §4.4 ``reset``)."""
+        """Start over from ``cursor: null`` (PROTOCOL §4.4 ``reset``); never touches the outbox.
+
+        The synced state (views, attachment statuses, unavailable entities) stays readable and
+        serves as the context of local writes until the pull from the start ends
+        (``drop_stale``): a device that goes offline meanwhile keeps what it had.
+        """
         with self.transaction():
-            self._db.execute("DELETE FROM entities")
-            self._db.execute("DELETE FROM attachment_status")
-            self._db.execute("DELETE FROM unavailable")
+            self._set_meta("epoch", str(self._epoch() + 1))
+            self._set_meta("stale", "1")
             self._set_meta("cursor", None)
+
+    def drop_stale(self, limit: int = STALE_CHUNK) -> tuple[list[Event], bool]:
+        """After a pull ended with ``more: false``: drop up to ``limit`` rows a reset left behind.
+
+        Returns the events (``RemoteChange(deleted=True)`` for each dropped entity that was not
+        deleted already) and whether none are left; call again until it says so. Nothing
+        happens when no reset is in progress.
+        """
+        events: list[Event] = []
+        with self.transaction():
+            if self._meta("stale") is None:
+                return events, True
+            epoch = self._epoch()
+            rows = self._db.execute(
+                "SELECT collection, entity, view FROM entities WHERE epoch < ? LIMIT ?", (epoch, limit)
+            ).fetchall()
+            for collection, entity, blob in rows:
+                self._db.execute("DELETE FROM entities WHERE collection = ? AND entity = ?", (collection, entity))
+                if not _view_decoder.decode(blob).deleted:
+                    events.append(RemoteChange(collection, entity, (), True))
+            if len(rows) == limit:
+                return events, False
+            self._db.execute("DELETE FROM attachment_status WHERE epoch < ?", (epoch,))
+            self._db.execute("DELETE FROM unavailable WHERE epoch < ?", (epoch,))
+            self._set_meta("stale", None)
+        return events, True
+
+
+def _differs(old: EntityView, new: EntityView) -> bool:
+    """The app-visible state changed (a server restored from a backup may even go back)."""
+    return (old.vv, old.deleted, old.fields) != (new.vv, new.deleted, new.fields)

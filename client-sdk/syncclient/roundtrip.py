@@ -135,7 +135,7 @@ class RoundTrip:
                     raise SyncError("the server keeps asking for a reset, even of a pull from the beginning")
                 resets += 1
                 stats.resets += 1
-                log.warning("sync reset for %s: dropping synced state, keeping the outbox", self.store.replica)
+                log.warning("sync reset for %s: pulling from the start, keeping the outbox", self.store.replica)
                 self.store.reset()
                 cursor = None
                 continue
@@ -151,4 +151,11 @@ class RoundTrip:
             cursor = page.cursor
             if not page.more:
                 break
+        # A pull that began with (or resumed) a reset has brought the server's whole state:
+        # what it did not bring back is gone for this replica.
+        done = False
+        while not done:
+            dropped, done = self.store.drop_stale()
+            for event in dropped:
+                self.emit(event)
         self.store.drop_acked(acked_before)

@@ -23,7 +23,7 @@ Pitfalls:
   Then at most ``batch`` reads per round, one at a time, and while some stay, the next
   reads wait ``Backoff`` delays (30-60 s, doubling to 5-10 min) however often rounds run.
 * A transport without ``entity()`` (a ``MockTransport``) never reads back: the
-  entities stay listed until a reset.
+  entities stay listed until a pull after a reset ends without naming them again.
 """
 
 from __future__ import annotations
