@@ -23,6 +23,7 @@ EXPORTED = {
     "ConflictFilter",
     "ConflictRecord",
     "DeadLetterRecord",
+    "DotRecord",
     "EntityKey",
     "EntityRecord",
     "FaultyStore",
