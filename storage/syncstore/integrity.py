@@ -35,6 +35,12 @@ class IntegrityStore(Protocol):
         """Signed chain checkpoints with ``seq > after_seq``, in seq order."""
         ...
 
+    async def purged(self, tenant_id: str, collection: str, entity_id: str) -> tuple[int, int]:
+        """Where the entity's current life may start: the seq of its latest tombstone ``purge_tombstones``
+        deleted (0 if none), and the seq up to which the tenant's purges were not recorded (0 if every purge
+        was: purges before migration ``0013_entity_purges`` left only the tenant's ``purged_seq``)."""
+        ...
+
     async def record_verification(self, tenant_id: str, record: VerificationRecord) -> None:
         """Keep the outcome of one verification run."""
         ...

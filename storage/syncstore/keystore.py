@@ -7,6 +7,10 @@ moves wrapped keys and ciphertext cells, never a plaintext key or value:
   master key, destroy some;
 * ciphertext cells of the four sealed tables, read in primary-key order and
   written back compare-and-set, for resumable re-encryption;
+* the change log's checkpoints (``chain_checkpoints``), which are not sealed but
+  MAC'd under the key version that was active when they were written: they count
+  in ``key_usage`` (so a version a checkpoint still needs is never destroyed) and
+  are re-MAC'd compare-and-set (``checkpoint_macs``, ``remac_checkpoints``);
 * erasing every row of a tenant; reading every change of one user.
 
 ``SqlStore`` and ``MemoryStore`` implement it through their parts ``SqlKeys``
@@ -38,7 +42,7 @@ from typing import Final, Literal, Protocol, runtime_checkable
 
 from msgspec import Struct
 
-from syncstore.records import ChangeRecord, WrappedKey
+from syncstore.records import ChangeRecord, CheckpointRecord, WrappedKey
 
 SealedTable = Literal["entities", "changes", "conflicts", "dead_letters"]
 SEALED_TABLES: Final[tuple[SealedTable, ...]] = ("entities", "changes", "conflicts", "dead_letters")
@@ -58,6 +62,9 @@ NAME_COLUMNS: Final[dict[SealedTable, tuple[str, ...]]] = {
     "dead_letters": ("replica_id", "n", "change_id"),
 }
 """The plaintext columns the server binds into each table's associated data (see ``syncserver.sync.payloads``)."""
+
+CHECKPOINTS: Final = "chain_checkpoints"
+"""``key_usage``'s entry for the chain's checkpoints: MAC'd, not sealed, under a key version."""
 
 KeyPart = str | int
 
@@ -84,6 +91,16 @@ class Resealed(Struct, frozen=True, gc=False):
     blob: bytes
 
 
+class Remac(Struct, frozen=True, gc=False):
+    """A checkpoint's MAC to rewrite: only if it still holds ``old_version`` and ``old_mac``."""
+
+    seq: int
+    old_version: int
+    old_mac: bytes
+    key_version: int
+    mac: bytes
+
+
 @runtime_checkable
 class KeyStore(Protocol):
     """Key lifecycle, erasure and export reads. See the module docs."""
@@ -107,7 +124,8 @@ class KeyStore(Protocol):
         ...
 
     async def key_usage(self, tenant_id: str) -> dict[str, dict[int, int]]:
-        """For each sealed table, how many rows each key version sealed."""
+        """For each sealed table, how many rows each key version sealed; and under ``CHECKPOINTS``, how many
+        checkpoints each key version MAC'd."""
         ...
 
     async def sealed_rows(
@@ -118,6 +136,17 @@ class KeyStore(Protocol):
 
     async def reseal(self, tenant_id: str, table: SealedTable, rows: Sequence[Resealed]) -> int:
         """Compare-and-set each cell in one transaction; returns how many were rewritten."""
+        ...
+
+    async def checkpoint_macs(
+        self, tenant_id: str, *, not_version: int, after: int | None, limit: int
+    ) -> list[CheckpointRecord]:
+        """Checkpoints whose ``key_version != not_version``, in seq order, with ``seq > after``."""
+        ...
+
+    async def remac_checkpoints(self, tenant_id: str, rows: Sequence[Remac]) -> int:
+        """Compare-and-set each checkpoint's ``(key_version, mac)`` in one transaction; returns how many were
+        rewritten (a checkpoint changed meanwhile is skipped)."""
         ...
 
     async def erase_tenant(self, tenant_id: str) -> dict[str, int]:

@@ -246,6 +246,7 @@ class MemoryStore:
             if doomed:
                 purged_seq = max(tenant.record.purged_seq, *(tenant.entities[k].seq for k in doomed))
                 for key in doomed:
+                    tenant.purges[key] = tenant.entities[key].seq  # where its next change starts it anew
                     del tenant.entities[key]
                 tenant.record = replace(tenant.record, purged_seq=purged_seq)
                 purge_channel_rows(tenant, purged_seq)
@@ -258,6 +259,8 @@ class MemoryStore:
     key_usage = via("_keys", MemoryKeys.key_usage)
     sealed_rows = via("_keys", MemoryKeys.sealed_rows)
     reseal = via("_keys", MemoryKeys.reseal)
+    checkpoint_macs = via("_keys", MemoryKeys.checkpoint_macs)
+    remac_checkpoints = via("_keys", MemoryKeys.remac_checkpoints)
     erase_tenant = via("_keys", MemoryKeys.erase_tenant)
     changes_by_user = via("_keys", MemoryKeys.changes_by_user)
 
@@ -284,6 +287,7 @@ class MemoryStore:
 
     # IntegrityStore
     checkpoints = via("_integrity", MemoryIntegrity.checkpoints)
+    purged = via("_integrity", MemoryIntegrity.purged)
     member_channels = via("_integrity", MemoryIntegrity.member_channels)
     record_verification = via("_integrity", MemoryIntegrity.record_verification)
     verifications = via("_integrity", MemoryIntegrity.verifications)

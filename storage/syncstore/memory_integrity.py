@@ -30,6 +30,12 @@ class MemoryIntegrity:
             return []
         return [c for seq, c in sorted(tenant.checkpoints.items()) if seq > after_seq][:limit]
 
+    async def purged(self, tenant_id: str, collection: str, entity_id: str) -> tuple[int, int]:
+        tenant = self._state.tenants.get(tenant_id)
+        if tenant is None:
+            return 0, 0
+        return tenant.purges.get((collection, entity_id), 0), 0  # a memory store has no rows from before 0013
+
     async def record_verification(self, tenant_id: str, record: VerificationRecord) -> None:
         self._state.require(tenant_id).verifications.append(record)
 

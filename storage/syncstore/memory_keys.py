@@ -7,9 +7,19 @@ from typing import Any
 
 from msgspec.structs import replace
 
-from syncstore.keystore import NAME_COLUMNS, SEALED_COLUMN, SEALED_TABLES, KeyPart, Resealed, SealedRow, SealedTable
+from syncstore.keystore import (
+    CHECKPOINTS,
+    NAME_COLUMNS,
+    SEALED_COLUMN,
+    SEALED_TABLES,
+    KeyPart,
+    Remac,
+    Resealed,
+    SealedRow,
+    SealedTable,
+)
 from syncstore.memory_state import MemoryState, TenantRows
-from syncstore.records import ChangeRecord, WrappedKey
+from syncstore.records import ChangeRecord, CheckpointRecord, WrappedKey
 
 _KEY_FIELDS: dict[SealedTable, tuple[str, ...]] = {
     "entities": ("collection", "entity_id"),
@@ -62,7 +72,37 @@ class MemoryKeys:
             for record in _records(tenant, table).values():
                 counts[record.key_version] = counts.get(record.key_version, 0) + 1
             usage[table] = counts
+        marks: dict[int, int] = {}
+        for mark in tenant.checkpoints.values() if tenant is not None else ():
+            marks[mark.key_version] = marks.get(mark.key_version, 0) + 1
+        usage[CHECKPOINTS] = marks
         return usage
+
+    async def checkpoint_macs(
+        self, tenant_id: str, *, not_version: int, after: int | None, limit: int
+    ) -> list[CheckpointRecord]:
+        tenant = self._state.tenants.get(tenant_id)
+        if tenant is None or limit <= 0:
+            return []
+        found = [
+            c
+            for seq, c in sorted(tenant.checkpoints.items())
+            if c.key_version != not_version and (after is None or seq > after)
+        ]
+        return found[:limit]
+
+    async def remac_checkpoints(self, tenant_id: str, rows: Sequence[Remac]) -> int:
+        tenant = self._state.tenants.get(tenant_id)
+        if tenant is None:
+            return 0
+        done = 0
+        for row in rows:
+            current = tenant.checkpoints.get(row.seq)
+            if current is None or current.key_version != row.old_version or current.mac != row.old_mac:
+                continue
+            tenant.checkpoints[row.seq] = replace(current, key_version=row.key_version, mac=row.mac)
+            done += 1
+        return done
 
     async def sealed_rows(
         self, tenant_id: str, table: SealedTable, *, not_version: int, after: tuple[KeyPart, ...] | None, limit: int

@@ -43,6 +43,8 @@ class TenantRows:
     dead_letters: dict[Dot, DeadLetterRecord] = field(default_factory=dict)
     channels: dict[EntityKey, dict[str, MembershipRecord]] = field(default_factory=dict)
     checkpoints: dict[int, CheckpointRecord] = field(default_factory=dict)
+    purges: dict[EntityKey, int] = field(default_factory=dict)
+    """Each purged entity's latest purged tombstone seq (``entity_purges``)."""
     latest: dict[EntityKey, int] = field(default_factory=dict)
     """Each entity's latest change seq in ``changes`` (what SQL reads from its index)."""
     verifications: list[VerificationRecord] = field(default_factory=list)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, true, update
+from sqlalchemy import delete, func, insert, literal, select, true, tuple_, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,7 +45,16 @@ from syncstore.sql_integrity import SqlIntegrity
 from syncstore.sql_keys import SqlKeys
 from syncstore.sql_session import SqlPushSession
 from syncstore.store import PushSession, StoreUnavailable, TenantExists
-from syncstore.tables import changes, conflicts, dead_letters, entities, latest_seq_column, tenant_keys, tenants
+from syncstore.tables import (
+    changes,
+    conflicts,
+    dead_letters,
+    entities,
+    entity_purges,
+    latest_seq_column,
+    tenant_keys,
+    tenants,
+)
 
 
 class SqlStore:
@@ -241,6 +250,22 @@ class SqlStore:
                 await locked.conn.execute(select(func.count(), func.max(entities.c.seq)).where(*doomed))
             ).one()
             if count:
+                # Where each purged entity's next change starts it anew (``entity_purges``, for repair).
+                purged = select(entities.c.collection, entities.c.entity_id).where(*doomed)
+                await locked.conn.execute(
+                    delete(entity_purges).where(
+                        entity_purges.c.tenant_id == tenant_id,
+                        tuple_(entity_purges.c.collection, entity_purges.c.entity_id).in_(purged),
+                    )
+                )
+                await locked.conn.execute(
+                    insert(entity_purges).from_select(
+                        ["tenant_id", "collection", "entity_id", "seq"],
+                        select(literal(tenant_id), entities.c.collection, entities.c.entity_id, entities.c.seq).where(
+                            *doomed
+                        ),
+                    )
+                )
                 await locked.conn.execute(delete(entities).where(*doomed))
                 purged_seq = max(locked.purged_seq, max_seq)
                 await locked.conn.execute(
@@ -257,6 +282,8 @@ class SqlStore:
     key_usage = via("_keys", SqlKeys.key_usage)
     sealed_rows = via("_keys", SqlKeys.sealed_rows)
     reseal = via("_keys", SqlKeys.reseal)
+    checkpoint_macs = via("_keys", SqlKeys.checkpoint_macs)
+    remac_checkpoints = via("_keys", SqlKeys.remac_checkpoints)
     erase_tenant = via("_keys", SqlKeys.erase_tenant)
     changes_by_user = via("_keys", SqlKeys.changes_by_user)
 
@@ -274,6 +301,7 @@ class SqlStore:
 
     # IntegrityStore
     checkpoints = via("_integrity", SqlIntegrity.checkpoints)
+    purged = via("_integrity", SqlIntegrity.purged)
     member_channels = via("_integrity", SqlIntegrity.member_channels)
     record_verification = via("_integrity", SqlIntegrity.record_verification)
     verifications = via("_integrity", SqlIntegrity.verifications)

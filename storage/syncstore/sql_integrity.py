@@ -16,7 +16,7 @@ from syncstore.integrity import EntityKey
 from syncstore.records import CheckpointRecord, VerificationRecord
 from syncstore.sql_database import SqlDatabase
 from syncstore.sql_session import channel_members
-from syncstore.tables import chain_checkpoints, verifications
+from syncstore.tables import chain_checkpoints, entity_purges, verifications
 
 
 class SqlIntegrity:
@@ -38,6 +38,17 @@ class SqlIntegrity:
             .limit(limit)
         )
         return [rows.checkpoint_from_row(row) for row in await self._db.rows(query)]
+
+    async def purged(self, tenant_id: str, collection: str, entity_id: str) -> tuple[int, int]:
+        """One read of the entity's row and the tenant's marker row (empty collection and id) of ``entity_purges``."""
+        p = entity_purges
+        query = select(p.c.collection, p.c.seq).where(
+            p.c.tenant_id == tenant_id,
+            ((p.c.collection == collection) & (p.c.entity_id == entity_id))
+            | ((p.c.collection == "") & (p.c.entity_id == "")),
+        )
+        found = {row["collection"] == "": int(row["seq"]) for row in await self._db.rows(query)}
+        return found.get(False, 0), found.get(True, 0)
 
     async def record_verification(self, tenant_id: str, record: VerificationRecord) -> None:
         async with self._db.connect(write=True) as conn:

@@ -15,10 +15,30 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from syncstore import rows, sql_log
-from syncstore.keystore import NAME_COLUMNS, SEALED_COLUMN, SEALED_TABLES, KeyPart, Resealed, SealedRow, SealedTable
-from syncstore.records import ChangeRecord, WrappedKey
+from syncstore.keystore import (
+    CHECKPOINTS,
+    NAME_COLUMNS,
+    SEALED_COLUMN,
+    SEALED_TABLES,
+    KeyPart,
+    Remac,
+    Resealed,
+    SealedRow,
+    SealedTable,
+)
+from syncstore.records import ChangeRecord, CheckpointRecord, WrappedKey
 from syncstore.sql_database import SqlDatabase
-from syncstore.tables import audit_log, changes, conflicts, dead_letters, entities, metadata, tenant_keys, tenants
+from syncstore.tables import (
+    audit_log,
+    chain_checkpoints,
+    changes,
+    conflicts,
+    dead_letters,
+    entities,
+    metadata,
+    tenant_keys,
+    tenants,
+)
 
 _TABLES: dict[SealedTable, Table] = {
     "entities": entities,
@@ -91,7 +111,57 @@ class SqlKeys:
                 .group_by(table.c.key_version)
             )
             usage[name] = {row["key_version"]: row["rows"] for row in await self._db.rows(query)}
+        marks = chain_checkpoints
+        query = (
+            select(marks.c.key_version, func.count().label("rows"))
+            .where(marks.c.tenant_id == tenant_id)
+            .group_by(marks.c.key_version)
+        )
+        usage[CHECKPOINTS] = {row["key_version"]: row["rows"] for row in await self._db.rows(query)}
         return usage
+
+    async def checkpoint_macs(
+        self, tenant_id: str, *, not_version: int, after: int | None, limit: int
+    ) -> list[CheckpointRecord]:
+        """See ``KeyStore.checkpoint_macs``: keyset pagination on ``(tenant_id, seq)``."""
+        if limit <= 0:
+            return []
+        marks = chain_checkpoints
+        query = select(marks).where(marks.c.tenant_id == tenant_id, marks.c.key_version != not_version)
+        if after is not None:
+            query = query.where(marks.c.seq > after)
+        query = query.order_by(marks.c.seq).limit(limit)
+        return [rows.checkpoint_from_row(row) for row in await self._db.rows(query)]
+
+    async def remac_checkpoints(self, tenant_id: str, rows_: Sequence[Remac]) -> int:
+        """See ``KeyStore.remac_checkpoints``: one compare-and-set ``UPDATE`` per checkpoint, one transaction."""
+        if not rows_:
+            return 0
+        marks = chain_checkpoints
+        query = (
+            update(marks)
+            .where(
+                marks.c.tenant_id == bindparam("b_tenant"),
+                marks.c.seq == bindparam("b_seq"),
+                marks.c.key_version == bindparam("b_old_version"),
+                marks.c.mac == bindparam("b_old_mac"),
+            )
+            .values(mac=bindparam("b_mac"), key_version=bindparam("b_version"))
+        )
+        done = 0
+        async with self._db.connect(write=True) as conn:
+            for row in rows_:
+                params = {
+                    "b_tenant": tenant_id,
+                    "b_seq": row.seq,
+                    "b_old_version": row.old_version,
+                    "b_old_mac": row.old_mac,
+                    "b_mac": row.mac,
+                    "b_version": row.key_version,
+                }
+                done += (await conn.execute(query, params)).rowcount
+            await conn.commit()
+        return done
 
     async def sealed_rows(
         self, tenant_id: str, table: SealedTable, *, not_version: int, after: tuple[KeyPart, ...] | None, limit: int

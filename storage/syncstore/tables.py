@@ -342,6 +342,21 @@ chain_checkpoints = Table(
 )
 """Signed checkpoints of the change log's hash chain: (seq, head link), MAC under a tenant key."""
 
+entity_purges = Table(
+    "entity_purges",
+    metadata,
+    _tenant_fk(),
+    Column("collection", String(ID), nullable=False),
+    Column("entity_id", String(LONG_ID), nullable=False),
+    # The seq of the entity's latest tombstone that ``purge_tombstones`` deleted: its next change started it anew.
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "collection", "entity_id"),
+)
+"""Where each purged entity's current life starts (``syncserver repair`` replays only the changes after ``seq``).
+
+A row with ``collection`` and ``entity_id`` both empty (no entity has an empty id) marks the tenant's
+``purged_seq`` when migration ``0013_entity_purges`` ran: purges before it were not recorded."""
+
 verifications = Table(
     "verifications",
     metadata,

@@ -17,7 +17,10 @@ the tenant's data key, which lets ``syncserver verify`` check a range, and
 catches a truncated log tail up to the last checkpoint.
 
 The link covers the ops' plaintext, not their ciphertext: key rotation and
-re-encryption leave the chain as it is. Rows written before the chain existed
+re-encryption leave the chain as it is. A checkpoint's MAC is under the key version
+active when it was written: it counts in that version's key usage (``keys status``,
+``keys destroy`` refuses while one needs it), and ``keys reencrypt`` MACs it again
+under the active version (``remac_checkpoint``), after checking it under its own. Rows written before the chain existed
 have no link; a tenant's chain starts at its first change after the upgrade.
 """
 
@@ -104,6 +107,18 @@ def checkpoint_valid(cipher: TenantCipher, checkpoint: CheckpointRecord) -> bool
     message = _checkpoint_message(cipher.tenant, checkpoint.seq, checkpoint.head)
     expected = bytes.fromhex(cipher.mac(checkpoint.key_version, message))
     return hmac.compare_digest(expected, checkpoint.mac)
+
+
+def remac_checkpoint(cipher: TenantCipher, checkpoint: CheckpointRecord) -> bytes | None:
+    """The checkpoint's MAC under the cipher's current key version (key rotation: ``keys reencrypt``).
+
+    None if its MAC is wrong under its own version: a forged or damaged checkpoint is never signed
+    anew. Raises ``DecryptionError`` if its own version is not available (destroyed or not loaded).
+    """
+    if not checkpoint_valid(cipher, checkpoint):
+        return None
+    message = _checkpoint_message(cipher.tenant, checkpoint.seq, checkpoint.head)
+    return bytes.fromhex(cipher.mac(cipher.current_version, message))
 
 
 def crosses_checkpoint(before: int, after: int) -> bool:

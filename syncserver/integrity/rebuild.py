@@ -9,6 +9,22 @@ the tenant's write lock and keeps the entity's seq (the seq of its latest
 change), so no device sees a new change: a device that was told the entity is
 ``unavailable`` reads it again (PROTOCOL.md §4.4) and gets the rebuilt state.
 
+**Where the replay starts.** ``purge_tombstones`` deletes tombstones (entity rows whose state is deleted)
+and keeps the log; the entity's next change finds no row and starts it from nothing, so that change, not
+the entity's first, is where its current life starts: replaying the earlier changes would bring back what
+was deleted and purged. The log alone does not tell whether a tombstone was purged before the entity's
+next change. The tenant's ``purged_seq`` is only a watermark, the highest seq of any tombstone purged, and
+other entities raise it: entity X deleted at seq 10 and Y at 11, then either both purged and X written
+again at 12 (a new life), or X written again at 12 (reviving its old fields) and then only Y purged;
+both leave the same log and ``purged_seq`` 11. (What the log does rule out: a tombstone at seq ``t`` with
+``t > purged_seq`` was never purged, since a purge raises the watermark to at least ``t``; and a tombstone
+that received a later change was not purged after that change, since it was no longer that tombstone.)
+So ``purge_tombstones`` records, per entity, the seq of the latest tombstone it deleted
+(``IntegrityStore.purged``, table ``entity_purges``), and the replay takes only the changes after it.
+Purges before migration ``0013_entity_purges`` were not recorded: the migration kept each tenant's
+``purged_seq`` then as a watermark ``U``. A replay in which the entity is a tombstone at a seq ``≤ U`` and
+then changes again cannot tell the two cases apart, and is refused (``RebuildError``) rather than guessed.
+
 Channel rows (an index for pulls) that differ from what an entity's state makes
 are rewritten from the state (``ChannelStore.set_entity_channels``). Limits: the
 replay uses today's collection rules, which are those the pushes were merged
@@ -70,12 +86,16 @@ class EntityRepair:
     async def rebuild(
         self, tenant: str, collection: str, entity_id: str
     ) -> tuple[int, bytes | None, payloads.StoredEntity]:
-        """The entity's seq, the chain link of its latest change, and its state, replayed from its changes."""
+        """The entity's seq, the chain link of its latest change, and its state, replayed from the changes of
+        its current life (after its latest purged tombstone: see the module docs)."""
         rules = self.schema.get(collection)
         state = EntityState()
         field_seq: dict[str, int] = {}
-        seq = after = 0
+        purged, unrecorded = await self.integrity.purged(tenant, collection, entity_id)
+        seq = 0
+        after = purged
         link: bytes | None = None
+        tombstone = 0  # the seq at which the replayed state is deleted (0: it is not)
         while True:
             rows = await self.store.changes(tenant, after, PAGE, collection=collection, entity_id=entity_id)
             if not rows:
@@ -87,12 +107,18 @@ class EntityRepair:
                 except DecryptionError as exc:
                     quarantine.failed("changes", tenant, f"{collection}/{entity_id}@{r.seq}", exc)
                     raise RebuildError(f"change {r.seq} fails its integrity check") from exc
+                if tombstone and tombstone <= unrecorded:
+                    raise RebuildError(
+                        f"the entity was deleted at seq {tombstone} and changed again at seq {r.seq}; purges up to "
+                        f"seq {unrecorded} were not recorded, so whether it was purged in between is not known"
+                    )
                 change = Change(r.change_id, r.n, r.collection, r.entity_id, r.hlc, r.context, ops)
                 outcome = apply_change(state, change, r.replica_id, rules, hlc=r.hlc, user=r.user, bounds_checked=True)
                 state = outcome.state
                 for name in outcome.changed:
                     field_seq[name] = r.seq
                 seq, link = r.seq, r.chain
+                tombstone = r.seq if is_deleted(state, rules.on_delete) else 0
             after = rows[-1].seq
         if seq == 0:
             raise RebuildError("the change log holds no change of this entity")

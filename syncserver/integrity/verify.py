@@ -7,22 +7,27 @@ Checks, each a ``Problem`` with a stable ``kind``:
 * ``link``: a change's link is not ``chain.link(previous link, change)`` (a row inserted, reordered,
   rolled back or with altered metadata);
 * ``unchained``: a change without a link after the tenant's chain began;
-* ``checkpoint``: a checkpoint whose MAC is wrong, whose head differs from the log's link at its seq, or
-  that lies beyond the log's end (the tail was truncated);
+* ``checkpoint``: a checkpoint whose MAC is wrong, whose head differs from the log's link at its seq, that
+  lies beyond the log's end (the tail was truncated) or at a seq without a linked change; or a multiple of
+  ``chain.CHECKPOINT_EVERY`` in the chained range without the checkpoint its crossing wrote (deleted, with
+  the tail after it or not);
 * ``head``: the tenant row's last seq or chain head disagrees with the log;
 * ``entity``: an entity state that does not open, or is not what the log says is current (rolled back,
   injected, at a seq the log does not have);
 * ``channel``: an entity's channel rows differ from the channels its state puts it in (an injected row).
 
 Rows written before the chain existed (``chain`` null, before the first linked change) are counted as
-``legacy`` and checked for gaps only. ``from_seq`` starts the walk after that seq, anchored on the stored
-link at ``from_seq``; checkpoints after it are checked. A run is kept (``record_verification``) for the
-admin API and page. Reading is paged (``PAGE`` rows) and takes no lock: run it when writes are quiet, or
-expect ``head`` to move while it walks (it is read first and the walk stops there).
+``legacy``, checked for gaps and opened as the read path opens them (a linked row whose link was
+stripped does not open so, since its link is in its associated data: ``payload``). ``from_seq`` starts
+the walk after that seq, anchored on the stored link at ``from_seq``; checkpoints after it are checked.
+A run is kept (``record_verification``) for the admin API and page. Reading is paged (``PAGE`` rows)
+and takes no lock: run it when writes are quiet, or expect ``head`` to move while it walks (it is read
+first and the walk stops there).
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,6 +146,7 @@ class Verifier:
     ) -> bytes | None:
         tenant = report.tenant
         prev: bytes | None = None  # None: no linked change seen yet
+        chained_from: int | None = None  # the first seq of the walk's chained range
         expected = report.from_seq + 1
         if report.from_seq > 0:
             anchor = await self.store.changes(tenant, report.from_seq - 1, 1)
@@ -148,7 +154,10 @@ class Verifier:
                 report.problems.append(Problem("missing", f"seq {report.from_seq}", "the walk's anchor is absent"))
             else:
                 prev = anchor[0].chain
+                if prev is not None:
+                    chained_from = report.from_seq + 1
         checkpoints = await self._checkpoints(tenant, report.from_seq)
+        marks = sorted(checkpoints)
         after = report.from_seq
         while after < head:
             rows = [r for r in await self.store.changes(tenant, after, PAGE) if r.seq <= head]
@@ -162,21 +171,29 @@ class Verifier:
                 report.changes += 1
                 if latest is not None:
                     latest[(r.collection, r.entity_id)] = r.seq
+                where = f"seq {r.seq} ({r.collection}/{r.entity_id})"
                 if r.chain is None:
                     if prev is None:
                         report.legacy += 1
                     else:
                         report.problems.append(Problem("unchained", f"seq {r.seq}", "no link after the chain began"))
+                    # Opened as the read path opens a row from before the chain: a linked row whose link was
+                    # removed does not open so (its link is in its associated data).
+                    try:
+                        payloads.open_ops_plaintext(cipher, r)
+                    except DecryptionError as exc:
+                        detail = f"a change without a link that does not open as a row from before the chain: {exc}"
+                        report.problems.append(Problem("payload", where, detail))
                     continue
-                where = f"seq {r.seq} ({r.collection}/{r.entity_id})"
+                if chained_from is None:
+                    chained_from = r.seq
                 try:
                     plaintext = payloads.open_ops_plaintext(cipher, r)
                 except DecryptionError as exc:
                     report.problems.append(Problem("payload", where, str(exc)))
-                    prev = r.chain
-                    continue
-                if chain.link(prev if prev is not None else chain.genesis(tenant), r, plaintext) != r.chain:
-                    report.problems.append(Problem("link", where, "does not follow from the previous change"))
+                else:
+                    if chain.link(prev if prev is not None else chain.genesis(tenant), r, plaintext) != r.chain:
+                        report.problems.append(Problem("link", where, "does not follow from the previous change"))
                 prev = r.chain
                 checkpoint = checkpoints.pop(r.seq, None)
                 if checkpoint is not None:
@@ -190,8 +207,36 @@ class Verifier:
         for seq in sorted(checkpoints):
             if seq > head:
                 detail = f"a checkpoint at seq {seq} lies beyond the log's last seq {head} (truncated)"
-                report.problems.append(Problem("checkpoint", f"seq {seq}", detail))
+            else:
+                detail = f"a checkpoint at seq {seq}, where the log has no linked change"
+            report.problems.append(Problem("checkpoint", f"seq {seq}", detail))
+        if chained_from is not None:
+            self._check_crossings(report, marks, chained_from, head)
         return prev
+
+    @staticmethod
+    def _check_crossings(report: Report, marks: list[int], chained_from: int, head: int) -> None:
+        """Every multiple of ``CHECKPOINT_EVERY`` in the chained range ``[chained_from, head]`` has a checkpoint.
+
+        The writer's rule (``PushService``): a push (or group of pushes) whose seqs cross a multiple ``m``
+        writes one checkpoint at its last seq, in the transaction that raises the tenant's ``last_seq`` to it.
+        So for each such ``m`` there is a checkpoint at a seq in ``[m, head]`` (one group may cross several
+        multiples and write one checkpoint for all). Multiples before ``chained_from`` are not asked for: rows
+        from before the chain (and before checkpoints, which came with it) have none.
+        """
+        every = chain.CHECKPOINT_EVERY
+        first = -(-chained_from // every) * every
+        i = bisect.bisect_left(marks, first)
+        for multiple in range(first, head + 1, every):
+            while i < len(marks) and marks[i] < multiple:
+                i += 1
+            if i == len(marks) or marks[i] > head:
+                detail = (
+                    f"no checkpoint at or after seq {multiple} (up to {head}): the log crossed seq {multiple}, so "
+                    "a push wrote one; it was deleted, and with it maybe the log's tail"
+                )
+                report.problems.append(Problem("checkpoint", f"seq {multiple}", detail))
+                return  # the later multiples have none either: one problem says it
 
     async def _checkpoints(self, tenant: str, after: int) -> dict[int, CheckpointRecord]:
         found: dict[int, CheckpointRecord] = {}

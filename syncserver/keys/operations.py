@@ -19,6 +19,10 @@ fingerprints, never a key or a value.
 
 Attachments (``syncserver.attachments.keyops``) follow the same rules: their
 blobs count in the usage of their key version and ``reencrypt`` moves them.
+So do the change log's checkpoints (``chain_checkpoints``): each is MAC'd under
+the version active when it was written, counts in that version's usage, and
+``reencrypt`` checks its MAC under that version and MACs it again under the active
+one, compare-and-set (a checkpoint whose MAC is wrong is reported, never re-MAC'd).
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ from syncproto.hlc import iso
 from syncproto.schema import Schema
 from syncserver.attachments.keyops import AttachmentKeys
 from syncserver.auth.scopes import ChannelError, entity_channels
+from syncserver.integrity import chain
 from syncserver.keys.envelope import DecryptionError
 from syncserver.keys.keyring import TenantCipher, TenantKeyring, wrap_aad
 from syncserver.keys.providers import KeyProvider, KeyProviderError
 from syncserver.sync import payloads
 from syncstore.adminstore import AdminStore, AuditRecord
 from syncstore.channels import ChannelStore
-from syncstore.keystore import SEALED_TABLES, KeyStore, Resealed, SealedRow, SealedTable
+from syncstore.keystore import CHECKPOINTS, SEALED_TABLES, KeyStore, Remac, Resealed, SealedRow, SealedTable
 from syncstore.store import Store, TenantNotFound
 
 Progress = Callable[[str, int], None]
@@ -244,6 +249,30 @@ class KeyOps:
                     progress(table, len(rows))
                 if pause_s:
                     await asyncio.sleep(pause_s)
+        after_seq: int | None = None
+        while max_rows is None or totals["handled"] < max_rows:
+            marks = await self.keys.checkpoint_macs(tenant, not_version=target, after=after_seq, limit=batch_size)
+            if not marks:
+                break
+            remacs = []
+            for mark in marks:
+                try:
+                    mac = chain.remac_checkpoint(cipher, mark)
+                except DecryptionError:
+                    mac = None
+                if mac is None:
+                    totals["failed"] += 1
+                    continue
+                remacs.append(Remac(mark.seq, mark.key_version, mark.mac, target, mac))
+            done = await self.keys.remac_checkpoints(tenant, remacs)
+            totals["resealed"] += done
+            totals["skipped"] += len(remacs) - done
+            totals["handled"] += len(marks)
+            after_seq = marks[-1].seq
+            if progress is not None:
+                progress(CHECKPOINTS, len(marks))
+            if pause_s:
+                await asyncio.sleep(pause_s)
         if self.attachments is not None and (max_rows is None or totals["handled"] < max_rows):
             moved, failed = await self.attachments.reencrypt(tenant, cipher)
             totals["resealed"] += moved

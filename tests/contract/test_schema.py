@@ -35,6 +35,7 @@ TABLES = {
     "attachments",
     "attachment_refs",
     "chain_checkpoints",
+    "entity_purges",
     "verifications",
     "log_names",
 }
@@ -108,6 +109,11 @@ async def test_downgrade_to_base_drops_everything_and_upgrade_restores_it(empty_
 
     await upgrade(empty_url)
     assert await inspect_db(empty_url, schema_diff) == []
+
+
+def test_the_migrations_have_one_head() -> None:
+    """``alembic upgrade head`` (storage/SCHEMA.md) works only with a single head: a new branch must be merged."""
+    assert len(script_heads()) == 1, script_heads()
 
 
 def test_packaged_migrations_are_complete() -> None:

@@ -87,7 +87,7 @@ async def test_rotate_then_reencrypt_in_resumable_steps_then_destroy_the_old_ver
         if r.json()["remaining"] == 0:
             break
     assert calls > 2
-    assert all(set(versions) == {2} for versions in (await usage(server, tenant)).values())
+    assert all(set(versions) <= {2} for versions in (await usage(server, tenant)).values())
     state, conflicts = await everything(server, tenant)
     assert conflicts == before[1]
     assert [e for e in state if e["entity"] != "dlv-new"] == before[0]

@@ -106,3 +106,22 @@ async def test_verification_runs_are_kept_newest_first(store: Store, tenant: str
     runs = await integrity(store).verifications(tenant, 2)
     assert [(r.started_at, r.problems) for r in runs] == [(30, '[{"kind":"link"}]'), (20, "[]")]
     assert await integrity(store).verifications("no-such-tenant", 5) == []
+
+
+async def test_purging_a_tombstone_records_where_the_entitys_next_life_starts(store: Store, tenant: str) -> None:
+    """``repair`` replays an entity's changes after its latest purged tombstone (the log cannot tell it)."""
+    assert await integrity(store).purged(tenant, "deliveries", "dlv-1") == (0, 0)
+    await commit(store, tenant, 1, "dlv-1")
+    async with store.push_session(tenant) as session:
+        tomb = msgspec.structs.replace(entity("dlv-1", 2), deleted=True, updated_at=5)
+        await session.commit(PushBatch(last_seq=2, changes=[change(2, "dlv-1", n=2)], entities=[tomb]))
+    await commit(store, tenant, 3, "dlv-2")
+    assert await store.purge_tombstones(tenant, 10) == 1
+    assert await integrity(store).purged(tenant, "deliveries", "dlv-1") == (2, 0)
+    assert await integrity(store).purged(tenant, "deliveries", "dlv-2") == (0, 0)
+    # Written again, deleted again and purged again: the latest purge is the one that counts.
+    async with store.push_session(tenant) as session:
+        tomb = msgspec.structs.replace(entity("dlv-1", 4), deleted=True, updated_at=6)
+        await session.commit(PushBatch(last_seq=4, changes=[change(4, "dlv-1", n=4)], entities=[tomb]))
+    assert await store.purge_tombstones(tenant, 10) == 1
+    assert await integrity(store).purged(tenant, "deliveries", "dlv-1") == (4, 0)

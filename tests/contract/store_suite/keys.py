@@ -9,6 +9,7 @@ from syncstore import (
     SEALED_TABLES,
     AdminStore,
     AuditRecord,
+    CheckpointRecord,
     KeyStore,
     MembershipRecord,
     PushBatch,
@@ -16,6 +17,7 @@ from syncstore import (
     Store,
     TenantNotFound,
 )
+from syncstore.keystore import CHECKPOINTS, Remac
 from tests.contract import factories
 from tests.contract.factories import NOW, change, conflict, dead_letter, entity, replica
 
@@ -92,6 +94,7 @@ async def test_sealed_rows_page_in_key_order_and_reseal_is_compare_and_set(store
         "changes": {1: 3},
         "conflicts": {1: 2},
         "dead_letters": {1: 1},
+        "chain_checkpoints": {},
     }
 
     first = await s.sealed_rows(tenant, "changes", not_version=2, after=None, limit=2)
@@ -122,6 +125,7 @@ async def test_sealed_rows_page_in_key_order_and_reseal_is_compare_and_set(store
         "changes": {1: 3},
         "conflicts": {1: 2},
         "dead_letters": {1: 1},
+        "chain_checkpoints": {},
     }
     remaining = await s.sealed_rows(tenant, "entities", not_version=2, after=None, limit=10)
     assert [r.key for r in remaining] == [("deliveries", "dlv-2")]
@@ -134,7 +138,8 @@ async def test_every_sealed_table_can_be_resealed(store: Store, tenant: str) -> 
         rows = await s.sealed_rows(tenant, table, not_version=2, after=None, limit=100)
         done = await s.reseal(tenant, table, [Resealed(r.key, 1, r.blob, 2, b"v2:" + r.blob) for r in rows])
         assert done == len(rows) > 0
-    assert all(set(versions) == {2} for versions in (await s.key_usage(tenant)).values())
+    usage = await s.key_usage(tenant)
+    assert all(set(versions) == {2} for table, versions in usage.items() if table in SEALED_TABLES)
     assert [c.payload for c in await store.changes(tenant, 0, 10)] == [b"v2:ops:1", b"v2:ops:2", b"v2:ops:3"]
 
 
@@ -177,3 +182,30 @@ async def test_changes_by_user(store: Store, tenant: str) -> None:
     assert [c.seq for c in await s.changes_by_user(tenant, "user-1", 0, 1)] == [1]
     assert [c.seq for c in await s.changes_by_user(tenant, "user-2", 0, 10)] == [2]
     assert await s.changes_by_user(tenant, "nobody", 0, 10) == []
+
+
+async def test_checkpoints_count_under_their_key_version_and_are_remacd_compare_and_set(
+    store: Store, tenant: str
+) -> None:
+    """Checkpoints are MAC'd under a key version: ``keys destroy`` must see them, ``reencrypt`` must move them."""
+    await seed(store, tenant)
+    for seq in (4, 5, 6):
+        mark = CheckpointRecord(seq, bytes(32), 1, b"mac-%d" % seq, 0)
+        async with store.push_session(tenant) as session:
+            await session.commit(
+                PushBatch(last_seq=seq, changes=[change(seq, "dlv-9", n=seq + 10)], checkpoints=[mark])
+            )
+    s = keys(store)
+    assert (await s.key_usage(tenant))[CHECKPOINTS] == {1: 3}
+    first = await s.checkpoint_macs(tenant, not_version=2, after=None, limit=2)
+    assert [m.seq for m in first] == [4, 5]
+    assert [m.seq for m in await s.checkpoint_macs(tenant, not_version=2, after=5, limit=2)] == [6]
+    stale = Remac(5, 1, b"not what is stored", 2, b"new-5")
+    fresh = Remac(4, 1, b"mac-4", 2, b"new-4")
+    assert await s.remac_checkpoints(tenant, [fresh, stale]) == 1
+    assert await s.remac_checkpoints(tenant, [fresh]) == 0  # already done: a rerun is harmless
+    assert (await s.key_usage(tenant))[CHECKPOINTS] == {1: 2, 2: 1}
+    assert [m.seq for m in await s.checkpoint_macs(tenant, not_version=2, after=None, limit=10)] == [5, 6]
+    assert await s.checkpoint_macs(tenant, not_version=1, after=None, limit=10) == [
+        CheckpointRecord(4, bytes(32), 2, b"new-4", 0)
+    ]
