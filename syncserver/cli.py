@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import time
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from syncserver.admin.cli import admin as admin_commands
@@ -25,9 +27,10 @@ from syncserver.settings import Settings
 from syncserver.sync.compaction import CompactResult, PayloadCompactor
 from syncstore.keystore import KeyStore
 from syncstore.migrate import upgrade
-from syncstore.store import TenantExists
+from syncstore.store import TenantExists, TenantNotFound
 
 console = Console(stderr=True)
+gc_log = logging.getLogger("syncserver.gc")
 DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -152,18 +155,56 @@ def token_issue(settings: Settings, tenant_id: str, sub: str, role: Any, channel
 @click.pass_obj
 def gc(settings: Settings, tenant_id: str | None) -> None:
     """Collect tombstones older than SYNC_TOMBSTONE_RETENTION_S, attachments unreferenced for
-    SYNC_ATTACHMENT_RETENTION_S and uploads abandoned past their expiry."""
+    SYNC_ATTACHMENT_RETENTION_S and uploads abandoned past their expiry.
+
+    Tenants are collected one by one; one that fails does not stop the others. In a tenant with an entity
+    row that fails its integrity check (set aside and logged at ERROR, as a pull does), what that row
+    references is unknown: no unreferenced attachment of that tenant is deleted this run (abandoned uploads
+    still are). Run `syncserver repair` there. The exit status is 1 when any tenant had damaged rows or
+    failed, and the last line names them."""
     now = int(time.time() * 1000)
     cutoff = now - settings.tombstone_retention_s * 1000
+    totals = {"tombstones": 0, "attachments": 0, "abandoned": 0}
+    damaged: dict[str, int] = {}
+    failed: dict[str, str] = {}
 
-    async def collect(s: Services) -> tuple[int, int, int]:
+    async def collect(s: Services) -> None:
         ids = [tenant_id] if tenant_id else [t.id for t in await s.store.list_tenants()]
-        removed = sum([await s.store.purge_tombstones(t, cutoff) for t in ids])
-        results = [await s.attachment_gc.collect(t, now) for t in ids]
-        return removed, sum(r.deleted for r in results), sum(r.abandoned for r in results)
+        for t in ids:
+            try:
+                totals["tombstones"] += await s.store.purge_tombstones(t, cutoff)
+                result = await s.attachment_gc.collect(t, now)
+            except TenantNotFound:
+                if tenant_id:
+                    raise  # the one tenant asked for: a usage error (run_services)
+                continue  # erased since the list was read
+            except Exception as exc:  # one tenant's failure must not stop the others
+                gc_log.exception("gc failed for a tenant", extra={"tenant": t})
+                failed[t] = f"{type(exc).__name__}: {exc}"
+                continue
+            totals["attachments"] += result.deleted
+            totals["abandoned"] += result.abandoned
+            if result.damaged:
+                damaged[t] = len(result.damaged)
 
-    removed, deleted, abandoned = run_services(settings, collect)
-    console.print(f"collected {removed} tombstones, {deleted} attachments, {abandoned} abandoned uploads")
+    run_services(settings, collect)
+    console.print(
+        f"collected {totals['tombstones']} tombstones, {totals['attachments']} attachments, "
+        f"{totals['abandoned']} abandoned uploads"
+    )
+    for t, reason in failed.items():
+        console.print(f"[red]{t}: gc failed: {escape(reason)}[/]", soft_wrap=True)
+    if damaged or failed:
+        parts = [f"{t} ({n} entity rows failed their integrity check)" for t, n in damaged.items()]
+        parts += [f"{t} (failed)" for t in failed]
+        if damaged:
+            console.print(
+                "[yellow]no unreferenced attachment was deleted in a tenant with damaged rows: "
+                "run `syncserver repair --tenant T`, then gc again[/]",
+                soft_wrap=True,
+            )
+        console.print(f"[red]gc incomplete for: {', '.join(parts)}[/]", soft_wrap=True)
+        raise SystemExit(1)
 
 
 @main.command()

@@ -18,7 +18,8 @@ Usage::
 Pitfalls:
 
 * Status changes are compare-and-set (``set_dead_letter_status``): two admins
-  acting at once cannot both replay or discard one dead letter.
+  acting at once cannot both replay or discard one dead letter. The winner's
+  audit entry goes with the status change (``audit=``), in one transaction.
 * Keyset pagination: pass the last row's key back as ``after``/``before``. A
   filter never changes the order, so pages never skip or repeat rows.
 """
@@ -118,8 +119,15 @@ class AdminStore(Protocol):
 
     async def get_dead_letter(self, tenant_id: str, replica_id: str, n: int) -> DeadLetterRecord | None: ...
 
-    async def set_dead_letter_status(self, tenant_id: str, replica_id: str, n: int, expected: str, status: str) -> bool:
-        """Compare-and-set: change the status only if it is ``expected`` now. Returns whether it changed."""
+    async def set_dead_letter_status(
+        self, tenant_id: str, replica_id: str, n: int, expected: str, status: str, audit: AuditRecord | None = None
+    ) -> bool:
+        """Compare-and-set: change the status only if it is ``expected`` now. Returns whether it changed.
+
+        ``audit``: appended (its ``id`` ignored) in the same transaction, only when the status changed, so of
+        several callers racing for one letter exactly one writes its entry, and none is lost to a crash between
+        the two writes.
+        """
         ...
 
     async def change_at(self, tenant_id: str, replica_id: str, n: int) -> ChangeRecord | None:

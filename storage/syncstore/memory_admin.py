@@ -70,12 +70,17 @@ class MemoryAdmin:
         tenant = self._state.tenants.get(tenant_id)
         return tenant.dead_letters.get((replica_id, n)) if tenant else None
 
-    async def set_dead_letter_status(self, tenant_id: str, replica_id: str, n: int, expected: str, status: str) -> bool:
+    async def set_dead_letter_status(
+        self, tenant_id: str, replica_id: str, n: int, expected: str, status: str, audit: AuditRecord | None = None
+    ) -> bool:
+        # No await from the check to the writes: atomic in the event loop, like the SQL transaction.
         tenant = self._state.tenants.get(tenant_id)
         letter = tenant.dead_letters.get((replica_id, n)) if tenant else None
         if tenant is None or letter is None or letter.status != expected:
             return False
         tenant.dead_letters[(replica_id, n)] = replace(letter, status=status)
+        if audit is not None:
+            self._append(audit)
         return True
 
     async def change_at(self, tenant_id: str, replica_id: str, n: int) -> ChangeRecord | None:
@@ -89,6 +94,9 @@ class MemoryAdmin:
         return tenant.replicas.get(replica_id) if tenant else None
 
     async def append_audit(self, entry: AuditRecord) -> int:
+        return self._append(entry)
+
+    def _append(self, entry: AuditRecord) -> int:
         log = self._state.audit
         new_id = len(log) + 1
         log.append(replace(entry, id=new_id))

@@ -130,8 +130,10 @@ class SqlAdmin:
         found = await self._db.rows(stmt)
         return rows.dead_letter_from_row(found[0]) if found else None
 
-    async def set_dead_letter_status(self, tenant_id: str, replica_id: str, n: int, expected: str, status: str) -> bool:
-        """See ``AdminStore.set_dead_letter_status``."""
+    async def set_dead_letter_status(
+        self, tenant_id: str, replica_id: str, n: int, expected: str, status: str, audit: AuditRecord | None = None
+    ) -> bool:
+        """See ``AdminStore.set_dead_letter_status``: the ``UPDATE`` and the audit row in one transaction."""
         stmt = (
             update(dead_letters)
             .where(
@@ -144,6 +146,8 @@ class SqlAdmin:
         )
         async with self._db.connect(write=True) as conn:
             changed = (await conn.execute(stmt)).rowcount == 1
+            if changed and audit is not None:
+                await conn.execute(insert(audit_log).values(_audit_values(audit)))
             await conn.commit()
         return changed
 
@@ -159,16 +163,8 @@ class SqlAdmin:
 
     async def append_audit(self, entry: AuditRecord) -> int:
         """See ``AdminStore.append_audit``."""
-        values: dict[str, Any] = {
-            "tenant_id": entry.tenant_id,
-            "actor": entry.actor,
-            "action": entry.action,
-            "target": entry.target,
-            "details": entry.details,
-            "created_at": entry.created_at,
-        }
         async with self._db.connect(write=True) as conn:
-            result = await conn.execute(insert(audit_log).values(values))
+            result = await conn.execute(insert(audit_log).values(_audit_values(entry)))
             await conn.commit()
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
@@ -197,6 +193,18 @@ class SqlAdmin:
             )
             for row in await self._db.rows(stmt)
         ]
+
+
+def _audit_values(entry: AuditRecord) -> dict[str, Any]:
+    """An ``audit_log`` row's values; its id is the database's."""
+    return {
+        "tenant_id": entry.tenant_id,
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "details": entry.details,
+        "created_at": entry.created_at,
+    }
 
 
 def _time_range(column: Any, since_ms: int | None, until_ms: int | None) -> list[ColumnElement[bool]]:

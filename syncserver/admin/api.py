@@ -19,6 +19,8 @@ from syncserver.admin.conflicts import ConflictAdmin, ConflictFilters
 from syncserver.admin.dead_letters import DeadLetterAdmin
 from syncserver.admin.history import EntityHistoryService
 from syncserver.admin.views import (
+    AUDIT_ID_MAX,
+    LIMIT_MAX,
     OVERRIDE_EXACTLY_ONE,
     AdminConflict,
     AdminConflictPage,
@@ -51,7 +53,7 @@ from syncserver.transport.openapi import (
 from syncstore.adminstore import DeadLetterQuery
 
 AdminRequest = Request[Principal, Any, Any]
-Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1-500).")]
+Limit = Annotated[int, QueryParameter(ge=1, le=LIMIT_MAX, description=f"Page size (1-{LIMIT_MAX}).")]
 
 
 @dataclass
@@ -244,7 +246,7 @@ class AdminController(Controller):
         audit_log: NamedDependency[AuditLog],
         target: FromQuery[str | None] = None,
         before: Annotated[
-            int | None, QueryParameter(ge=1, le=SAFE_INT_MAX, description="Only entries older than this id.")
+            int | None, QueryParameter(ge=1, le=AUDIT_ID_MAX, description="Only entries older than this id.")
         ] = None,
         limit: Limit = 100,
     ) -> AuditPage:

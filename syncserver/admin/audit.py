@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from syncproto.hlc import iso
-from syncserver.admin.views import AuditEntry, AuditPage
+from syncserver.admin.views import AuditEntry, AuditPage, audit_before
 from syncserver.auth.tokens import Principal
 from syncstore.adminstore import AdminStore, AuditRecord
 
@@ -30,14 +30,17 @@ class AuditLog:
         self.store = store
         self.clock = clock
 
+    def entry(self, who: Principal, action: str, target: str, details: dict[str, Any]) -> AuditRecord:
+        """The entry ``record`` appends, for a store write that appends it itself (in its own transaction)."""
+        return AuditRecord(0, who.tenant, who.sub, action, target, msgspec.json.encode(details).decode(), self.clock())
+
     async def record(self, who: Principal, action: str, target: str, details: dict[str, Any]) -> None:
         """Append one entry: ``who`` did ``action`` to ``target`` (a conflict id, ``replica/n``, ...)."""
-        entry = AuditRecord(0, who.tenant, who.sub, action, target, msgspec.json.encode(details).decode(), self.clock())
-        await self.store.append_audit(entry)
+        await self.store.append_audit(self.entry(who, action, target, details))
 
     async def audit(self, who: Principal, target: str | None, before: int | None, limit: int) -> AuditPage:
         """Newest first; ``before`` is the previous page's ``next``."""
-        rows = await self.store.audit_log(who.tenant, before, limit + 1, target)
+        rows = await self.store.audit_log(who.tenant, audit_before(before), limit + 1, target)
         entries = [
             AuditEntry(e.id, e.actor, e.action, e.target, msgspec.json.decode(e.details), iso(e.created_at))
             for e in rows[:limit]

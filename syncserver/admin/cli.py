@@ -21,17 +21,30 @@ from rich.table import Table
 
 from syncproto import errors
 from syncserver.admin.conflicts import ConflictFilters
-from syncserver.admin.views import AdminConflict, DeadLetterView, HistoryAttachment, OverrideRequest
+from syncserver.admin.views import (
+    AUDIT_ID_MAX,
+    INDEX_MAX,
+    LIMIT_MAX,
+    AdminConflict,
+    DeadLetterView,
+    HistoryAttachment,
+    OverrideRequest,
+)
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.envelope import DecryptionError
 from syncserver.services import Services, open_services
 from syncserver.settings import Settings
+from syncserver.transport.openapi import SAFE_INT_MAX
 from syncstore.adminstore import DeadLetterQuery
 from syncstore.store import TenantNotFound
 
 T = TypeVar("T")
 out = Console()
+# The JSON API's bounds (``syncserver.admin.views``): a number out of range is a usage error, not a traceback.
+LIMIT = click.IntRange(1, LIMIT_MAX)
+SEQ = click.IntRange(0, SAFE_INT_MAX)
+COUNTER = click.IntRange(1, SAFE_INT_MAX)
 
 
 class Context(msgspec.Struct):
@@ -119,7 +132,7 @@ def conflict_table(views: list[AdminConflict]) -> Table:
 @click.option("--since", type=click.DateTime(), help="From this time (UTC), inclusive.")
 @click.option("--until", type=click.DateTime(), help="Before this time (UTC).")
 @click.option("--after", help="Continue after this conflict id.")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=LIMIT)
 @click.pass_obj
 def conflicts_list(ctx: Context, /, **o: Any) -> None:
     """List conflicts, oldest first."""
@@ -174,7 +187,7 @@ def conflicts_show(ctx: Context, conflict_id: str) -> None:
 
 @conflicts.command("override")
 @click.argument("conflict_id")
-@click.option("--pick", type=int, help="Keep value number PICK (see `show`).")
+@click.option("--pick", type=click.IntRange(0, INDEX_MAX), help="Keep value number PICK (see `show`).")
 @click.option("--value", "value_json", help="Write this JSON value instead.")
 @click.option("--field", help="delete/update conflicts: the field to write to keep the entity.")
 @click.pass_obj
@@ -196,8 +209,8 @@ def conflicts_override(
 @admin.command("history")
 @click.argument("collection")
 @click.argument("entity")
-@click.option("--after", default=0, show_default=True, help="Only changes after this seq.")
-@click.option("--limit", default=200, show_default=True)
+@click.option("--after", default=0, show_default=True, type=SEQ, help="Only changes after this seq.")
+@click.option("--limit", default=200, show_default=True, type=LIMIT)
 @click.pass_obj
 def history(ctx: Context, collection: str, entity: str, after: int, limit: int) -> None:
     """An entity's change log, decrypted, with its rejected changes and the attachments each referenced."""
@@ -287,7 +300,7 @@ def letter_table(views: list[DeadLetterView]) -> Table:
 @click.option("--since", type=click.DateTime(), help="From this time (UTC), inclusive.")
 @click.option("--until", type=click.DateTime(), help="Before this time (UTC).")
 @click.option("--before", help="Continue with letters older than this cursor.")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=LIMIT)
 @click.pass_obj
 def dead_letters_list(ctx: Context, /, **o: Any) -> None:
     """List dead letters, newest first."""
@@ -300,7 +313,7 @@ def dead_letters_list(ctx: Context, /, **o: Any) -> None:
 
 @dead_letters.command("show")
 @click.argument("replica")
-@click.argument("n", type=int)
+@click.argument("n", type=COUNTER)
 @click.pass_obj
 def dead_letters_show(ctx: Context, replica: str, n: int) -> None:
     """Show one dead letter and the change as it was pushed."""
@@ -316,7 +329,7 @@ def _letter_detail(d: DeadLetterView) -> Any:
 
 @dead_letters.command("replay")
 @click.argument("replica")
-@click.argument("n", type=int)
+@click.argument("n", type=COUNTER)
 @click.pass_obj
 def dead_letters_replay(ctx: Context, replica: str, n: int) -> None:
     """Apply a dead letter's change now (at most once)."""
@@ -329,7 +342,7 @@ def dead_letters_replay(ctx: Context, replica: str, n: int) -> None:
 
 @dead_letters.command("discard")
 @click.argument("replica")
-@click.argument("n", type=int)
+@click.argument("n", type=COUNTER)
 @click.pass_obj
 def dead_letters_discard(ctx: Context, replica: str, n: int) -> None:
     """Mark a dead letter discarded."""
@@ -339,8 +352,8 @@ def dead_letters_discard(ctx: Context, replica: str, n: int) -> None:
 
 @admin.command("audit")
 @click.option("--target", help="Only entries about this conflict id or dead letter (replica/n).")
-@click.option("--before", type=int, help="Only entries older than this id.")
-@click.option("--limit", default=100, show_default=True)
+@click.option("--before", type=click.IntRange(1, AUDIT_ID_MAX), help="Only entries older than this id.")
+@click.option("--limit", default=100, show_default=True, type=LIMIT)
 @click.pass_obj
 def audit(ctx: Context, target: str | None, before: int | None, limit: int) -> None:
     """The audit log of admin actions, newest first."""

@@ -25,11 +25,12 @@ from syncserver.admin.views import (
     OverrideRequest,
     OverrideResult,
     ServerChange,
+    conflict_key,
 )
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.keyring import Ciphers, TenantCipher
-from syncserver.sync.conflicts import ConflictService, conflict_id, parse_conflict_id
+from syncserver.sync.conflicts import ConflictService, conflict_id
 from syncserver.sync.pull import PullService
 from syncstore.adminstore import ConflictOverride, ConflictQuery
 from syncstore.records import ConflictRecord
@@ -94,7 +95,7 @@ class ConflictAdmin:
             filters.since_ms,
             filters.until_ms,
         )
-        cursor = parse_conflict_id(after) if after else None
+        cursor = conflict_key(after) if after else None
         scanning = filters.replica is not None or filters.user is not None
         chunk = SCAN_CHUNK if scanning else limit + 1
         found: list[AdminConflict] = []
@@ -177,7 +178,7 @@ class ConflictAdmin:
         )
 
     async def _conflict_row(self, who: Principal, conflict: str) -> ConflictRecord:
-        seq, idx = parse_conflict_id(conflict)
+        seq, idx = conflict_key(conflict)
         row = await self.store.get_conflict(who.tenant, seq, idx)
         if row is None:
             raise ApiError(404, errors.NOT_FOUND, f"no conflict {conflict}")

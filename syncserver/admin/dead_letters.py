@@ -16,9 +16,16 @@ from syncproto import errors
 from syncproto.hlc import iso
 from syncproto.messages import SERVER_REPLICA_PREFIX, Applied, Change, ErrorBody, Rejected
 from syncserver.admin.audit import AuditLog
-from syncserver.admin.server_changes import ServerChanges, dead_letter_id
+from syncserver.admin.server_changes import PUSH_ATTEMPTS, ServerChanges, dead_letter_id, taken
 from syncserver.admin.store import AdminBackend
-from syncserver.admin.views import DeadLetterPage, DeadLetterView, ReplayResult, ServerChange
+from syncserver.admin.views import (
+    DeadLetterPage,
+    DeadLetterView,
+    ReplayResult,
+    ServerChange,
+    counter,
+    dead_letter_cursor,
+)
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
 from syncserver.keys.keyring import Ciphers, TenantCipher
@@ -40,11 +47,8 @@ def _cursor_of(letter: DeadLetterRecord) -> str:
 
 
 def parse_dead_letter_cursor(value: str) -> DeadLetterKey:
-    try:
-        at, n, replica = value.split(":", 2)
-        return int(at), replica, int(n)
-    except ValueError as exc:
-        raise ApiError(400, errors.INVALID_REQUEST, f"'{value}' is not a dead-letter cursor") from exc
+    """A page's ``next`` as its key; 400 if it is not one, or holds a number out of the store's range."""
+    return dead_letter_cursor(value)
 
 
 def letter_view(cipher: TenantCipher, d: DeadLetterRecord, *, with_change: bool) -> DeadLetterView:
@@ -91,10 +95,18 @@ class DeadLetterAdmin:
         return letter_view(await self.ciphers.cipher(who.tenant), letter, with_change=True)
 
     async def replay(self, who: Principal, replica: str, n: int) -> ReplayResult:
-        """Apply a dead letter's change now, as a fresh server change; at most once (see ``server_changes``)."""
+        """Apply a dead letter's change now, as a fresh server change; at most once, audited once.
+
+        The letter's replay replica (``replay_replica``) holds its failed attempts (each rejected, so never
+        applied) and at most one applied change, its last. Each round reads the replica's high-water mark
+        ``h``: an applied change at ``h`` is the earlier replay (``already_replayed``); else the change is
+        pushed at ``h + 1`` and nowhere else. If another replay (another request, another server) took
+        ``h + 1`` meanwhile, the push path answers ``duplicate`` and the next round finds what it did: two
+        replays can never both be applied, whatever they read. The letter becomes ``replayed`` by a
+        compare-and-set that carries the ``dead_letter.replay`` audit entry, so exactly one request writes it,
+        also when the one that applied stopped before marking the letter (the next replay marks it).
+        """
         letter = await self._letter(who, replica, n)
-        if letter.status == "discarded":
-            raise ApiError(409, errors.INVALID_REQUEST, "this dead letter was discarded; it cannot be replayed")
         cipher = await self.ciphers.cipher(who.tenant)
         raw = payloads.open_dead_letter(
             cipher, letter.replica_id, letter.n, letter.change_id, letter.key_version, letter.payload
@@ -105,52 +117,70 @@ class DeadLetterAdmin:
         context[letter.replica_id] = max(context.get(letter.replica_id, 0), letter.n - 1)
         via = replay_replica(who.tenant, letter)
         target = dead_letter_id(letter.replica_id, letter.n)
+        author = Principal(who.tenant, letter.user, "admin", who.channels)
 
         def make(m: int) -> Change:
             change_id = "replay-" + str(uuid.uuid5(_NAMESPACE, f"{who.tenant}/{via}/{m}"))
             return Change(change_id, m, original.collection, original.entity, original.hlc, context, original.ops)
 
         outcome: Literal["applied", "already_replayed"] = "already_replayed"
-        done = await self._applied_replay(who.tenant, via)
-        if done is None:
-            author = Principal(who.tenant, letter.user, "admin", who.channels)
-            result = await self.server_changes.push(author, via, make)
-            if isinstance(result, Rejected):
+        for _ in range(PUSH_ATTEMPTS):
+            hwm, done = await self._last_replay(who.tenant, via)
+            if done is not None:
+                break
+            if letter.status == "discarded":
+                raise ApiError(409, errors.INVALID_REQUEST, "this dead letter was discarded; it cannot be replayed")
+            result = await self.server_changes.push_at(author, via, make(hwm + 1))
+            if isinstance(result, Applied):
+                done, outcome = ServerChange(result.id, via, result.n, result.seq), "applied"
+                break
+            if isinstance(result, Rejected) and not taken(result):
                 await self.audit.record(who, "dead_letter.replay_failed", target, {"code": result.error.code})
                 view = letter_view(cipher, letter, with_change=False)
                 return ReplayResult("rejected", view, error=ErrorBody(result.error.code, result.error.message))
-            if isinstance(result, Applied):
-                done, outcome = ServerChange(result.id, via, result.n, result.seq), "applied"
-            else:  # duplicate: a concurrent replay pushed this very change first
-                done = await self._applied_replay(who.tenant, via)
-                if done is None:
-                    raise ApiError(409, errors.INVALID_REQUEST, "a replay of this dead letter is in progress")
-        if await self.store.set_dead_letter_status(who.tenant, letter.replica_id, letter.n, "open", "replayed"):
-            await self.audit.record(who, "dead_letter.replay", target, {"seq": done.seq, "replica": via, "n": done.n})
+            # taken: another replay pushed at hwm + 1 first; the next round reads what it did
+        else:
+            raise ApiError(409, errors.INVALID_REQUEST, "a replay of this dead letter is in progress; try again")
+        await self._mark_replayed(who, letter, target, done)
         view = await self.get_dead_letter(who, replica, n)
         return ReplayResult(outcome, view, change=done)
+
+    async def _mark_replayed(self, who: Principal, letter: DeadLetterRecord, target: str, done: ServerChange) -> None:
+        """The letter's status becomes ``replayed``, with its one audit entry, unless another request did it.
+
+        From ``discarded`` too: a discard that won the letter while its replay was being applied (or after a
+        replay applied it and stopped before marking it) lost to a fact: the change is in the log.
+        """
+        details = {"seq": done.seq, "replica": done.replica, "n": done.n}
+        for expected in ("open", "discarded"):
+            entry = self.audit.entry(who, "dead_letter.replay", target, details)
+            if await self.store.set_dead_letter_status(
+                who.tenant, letter.replica_id, letter.n, expected, "replayed", audit=entry
+            ):
+                return
 
     async def discard(self, who: Principal, replica: str, n: int) -> DeadLetterView:
         """Mark an open dead letter as discarded: it stays for the record and can no longer be replayed."""
         letter = await self._letter(who, replica, n)
-        if not await self.store.set_dead_letter_status(who.tenant, replica, n, "open", "discarded"):
+        entry = self.audit.entry(who, "dead_letter.discard", dead_letter_id(replica, n), {"code": letter.code})
+        if not await self.store.set_dead_letter_status(who.tenant, replica, n, "open", "discarded", audit=entry):
             current = await self._letter(who, replica, n)
             raise ApiError(
                 409, errors.INVALID_REQUEST, f"only open dead letters can be discarded; this one is {current.status}"
             )
-        await self.audit.record(who, "dead_letter.discard", dead_letter_id(replica, n), {"code": letter.code})
         return await self.get_dead_letter(who, replica, n)
 
     async def _letter(self, who: Principal, replica: str, n: int) -> DeadLetterRecord:
-        letter = await self.store.get_dead_letter(who.tenant, replica, n)
+        letter = await self.store.get_dead_letter(who.tenant, replica, counter(n))
         if letter is None:
             raise ApiError(404, errors.NOT_FOUND, f"no dead letter {dead_letter_id(replica, n)}")
         return letter
 
-    async def _applied_replay(self, tenant: str, via: str) -> ServerChange | None:
-        """The replay replica's last change, if it was applied (an earlier replay went through)."""
+    async def _last_replay(self, tenant: str, via: str) -> tuple[int, ServerChange | None]:
+        """The replay replica's high-water mark, and its change there if that one was applied (a replay went
+        through; a failed attempt is a dead letter, not a change)."""
         known = await self.store.get_replica(tenant, via)
-        if known is None:
-            return None
+        if known is None or known.hwm == 0:
+            return 0, None
         change = await self.store.change_at(tenant, via, known.hwm)
-        return ServerChange(change.change_id, via, change.n, change.seq) if change is not None else None
+        return known.hwm, ServerChange(change.change_id, via, change.n, change.seq) if change is not None else None

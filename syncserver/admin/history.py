@@ -18,7 +18,7 @@ from syncproto.attachments import AttachmentStatus, attachment_ref
 from syncproto.hlc import iso
 from syncserver.admin.dead_letters import letter_view
 from syncserver.admin.store import AdminBackend
-from syncserver.admin.views import DeadLetterView, EntityHistory, HistoryAttachment, HistoryEntry
+from syncserver.admin.views import DeadLetterView, EntityHistory, HistoryAttachment, HistoryEntry, in_range
 from syncserver.attachments.status import annotate
 from syncserver.auth.tokens import Principal
 from syncserver.errors import ApiError
@@ -46,6 +46,7 @@ class EntityHistoryService:
 
     async def history(self, who: Principal, collection: str, entity: str, after: int, limit: int) -> EntityHistory:
         """The entity's applied changes in seq order (decrypted), its rejected changes, and its state now."""
+        in_range(after, "after", 0)
         cipher = await self.ciphers.cipher(who.tenant)
         rows = await self.store.changes(who.tenant, after, limit + 1, collection=collection, entity_id=entity)
         more = len(rows) > limit

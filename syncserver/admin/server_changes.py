@@ -10,9 +10,11 @@ code as a device's:
   device at its next sync;
 * a **replay** comes from a replica of its own per dead letter
   (``server:replay:<hash>``), with the original user, stamp and context. Its
-  change id is derived from the dead letter and the counter, so a retried or
-  concurrent replay is answered ``duplicate`` by the push path: a dead letter is
-  applied at most once (see docs/adr/0005-admin-server-changes.md).
+  change id is derived from the dead letter and the counter, and it is pushed
+  with ``push_at`` at the counter right after the one the replay checked (never
+  a counter it has not looked at), so a retried or concurrent replay is answered
+  ``duplicate`` by the push path: a dead letter is applied at most once (see
+  docs/adr/0005-admin-server-changes.md and ``DeadLetterAdmin.replay``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from syncproto import errors
-from syncproto.messages import Change, OutOfOrder, PushRequest, PushResult, Rejected
+from syncproto.messages import Change, Duplicate, OutOfOrder, PushRequest, PushResult, Rejected
 from syncserver.admin.audit import AuditLog
 from syncserver.admin.store import AdminBackend
 from syncserver.auth.tokens import Principal
@@ -46,21 +48,35 @@ class ServerChanges:
     async def push(self, actor: Principal, replica: str, make: Callable[[int], Change]) -> PushResult:
         """Push ``make(n)`` with ``n`` the replica's next counter; retry when another push took it.
 
-        Returns ``applied``, ``rejected`` or ``duplicate`` (the same change id was pushed by someone else).
+        Returns ``applied`` or ``rejected``; ``make`` must give each call a new change id (an override), since a
+        ``duplicate`` is taken for another push that took the counter first.
         """
         for _ in range(PUSH_ATTEMPTS):
             known = await self.store.get_replica(actor.tenant, replica)
             n = (known.hwm if known is not None else 0) + 1
-            response = await self.push_service.push(actor, PushRequest(replica, [make(n)]), server_side=True)
-            result = response.results[0]
-            if isinstance(result, OutOfOrder) or (
-                isinstance(result, Rejected) and result.error.code == errors.N_REUSED
-            ):
-                continue  # another action took counter n first
-            if isinstance(result, Rejected):
-                # Kept as a dead letter by the push path; it is the admin's failed attempt, not a device's.
-                if await self.store.set_dead_letter_status(actor.tenant, replica, n, "open", "discarded"):
-                    await self.audit.record(actor, "dead_letter.discard", dead_letter_id(replica, n), {"auto": True})
+            result = await self.push_at(actor, replica, make(n))
+            if not taken(result):
                 return result
-            return result
         raise ApiError(503, errors.UNAVAILABLE, "the server replica is busy; try again")
+
+    async def push_at(self, actor: Principal, replica: str, change: Change) -> PushResult:
+        """Push ``change`` at its own counter, once: ``applied``, ``rejected``, or ``taken`` (see ``taken``).
+
+        A rejected change is kept as a dead letter by the push path; it is the admin's failed attempt, not a
+        device's, so it is discarded at once (and audited, with the status change).
+        """
+        response = await self.push_service.push(actor, PushRequest(replica, [change]), server_side=True)
+        result = response.results[0]
+        if isinstance(result, Rejected) and not taken(result):
+            target = dead_letter_id(replica, change.n)
+            entry = self.audit.entry(actor, "dead_letter.discard", target, {"auto": True})
+            await self.store.set_dead_letter_status(actor.tenant, replica, change.n, "open", "discarded", audit=entry)
+        return result
+
+
+def taken(result: PushResult) -> bool:
+    """Whether another push took the counter first: ``duplicate`` (the same change id: the same server change),
+    ``out_of_order`` or a reused counter (another change)."""
+    return isinstance(result, Duplicate | OutOfOrder) or (
+        isinstance(result, Rejected) and result.error.code == errors.N_REUSED
+    )

@@ -2,17 +2,32 @@
 
 These are server-side messages, not part of the device protocol (``syncproto``):
 they may grow fields freely, always with defaults.
+
+The numbers admins type are bounded here too (``conflict_key``, ``counter``,
+``in_range`` ...), as the JSON API bounds them: the API refuses an out-of-range
+number before its handler runs, with the parameter types of
+``syncserver.transport.openapi``; the web page and the CLI reach the same
+services with what an admin typed in a URL or on a command line, and the
+services check it with these, the same patterns and bounds. So a number the
+database cannot hold (``NumericValueOutOfRange`` on PostgreSQL: a 500, a
+traceback) is a 400 ``invalid_request`` everywhere: an error page on the web,
+``Error: ...`` from the CLI.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Struct
 
+from syncproto import errors
 from syncproto.attachments import AttachmentStatus
 from syncproto.messages import ConflictValue, EntityView, ErrorBody, FieldView, Hlc
+from syncserver.errors import ApiError
+from syncserver.transport.openapi import CONFLICT_ID_PATTERN, DEAD_LETTER_CURSOR_PATTERN, SAFE_INT_MAX
+from syncstore.adminstore import DeadLetterKey
 
 
 class OverrideInfo(Struct, gc=False):
@@ -221,3 +236,64 @@ class IntegrityStatus(Struct, gc=False):
 
 
 override_request_decoder = msgspec.json.Decoder(OverrideRequest)
+
+
+# What the admin tools accept: the numbers admins type, bounded as the JSON API bounds them (see the module docs).
+
+LIMIT_MAX: Final = 500
+"""The largest page an admin asks for (the API's ``limit``)."""
+INDEX_MAX: Final = 2**31 - 1
+"""The largest index of a value within a conflict (a 32-bit column)."""
+AUDIT_ID_MAX: Final = 2**31 - 1
+"""The largest audit log id: a 32-bit column (SQLite's rowid alias), so not ``SAFE_INT_MAX``."""
+
+_CONFLICT_ID = re.compile(CONFLICT_ID_PATTERN)
+_DEAD_LETTER_CURSOR = re.compile(DEAD_LETTER_CURSOR_PATTERN)
+_WHOLE = re.compile(r"^(0|[1-9][0-9]{0,15})$")
+"""A whole number as typed: ASCII digits only (``int()`` would take other scripts' digits), at most 16."""
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(400, errors.INVALID_REQUEST, message)
+
+
+def conflict_key(value: str) -> tuple[int, int]:
+    """``c<seq>.<index>`` as ``(seq, index)``, within the store's range (the API's ``ConflictId``)."""
+    if not _CONFLICT_ID.fullmatch(value):
+        raise invalid(f"'{value[:40]}' is not a conflict id like c42.0")
+    seq, idx = value[1:].split(".")
+    return int(seq), int(idx)
+
+
+def dead_letter_cursor(value: str) -> DeadLetterKey:
+    """A dead-letter page's ``next`` (``<created_at ms>:<n>:<replica>``) as its key (the API's ``DeadLetterCursor``)."""
+    if not _DEAD_LETTER_CURSOR.fullmatch(value):
+        raise invalid(f"'{value[:40]}' is not a dead-letter cursor")
+    at, n, replica = value.split(":", 2)
+    return int(at), replica, int(n)
+
+
+def in_range(value: int, name: str, low: int, high: int = SAFE_INT_MAX) -> int:
+    """``value`` if ``low <= value <= high``, else 400 naming the parameter and its range."""
+    if not low <= value <= high:
+        raise invalid(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def counter(n: int) -> int:
+    """A replica's counter ``n`` naming a dead letter (the API's ``ReplicaCounter``)."""
+    return in_range(n, "n", 1)
+
+
+def audit_before(before: int | None) -> int | None:
+    """An audit page's ``before`` (an entry id), 1 to ``AUDIT_ID_MAX``."""
+    return None if before is None else in_range(before, "before", 1, AUDIT_ID_MAX)
+
+
+def whole(text: str | None, name: str, low: int, high: int = SAFE_INT_MAX) -> int | None:
+    """A number typed into a form or query string (``None`` when empty), bounded like ``in_range``."""
+    if not text:
+        return None
+    if not _WHOLE.fullmatch(text):
+        raise invalid(f"{name} must be a whole number from {low} to {high}")
+    return in_range(int(text), name, low, high)

@@ -48,7 +48,7 @@ from syncserver.admin.audit import AuditLog
 from syncserver.admin.conflicts import ConflictAdmin, ConflictFilters
 from syncserver.admin.dead_letters import DeadLetterAdmin
 from syncserver.admin.history import EntityHistoryService
-from syncserver.admin.views import OverrideRequest
+from syncserver.admin.views import AUDIT_ID_MAX, INDEX_MAX, OverrideRequest, whole
 from syncserver.attachments.admin import admin_view
 from syncserver.attachments.download import CACHE_CONTROL, AttachmentReader, open_range
 from syncserver.attachments.uploads import UploadService
@@ -231,11 +231,11 @@ async def override(
     data: Form,
 ) -> Response[Any]:
     choice = data.get("choice", "")
-    if choice.startswith("pick:") and choice[5:].isdigit():
-        request = OverrideRequest(pick=int(choice[5:]))
-    else:
-        request = OverrideRequest(value=_parse_value(data.get("value", "")), field=data.get("field") or None)
     try:
+        if choice.startswith("pick:"):
+            request = OverrideRequest(pick=whole(choice[5:], "pick", 0, INDEX_MAX))
+        else:
+            request = OverrideRequest(value=_parse_value(data.get("value", "")), field=data.get("field") or None)
         result = await conflict_admin.override(admin, conflict_id, request)
     except ApiError as exc:
         view = await conflict_admin.get_conflict(admin, conflict_id)
@@ -399,9 +399,9 @@ async def audit(
     admin: NamedDependency[Principal],
     audit_log: NamedDependency[AuditLog],
     target: FromQuery[str | None] = None,
-    before: FromQuery[int | None] = None,
+    before: FromQuery[str | None] = None,
 ) -> Template:
-    page = await audit_log.audit(admin, target or None, before, 100)
+    page = await audit_log.audit(admin, target or None, whole(before, "before", 1, AUDIT_ID_MAX), 100)
     return _page("audit.html", admin=admin, page=page, target=target or "")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from syncstore import AdminStore, AuditRecord, ConflictOverride, ConflictQuery, DeadLetterQuery, PushBatch, Store
@@ -171,3 +173,44 @@ async def test_non_positive_limits_return_nothing(store: Store, tenant: str, lim
     s = admin(store)
     assert await s.find_conflicts(tenant, None, limit, ConflictQuery()) == []
     assert await s.find_dead_letters(tenant, None, limit, DeadLetterQuery()) == []
+
+
+async def test_dead_letter_status_change_appends_its_audit_entry_only_when_it_wins(store: Store, tenant: str) -> None:
+    await seed_dead_letters(store, tenant)
+    s = admin(store)
+
+    def entry(actor: str) -> AuditRecord:
+        return AuditRecord(0, tenant, actor, "dead_letter.replay", "phone-a/1", '{"seq":7}', NOW)
+
+    assert await s.set_dead_letter_status(tenant, "phone-a", 1, "open", "replayed", audit=entry("ops"))
+    assert not await s.set_dead_letter_status(tenant, "phone-a", 1, "open", "replayed", audit=entry("lead"))
+    assert not await s.set_dead_letter_status(tenant, "nobody", 1, "open", "replayed", audit=entry("lead"))
+    found = await s.audit_log(tenant, None, 10)
+    assert [(e.actor, e.action, e.target, e.details) for e in found] == [
+        ("ops", "dead_letter.replay", "phone-a/1", '{"seq":7}')
+    ]
+
+
+async def test_concurrent_dead_letter_claims_one_wins_one_audit_entry(store: Store, tenant: str) -> None:
+    """Two admins (or two servers) claim one letter at once: one status change, one audit entry."""
+    await seed_dead_letters(store, tenant)
+    s = admin(store)
+    claims = [
+        s.set_dead_letter_status(
+            tenant,
+            "phone-b",
+            1,
+            "open",
+            "replayed",
+            audit=AuditRecord(0, tenant, f"ops-{i}", "dead_letter.replay", "phone-b/1", "{}", NOW),
+        )
+        for i in range(5)
+    ]
+    won = await asyncio.gather(*claims)
+    assert won.count(True) == 1
+    entries = await s.audit_log(tenant, None, 10, target="phone-b/1")
+    assert len(entries) == 1
+    assert entries[0].actor == f"ops-{won.index(True)}"
+    letter = await s.get_dead_letter(tenant, "phone-b", 1)
+    assert letter is not None
+    assert letter.status == "replayed"
