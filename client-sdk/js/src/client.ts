@@ -382,7 +382,7 @@ export class SyncClient {
       if (pending !== this.state.outbox || stats.pushed || stats.rejected) {
         this.emitShared({ type: "outbox", pending });
       }
-      if (stats.pulled || stats.pushed || stats.rejected || stats.resets) this.changed(true);
+      if (stats.pulled || stats.pushed || stats.rejected || stats.resets || stats.dropped) this.changed(true);
       this.broadcastStatus();
     }
     return stats;

@@ -9,7 +9,11 @@ import type { Change, Json, SiblingView } from "./types.js";
 export type ConnectionState = "live" | "http" | "offline" | "connecting";
 
 export type SyncEvent =
-  /** A pull brought changes other replicas made to this entity. */
+  /**
+   * A pull brought changes other replicas made to this entity. Also, with `fields: []` and `deleted: true`,
+   * an entity this device showed left it: evicted (out of the token's scope now, PROTOCOL §4.4
+   * `evictions`) or not brought back by the pull from the start after a `reset`.
+   */
   | { type: "remote_change"; collection: string; entity: string; fields: string[]; deleted: boolean }
   /** A register now holds concurrent values; `value` is the rule's pick; `mine`: one of them is ours. */
   | {
@@ -43,7 +47,11 @@ export type SyncEvent =
    * `client.unavailable()` lists the entities still waiting (PROTOCOL §4.4).
    */
   | { type: "unavailable"; collection: string; entity: string; code: string }
-  /** The server dropped our cursor (tombstones collected): synced state was discarded, the outbox kept. */
+  /**
+   * The server dropped our cursor (tombstones collected, or it was restored from a backup): the client pulls
+   * from the start. The synced state stays shown (and the context of local writes) until that pull ends,
+   * then what it did not bring back goes, each with a `remote_change` (`deleted: true`); the outbox is kept.
+   */
   | { type: "reset" }
   /**
    * An attachment a pulled entity references changed status on the server (PROTOCOL §10.2), mostly

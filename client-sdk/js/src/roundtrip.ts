@@ -28,10 +28,12 @@ export interface SyncStats {
   renumbered: number;
   pages: number;
   resets: number;
+  /** entities dropped locally: evictions pages carried, and views the pull after a reset did not bring back */
+  dropped: number;
 }
 
 export function emptyStats(): SyncStats {
-  return { pushed: 0, pulled: 0, rejected: 0, applied: 0, duplicates: 0, renumbered: 0, pages: 0, resets: 0 };
+  return { pushed: 0, pulled: 0, rejected: 0, applied: 0, duplicates: 0, renumbered: 0, pages: 0, resets: 0, dropped: 0 };
 }
 
 export interface RoundTripOptions {
@@ -84,7 +86,7 @@ export class RoundTrip {
 
   /**
    * The server forgot acknowledged changes (restored from a backup), so our cursor may point past its log:
-   * drop the synced state (never the outbox). The verdict is stored with the renumbering that found it, so
+   * pull from the start (never touching the outbox; the synced state stays shown until that pull ends). The verdict is stored with the renumbering that found it, so
    * it survives a push that failed later on, a crash, or a service worker that pushed while no page pulled.
    */
   async resetIfServerBehind(stats: SyncStats): Promise<void> {
@@ -163,9 +165,18 @@ export class RoundTrip {
       const events = await this.store.applyPage(page.changes, page.evictions, page.cursor, page.unavailable);
       stats.pages++;
       stats.pulled += page.changes.length;
+      stats.dropped += page.evictions.length;
       for (const event of events) this.emit(event);
       cursor = page.cursor;
       if (!page.more) break;
+    }
+    // A pull that began with (or resumed) a reset has brought the server's whole state: what it did not
+    // bring back is gone for this replica. Bounded transactions; an interruption resumes with the next pull.
+    for (;;) {
+      const { events, dropped, done } = await this.store.dropStale();
+      stats.dropped += dropped;
+      for (const event of events) this.emit(event);
+      if (done) break;
     }
     await this.store.dropAcked(ackedBefore);
   }

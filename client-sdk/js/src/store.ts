@@ -14,6 +14,17 @@
  * An outbox row lives until the server's state covers it: acknowledged rows stay for
  * optimistic reads until a pull brings an entity vv that includes them, so a read never
  * flickers back to the old value between the push and the pull.
+ *
+ * A reset (PROTOCOL §4.4 `reset`) does not wipe the synced state at once: it bumps the
+ * `epoch` (meta) and clears the cursor in one transaction, and marks the reset in progress
+ * (meta `stale`). The old views stay (reads show them, and local writes take their version
+ * vectors as context) while the pull from the start rewrites each view it brings at the
+ * new epoch (every stored view carries the epoch that wrote it, indexed); when that pull
+ * ends with `more: false` (`dropStale`), the views of older epochs, which the server no
+ * longer has for this replica, are dropped in bounded batches, and with them the entities
+ * named `unavailable` before the reset and not named again. An interrupted reset resumes
+ * from the stored mid-pull cursor (after a reload too) and ends the same way. The outbox
+ * is never touched. Attachment statuses live in the views and go with them.
  */
 import { openDB, type DBSchema, type IDBPDatabase, type IDBPTransaction, type StoreNames } from "idb";
 
@@ -24,9 +35,16 @@ import { asAttachmentRef, type AttachmentRef, type RemoteStatus, type UploadStat
 import { mergeDelta } from "./optimistic.js";
 import type { Change, EntityView, Eviction, FieldView, Hlc, PushResult, Unavailable } from "./types.js";
 
-export const DB_VERSION = 2;
+/** 1: the first layout; 2: stores `uploads` and `blob_cache`; 3: an `epoch` on every view, indexed (a reset keeps old views until the pull from the start ends). */
+export const DB_VERSION = 3;
 /** Meta key: set with the renumbering that found the server behind, cleared by the `reset` it calls for. */
 const SERVER_BEHIND = "server_behind";
+/** Meta key: the reset generation (a number, 0 before the first reset); views and unavailable entities carry the one that wrote them. */
+const EPOCH = "epoch";
+/** Meta key: set by a reset, cleared when the pull from the start has ended and the older views are dropped. */
+const STALE = "stale";
+/** Views of an older epoch dropped (and reported) per transaction when the pull after a reset ends. */
+export const STALE_CHUNK = 500;
 
 export interface OutboxRow {
   /** local write order, stable when `n` is renumbered */
@@ -76,10 +94,15 @@ export interface CachedBlob {
   usedAt: number;
 }
 
+/** A view as stored: with the reset generation that wrote it (never shown to readers). */
+type StoredView = EntityView & { epoch: number };
+/** An unavailable entity as stored in meta `unavailable`: with the epoch of the page that named it (absent before version 3: 0). */
+type StoredUnavailable = Unavailable & { epoch?: number };
+
 interface SyncDB extends DBSchema {
   meta: { key: string; value: unknown };
   outbox: { key: number; value: OutboxRow; indexes: { entity: [string, string, number]; pending: [number, number] } };
-  entities: { key: [string, string]; value: EntityView; indexes: { collection: string } };
+  entities: { key: [string, string]; value: StoredView; indexes: { collection: string; epoch: number } };
   rejections: { key: string; value: Rejection };
   uploads: { key: string; value: UploadRow };
   blob_cache: { key: string; value: CachedBlob; indexes: { usedAt: number } };
@@ -117,19 +140,47 @@ export class LocalStore {
   /** Open (or create) the database; the replica id is generated once and kept. */
   static async open(dbName: string, replicaId?: string): Promise<LocalStore> {
     const db = await openDB<SyncDB>(dbName, DB_VERSION, {
-      upgrade(d, oldVersion) {
+      upgrade(d, oldVersion, _newVersion, upgrade) {
+        // Every step keeps what an older version stored.
+        if (oldVersion < 1) {
+          d.createObjectStore("meta");
+          const outbox = d.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
+          outbox.createIndex("entity", ["collection", "entity", "n"]);
+          outbox.createIndex("pending", ["acked", "n"]);
+          const entities = d.createObjectStore("entities", { keyPath: ["collection", "entity"] });
+          entities.createIndex("collection", "collection");
+          d.createObjectStore("rejections", { keyPath: "id" });
+        }
         if (oldVersion < 2) {
           d.createObjectStore("uploads", { keyPath: "id" });
           d.createObjectStore("blob_cache", { keyPath: "id" }).createIndex("usedAt", "usedAt");
         }
-        if (oldVersion >= 1) return;
-        d.createObjectStore("meta");
-        const outbox = d.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
-        outbox.createIndex("entity", ["collection", "entity", "n"]);
-        outbox.createIndex("pending", ["acked", "n"]);
-        const entities = d.createObjectStore("entities", { keyPath: ["collection", "entity"] });
-        entities.createIndex("collection", "collection");
-        d.createObjectStore("rejections", { keyPath: "id" });
+        if (oldVersion < 3) {
+          const entities = upgrade.objectStore("entities");
+          entities.createIndex("epoch", "epoch");
+          // Views stored before had no epoch, so the index would miss them: they are of epoch 0. The upgrade
+          // transaction stays open while this walks them (each step waits only on its own requests); a
+          // failure aborts it, and the open fails with the database left at the version before.
+          if (oldVersion >= 1) {
+            void (async () => {
+              for (let c = await entities.openCursor(); c; c = await c.continue()) {
+                if (typeof c.value.epoch !== "number") await c.update({ ...c.value, epoch: 0 });
+              }
+            })().catch(() => {
+              try {
+                upgrade.abort();
+              } catch {
+                // already aborted
+              }
+            });
+          }
+        }
+      },
+      blocking() {
+        // A newer version of the app (another tab, or the service worker after an update) wants to upgrade the
+        // database: this connection must not hold it up for as long as this page stays open. Closed, this
+        // (older) page's next write fails with an error instead, and its outbox stays on disk for the new one.
+        db.close();
       },
     });
     const tx = db.transaction("meta", "readwrite", STRICT);
@@ -200,7 +251,7 @@ export class LocalStore {
     ]);
     let change: Change;
     try {
-      change = build({ stored, outbox, counter: counter ?? 0, hlc: hlc ?? [0, 0] });
+      change = build({ stored: bare(stored), outbox, counter: counter ?? 0, hlc: hlc ?? [0, 0] });
     } catch (exc) {
       tx.abort();
       await tx.done.catch(() => undefined);
@@ -228,11 +279,11 @@ export class LocalStore {
   // --- reads -----------------------------------------------------------------
 
   async view(collection: string, entity: string): Promise<EntityView | undefined> {
-    return this.db.get("entities", [collection, entity]);
+    return bare(await this.db.get("entities", [collection, entity]));
   }
 
   async views(collection: string): Promise<EntityView[]> {
-    return this.db.getAllFromIndex("entities", "collection", collection);
+    return (await this.db.getAllFromIndex("entities", "collection", collection)).map((v) => bare(v) as EntityView);
   }
 
   /** Outbox rows (pending and acked) of one entity or a whole collection, in counter order. */
@@ -525,7 +576,12 @@ export class LocalStore {
   /**
    * Merge one pulled page and store its cursor in the same transaction; returns the events it implies.
    * Entities the page names `unavailable` keep what the device holds and join the set that
-   * `unavailable()` lists (an `unavailable` event when first named); an eviction leaves the set.
+   * `unavailable()` lists (an `unavailable` event when first named). An eviction drops the entity at
+   * once (also in the pull after a reset) and takes it out of the set; if the device showed it (held and
+   * not deleted), a `remote_change` with `fields: []` and `deleted: true` tells the app.
+   *
+   * After a reset, a view kept from before it (an older epoch) is replaced, not merged: the pull from the
+   * start carries every field. A `remote_change` tells the app only if what it showed changed.
    */
   async applyPage(
     changes: EntityView[],
@@ -538,21 +594,45 @@ export class LocalStore {
     const entities = tx.objectStore("entities");
     const meta = tx.objectStore("meta");
     let hlc = ((await meta.get("hlc")) as Hlc | undefined) ?? [0, 0];
+    const epoch = await epochOf(tx);
     for (const delta of changes) {
-      const old = await entities.get([delta.collection, delta.entity]);
-      const merged = mergeDelta(old, delta);
-      await entities.put(merged);
+      const stored = await entities.get([delta.collection, delta.entity]);
+      const old = bare(stored);
+      let merged: EntityView;
+      if (stored !== undefined && old !== undefined && stored.epoch < epoch) {
+        // Kept from before a reset: the server's whole state replaces it.
+        merged = mergeDelta(undefined, delta);
+        const found = eventsFor(old, merged, this.replica);
+        if (!found.some((e) => e.type === "remote_change") && differs(old, merged)) {
+          const fields = Object.keys(merged.fields).sort();
+          found.unshift({ type: "remote_change", collection: merged.collection, entity: merged.entity, fields, deleted: merged.deleted });
+        }
+        events.push(...found);
+      } else {
+        merged = mergeDelta(old, delta);
+        events.push(...eventsFor(old, delta, this.replica));
+      }
+      await entities.put({ ...merged, epoch });
       await dropCovered(tx, merged, this.replica);
       hlc = observeSiblings(hlc, delta);
-      events.push(...eventsFor(old, delta, this.replica));
     }
-    for (const gone of evictions) await entities.delete([gone.collection, gone.entity]);
+    for (const gone of evictions) {
+      const key: [string, string] = [gone.collection, gone.entity];
+      const held = await entities.get(key);
+      if (held === undefined) continue;
+      await entities.delete(key);
+      // It left this replica's scope: to the app it is gone, like a delete.
+      if (!held.deleted) events.push({ type: "remote_change", collection: gone.collection, entity: gone.entity, fields: [], deleted: true });
+    }
     const set = await unavailableSet(tx);
     if (unavailable.length || (evictions.length && set.size)) {
       for (const gone of evictions) set.delete(unavailableKey(gone));
       for (const u of unavailable) {
         if (!set.has(unavailableKey(u))) events.push({ type: "unavailable", collection: u.collection, entity: u.entity, code: u.code });
-        set.set(unavailableKey(u), { collection: u.collection, entity: u.entity, seq: u.seq, code: u.code });
+        set.set(unavailableKey(u), { collection: u.collection, entity: u.entity, seq: u.seq, code: u.code, epoch });
+        // What the device holds of it stays, also through the end of a reset's pull.
+        const held = await entities.get([u.collection, u.entity]);
+        if (held !== undefined && held.epoch !== epoch) await entities.put({ ...held, epoch });
       }
       await meta.put([...set.values()], "unavailable");
     }
@@ -564,14 +644,15 @@ export class LocalStore {
 
   /** The entities the server named `unavailable`, not yet read back, by collection and entity. */
   async unavailable(): Promise<Unavailable[]> {
-    const set = ((await this.meta<Unavailable[]>("unavailable")) ?? []).slice();
+    const stored = (await this.meta<StoredUnavailable[]>("unavailable")) ?? [];
+    const set = stored.map(({ collection, entity, seq, code }): Unavailable => ({ collection, entity, seq, code }));
     return set.sort((a, b) => (unavailableKey(a) < unavailableKey(b) ? -1 : unavailableKey(a) > unavailableKey(b) ? 1 : 0));
   }
 
   /**
    * An unavailable entity read back: `view` (the server's whole state) replaces what the device
    * holds, `undefined` (404: gone or out of scope) drops it; either way it leaves the set. Does
-   * nothing if it left the set meanwhile (a `reset`, an eviction). Returns the events it implies:
+   * nothing if it left the set meanwhile (the end of a `reset`'s pull, an eviction). Returns the events it implies:
    * always a `remote_change` (the app's mark can go), plus `conflict`s the view shows.
    */
   async resolveUnavailable(item: Unavailable, view: EntityView | undefined): Promise<SyncEvent[]> {
@@ -583,7 +664,7 @@ export class LocalStore {
       return [];
     }
     const entities = tx.objectStore("entities");
-    const old = await entities.get(key);
+    const old = bare(await entities.get(key));
     let events: SyncEvent[];
     if (view === undefined) {
       await entities.delete(key);
@@ -591,7 +672,7 @@ export class LocalStore {
     } else {
       // The whole state, as a pull from `cursor: null` would send it: replaced, not merged.
       const whole: EntityView = { ...view, collection: item.collection, entity: item.entity };
-      await entities.put(whole);
+      await entities.put({ ...whole, epoch: await epochOf(tx) });
       await dropCovered(tx, whole, this.replica);
       const meta = tx.objectStore("meta");
       await meta.put(observeSiblings(((await meta.get("hlc")) as Hlc | undefined) ?? [0, 0], whole), "hlc");
@@ -615,14 +696,58 @@ export class LocalStore {
     await tx.done;
   }
 
-  /** Forget synced state (views, cursor, unavailable entities), never the outbox (PROTOCOL §4.4 `reset`). */
+  /**
+   * Start over from `cursor: null` (PROTOCOL §4.4 `reset`); never touches the outbox. The synced state
+   * (views with their attachment statuses, unavailable entities) stays readable and serves as the context
+   * of local writes until the pull from the start ends (`dropStale`): a device that goes offline meanwhile
+   * keeps what it had.
+   */
   async reset(): Promise<void> {
-    const tx = this.tx(["meta", "entities"]);
-    await tx.objectStore("entities").clear();
-    await tx.objectStore("meta").put(null, "cursor");
-    await tx.objectStore("meta").delete("unavailable");
-    await tx.objectStore("meta").delete(SERVER_BEHIND);
+    const tx = this.tx(["meta"]);
+    const meta = tx.objectStore("meta");
+    await meta.put(await epochOf(tx) + 1, EPOCH);
+    await meta.put(true, STALE);
+    await meta.put(null, "cursor");
+    await meta.delete(SERVER_BEHIND);
     await tx.done;
+  }
+
+  /** A reset happened and the pull from the start has not ended yet: views from before it are still shown. */
+  async resetting(): Promise<boolean> {
+    return (await this.meta<boolean>(STALE)) === true;
+  }
+
+  /**
+   * After a pull ended with `more: false`: drop up to `limit` views a reset left behind, in one transaction.
+   * Returns the events (a `remote_change` with `fields: []` and `deleted: true` for each dropped entity that
+   * was not deleted already), how many views went, and whether none are left (then the unavailable entities
+   * not named again since the reset leave the set too, and the reset is over); call again until `done`.
+   * Does nothing when no reset is in progress.
+   */
+  async dropStale(limit = STALE_CHUNK): Promise<{ events: SyncEvent[]; dropped: number; done: boolean }> {
+    const events: SyncEvent[] = [];
+    const tx = this.tx(["meta", "entities"]);
+    const meta = tx.objectStore("meta");
+    if ((await meta.get(STALE)) !== true) {
+      await tx.done;
+      return { events, dropped: 0, done: true };
+    }
+    const epoch = await epochOf(tx);
+    const entities = tx.objectStore("entities");
+    const rows = await entities.index("epoch").getAll(IDBKeyRange.upperBound(epoch, true), limit);
+    for (const row of rows) {
+      await entities.delete([row.collection, row.entity]);
+      if (!row.deleted) events.push({ type: "remote_change", collection: row.collection, entity: row.entity, fields: [], deleted: true });
+    }
+    const done = rows.length < limit;
+    if (done) {
+      const set = ((await meta.get("unavailable")) as StoredUnavailable[] | undefined) ?? [];
+      const kept = set.filter((u) => (u.epoch ?? 0) >= epoch);
+      if (kept.length !== set.length) await meta.put(kept, "unavailable");
+      await meta.delete(STALE);
+    }
+    await tx.done;
+    return { events, dropped: rows.length, done };
   }
 
   /** A push found the server behind (it lost acknowledged changes) and the synced state was not dropped yet. */
@@ -635,9 +760,40 @@ function unavailableKey(u: { collection: string; entity: string }): string {
   return `${u.collection}\u0000${u.entity}`;
 }
 
-async function unavailableSet(tx: Tx): Promise<Map<string, Unavailable>> {
-  const items = ((await tx.objectStore("meta").get("unavailable")) as Unavailable[] | undefined) ?? [];
+async function unavailableSet(tx: Tx): Promise<Map<string, StoredUnavailable>> {
+  const items = ((await tx.objectStore("meta").get("unavailable")) as StoredUnavailable[] | undefined) ?? [];
   return new Map(items.map((u) => [unavailableKey(u), u]));
+}
+
+async function epochOf(tx: Tx): Promise<number> {
+  return ((await tx.objectStore("meta").get(EPOCH)) as number | undefined) ?? 0;
+}
+
+/** A stored view as readers see it: without its epoch. */
+function bare(row: StoredView | undefined): EntityView | undefined {
+  if (row === undefined) return undefined;
+  const view: EntityView & { epoch?: number } = { ...row };
+  delete view.epoch;
+  return view;
+}
+
+/** The app-visible state changed (a server restored from a backup may even go back). */
+function differs(old: EntityView, now: EntityView): boolean {
+  return old.deleted !== now.deleted || !sameJson(old.vv, now.vv) || !sameJson(old.fields, now.fields);
+}
+
+/** Deep equality of JSON values, whatever the order of object keys; a member set to `undefined` counts as absent. */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => sameJson(x, b[i]));
+  }
+  const ra = a as Record<string, unknown>;
+  const rb = b as Record<string, unknown>;
+  const keys = new Set([...Object.keys(ra), ...Object.keys(rb)]);
+  for (const k of keys) if (!sameJson(ra[k], rb[k])) return false;
+  return true;
 }
 
 /** Acked changes the server state now includes are no longer needed for reads. */

@@ -11,7 +11,7 @@
  * The worker pushes over HTTP with the last token the page stored in IndexedDB, under
  * the same round lock as the tabs, so a change is never pushed twice. It only pushes:
  * pulling is the page's job when it opens (a push that finds the server restored from a
- * backup drops the synced state and cursor, as a page's round does). It then uploads attached files
+ * backup drops the cursor, as a page's round does, so the page's next pull starts from scratch). It then uploads attached files
  * (`flushUploads`) with tus-js-client over `fetch` (a worker has no XMLHttpRequest),
  * under the uploads lock the tabs use, resuming each from its kept upload URL.
  */

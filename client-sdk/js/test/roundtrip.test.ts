@@ -228,7 +228,9 @@ describe("sync()", () => {
     expect(await d.get("dlv-1")).toEqual({ status: "failed" });
     expect(await d.get("dlv-2")).toBeUndefined(); // evicted
     const types = events.filter((e) => e.type === "remote_change" || e.type === "conflict").map((e) => e.type);
-    expect(types).toEqual(["remote_change", "conflict", "remote_change"]);
+    expect(types).toEqual(["remote_change", "conflict", "remote_change", "remote_change"]);
+    // The eviction of an entity the device showed is told as a deletion.
+    expect(events.filter((e) => e.type === "remote_change").at(-1)).toEqual({ type: "remote_change", collection: "deliveries", entity: "dlv-2", fields: [], deleted: true });
     expect(events.find((e) => e.type === "conflict")).toMatchObject({ field: "status", value: "failed", mine: true });
     // The next pull continues from the stored cursor.
     await client.sync();
