@@ -42,6 +42,12 @@ class PushNotApplied(RuntimeError):
     """A push came back with results other than the ones the benchmark expects."""
 
 
+def _not_reset(page: Json) -> None:
+    """A benchmark device is never told to reset: if it is, it would measure another workload than it says."""
+    if page.get("reset"):
+        raise PushNotApplied("the server answered reset: this device's cursor is not one of its own scope")
+
+
 def change(
     n: int,
     entity: str,
@@ -116,6 +122,11 @@ class SyncClient:
     def __enter__(self) -> SyncClient:
         return self
 
+    def use(self, headers: dict[str, str]) -> None:
+        """Send the next requests with ``headers`` (another device's token on this connection)."""
+        self.headers = dict(headers)
+        self.json_headers = {**headers, **JSON_HEADERS}
+
     def __exit__(self, *exc: object) -> None:
         self.http.close()
 
@@ -148,6 +159,7 @@ class SyncClient:
         count = requests = 0
         while True:
             page = _decode(self._post("/v1/sync/pull", _encode({"cursor": cursor, "limit": limit})))
+            _not_reset(page)
             requests += 1
             count += len(page["changes"])
             if on_page is not None:
@@ -249,6 +261,7 @@ class AsyncSyncClient:
             if r.status_code != 200:
                 raise PushNotApplied(f"pull answered {r.status_code}: {r.text[:300]}")
             page = _decode(r.content)
+            _not_reset(page)
             requests += 1
             count += len(page["changes"])
             if on_page is not None:

@@ -174,7 +174,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         ],
         lifespan=[lifespan, rate_limiting.lifespan],
         stores=rate_limiting.stores,
-        state=State({"verifier": verifier, "settings": settings, "key_provider": provider, "schema": schema}),
+        state=State(
+            {
+                "verifier": verifier,
+                "settings": settings,
+                "key_provider": provider,
+                "schema": schema,
+                "rate_limiting": rate_limiting,  # the WebSocket channel counts in the same budget (transport/ws.py)
+            }
+        ),
         dependencies={
             "push_service": from_state("push_service"),
             "pull_service": from_state("pull_service"),

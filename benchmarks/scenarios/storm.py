@@ -1,7 +1,7 @@
 """3. Reconnect storm: D devices, each with K queued changes, reconnect at once.
 
 Before the outage (untimed) a dispatcher creates one delivery per driver and
-every device is in sync at the same cursor. Offline, each driver queues K
+every device pulls its channel once (a cursor is bound to its reader's scope). Offline, each driver queues K
 changes to its delivery (status, cash on delivery, odometer). Then all D
 devices reconnect at once, each on its own connection and token: it pushes
 its outbox (in pushes of at most ``push_batch``), pulls from its old cursor
@@ -92,7 +92,7 @@ def _outbox(i: int, k: int, batch: int) -> list[bytes]:
 
 
 def _seed(server: OurServer, tenant: str, d: int, page: int) -> str | None:
-    """One delivery per driver, made by the dispatcher; returns the cursor every device holds."""
+    """One delivery per driver, made by the dispatcher; returns the dispatcher's cursor."""
     changes = [
         change(i + 1, _entity(i), [{"op": "set", "field": "driver_id", "value": f"driver-{i}"}], (now_ms(), i))
         for i in range(d)
@@ -100,6 +100,15 @@ def _seed(server: OurServer, tenant: str, d: int, page: int) -> str | None:
     with SyncClient(server.base, server.headers(tenant, "dispatcher")) as client:
         client.push_all(push_bodies(DISPATCH, changes, 1000))
         return client.pull_to_end(None, page).cursor
+
+
+def _own_cursors(server: OurServer, devices: list[Device], page: int) -> None:
+    """Each driver pulls its channel once before going offline (untimed): a cursor is bound to the scope it was
+    issued to, so the dispatcher's would get each driver a reset."""
+    with SyncClient(server.base, devices[0].headers) as client:
+        for dev in devices:
+            client.use(dev.headers)
+            dev.cursor = client.pull_to_end(None, page).cursor
 
 
 async def _storm(base: str, devices: list[Device], page: int) -> Storm:
@@ -217,7 +226,7 @@ def reconnect_storm(
     """
     with our_server(backend, log_name) as server:
         tenant = server.tenant("storm")
-        cursor = _seed(server, tenant, d, page)
+        _seed(server, tenant, d, page)
         devices = [
             Device(
                 f"phone-{i}",
@@ -225,10 +234,10 @@ def reconnect_storm(
                 _entity(i),
                 server.headers(tenant, f"driver-{i}", "driver", (f"driver:driver-{i}",)),
                 _outbox(i, k, batch),
-                cursor=cursor,
             )
             for i in range(d)
         ]
+        _own_cursors(server, devices, page)
         rss_before = server.rss_bytes()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             storm = runner.run(_storm(server.base, devices, page))

@@ -202,9 +202,12 @@ class MemoryServer:
     # --- pull -------------------------------------------------------------------
 
     def pull(self, request: PullRequest) -> PullResponse:
-        after, since = _decode_cursor(request.cursor)
-        if request.cursor is not None and since < self.purged_seq:
+        after, since, floor = _decode_cursor(request.cursor)
+        # As the server's: a pull from the start resets only for a collection after it began (its ``floor``).
+        if request.cursor is not None and floor < self.purged_seq:
             return PullResponse(reset=True)
+        if request.cursor is None:
+            floor = self.purged_seq
         wanted: Sequence[str] | None = request.collections
         rows = sorted(
             (
@@ -221,6 +224,8 @@ class MemoryServer:
         views = [self._view(key, e, since) for _, key, e in rows]
         last = rows[-1][0] if rows else after
         cursor = f"{_CURSOR_PREFIX}{last}" + (f".{since}" if more and since < last else "")
+        if more and since == 0 and since < last and floor:
+            cursor += f"~{floor}"
         return PullResponse(changes=views, cursor=cursor, more=more)
 
     def _view(self, key: tuple[str, str], e: _Entity, after: int) -> EntityView:
@@ -239,12 +244,20 @@ class MemoryServer:
         self.purged_seq = self.seq
 
 
-def _decode_cursor(cursor: str | None) -> tuple[int, int]:
-    """``(seq, since)``: where the next page starts, and where the device was last whole (as the server's)."""
+def _decode_cursor(cursor: str | None) -> tuple[int, int, int]:
+    """``(seq, since, floor)``: where the next page starts, where the device was last whole, and the collection
+    watermark a reset is decided against (as the server's ``cursor.Position``)."""
     if cursor is None:
-        return 0, 0
-    raw = cursor.removeprefix(_CURSOR_PREFIX)
+        return 0, 0, 0
+    raw, _, floor = cursor.removeprefix(_CURSOR_PREFIX).partition("~")
     seq, _, since = raw.partition(".")
-    if cursor == raw or not seq.isdigit() or not (since or seq).isdigit() or int(since or seq) > int(seq):
+    if (
+        not cursor.startswith(_CURSOR_PREFIX)
+        or not seq.isdigit()
+        or not (since or seq).isdigit()
+        or int(since or seq) > int(seq)
+        or (floor and not floor.isdigit())
+    ):
         raise ServerError(400, errors.INVALID_CURSOR, "not a cursor of this server")
-    return int(seq), int(since or seq)
+    whole = int(since or seq)
+    return int(seq), whole, int(floor) if floor else whole

@@ -43,6 +43,11 @@ ChangeId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00]+$
 """Any text but NUL (which PostgreSQL text columns cannot hold)."""
 Cursor = Annotated[str, Meta(min_length=1, max_length=512)]
 """A pull cursor: opaque, echoed as the server issued it (never empty); ``null`` means from the beginning."""
+MAX_PULL_COLLECTIONS = 256
+"""Most collections a pull (``PullRequest.collections``, ``hello.collections``) may name: a schema has a handful,
+and each one named is a bound value of the page's query (PostgreSQL takes at most 65,535 of them)."""
+PullCollections = Annotated[list[Id], Meta(max_length=MAX_PULL_COLLECTIONS)]
+"""Only these collections; ``null`` (``None``) means all."""
 Counter = Annotated[int, Meta(ge=1)]
 Seq = Annotated[int, Meta(ge=0)]
 Hlc = tuple[Annotated[int, Meta(ge=0)], Annotated[int, Meta(ge=0)]]
@@ -167,7 +172,7 @@ class PushResponse(Struct, gc=False):
 class PullRequest(Struct, gc=False, forbid_unknown_fields=True):
     cursor: Cursor | None = None
     limit: Annotated[int, Meta(ge=1, le=10_000)] = 1000
-    collections: list[Id] | None = None
+    collections: PullCollections | None = None
 
 
 class SiblingView(Struct, gc=False, omit_defaults=True):
@@ -303,7 +308,7 @@ class WsHello(Struct, gc=False, tag="hello", tag_field="type"):
     versions: list[int]
     replica: Id | None = None
     cursor: Cursor | None = None
-    collections: list[Id] | None = None
+    collections: PullCollections | None = None
     encoding: WsEncoding = "json"
 
 
@@ -369,6 +374,9 @@ class WsError(Struct, gc=False, tag="error", tag_field="type"):
     code: str
     message: str
     id: str | None = None
+    retry_after: Annotated[int, Meta(ge=0)] | msgspec.UnsetType = msgspec.UNSET
+    """Only with ``rate_limited``: seconds to wait before the next request (as HTTP's ``Retry-After``); absent
+    from every other error (``UNSET`` is not encoded)."""
 
 
 WsClientMessage = WsAuth | WsHello | WsPush | WsPing | WsPong

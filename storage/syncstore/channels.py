@@ -25,10 +25,14 @@ Pitfalls:
   the channels, with the smallest ``joined_seq``: an entity that joined the
   device's scope after its cursor must be sent whole, not as a delta.
 * ``scoped_page`` is what a scoped pull reads: the tenant row, then
-  ``pull_in_channels``, then ``evictions``, in that order and together (on
+  ``pull_in_channels``, then ``evictions``, together and in one snapshot (on
   SQLite one hop to a reader thread instead of three, about a third of a
-  small pull's time). The tenant row comes first: every change up to its
-  ``last_seq`` was committed before the other two reads began.
+  small pull's time; on PostgreSQL one ``REPEATABLE READ READ ONLY``
+  transaction). Read apart, a push committing between the entities and the
+  evictions put a later eviction on the page without an earlier change, and
+  the cursor, moved to the page's last item, skipped the change; a purge
+  committing between the tenant row and the page took a tombstone out of the
+  page without the reset that stands for it.
 * Channel lists are small (a token's ``ch`` claim); they go into ``IN (...)``.
   ``latest_in_channels`` takes the channels of every live driver of a tenant,
   which can be thousands: it reads them in chunks.
@@ -57,11 +61,14 @@ class ScopedEntity(Struct, frozen=True, gc=False):
 
 
 class EvictionRecord(Struct, frozen=True, gc=False):
-    """An entity that left the given channels at ``seq`` and is in none of them now."""
+    """An entity that left the given channels at ``seq`` and is in none of them now (by its channel rows)."""
 
     collection: str
     entity_id: str
     seq: int
+    record: EntityRecord | None = None
+    """``scoped_page`` only: the entity's row, read with the eviction (one snapshot); ``None`` when it has no row.
+    Channel rows are only an index: the reader confirms from the row's state that the entity really left."""
 
 
 class ScopedPage(Struct, frozen=True, gc=False):
@@ -117,9 +124,12 @@ class ChannelStore(Protocol):
     ) -> ScopedPage:
         """``Store.get_tenant``, then ``pull_in_channels``, then (with ``evictions``) ``evictions``, read together.
 
-        In that order, so every change up to the tenant row's ``last_seq`` is visible to the two reads after
-        it; where the backend can, in one round trip and one snapshot. An unknown tenant gives ``None`` and
-        empty lists.
+        In one snapshot: the tenant row (its ``last_seq`` and ``purged_seq``), the entities and the evictions
+        all show the same commits, so a push or a purge committing meanwhile shows in all of them or in none
+        (a pull's cursor moves to the last item of its page: an eviction of a later commit on the page, with
+        an entity change of that commit missing from it, would skip the change for good). Each eviction
+        carries its entity's row (``EvictionRecord.record``), read in the same snapshot. An unknown tenant
+        gives ``None`` and empty lists.
         """
         ...
 

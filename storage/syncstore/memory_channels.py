@@ -61,7 +61,9 @@ class MemoryChannels:
                 continue
             left = [m.seq for m in mine if m.seq > after_seq]
             if left:
-                found.append(EvictionRecord(collection, entity_id, max(left)))
+                entity = tenant.entities.get((collection, entity_id))
+                record = as_read(tenant, entity) if entity is not None else None
+                found.append(EvictionRecord(collection, entity_id, max(left), record))
         found.sort(key=lambda e: (e.seq, e.collection, e.entity_id))
         return found[:limit]
 

@@ -36,7 +36,7 @@ from syncstore.channels import EvictionRecord, ScopedEntity, ScopedPage
 from syncstore.records import ConflictFilter, ConflictRecord, EntityRecord, MembershipRecord
 from syncstore.sql_conflicts import conflict_page, visible_in_window, window_end
 from syncstore.sql_database import SqlDatabase
-from syncstore.sql_session import chunks
+from syncstore.sql_session import chunks, entity_rows
 from syncstore.tables import conflicts, entities, entity_channels, latest_seq_column
 
 ec = entity_channels
@@ -71,12 +71,13 @@ class SqlChannels:
         limit: int,
         collections: Sequence[str] | None = None,
     ) -> list[EvictionRecord]:
-        """See ``ChannelStore.evictions``."""
+        """See ``ChannelStore.evictions``: with their entities' rows, as ``scoped_page`` reads them."""
         wanted = _wanted(channels, limit, collections)
         if wanted is None:
             return []
-        query, params = _evictions_read(tenant_id, wanted, after_seq, limit, collections)
-        return _eviction_records(await self._db.rows(query, params))
+        read = _evictions_read(tenant_id, wanted, after_seq, limit, collections)
+        gone, evicted = await self._db.read(functools.partial(_with_entity_rows, tenant_id, [read]), snapshot=True)
+        return _eviction_records(gone, evicted)
 
     async def scoped_page(
         self,
@@ -88,22 +89,30 @@ class SqlChannels:
         *,
         evictions: bool = True,
     ) -> ScopedPage:
-        """See ``ChannelStore.scoped_page``: the three reads in one ``SqlDatabase.read``."""
+        """See ``ChannelStore.scoped_page``: the three reads in one ``SqlDatabase.read`` and one snapshot.
+
+        On PostgreSQL that is a ``REPEATABLE READ READ ONLY`` transaction (``SqlDatabase.read(snapshot=True)``):
+        in autocommit each statement had its own snapshot, and a push committing between the entities and the
+        evictions put its eviction on the page without its entity changes, which the cursor then skipped.
+        Evictions are rare: when there are some, their entities' rows are read in the same snapshot (a fourth
+        statement), for the reader to confirm them (``EvictionRecord.record``).
+        """
         wanted = _wanted(channels, limit, collections)
         reads: list[_Read] = []
         if wanted is not None:
             reads.append(_entities_read(tenant_id, wanted, after_seq, limit, collections))
             if evictions:
                 reads.append(_evictions_read(tenant_id, wanted, after_seq, limit, collections))
-        tenant, *found = await self._db.read(
-            functools.partial(_read_all, [(sql_log.TENANT_ROW, {"tenant_id": tenant_id}), *reads])
+        tenant, *found, evicted = await self._db.read(
+            functools.partial(_read_page, tenant_id, [(sql_log.TENANT_ROW, {"tenant_id": tenant_id}), *reads]),
+            snapshot=True,
         )
         if not tenant:
             return ScopedPage(None, [], [])
         return ScopedPage(
             rows.tenant_from_row(tenant[0]),
             _scoped_entities(found[0], limit) if found else [],
-            _eviction_records(found[1]) if len(found) > 1 else [],
+            _eviction_records(found[1], evicted) if len(found) > 1 else [],
         )
 
     async def latest_in_channels(self, tenant_id: str, channels: Sequence[str], after_seq: int) -> dict[str, int]:
@@ -300,13 +309,37 @@ def _evictions_read(
     return _evictions_query(collections is not None), params
 
 
-def _eviction_records(found: Sequence[RowMapping]) -> list[EvictionRecord]:
-    return [EvictionRecord(r["collection"], r["entity_id"], r["seq"]) for r in found]
+def _eviction_records(
+    found: Sequence[RowMapping], records: dict[tuple[str, str], EntityRecord] | None = None
+) -> list[EvictionRecord]:
+    """The evictions of ``_evictions_read``'s rows, each with its entity's row from ``records`` if given."""
+    known = records or {}
+    return [
+        EvictionRecord(r["collection"], r["entity_id"], r["seq"], known.get((r["collection"], r["entity_id"])))
+        for r in found
+    ]
 
 
 def _read_all(reads: list[_Read], conn: Connection) -> list[Sequence[RowMapping]]:
     """Every read's rows, in order, on one connection (``SqlDatabase.read``)."""
     return [conn.execute(query, params).mappings().all() for query, params in reads]
+
+
+def _with_entity_rows(tenant_id: str, reads: list[_Read], conn: Connection) -> list[Any]:
+    """``reads`` (``_read_all``), the last of them the evictions; then, only when there are evictions, their
+    entities' rows (a dict by key, appended), on the same connection and snapshot."""
+    found: list[Any] = _read_all(reads, conn)
+    keys = [(r["collection"], r["entity_id"]) for r in found[-1]]
+    found.append(entity_rows(conn, tenant_id, keys) if keys else {})
+    return found
+
+
+def _read_page(tenant_id: str, reads: list[_Read], conn: Connection) -> list[Any]:
+    """``scoped_page``'s reads: the tenant row, the entities, the evictions (when asked for), and the rows of the
+    evicted entities (``_with_entity_rows``; an empty dict without evictions)."""
+    if len(reads) < 3:
+        return [*_read_all(reads, conn), {}]
+    return _with_entity_rows(tenant_id, reads, conn)
 
 
 def _params(tenant_id: str, channels: list[str], collections: Sequence[str] | None) -> dict[str, Any]:

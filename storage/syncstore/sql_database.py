@@ -34,6 +34,9 @@ __all__ = ["UNREACHABLE", "Locked", "PushTransaction", "SqlDatabase", "Steps", "
 
 _T = TypeVar("_T")
 
+_SNAPSHOT: dict[str, Any] = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+"""PostgreSQL: one snapshot for every statement of a transaction (``SqlDatabase.read(..., snapshot=True)``)."""
+
 _LOCK_TENANT = (
     select(tenants.c.last_seq, tenants.c.purged_seq, tenants.c.chain_head)
     .where(tenants.c.id == bindparam("tenant_id"))
@@ -178,13 +181,16 @@ class SqlDatabase:
         async with self._sqlite_writer, self.writer.transaction(functools.partial(_committed, work)) as result:
             return result
 
-    async def read(self, work: Callable[[Connection], _T]) -> _T:
+    async def read(self, work: Callable[[Connection], _T], *, snapshot: bool = False) -> _T:
         """Several reads in one go: ``work(connection)``, whose statements must only read.
 
         On SQLite in one read transaction on a reader thread: one hop and one snapshot for all of them
         (each hop costs about as much as a small query's whole read through SQLAlchemy). On PostgreSQL on
-        one pooled connection in autocommit, like ``rows``: each statement its own snapshot, in order.
-        Failing to reach the database raises ``StoreUnavailable``.
+        one pooled connection in autocommit, like ``rows``: each statement its own snapshot, in order; with
+        ``snapshot``, in one ``REPEATABLE READ READ ONLY`` transaction instead, so that every statement sees
+        the same commits (a read-only transaction at that level never fails to serialize; it costs its
+        ``BEGIN`` and ``COMMIT``). Use it when the statements' rows must agree with each other: one page
+        of a pull read in several statements. Failing to reach the database raises ``StoreUnavailable``.
         """
         if self.reader is not None:
             try:
@@ -192,8 +198,17 @@ class SqlDatabase:
             except UNREACHABLE as exc:
                 raise StoreUnavailable(str(exc)) from exc
         async with self.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return await conn.run_sync(work)
+            if not snapshot:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return await conn.run_sync(work)
+            await conn.execution_options(**_SNAPSHOT)
+            try:
+                result = await conn.run_sync(work)
+                await conn.commit()  # nothing to write: ends the snapshot (a rollback would cost the same)
+                return result
+            finally:
+                if conn.in_transaction():
+                    await conn.rollback()
 
     async def rows(self, query: Executable, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
         """Run a read (with bound ``params``) in a transaction of its own and return all its rows.

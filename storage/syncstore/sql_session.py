@@ -105,7 +105,7 @@ class SqlPushSession:
         One query per collection per chunk of ids, not one per entity.
         """
         self._check_open()
-        return await self._step(functools.partial(_entities, tenant_id=self._tenant_id, keys=keys))
+        return await self._step(functools.partial(entity_rows, tenant_id=self._tenant_id, keys=keys))
 
     async def dot(self, replica_id: str, n: int) -> DotRecord | None:
         """What ``(replica_id, n)`` was used for: its change in the log, or its dead letter with the refusal."""
@@ -172,7 +172,8 @@ def _replicas(conn: Connection, tenant_id: str, ids: Sequence[str]) -> dict[str,
     return found
 
 
-def _entities(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, EntityRecord]:
+def entity_rows(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> dict[EntityKey, EntityRecord]:
+    """The current rows of ``keys`` (those that exist): a read per collection and chunk."""
     found: dict[EntityKey, EntityRecord] = {}
     for collection, ids in _by_collection(keys).items():
         for chunk in chunks(ids):
@@ -184,7 +185,7 @@ def _entities(conn: Connection, tenant_id: str, keys: Sequence[EntityKey]) -> di
 
 
 def _load(conn: Connection, tenant_id: str, replica_ids: Sequence[str], keys: Sequence[EntityKey]) -> PushLoad:
-    found = _entities(conn, tenant_id, keys)
+    found = entity_rows(conn, tenant_id, keys)
     members = channel_members(conn, tenant_id, list(found)) if found else {}
     return PushLoad(_replicas(conn, tenant_id, replica_ids), found, members)
 

@@ -1,10 +1,20 @@
-"""Rate limiting per bearer token, with Litestar's ``RateLimitMiddleware``.
+"""Rate limiting per identity, with Litestar's ``RateLimitMiddleware``.
 
 ``SYNC_RATE_LIMIT`` is ``<requests>/<second|minute|hour|day>`` (default
-``50/second``) or ``off``. Requests are counted per token (a device's token;
-the key is a SHA-256 of the token, never the token itself) or, without one,
-per client address. Over the limit the server answers 429 ``rate_limited``
-with ``Retry-After`` and the ``RateLimit-*`` headers.
+``50/second``) or ``off``. Requests are counted per verified identity (the
+token's tenant and ``sub``, checked with the app's ``TokenVerifier``, which
+caches verifications; the key is a SHA-256 of the two, never the token) or,
+without a token that verifies (none, junk, forged, expired), per client
+address as the ASGI server reports it (behind a proxy, uvicorn's
+``--forwarded-allow-ips``). So a flood of distinct bad tokens shares its
+address's budget, and two spellings of one token share one budget. Over the
+limit the server answers 429 ``rate_limited`` with ``Retry-After`` and the
+``RateLimit-*`` headers.
+
+The WebSocket channel counts in the same budget and store (Litestar's
+middleware runs for HTTP only): its upgrade (once the credential is read) and
+each ``push``. Over the limit it answers an ``error`` ``rate_limited`` with
+``retry_after`` (seconds); a refused upgrade then closes with 4429.
 
 The counts live in Litestar's in-memory store by default, so each server
 process counts alone. With ``SYNC_REDIS_URL=redis://...`` they live in
@@ -23,18 +33,23 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast, get_args
 
+import anyio
 from litestar import Litestar, Request
 from litestar.middleware.base import DefineMiddleware
-from litestar.middleware.rate_limit import DurationUnit, RateLimitConfig, get_remote_address
+from litestar.middleware.rate_limit import CacheObject, DurationUnit, RateLimitConfig, RateLimitMiddleware
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
+from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.exceptions import RedisError
 
+from syncserver.auth.tokens import Principal, TokenVerifier
+from syncserver.errors import ApiError
 from syncserver.settings import Settings
 
 log = logging.getLogger("syncserver.ratelimit")
@@ -56,12 +71,60 @@ def parse_rate(value: str) -> tuple[DurationUnit, int] | None:
     return None if int(count) == 0 else (cast(DurationUnit, unit), int(count))
 
 
+def identity(principal: Principal) -> str:
+    """The counter key of a verified token: a digest of its tenant and ``sub`` (every spelling, every token of
+    one user shares it)."""
+    return "user:" + hashlib.sha256(f"{principal.tenant}\0{principal.sub}".encode()).hexdigest()[:32]
+
+
+def address(scope: Scope | dict[str, Any]) -> str:
+    """The counter key without a verified token: the client address, as the ASGI server reports it (behind a
+    proxy it is the proxy's unless uvicorn trusts its ``X-Forwarded-For``: ``--forwarded-allow-ips``)."""
+    client = scope.get("client")
+    return "addr:" + (str(client[0]) if client else "unknown")
+
+
 def identify(request: Request[Any, Any, Any]) -> str:
-    """The counter key: a digest of the bearer token, or the client address without one."""
+    """The counter key of an HTTP request: its verified identity, or its client address without one.
+
+    Keyed on the token string, every junk token (and every spelling of one token that the JWT decoder
+    accepts) would get a fresh budget and a store entry of its own.
+    """
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return "token:" + hashlib.sha256(token.strip().encode()).hexdigest()[:32]
-    return "addr:" + get_remote_address(request)
+        verifier: TokenVerifier = request.app.state.verifier
+        try:
+            return identity(verifier.verify(token.strip()))
+        except ApiError:
+            pass  # refused by authentication next; counted against the address meanwhile
+    return address(request.scope)
+
+
+class SharedRateLimitMiddleware(RateLimitMiddleware):
+    """Litestar's middleware, whose check the WebSocket channel also calls (``RateLimiting.hit``).
+
+    Litestar builds one instance per route, each with a lock of its own; these share one (``lock``), so
+    that within a process the read-then-write of a key's history is atomic across routes and the channel.
+    """
+
+    def __init__(self, app: ASGIApp, config: RateLimitConfig, lock: anyio.Lock | None = None) -> None:
+        super().__init__(app, config)
+        if lock is not None:
+            self._lock = lock
+
+    async def hit(self, identifier: str, store: Store) -> CacheObject | None:
+        """Count one request of ``identifier``, as ``__call__`` does: None if admitted, else its history."""
+        key = f"{type(self).__name__}::{identifier}"  # the key ``cache_key_from_request`` gives a route
+        async with self._lock:
+            cache_object = await self.retrieve_cached_history(key, store)
+            if len(cache_object.history) >= self.max_requests:
+                return cache_object
+            await self.set_cached_history(key=key, cache_object=cache_object, store=store)
+        return None
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:  # pragma: no cover - never called
+    raise RuntimeError("the WebSocket's rate-limit check calls no app")
 
 
 class FailOpenStore(Store):
@@ -120,6 +183,12 @@ class RateLimiting:
 
     config: RateLimitConfig | None
     store: Store = field(default_factory=MemoryStore)
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    _checker: SharedRateLimitMiddleware | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.config is not None:
+            self._checker = SharedRateLimitMiddleware(_no_app, self.config, self.lock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiting:
@@ -127,7 +196,11 @@ class RateLimiting:
         config = None
         if rate is not None:
             config = RateLimitConfig(
-                rate_limit=rate, identifier_for_request=identify, store=STORE_NAME, exclude=EXCLUDE
+                rate_limit=rate,
+                identifier_for_request=identify,
+                store=STORE_NAME,
+                exclude=EXCLUDE,
+                middleware_class=SharedRateLimitMiddleware,
             )
         url = settings.redis_url
         if url is not None and url.startswith(("redis://", "rediss://")):
@@ -139,7 +212,19 @@ class RateLimiting:
 
     @property
     def middleware(self) -> list[DefineMiddleware]:
-        return [] if self.config is None else [self.config.middleware]
+        if self.config is None:
+            return []
+        return [DefineMiddleware(SharedRateLimitMiddleware, config=self.config, lock=self.lock)]
+
+    async def hit(self, identifier: str) -> int | None:
+        """Count one WebSocket request (an upgrade, a push) of ``identifier`` (``identity`` or ``address``) in
+        the HTTP budget and store: None if admitted, else the seconds to wait (as HTTP's ``Retry-After``)."""
+        if self._checker is None:
+            return None
+        refused = await self._checker.hit(identifier, self.store)
+        if refused is None:
+            return None
+        return max(1, refused.reset - int(time.time()))
 
     @property
     def stores(self) -> dict[str, Store]:

@@ -14,7 +14,9 @@ How a commit reaches a subscriber:
    change frames, is marked lagging and, once its socket has drained, catches up
    from the log from the last frame the socket took: nothing is lost. A catch-up
    already running drops what it read before the overflow and starts over from
-   there; its ``synced`` waits for room rather than overflow the queue.
+   there; its ``synced`` waits for room rather than overflow the queue. A
+   ``synced`` queued behind change frames that an overflow drops is dropped with
+   them (its cursor claims them); the catch-up sends a new one.
 
 A connection that is not live (just connected, or lagging) catches up with
 ``PullService.pull`` (the HTTP pull itself) and goes live when it reaches what

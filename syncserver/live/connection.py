@@ -58,18 +58,26 @@ class Frame:
     """One outgoing message. ``seq`` is set on change frames: the seq their cursor points at, and ``since``
     where that cursor says the device was last whole (``cursor.Position``; equal to ``seq`` unless more
     pages follow). ``stamp_ms`` on live frames: when the newest of their changes was pushed (for the lag
-    metric)."""
+    metric). ``claims`` on control frames that carry a cursor (``synced``, ``welcome``): a client stores
+    it, so such a frame queued behind a change frame claims that frame and must not outlive it."""
 
-    __slots__ = ("data", "seq", "since", "size", "stamp_ms")
+    __slots__ = ("claims", "data", "seq", "since", "size", "stamp_ms")
 
     def __init__(
-        self, data: Data, seq: int | None = None, stamp_ms: int | None = None, since: int | None = None
+        self,
+        data: Data,
+        seq: int | None = None,
+        stamp_ms: int | None = None,
+        since: int | None = None,
+        *,
+        claims: bool = False,
     ) -> None:
         self.data = data
         self.seq = seq
         self.since = seq if since is None else since
         self.size = len(data)
         self.stamp_ms = stamp_ms
+        self.claims = claims
 
 
 class Connection:
@@ -107,6 +115,7 @@ class Connection:
         "encoding",
         "epoch",
         "expires_at",
+        "floor",
         "handed",
         "handed_since",
         "has_cursor",
@@ -121,6 +130,7 @@ class Connection:
         "principal",
         "sample",
         "scope",
+        "scope_key",
         "settings",
         "shared",
         "since",
@@ -138,6 +148,7 @@ class Connection:
         encoding: WsEncoding = "json",
         position: int = 0,
         since: int | None = None,
+        floor: int = 0,
         has_cursor: bool = False,
         collections: list[str] | None = None,
         scope: ScopeFilter | None = None,
@@ -150,11 +161,16 @@ class Connection:
         self.handed = position
         self.epoch = 0
         self.since = self.handed_since = position if since is None else since
+        self.floor = floor
+        """``cursor.Position.floor`` of this session's catch-up (a pull from the start records the purge it began
+        after); carried in every cursor it hands out while that catch-up is under way."""
         self.has_cursor = has_cursor
         self.collections = collections
         self._collection_set = frozenset(collections) if collections is not None else None
         self.scope = scope
         self.shared = Scope.of(principal).unrestricted
+        self.scope_key = cursor.scope_key(Scope.of(principal))
+        """What this session's cursors are bound to (a device whose scope changes gets ``reset``, ``sync.cursor``)."""
         """Whether tenant-wide feed pages may be sent as they are (see the module docs)."""
         self.live = False
         self.lagging = False
@@ -194,7 +210,7 @@ class Connection:
     def cursor(self) -> str | None:
         if not self.position and not self.has_cursor:
             return None
-        return cursor.encode(self.tenant, self.position, self.since)
+        return cursor.encode(self.tenant, self.position, self.since, scope=self.scope_key, floor=self.floor)
 
     # --- the send queue ---------------------------------------------------
 
@@ -212,10 +228,12 @@ class Connection:
 
         It goes first: if the queue is full its change frames are dropped (they can be read again
         from the log). A ``droppable`` one (a heartbeat) is skipped if the queue is still full.
+        A message with a cursor (``synced``) is marked: an overflow drops it with the change frames
+        queued before it (its cursor claims them; the catch-up that follows sends a new one).
         """
         if self.close_code is not None:
             return
-        frame = Frame(encode(message, self.encoding))
+        frame = Frame(encode(message, self.encoding), claims=getattr(message, "cursor", None) is not None)
         if self.full(frame.size) and self._changes:
             self._overflow()
         if droppable and self.full(frame.size):
@@ -267,12 +285,11 @@ class Connection:
         """The writer's side: the next frame to send (call ``sent`` after it), or None: the writer stops.
 
         Once a close is requested the change stream stops (it can be read again from the log), but
-        the control frames already queued still go out: among them the error that explains the close.
+        the control frames already queued still go out: among them the error that explains the close
+        (not a ``synced`` queued behind a dropped change frame: its cursor claims that frame).
         """
-        while self.close_code is not None and self._queue and self._queue[0].seq is not None:
-            dropped = self._queue.pop(0)
-            self._bytes -= dropped.size
-            self._changes -= 1
+        if self.close_code is not None and self._changes:
+            self._drop_changes()
         if not self._queue:
             self._writing = False
             return None
@@ -316,10 +333,26 @@ class Connection:
                 QUEUE_HIGH_WATER.set(_high_water)
         self.kick()
 
-    def _overflow(self) -> None:
-        self._queue = [f for f in self._queue if f.seq is None]
-        self._bytes = sum(f.size for f in self._queue)
+    def _drop_changes(self) -> None:
+        """Drop the queued change frames, and every frame with a cursor queued behind one of them.
+
+        A ``synced`` queued after a change frame carries a cursor at or past that frame: a client that
+        stored it and reconnected would never get the dropped changes. It goes too; the catch-up that
+        resumes from ``handed`` sends a ``synced`` of its own once it is up to date.
+        """
+        kept: list[Frame] = []
+        behind = False
+        for frame in self._queue:
+            if frame.seq is not None:
+                behind = True
+            elif not (behind and frame.claims):
+                kept.append(frame)
+        self._queue = kept
+        self._bytes = sum(f.size for f in kept)
         self._changes = 0
+
+    def _overflow(self) -> None:
+        self._drop_changes()
         self._progressed()
         self.position, self.since = self.handed, self.handed_since
         self.epoch += 1  # whatever a catch-up read from the old position is stale

@@ -42,7 +42,7 @@ class Page:
         self.cipher = cipher
         self.stamp_ms = max(row.updated_at for row in rows)
         self._views: dict[tuple[int, int], tuple[list[EntityView], list[Unavailable]]] = {}
-        self._frames: dict[tuple[int, int, str], Frame] = {}
+        self._frames: dict[tuple[int, int, str, int, int], Frame] = {}
 
     def forget(self) -> None:
         """Drop the decoded views and encoded frames; they are rebuilt from the rows if asked for again."""
@@ -68,7 +68,7 @@ class Page:
         after, since = conn.position, conn.since
         views, unavailable = self.views(pull, after, since)
         whole = self.since_after(conn)
-        next_cursor = cursor.encode(conn.tenant, self.upto, whole)
+        next_cursor = cursor.encode(conn.tenant, self.upto, whole, scope=conn.scope_key, floor=conn.floor)
         if conn.filtered:
             mine = [v for v in views if conn.wants(v)]
             # Without a view a per-entity scope filter cannot decide: only a collection filter applies.
@@ -77,7 +77,7 @@ class Page:
                 return None
             data = encode(_changes(mine, next_cursor, self.more, bad), conn.encoding)
             return Frame(data, self.upto, self.stamp_ms, since=whole)
-        key = (after, since, conn.encoding)
+        key = (after, since, conn.encoding, conn.scope_key, conn.floor)
         shared = self._frames.get(key)
         if shared is None:  # one frame object for every connection at this cursor: frames are never mutated
             data = encode(_changes(views, next_cursor, self.more, unavailable), conn.encoding)

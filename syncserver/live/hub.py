@@ -157,7 +157,8 @@ class LiveHub:
                         await conn.wait_not_full(size)
                         continue
                     conn.live, conn.lagging = True, False
-                    conn.control(synced)  # it fits: nothing queued before it is dropped
+                    # It fits: nothing queued before it is dropped now. A later overflow drops it with them.
+                    conn.control(synced)
                     return
                 page = feed.covering(conn.position) if conn.shared else None
                 if page is None:
@@ -208,14 +209,15 @@ class LiveHub:
             if conn.epoch != epoch or conn.close_code is not None:
                 return
             conn.control(WsReset())
-            conn.position = conn.handed = conn.since = conn.handed_since = 0
+            conn.position = conn.handed = conn.since = conn.handed_since = conn.floor = 0
             conn.has_cursor = False
             return
-        last, since = cursor.decode_position(conn.tenant, response.cursor)
+        last, since, floor = cursor.decode_position(conn.tenant, response.cursor)
         # Without more pages the pull has seen every commit up to ``head``, matching or not. A scoped pull's
         # cursor is already there: it read the tenant's head before its page, in the same read (``scoped_page``).
         position = last if response.more or head is None else max(last, head)
         whole = since if response.more else position
+        conn.floor = floor if response.more else position
         conn.has_cursor = True
         views = [v for v in response.changes if conn.scope is None or conn.scope(conn.principal, v)]
         # Without a view a per-entity scope filter cannot decide on an unavailable entity: it is left out.
@@ -223,7 +225,12 @@ class LiveHub:
         if not views and not response.evictions and not unavailable:
             conn.position, conn.since = position, whole
             return
-        message = WsChanges(views, cursor.encode(conn.tenant, position, whole), response.more, response.evictions)
+        message = WsChanges(
+            views,
+            cursor.encode(conn.tenant, position, whole, scope=conn.scope_key, floor=conn.floor),
+            response.more,
+            response.evictions,
+        )
         if unavailable:
             message.unavailable = unavailable
         await conn.put(Frame(encode(message, conn.encoding), position, since=whole), epoch)

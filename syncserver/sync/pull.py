@@ -7,9 +7,17 @@ is already committed, so paging by seq never skips a change.
 A driver (a restricted ``Scope``) pulls through the channel rows
 (``ChannelStore``): only entities in its channels, each sent whole if it entered
 the driver's scope after the cursor, and an ``Eviction`` for each entity that
-left it. Entities and evictions form one stream in seq order, cut at ``limit``.
+left it. Entities and evictions form one stream in seq order, cut at ``limit``,
+all read in one snapshot with the tenant row (``ChannelStore.scoped_page``).
 When nothing more is pending, the cursor moves to the tenant's last seq read
-before the queries, so a driver does not rescan other drivers' changes.
+with them, so a driver does not rescan other drivers' changes. Channel rows are
+only an index: an entity is sent, and an eviction too, only if the entity's own
+state agrees.
+
+A cursor is bound to the scope it was issued to (``cursor.scope_key``): under
+another scope (the token's channels or role changed) the answer is ``reset``.
+Whether the cursor is behind a tombstone purge is decided from a ``purged_seq``
+read with or after the page, never before it.
 
 The live channel must deliver to restricted principals through ``pull`` too: a
 filter over a tenant-wide feed can neither send evictions nor know which
@@ -49,21 +57,32 @@ class PullService:
         self.view_cache = ViewCache()
 
     async def pull(self, principal: Principal, request: PullRequest) -> PullResponse:
-        after, since = cursor.decode_position(principal.tenant, request.cursor)
-        limit = min(request.limit, self.limits.max_pull_limit)
         scope = Scope.of(principal)
-        if scope.channels is not None:
-            return await self._scoped(principal.tenant, scope.channels, request, (after, since), limit)
-        if _behind_purge(_known(await self.store.get_tenant(principal.tenant)), request, since):
+        key = cursor.scope_key(scope)
+        position = cursor.decode_for(principal.tenant, request.cursor, key)
+        if position is None:
+            # A cursor of another scope (the token lost or gained channels, or its role changed): the device holds
+            # that scope's entities, neither evictions nor entities from a cursor could make it this one's.
+            _known(await self.store.get_tenant(principal.tenant))
             return PullResponse(reset=True)
+        after, since = position.seq, position.since
+        limit = min(request.limit, self.limits.max_pull_limit)
+        if scope.channels is not None:
+            return await self._scoped(principal.tenant, scope.channels, key, request, position, limit)
         rows = await self.store.pull(principal.tenant, after, limit + 1, request.collections)
+        # Read after the page: a purge that committed before the page was read (and took tombstones out of it) is
+        # seen here, so the device is told to reset rather than never told of those deletes.
+        tenant_row = _known(await self.store.get_tenant(principal.tenant))
+        if _behind_purge(tenant_row, request, position):
+            return PullResponse(reset=True)
         more = len(rows) > limit
         rows = rows[:limit]
         cipher = await self.ciphers.cipher(principal.tenant, {row.key_version for row in rows})
         # An entity met on this page may have changed before ``after`` too: the device was last whole at ``since``.
         views, unavailable = self.views(cipher, [(row, since) for row in rows])
         last = rows[-1].seq if rows else after
-        next_cursor = cursor.encode(principal.tenant, last, since if more else None)
+        floor = _floor(tenant_row, request, position)
+        next_cursor = cursor.encode(principal.tenant, last, since if more else None, scope=key, floor=floor)
         response = PullResponse(changes=views, cursor=next_cursor, more=more)
         if unavailable:
             response.unavailable = unavailable
@@ -73,17 +92,19 @@ class PullService:
         self,
         tenant: str,
         channels: frozenset[str],
+        key: int,
         request: PullRequest,
-        position: tuple[int, int],
+        position: cursor.Position,
         limit: int,
     ) -> PullResponse:
-        after, since = position
-        # The tenant row and both pages in one read; a device pulling from the start holds nothing to evict.
+        after, since = position.seq, position.since
+        # The tenant row and both pages in one read and one snapshot (so the purge the reset is decided from is
+        # the one the page shows); a device pulling from the start holds nothing to evict.
         page = await self.access.scoped_page(
             tenant, sorted(channels), after, limit + 1, request.collections, evictions=bool(after)
         )
         tenant_row = _known(page.tenant)
-        if _behind_purge(tenant_row, request, since):
+        if _behind_purge(tenant_row, request, position):
             return PullResponse(reset=True)
         head, found = tenant_row.last_seq, page.entities
         items: list[tuple[int, int, object]] = [(f.record.seq, 0, f) for f in found]
@@ -91,24 +112,55 @@ class PullService:
         items.sort(key=lambda item: (item[0], item[1]))
         more = len(items) > limit
         items = items[:limit]
-        cipher = await self.ciphers.cipher(tenant, {f.record.key_version for f in found})
         wanted: list[tuple[EntityRecord, int]] = []
-        evictions: list[Eviction] = []
+        gone: list[EvictionRecord] = []
         for _, _, item in items:
             if isinstance(item, ScopedEntity):
                 # Entered the scope after the device was last whole: it has none of it yet.
                 wanted.append((item.record, 0 if item.joined_seq > since else since))
             elif isinstance(item, EvictionRecord):
-                evictions.append(Eviction(item.collection, item.entity_id, item.seq))
-        views, unavailable = self.views(cipher, wanted, Scope(channels))
+                gone.append(item)
+        versions = {f.record.key_version for f in found} | {g.record.key_version for g in gone if g.record}
+        cipher = await self.ciphers.cipher(tenant, versions)
+        scope = Scope(channels)
+        views, unavailable = self.views(cipher, wanted, scope)
+        evictions = self._confirmed(cipher, gone, scope, unavailable) if gone else []
         last = items[-1][0] if items else after
         if not more:
             last = max(last, head)
-        next_cursor = cursor.encode(tenant, last, since if more else None)
+        floor = _floor(tenant_row, request, position)
+        next_cursor = cursor.encode(tenant, last, since if more else None, scope=key, floor=floor)
         response = PullResponse(changes=views, cursor=next_cursor, more=more, evictions=evictions)
         if unavailable:
             response.unavailable = unavailable
         return response
+
+    def _confirmed(
+        self, cipher: TenantCipher, gone: list[EvictionRecord], scope: Scope, unavailable: list[Unavailable]
+    ) -> list[Eviction]:
+        """The evictions whose entity's own state (``EvictionRecord.record``, opened, its channels worked out as
+        a push works them out) puts it in none of ``scope``'s channels.
+
+        Channel rows are only an index: an eviction they make that the state does not (an injected or stale
+        row) is left out and counted like a foreign channel row, so no device drops an entity its token may
+        see. An entity whose row fails its integrity check is added to ``unavailable`` instead (the device keeps
+        what it holds and reads it again by id: 404 then drops it). An entity without a row (gone for good) is
+        evicted. Evictions are rare: only their rows are opened, read with them (``ChannelStore.scoped_page``).
+        """
+        evictions: list[Eviction] = []
+        for item in gone:
+            row = item.record
+            if row is not None:
+                try:
+                    entry = self.open(cipher, row, channels=True)
+                except DecryptionError as exc:
+                    unavailable.append(quarantine.unavailable_entity(cipher.tenant, row, exc))
+                    continue
+                if entry.channels is not None and scope.allows(entry.channels):
+                    quarantine.foreign_channel_row(cipher.tenant, row)
+                    continue
+            evictions.append(Eviction(item.collection, item.entity_id, item.seq))
+        return evictions
 
     def views(
         self,
@@ -201,9 +253,17 @@ def _known(tenant: TenantRecord | None) -> TenantRecord:
     return tenant
 
 
-def _behind_purge(tenant: TenantRecord, request: PullRequest, since: int) -> bool:
-    """Whether the cursor is older than the tenant's purge (the device must reset)."""
-    return request.cursor is not None and since < tenant.purged_seq
+def _behind_purge(tenant: TenantRecord, request: PullRequest, position: cursor.Position) -> bool:
+    """Whether tombstones the device may not have seen were collected (it must reset): any after the position it
+    was whole at, or, in a pull from the start still under way, any since that pull began (``Position.floor``)."""
+    return request.cursor is not None and position.floor < tenant.purged_seq
+
+
+def _floor(tenant: TenantRecord, request: PullRequest, position: cursor.Position) -> int:
+    """The ``floor`` of the next cursor: a pull from the start records the tenant's ``purged_seq`` as it begins
+    (read in, or after, its first page's snapshot; a tombstone of an entity that page sent is younger than that
+    read, far from the retention that would collect it), and carries it to its last page."""
+    return tenant.purged_seq if request.cursor is None else position.floor
 
 
 def _in_scope(scope: Scope, collection: Collection, stored: StoredEntity) -> bool:

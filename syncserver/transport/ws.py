@@ -40,8 +40,12 @@ from syncproto.messages import (
     WsPong,
     WsPush,
     WsPushResult,
+    WsReset,
     WsWelcome,
 )
+from syncserver.auth import ratelimit
+from syncserver.auth.ratelimit import RateLimiting
+from syncserver.auth.scopes import Scope
 from syncserver.auth.tokens import Principal, TokenVerifier, bearer_token
 from syncserver.errors import ApiError
 from syncserver.keys.envelope import DecryptionError
@@ -82,14 +86,18 @@ class Close(IntEnum):
     TOO_MANY_CONNECTIONS = 4429
 
 
+RATE_LIMITED_MESSAGE = "too many requests; retry after the number of seconds in retry_after"
+
+
 class Refused(Exception):
     """End the session: an ``error`` message, then a close with ``close`` and reason ``code``."""
 
-    def __init__(self, close: Close, code: str, message: str) -> None:
+    def __init__(self, close: Close, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.close = close
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 class _Envelope(msgspec.Struct):
@@ -154,6 +162,7 @@ class Session:
         "disconnected",
         "hub",
         "push_service",
+        "rate_limiting",
         "settings",
         "socket",
         "verifier",
@@ -165,6 +174,7 @@ class Session:
         self.hub: LiveHub = state.live
         self.push_service: PushService = state.push_service
         self.verifier: TokenVerifier = state.verifier
+        self.rate_limiting: RateLimiting = state.rate_limiting
         self.settings: Settings = state.settings
         self.disconnected = False
         self.closed = False
@@ -217,7 +227,10 @@ class Session:
             self.hub.admission.release_unauthenticated(address)
 
     async def _authenticate(self, offered: list[str]) -> tuple[Principal, float | None]:
+        """The upgrade counts as a request in the HTTP rate-limit budget, once its credential is read: the
+        verified identity's, or the client address's when it is refused (4401; over the limit, 4429)."""
         if _token_in_query(self.socket.scope):
+            await self._rate_limit(None)
             raise Refused(
                 Close.UNAUTHORIZED,
                 errors.UNAUTHORIZED,
@@ -228,10 +241,19 @@ class Session:
             token = await self._token(offered)
             principal = self.verifier.verify(token)
         except ApiError as exc:
+            await self._rate_limit(None)
             raise Refused(Close.UNAUTHORIZED, exc.code, exc.message) from exc
+        await self._rate_limit(principal)
         if await self.hub.store.get_tenant(principal.tenant) is None:
             raise Refused(Close.UNAUTHORIZED, errors.TENANT_UNKNOWN, "the token's tenant does not exist")
         return principal, _expiry(token, self.verifier.leeway_s)
+
+    async def _rate_limit(self, principal: Principal | None) -> None:
+        """Count the upgrade for ``principal`` (None: the client address); over the limit, 4429 ``rate_limited``."""
+        key = ratelimit.address(self.socket.scope) if principal is None else ratelimit.identity(principal)
+        retry_after = await self.rate_limiting.hit(key)
+        if retry_after is not None:
+            raise Refused(Close.TOO_MANY_CONNECTIONS, errors.RATE_LIMITED, RATE_LIMITED_MESSAGE, retry_after)
 
     async def _token(self, offered: list[str]) -> str:
         header = _header(self.socket.scope, b"authorization")
@@ -257,9 +279,11 @@ class Session:
                 f"no shared protocol version: the server speaks {list(SUPPORTED_VERSIONS)}",
             )
         try:
-            position, since = cursor.decode_position(principal.tenant, hello.cursor)
+            found = cursor.decode_for(principal.tenant, hello.cursor, cursor.scope_key(Scope.of(principal)))
         except ApiError as exc:
             raise Refused(Close.INVALID, exc.code, exc.message) from exc
+        # ``None``: a cursor of another scope (channels or role changed). As HTTP pull: ``reset``, then from the start.
+        position, since, floor = found if found is not None else cursor.Position(0, 0)
         live = self.settings.live
         conn = Connection(
             principal,
@@ -267,11 +291,14 @@ class Session:
             encoding=hello.encoding,
             position=position,
             since=since,
-            has_cursor=hello.cursor is not None,
+            floor=floor,
+            has_cursor=hello.cursor is not None and found is not None,
             collections=hello.collections,
             scope=self.hub.scope,
         )
         conn.control(WsWelcome(max(shared), hello.encoding, hello.cursor, live.heartbeat_ms, live.idle_timeout_ms))
+        if found is None:
+            conn.control(WsReset())
         return conn
 
     async def _handshake_message(self, expected: str) -> WsClientMessage:
@@ -299,7 +326,10 @@ class Session:
             return
         log.info("closing a WebSocket: %s (%s)", refusal.code, refusal.message)
         with contextlib.suppress(Exception):
-            text = encode(WsError(refusal.code, refusal.message), "json")
+            error = WsError(refusal.code, refusal.message)
+            if refusal.retry_after is not None:
+                error.retry_after = refusal.retry_after
+            text = encode(error, "json")
             await asyncio.wait_for(self.socket.send_data(text, "text"), _CLOSE_TIMEOUT_S)
         await self._close(refusal.close, refusal.code)
 
@@ -418,6 +448,11 @@ class Session:
             # the session a little later, and a push must not slip into that window.
             conn.control(WsError(errors.TOKEN_EXPIRED, "the token has expired", message.id))
             conn.request_close(Close.UNAUTHORIZED, errors.TOKEN_EXPIRED)
+            return
+        # Each push counts in the identity's HTTP budget (Litestar's middleware sees only HTTP requests).
+        retry_after = await self.rate_limiting.hit(ratelimit.identity(conn.principal))
+        if retry_after is not None:
+            conn.control(WsError(errors.RATE_LIMITED, RATE_LIMITED_MESSAGE, message.id, retry_after=retry_after))
             return
         request = PushRequest(message.replica, message.changes)
         task = asyncio.ensure_future(self.push_service.push(conn.principal, request))

@@ -236,3 +236,27 @@ async def test_a_synced_that_would_overflow_waits_and_the_connection_goes_live(t
             assert any(frame.seq is not None for frame in conn._queue) or conn.lagging, "nothing queued: too weak"
             served.gate.open.set()
             await assert_caught_up_then_live(served, client, count)
+
+
+async def test_a_synced_queued_behind_dropped_change_frames_is_dropped_with_them(tmp_path: Path) -> None:
+    """(c) Catch-up queued its ``synced`` behind a change frame the socket has not taken; a live change then
+    overflows the queue. The change frame is dropped: the ``synced`` behind it must go too (its cursor claims
+    that frame, and a client stores it, PROTOCOL.md §9.3), and the catch-up that resumes sends a new one.
+
+    Two pages: the writer holds the first at the gate; the second and the ``synced`` fill a two-frame queue."""
+    live = replace(LIMITS, queue_bytes=1 << 20, queue_frames=2)
+    count = 2 * live.page_limit
+    async with serve(tmp_path, live) as served:
+        await served.push(changes("loader", 1, count))
+        served.gate.open.clear()
+        async with Client(served) as client:
+            conn = served.connection()
+            async with asyncio.timeout(WAIT_S):
+                while [frame.seq for frame in conn._queue] != [count, None]:
+                    await asyncio.sleep(0.005)
+            assert conn.live, "the synced is queued: the connection is live"
+            await served.push(changes("loader", count + 1, 1))  # offered live to a full queue: it overflows
+            assert conn.lagging
+            assert not any(frame.claims for frame in conn._queue), "a synced claiming a dropped frame was kept"
+            served.gate.open.set()
+            await assert_caught_up_then_live(served, client, count + 1)

@@ -12,12 +12,14 @@ import re
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
-from syncproto.messages import WsError, WsPing, WsPushResult
+from syncproto.messages import WsError, WsPing, WsPushResult, WsSynced
 from syncserver.auth.tokens import Principal
 from syncserver.live import Connection, Frame
 from syncserver.settings import LiveSettings
+from syncserver.sync import cursor
 from syncserver.testing import free_port, running_server, server_env
 from tests.integration.ws_client import Subscriber, changes, issue, new_tenant, push
 
@@ -59,6 +61,35 @@ def test_the_resume_point_is_the_last_frame_the_socket_took() -> None:
     assert not conn.offer(Frame("y" * 901, 13)), "1,000 bytes is the bound"
     assert conn.position == 11
     assert len(conn) == 0
+
+
+def test_an_overflow_drops_a_synced_queued_behind_a_dropped_change_frame() -> None:
+    """A ``synced``'s cursor claims every change frame queued before it: dropped with them (PROTOCOL.md §9.3)."""
+    conn = Connection(DRIVER, LIMITS, position=10)
+    overflowed = []
+    conn.on_overflow = lambda: overflowed.append(conn.position)
+    conn.control(WsSynced(cursor.encode("acme", 10)))  # before any change frame: it claims nothing dropped
+    assert conn.offer(Frame("a" * 100, 11))
+    conn.control(WsSynced(cursor.encode("acme", 11)))
+    conn.control(WsPushResult("p-1", []))
+    conn.control(WsPushResult("p-2", []))  # a fifth frame: overflow
+    assert overflowed == [10]
+    kinds = [msgspec.json.decode(f.data)["type"] for f in frames(conn)]
+    assert kinds == ["synced", "push_result", "push_result"]
+    assert msgspec.json.decode(frames(conn)[0].data)["cursor"] == cursor.encode("acme", 10)
+
+
+def test_a_close_drops_a_synced_queued_behind_a_dropped_change_frame_but_sends_the_error() -> None:
+    conn = Connection(DRIVER, LIMITS, position=10)
+    assert conn.offer(Frame("a" * 100, 11))
+    conn.control(WsSynced(cursor.encode("acme", 11)))
+    conn.control(WsError("token_expired", "the token has expired"))
+    conn.request_close(4401, "token_expired")
+    sent = []
+    while (frame := conn.pop()) is not None:
+        conn.sent()
+        sent.append(msgspec.json.decode(frame.data)["type"])
+    assert sent == ["error"]
 
 
 def test_heartbeats_are_dropped_when_full_but_results_and_errors_are_not() -> None:

@@ -186,7 +186,8 @@ def server_gc() -> Iterator[None]:
 @asynccontextmanager
 async def in_process_server(tmp_path: Path, settings: LiveSettings) -> AsyncIterator[tuple[str, str]]:
     """A uvicorn server for the real app in this event loop; yields its WebSocket URL and a dispatcher token."""
-    app = create_app(make_settings(tmp_path, "memory://", live=settings), store=MemoryStore())
+    # Hundreds of upgrades a second by one user: the rate limit (which counts upgrades) is off, as in server_env.
+    app = create_app(make_settings(tmp_path, "memory://", live=settings, rate_limit="off"), store=MemoryStore())
     async with uvicorn_in_loop(app) as port:
         tenant = f"acme-{uuid.uuid4().hex[:8]}"
         await create_tenant(app.state.store, app.state.keyring, tenant)

@@ -197,10 +197,18 @@ async def test_push_results_are_matched_by_id_and_errors_carry_the_http_status(
     with pytest.raises(ServerError) as refused:
         await too_big
     assert (refused.value.status, refused.value.code) == (413, "too_many_changes")  # the SDK halves its batch
+    assert refused.value.retry_after is None
+
+    limited = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
+    await socket.sent_count(4)
+    socket.feed(WsError("rate_limited", "slow down", id=socket.sent[-1].id, retry_after=3))
+    with pytest.raises(ServerError) as slowed:
+        await limited
+    assert (slowed.value.status, slowed.value.code, slowed.value.retry_after) == (429, "rate_limited", 3.0)
 
     rejected = Rejected(change.id, 1, ErrorBody("forbidden", "not yours"))
     third = asyncio.create_task(t.push(PushRequest("phone-a", [change])))
-    await socket.sent_count(4)
+    await socket.sent_count(5)
     socket.feed(WsPushResult(socket.sent[-1].id, [rejected]))
     assert (await third).results == [rejected]
     await t.aclose()

@@ -239,6 +239,8 @@ export interface WsError {
   code: string;
   message: string;
   id: string | null;
+  /** only with `rate_limited`: seconds to wait before the next request (as HTTP's `Retry-After`) */
+  retry_after?: number;
 }
 
 export type WsClientMessage = WsAuth | WsHello | WsPush | WsPing | WsPong;

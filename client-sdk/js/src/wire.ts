@@ -544,6 +544,7 @@ export function readWsServerMessage(v: unknown): WsServerMessage {
         code: str(o["code"], "$.code"),
         message: str(o["message"], "$.message"),
         id: member(o, "id", "$", nullableStr, null),
+        ...(o["retry_after"] == null ? {} : { retry_after: int(o["retry_after"], "$.retry_after", 0) }),
       };
     case "ping":
     case "pong":

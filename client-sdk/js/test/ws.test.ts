@@ -137,6 +137,19 @@ describe("the WebSocket transport", () => {
     await transport.close();
   });
 
+  it("hands a rate_limited push its retry_after, as HTTP's Retry-After", async () => {
+    const { transport, socket } = await connected();
+    const pushed = transport.push({ replica: "web-1", changes: [] });
+    await until(() => socket.sent.at(-1)?.type === "push");
+    const push = socket.sent.at(-1) as { id: string };
+    socket.serve({ type: "error", code: "rate_limited", message: "slow down", id: push.id, retry_after: 3 });
+    await expect(pushed).rejects.toMatchObject({ status: 429, code: "rate_limited", retryAfter: 3 });
+    const other = transport.push({ replica: "web-1", changes: [] });
+    await until(() => (socket.sent.at(-1) as { id: string }).id !== push.id);
+    socket.serve({ type: "error", code: "too_many_changes", message: "split", id: (socket.sent.at(-1) as { id: string }).id });
+    await expect(other).rejects.toMatchObject({ status: 413, retryAfter: null });
+  });
+
   it("fails a push in flight when the socket drops, so the next round resends it", async () => {
     const { transport, socket } = await connected();
     const pushed = transport.push({ replica: "web-1", changes: [] });

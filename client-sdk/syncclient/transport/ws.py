@@ -353,7 +353,9 @@ class WebSocketTransport:
         elif isinstance(message, WsError):
             future = self._pending.get(message.id) if message.id else None
             if future is not None and not future.done():
-                future.set_exception(ServerError(_error_status(message.code), message.code, message.message))
+                future.set_exception(
+                    ServerError(_error_status(message.code), message.code, message.message, _retry_after(message))
+                )
             else:
                 log.warning("server error on the live channel: %s: %s", message.code, message.message)
         elif isinstance(message, WsWelcome):
@@ -387,7 +389,8 @@ class WebSocketTransport:
         code = self._socket.close_code
         if code in _RETRYABLE_CLOSES:
             return TransportError(f"{code} {error.code}: {error.message}")
-        return ServerError(_CLOSE_STATUS.get(code or 0, _error_status(error.code)), error.code, error.message)
+        status = _CLOSE_STATUS.get(code or 0, _error_status(error.code))
+        return ServerError(status, error.code, error.message, _retry_after(error))
 
     async def _wait_for_frame(self, within: float) -> None:
         self._arrived.clear()
@@ -430,3 +433,8 @@ def _closed_error(exc: ConnectionClosed) -> SyncError:
 def _error_status(code: str) -> int:
     """The HTTP status a request-level ``error`` would have over HTTP, for ``ServerError.retryable``."""
     return errors.REQUEST_STATUS.get(code, 400)
+
+
+def _retry_after(error: WsError) -> float | None:
+    """The seconds a ``rate_limited`` error asks to wait (PROTOCOL §9.4), as a ``ServerError`` carries them."""
+    return None if isinstance(error.retry_after, msgspec.UnsetType) else float(error.retry_after)

@@ -246,6 +246,25 @@ async def test_scoped_page_reads_the_tenant_row_the_page_and_the_evictions_toget
     assert (unknown.tenant, unknown.entities, unknown.evictions) == (None, [], [])
 
 
+async def test_evictions_carry_their_entitys_row_read_with_them(store: Store, tenant: str) -> None:
+    """A pull confirms an eviction from the entity's own state: the row comes with it, from the same read."""
+    await write(store, tenant, 1, "dlv-1", [member("dlv-1", "driver:a", 1)])
+    await write(store, tenant, 2, "dlv-2", [member("dlv-2", "driver:a", 2)])
+    await write(
+        store, tenant, 3, "dlv-1", [member("dlv-1", "driver:a", 3, 1, left=True), member("dlv-1", "driver:b", 3)]
+    )
+    s = access(store)
+    page = await s.scoped_page(tenant, ["driver:a"], 1, 10)
+    assert [(e.entity_id, e.seq) for e in page.evictions] == [("dlv-1", 3)]
+    row = page.evictions[0].record
+    assert row is not None
+    assert row == await store.get_entity(tenant, "deliveries", "dlv-1")
+    assert (row.seq, row.latest_seq) == (3, 3)
+    assert await s.evictions(tenant, ["driver:a"], 1, 10) == page.evictions
+    # Without evictions nothing more is read.
+    assert (await s.scoped_page(tenant, ["driver:a"], 3, 10)).evictions == []
+
+
 async def test_latest_in_channels_is_the_newest_row_of_each_channel_after_a_seq(store: Store, tenant: str) -> None:
     await write(store, tenant, 1, "dlv-1", [member("dlv-1", "driver:a", 1), member("dlv-1", "depot:n", 1)])
     await write(store, tenant, 2, "dlv-2", [member("dlv-2", "driver:b", 2)])

@@ -24,6 +24,7 @@ import type {
   PushResponse,
   WsChanges,
   WsClientMessage,
+  WsError,
   WsReset,
   WsServerMessage,
   WsSynced,
@@ -119,7 +120,7 @@ export class WebSocketTransport implements LiveTransport {
   private welcomed = false;
   private resolveOpen!: () => void;
   private rejectOpen!: (e: SyncError) => void;
-  private refusal: { code: string; message: string } | null = null;
+  private refusal: Pick<WsError, "code" | "message" | "retry_after"> | null = null;
   private readonly buffer: Buffered[] = [];
   private readonly pendingPushes = new Map<string, { resolve: (r: PushResponse) => void; reject: (e: Error) => void }>();
   private ids = 0;
@@ -350,8 +351,10 @@ export class WebSocketTransport implements LiveTransport {
         return;
       case "error": {
         const pending = message.id ? this.pendingPushes.get(message.id) : undefined;
-        if (pending) pending.reject(new ServerError(requestStatus(message.code), message.code, message.message));
-        else if (!this.welcomed) this.refusal = { code: message.code, message: message.message };
+        if (pending) {
+          const retryAfter = message.retry_after ?? null;
+          pending.reject(new ServerError(requestStatus(message.code), message.code, message.message, retryAfter));
+        } else if (!this.welcomed) this.refusal = message;
         else console.warn(`syncclient: server error on the live channel: ${message.code}: ${message.message}`);
         return;
       }
@@ -444,9 +447,10 @@ function notSent(error: WireError, status: number): ServerError {
   return new ServerError(status, error.code, `not sent: ${error.message}`);
 }
 
-function refusalError(code: number, refusal: { code: string; message: string }): SyncError {
+function refusalError(code: number, refusal: Pick<WsError, "code" | "message" | "retry_after">): SyncError {
   if (RETRYABLE_CLOSES.has(code)) return new TransportError(`${code} ${refusal.code}: ${refusal.message}`);
-  return new ServerError(CLOSE_STATUS[code] ?? requestStatus(refusal.code), refusal.code, refusal.message);
+  const status = CLOSE_STATUS[code] ?? requestStatus(refusal.code);
+  return new ServerError(status, refusal.code, refusal.message, refusal.retry_after ?? null);
 }
 
 /** The HTTP status a request-level `error` would have over HTTP (PROTOCOL §6). */
