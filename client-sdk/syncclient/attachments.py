@@ -254,6 +254,36 @@ class Attachments:
         rows = self._sql("SELECT id FROM uploads WHERE state = 'pending' ORDER BY seq")
         return [r[0] for r in rows]
 
+    def retry(self, attachment_id: str) -> UploadState:
+        """Queue a ``refused`` or ``failed`` upload again, at the end of the queue (after an admin replayed it on
+        the server, or after what made it fail was fixed). Its local copy must still be there; ``ValueError``
+        for an upload that is not refused or failed, or whose copy is gone."""
+        with self._lock:
+            found = self._db.execute("SELECT state FROM uploads WHERE id = ?", (attachment_id,)).fetchone()
+            if found is None or found[0] not in ("refused", "failed"):
+                raise ValueError(f"upload {attachment_id} is not refused or failed: {found and found[0]}")
+            if not (self.dir / "files" / attachment_id).exists():
+                raise ValueError(f"the local copy of upload {attachment_id} is gone: it cannot be sent again")
+            self._db.execute(
+                "UPDATE uploads SET state = 'pending', code = NULL, message = NULL,"
+                " seq = (SELECT MAX(seq) + 1 FROM uploads) WHERE id = ?",
+                (attachment_id,),
+            )
+        self._created.discard(attachment_id)  # ask the server afresh (its row may have been replayed)
+        self.wake()
+        return UploadState(attachment_id, "pending")
+
+    def discard(self, attachment_id: str) -> None:
+        """Forget a ``refused`` or ``failed`` upload and delete its local copy (its bytes never reach the
+        server; a reference to it stays as the entity holds it). ``ValueError`` for any other state: a queued
+        file's reference has synced, so its bytes must follow."""
+        with self._lock:
+            found = self._db.execute("SELECT state FROM uploads WHERE id = ?", (attachment_id,)).fetchone()
+            if found is None or found[0] not in ("refused", "failed"):
+                raise ValueError(f"upload {attachment_id} is not refused or failed: {found and found[0]}")
+            self._db.execute("DELETE FROM uploads WHERE id = ?", (attachment_id,))
+        (self.dir / "files" / attachment_id).unlink(missing_ok=True)
+
     # --- uploading ------------------------------------------------------------------
 
     async def upload_pending(self) -> list[UploadState]:

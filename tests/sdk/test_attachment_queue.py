@@ -119,6 +119,36 @@ async def test_a_permanent_4xx_fails_that_upload_and_the_queue_goes_on(server: I
     await close(files, client)
 
 
+async def test_a_failed_upload_is_sent_again_on_retry_or_forgotten_on_discard(server: InProcServer) -> None:
+    """Once what made it fail is fixed, ``retry`` queues it again (it uploads); ``discard`` drops the row and the
+    local copy. Neither applies to a file still queued: its reference has synced, its bytes must follow."""
+    client = server.client("phone-1")
+    doomed: set[str] = set()
+    files, _ = files_with(server, client, lambda r: error(400, "invalid_request") if upload_id(r) in doomed else None)
+    data = os.urandom(3000)
+    first = files.attach("deliveries", "dlv-1", "pod_photo", data, "image/jpeg")
+    second = files.attach("deliveries", "dlv-2", "pod_photo", os.urandom(100), "image/jpeg")
+    doomed |= {first.id, second.id}
+    with pytest.raises(ValueError, match="not refused or failed"):
+        files.retry(first.id)  # still pending
+    with pytest.raises(ValueError, match="not refused or failed"):
+        files.discard(first.id)
+    assert [s.state for s in await files.upload_pending()] == ["failed", "failed"]
+
+    doomed.clear()  # fixed (a token with the right scope, say)
+    assert files.retry(first.id).state == "pending"
+    assert files.pending() == [first.id]
+    assert [(s.id, s.state) for s in await files.upload_pending()] == [(first.id, "uploaded")]
+    assert (await files.fetch(first)).read_bytes() == data
+
+    files.discard(second.id)
+    assert files.status(second.id) is None
+    assert not (files.dir / "files" / second.id).exists()
+    with pytest.raises(ValueError, match="not refused or failed"):
+        files.retry(second.id)
+    await close(files, client)
+
+
 async def test_a_transient_error_on_one_upload_does_not_hold_back_the_next(server: InProcServer) -> None:
     client = server.client("phone-1")
     sick: set[str] = set()
