@@ -115,8 +115,9 @@ export class ChecksumHttpStack implements HttpStack {
   }
 }
 
-class ChecksummedRequest implements HttpRequest {
-  constructor(private readonly inner: HttpRequest) {}
+/** A request that does what `inner` does: the wrappers below override what they change. */
+class ForwardingRequest implements HttpRequest {
+  constructor(protected readonly inner: HttpRequest) {}
 
   getMethod(): string {
     return this.inner.getMethod();
@@ -138,12 +139,7 @@ class ChecksummedRequest implements HttpRequest {
     this.inner.setProgressHandler(handler);
   }
 
-  async send(body?: Blob | ArrayBuffer | null): Promise<HttpResponse> {
-    if (body) {
-      const bytes = body instanceof Blob ? await body.arrayBuffer() : body;
-      const digest = new Uint8Array(await crypto.subtle.digest("SHA-1", bytes));
-      this.inner.setHeader("Upload-Checksum", `sha1 ${btoa(String.fromCharCode(...digest))}`);
-    }
+  send(body?: Blob | ArrayBuffer | null): Promise<HttpResponse> {
     return this.inner.send(body);
   }
 
@@ -153,6 +149,17 @@ class ChecksummedRequest implements HttpRequest {
 
   getUnderlyingObject(): unknown {
     return this.inner.getUnderlyingObject();
+  }
+}
+
+class ChecksummedRequest extends ForwardingRequest {
+  override async send(body?: Blob | ArrayBuffer | null): Promise<HttpResponse> {
+    if (body) {
+      const bytes = body instanceof Blob ? await body.arrayBuffer() : body;
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-1", bytes));
+      this.inner.setHeader("Upload-Checksum", `sha1 ${btoa(String.fromCharCode(...digest))}`);
+    }
+    return this.inner.send(body);
   }
 }
 
@@ -182,41 +189,26 @@ export class IdleTimeoutHttpStack implements HttpStack {
   }
 }
 
-class IdleTimeoutRequest implements HttpRequest {
+class IdleTimeoutRequest extends ForwardingRequest {
   /** Restarts the idle timer while a request is out. */
   private touch: () => void = () => undefined;
 
   constructor(
-    private readonly inner: HttpRequest,
+    inner: HttpRequest,
     private readonly idleMs: number,
   ) {
+    super(inner);
     inner.setProgressHandler(() => this.touch());
   }
 
-  getMethod(): string {
-    return this.inner.getMethod();
-  }
-
-  getURL(): string {
-    return this.inner.getURL();
-  }
-
-  setHeader(header: string, value: string): void {
-    this.inner.setHeader(header, value);
-  }
-
-  getHeader(header: string): string | undefined {
-    return this.inner.getHeader(header);
-  }
-
-  setProgressHandler(handler: (bytesSent: number) => void): void {
+  override setProgressHandler(handler: (bytesSent: number) => void): void {
     this.inner.setProgressHandler((bytesSent) => {
       this.touch();
       handler(bytesSent);
     });
   }
 
-  send(body?: Blob | ArrayBuffer | null): Promise<HttpResponse> {
+  override send(body?: Blob | ArrayBuffer | null): Promise<HttpResponse> {
     return new Promise<HttpResponse>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       this.touch = () => {
@@ -243,13 +235,5 @@ class IdleTimeoutRequest implements HttpRequest {
         },
       );
     });
-  }
-
-  abort(): Promise<void> {
-    return this.inner.abort();
-  }
-
-  getUnderlyingObject(): unknown {
-    return this.inner.getUnderlyingObject();
   }
 }
