@@ -140,7 +140,8 @@ async def test_a_server_that_lost_changes_gets_the_pending_ones_renumbered_into_
     await client.aclose()
 
 
-async def test_a_change_too_large_for_any_push_is_rejected_locally_without_blocking(tmp_path: Path) -> None:
+def refusing_huge_bodies() -> tuple[MemoryServer, Handler]:
+    """A server whose body limit a push with entity ``dlv-huge`` is over (413, as a whole)."""
     server = MemoryServer(SCHEMA)
 
     def handler(request: PushRequest | PullRequest) -> PushResponse | PullResponse:
@@ -148,6 +149,11 @@ async def test_a_change_too_large_for_any_push_is_rejected_locally_without_block
             raise ServerError(413, errors.BODY_TOO_LARGE, "the body is over the server's limit")
         return server(request)
 
+    return server, handler
+
+
+async def test_a_change_too_large_for_any_push_is_rejected_locally_without_blocking(tmp_path: Path) -> None:
+    server, handler = refusing_huge_bodies()
     client = mock_client(tmp_path, "phone-a", handler)
     events: list[Event] = []
     client.subscribe(events.append, RejectedChange)
@@ -171,13 +177,7 @@ async def test_a_change_too_large_for_any_push_is_rejected_locally_without_block
 
 async def test_a_last_change_too_large_for_any_push_gives_its_number_back(tmp_path: Path) -> None:
     """The rejected change was the last one written: the next change takes its number, not one past it (a gap)."""
-    server = MemoryServer(SCHEMA)
-
-    def handler(request: PushRequest | PullRequest) -> PushResponse | PullResponse:
-        if isinstance(request, PushRequest) and any(c.entity == "dlv-huge" for c in request.changes):
-            raise ServerError(413, errors.BODY_TOO_LARGE, "the body is over the server's limit")
-        return server(request)
-
+    server, handler = refusing_huge_bodies()
     client = mock_client(tmp_path, "phone-a", handler)
     d = client.collection("deliveries")
     d.set("dlv-1", status="pending")
